@@ -1,0 +1,68 @@
+//! How a send failed, and what the hub's outbox should do about it.
+
+use std::time::Duration;
+
+/// What the outbox does after a failed send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryKind {
+    /// Try this message again later; `retry_after` is the network's own
+    /// instruction (HTTP `Retry-After`, Telegram's `retry_after`) when given.
+    Transient {
+        /// How long the network asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The whole account is unreachable (connection refused, DNS, auth
+    /// outage): pause every channel of the account and probe.
+    AccountDown {
+        /// How long the network asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (bad request, chat gone, forbidden): dead-letter.
+    Permanent,
+}
+
+/// One failed attempt to send, classified by the adapter that made it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    kind: RetryKind,
+    message: String,
+}
+
+impl SendError {
+    /// A failure worth retrying for this message alone.
+    pub fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: RetryKind::Transient { retry_after },
+            message: message.into(),
+        }
+    }
+
+    /// The account as a whole cannot be reached.
+    pub fn account_down(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: RetryKind::AccountDown { retry_after },
+            message: message.into(),
+        }
+    }
+
+    /// A failure that will not go away; the message becomes a dead letter.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: RetryKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// What the outbox should do.
+    #[must_use]
+    pub fn retry_kind(&self) -> RetryKind {
+        self.kind
+    }
+
+    /// The human-readable reason, stored with retries and dead letters.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}

@@ -1,0 +1,258 @@
+//! Newtype identifiers. Every id that crosses a module boundary is one of
+//! these, validated where it enters (config, network payloads, API input).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An id failed validation; the message says which rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} `{value}`: {reason}")]
+pub struct ParseIdError {
+    /// Which kind of id was being parsed.
+    pub what: &'static str,
+    /// The rejected input.
+    pub value: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+/// A chat network switchboard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Network {
+    /// The bot API served by the hub itself.
+    Api,
+    /// Telegram through the Bot API.
+    Telegram,
+    /// Signal through a signal-cli daemon.
+    Signal,
+    /// Matrix through a bot login or an application service.
+    Matrix,
+}
+
+impl Network {
+    /// The lowercase name used in config section headers and account ids.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Telegram => "telegram",
+            Self::Signal => "signal",
+            Self::Matrix => "matrix",
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Network {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "api" => Ok(Self::Api),
+            "telegram" => Ok(Self::Telegram),
+            "signal" => Ok(Self::Signal),
+            "matrix" => Ok(Self::Matrix),
+            _ => Err(ParseIdError {
+                what: "network",
+                value: s.to_owned(),
+                reason: "expected one of api, telegram, signal, matrix",
+            }),
+        }
+    }
+}
+
+/// One configured connection to a network, written `<network>.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId {
+    network: Network,
+    name: String,
+}
+
+impl AccountId {
+    /// Builds an account id, checking that the name is a plain identifier.
+    pub fn new(network: Network, name: &str) -> Result<Self, ParseIdError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ParseIdError {
+                what: "account name",
+                value: name.to_owned(),
+                reason: "use 1-64 ASCII letters, digits, `_` or `-`",
+            });
+        }
+        Ok(Self {
+            network,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The network this account connects to.
+    #[must_use]
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// The account's name within its network.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.network, self.name)
+    }
+}
+
+impl FromStr for AccountId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((net, name)) = s.split_once('.') else {
+            return Err(ParseIdError {
+                what: "account",
+                value: s.to_owned(),
+                reason: "expected `<network>.<name>`, e.g. `telegram.main`",
+            });
+        };
+        Self::new(net.parse()?, name)
+    }
+}
+
+impl Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a non-empty string.
+            pub fn new(value: impl Into<String>) -> Result<Self, ParseIdError> {
+                let value = value.into();
+                if value.is_empty() || value.len() > 255 {
+                    return Err(ParseIdError {
+                        what: $what,
+                        value,
+                        reason: "must be 1-255 bytes",
+                    });
+                }
+                Ok(Self(value))
+            }
+
+            /// The id as the network writes it.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A conversation on one account, in the network's own id
+    /// (a Telegram chat id, a Signal group id, a Matrix room id, `api`).
+    ChannelId,
+    "channel"
+);
+string_id!(
+    /// A message id as one network knows it.
+    RemoteId,
+    "remote id"
+);
+string_id!(
+    /// The name of a gateway: a set of channels mirrored to each other.
+    GatewayName,
+    "gateway name"
+);
+
+/// The hub's own id for an event: assigned when the event is committed and
+/// stable across restarts. References between messages use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub i64);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Self)
+            .ok_or_else(|| ParseIdError {
+                what: "event id",
+                value: s.to_owned(),
+                reason: "expected a positive integer",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_round_trip_and_reject_garbage() {
+        let a: AccountId = "telegram.main".parse().unwrap();
+        assert_eq!(a.network(), Network::Telegram);
+        assert_eq!(a.to_string(), "telegram.main");
+        assert!("telegram".parse::<AccountId>().is_err());
+        assert!("irc.main".parse::<AccountId>().is_err());
+        assert!("api.a b".parse::<AccountId>().is_err());
+        assert!("api.".parse::<AccountId>().is_err());
+    }
+
+    #[test]
+    fn event_ids_are_positive() {
+        assert_eq!("42".parse::<EventId>().unwrap(), EventId(42));
+        assert!("0".parse::<EventId>().is_err());
+        assert!("x".parse::<EventId>().is_err());
+    }
+}

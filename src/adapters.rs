@@ -1,0 +1,71 @@
+//! The one place that maps configured accounts to adapters.
+//!
+//! Today the only push destinations are the bot API's webhooks; the
+//! Telegram, Signal and Matrix adapters plug in here.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rand::Rng;
+use switchboard_core::Adapter;
+
+use crate::api::webhook::WebhookAdapter;
+use crate::config::{ApiToken, Scopes, Secret, Settings};
+
+/// Every adapter the configuration asks for.
+#[must_use]
+pub fn build(settings: &Settings) -> Vec<Arc<dyn Adapter>> {
+    settings
+        .api
+        .iter()
+        .map(|a| Arc::new(WebhookAdapter::new(a)) as Arc<dyn Adapter>)
+        .collect()
+}
+
+/// Gives every API account without tokens a generated one, kept in
+/// `<data_dir>/<account>.token` so it survives restarts, and prints it
+/// (to stdout, never to the logs).
+///
+/// # Errors
+/// When the token file cannot be read or written.
+pub fn ensure_tokens(mut settings: Settings) -> anyhow::Result<Settings> {
+    for account in &mut settings.api {
+        if !account.tokens.is_empty() {
+            continue;
+        }
+        let path = settings.data_dir.join(format!("{}.token", account.id));
+        let secret = if let Ok(existing) = std::fs::read_to_string(&path) {
+            existing.trim().to_owned()
+        } else {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+            let token = format!("{:032x}", rand::thread_rng().gen::<u128>());
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(f, "{token}")?;
+            token
+        };
+        println!(
+            "{} has no configured token; use this one (kept in {}):\n  Authorization: Bearer {secret}",
+            account.id,
+            path.display()
+        );
+        account.tokens.push(ApiToken {
+            name: "default".into(),
+            secret: Secret::new(secret),
+            gateways: None,
+            scopes: Scopes {
+                read: true,
+                write: true,
+            },
+            generated: true,
+        });
+    }
+    Ok(settings)
+}

@@ -1,0 +1,276 @@
+//! matterbridge-compatible routes under `/api`, with the same JSON fields
+//! and Bearer token, so existing matterbridge bots work unchanged. Unlike
+//! matterbridge, each token has its own cursor (nobody drains anyone else's
+//! messages), messages carry stable ids, and history survives restarts.
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard_core::{EventKind, GatewayName, RichText};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::json;
+use super::native::{parse, StreamQuery};
+use super::post::{author, kind_for, post, Draft, Upload};
+use super::stream::{readable, Start, Subscription};
+use super::ApiState;
+use crate::store::FeedItem;
+
+/// matterbridge's `config.Message`, inbound. Go decodes JSON keys
+/// case-insensitively, so `Extra` and `extra` are both accepted.
+#[derive(Debug, Default, Deserialize)]
+struct MbMessage {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    userid: String,
+    #[serde(default)]
+    avatar: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    gateway: String,
+    #[serde(default, alias = "extra", rename = "Extra")]
+    extra: Option<MbExtra>,
+    // Fields matterbridge overwrites on input; accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    channel: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    account: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    protocol: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timestamp: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parent_id: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MbExtra {
+    #[serde(default)]
+    file: Vec<MbFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MbFile {
+    #[serde(default, alias = "name")]
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(default, alias = "data")]
+    #[serde(rename = "Data")]
+    data: Option<String>,
+}
+
+/// Renders a feed row in matterbridge's shape, with file bytes inlined.
+async fn render(st: &ApiState, item: &FeedItem) -> Option<Value> {
+    let mut files = Vec::new();
+    if let EventKind::Message { attachments, .. } = &item.event.kind {
+        for a in attachments {
+            if let Ok(Some((_, data))) = st.hub.store.blob(&a.content.sha256).await {
+                files.push((a.content.sha256.clone(), data));
+            }
+        }
+    }
+    json::matterbridge(item, &files)
+}
+
+fn greeting() -> Value {
+    json!({
+        "text": "", "channel": "", "username": "", "userid": "", "avatar": "",
+        "account": "", "event": "api_connected", "protocol": "", "gateway": "",
+        "parent_id": "", "timestamp": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        "id": "", "Extra": null,
+    })
+}
+
+async fn inject(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Result<Value, ApiError> {
+    let m: MbMessage = parse(bytes)?;
+    if m.gateway.is_empty() {
+        return Err(ApiError::Invalid("`gateway` is required".into()));
+    }
+    let gw = GatewayName::new(m.gateway.clone()).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let mut files = Vec::new();
+    for (i, f) in m.extra.into_iter().flat_map(|e| e.file).enumerate() {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(f.data.unwrap_or_default().as_bytes())
+            .map_err(|_| ApiError::Invalid(format!("invalid format for data (Extra.file[{i}])")))?;
+        files.push(Upload {
+            kind: kind_for("application/octet-stream"),
+            name: f.name,
+            mime: "application/octet-stream".into(),
+            data,
+        });
+    }
+    let text = if m.event == "user_action" {
+        format!("/me {}", m.text)
+    } else {
+        m.text.clone()
+    };
+    let draft = Draft {
+        gateway: gw.clone(),
+        author: author(
+            caller,
+            Some(m.username.clone()),
+            Some(m.userid.clone()),
+            Some(m.avatar.clone()),
+        ),
+        kind: EventKind::Message {
+            body: RichText::plain(text),
+            attachments: Vec::new(),
+            reply_to: None,
+        },
+        files,
+        idempotency_key: None,
+    };
+    let posted = post(&st.hub, caller, draft).await?;
+    Ok(json!({
+        "text": m.text, "channel": "api", "username": m.username, "userid": m.userid,
+        "avatar": m.avatar, "account": caller.account.to_string(), "event": m.event,
+        "protocol": "api", "gateway": gw.as_str(), "parent_id": "",
+        "timestamp": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        "id": posted.id.to_string(), "Extra": null,
+    }))
+}
+
+/// `GET /api/health`
+pub async fn health(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.tokens.caller(&headers)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response())
+}
+
+/// `POST /api/message`
+pub async fn message(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let caller = st.tokens.caller(&headers)?;
+    let body = body.map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
+    Ok(axum::Json(inject(&st, &caller, &body).await?).into_response())
+}
+
+async fn open(
+    st: &ApiState,
+    headers: &HeaderMap,
+    q: &StreamQuery,
+) -> Result<(Caller, Subscription), ApiError> {
+    let caller = st.tokens.caller(headers)?;
+    let gateways = readable(&st.hub, &caller, None)?;
+    let consumer = q.consumer()?;
+    let sub =
+        Subscription::open(st.hub.clone(), &caller, &consumer, gateways, Start::Stored).await?;
+    Ok((caller, sub))
+}
+
+/// `GET /api/messages`: what arrived since this token's last poll.
+pub async fn messages(
+    State(st): State<ApiState>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, mut sub) = open(&st, &headers, &q).await?;
+    let items = sub.ready(st.account.buffer).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in &items {
+        if let Some(v) = render(&st, item).await {
+            out.push(v);
+        }
+    }
+    sub.save_now().await;
+    let text = serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into());
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+/// `GET /api/stream`: NDJSON, greeting first.
+pub async fn stream(
+    State(st): State<ApiState>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, sub) = open(&st, &headers, &q).await?;
+    let first = format!("{}\n", greeting());
+    let lines = futures_util::stream::unfold((st, sub), |(st, mut sub)| async move {
+        loop {
+            let item = sub.next().await.ok()?;
+            sub.save(false).await;
+            if let Some(v) = render(&st, &item).await {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(format!("{v}\n")),
+                    (st, sub),
+                ));
+            }
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(lines);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `GET /api/websocket`
+pub async fn websocket(
+    State(st): State<ApiState>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (caller, sub) = open(&st, &headers, &q).await?;
+    Ok(upgrade.on_upgrade(move |socket| ws_loop(st, caller, sub, socket)))
+}
+
+async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    if tx
+        .send(WsMessage::Text(greeting().to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            item = sub.next() => {
+                let Ok(item) = item else { break };
+                if let Some(v) = render(&st, &item).await {
+                    if tx.send(WsMessage::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                sub.save(false).await;
+            }
+            msg = rx.next() => {
+                let text = match msg {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
+                };
+                // matterbridge sends no reply frame; errors are logged only.
+                if let Err(e) = inject(&st, &caller, text.as_bytes()).await {
+                    tracing::info!(token = %caller.token.name, error = %e, "Rejected a WebSocket message.");
+                }
+            }
+        }
+    }
+    sub.save(true).await;
+}

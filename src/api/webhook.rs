@@ -1,0 +1,160 @@
+//! Outbound webhooks: the bot API's push destinations.
+//!
+//! Each webhook is a channel (`webhook:<name>`) of its API account, so its
+//! deliveries go through the outbox like any network's: one at a time and
+//! in order per webhook, retried with backoff that honours `Retry-After`,
+//! dead-lettered with the reason. Each POST carries the event's native JSON
+//! plus `delivery_id`, signed with HMAC-SHA256 over the exact body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use sha2::Sha256;
+use switchboard_core::{
+    AccountId, Adapter, Capabilities, ChannelId, Inbound, Outbound, RemoteId, SendError, Shutdown,
+};
+
+use super::json;
+use crate::config::{ApiAccount, Webhook};
+
+/// Header with `sha256=<hex HMAC of the body>`.
+pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
+/// Header with the delivery id (stable across retries).
+pub const DELIVERY_HEADER: &str = "x-switchboard-delivery";
+
+/// The push side of one API account.
+pub struct WebhookAdapter {
+    account: AccountId,
+    hooks: HashMap<ChannelId, Webhook>,
+    client: reqwest::Client,
+}
+
+impl WebhookAdapter {
+    /// Builds the adapter for an API account's webhooks.
+    ///
+    /// # Panics
+    /// If the HTTP client cannot be built (no TLS roots), which is a build
+    /// problem, not a runtime one.
+    #[must_use]
+    pub fn new(account: &ApiAccount) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        Self {
+            account: account.id.clone(),
+            hooks: account
+                .webhooks
+                .iter()
+                .map(|w| (w.channel(), w.clone()))
+                .collect(),
+            client,
+        }
+    }
+}
+
+/// Signs `body` with `secret`: `sha256=<hex>`.
+#[must_use]
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Reads `Retry-After` as seconds (HTTP dates are rare from webhooks and
+/// are treated as absent, falling back to our own backoff).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[async_trait]
+impl Adapter for WebhookAdapter {
+    fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::everything()
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        _inbound: Arc<dyn Inbound>,
+        shutdown: Shutdown,
+    ) -> Result<(), SendError> {
+        // Webhooks only push; bots post through the HTTP routes.
+        shutdown.await;
+        Ok(())
+    }
+
+    async fn send(&self, op: &Outbound, key: &str) -> Result<RemoteId, SendError> {
+        let hook = self.hooks.get(&op.channel).ok_or_else(|| {
+            SendError::permanent(format!("no webhook for channel {}", op.channel))
+        })?;
+        let mut body = json::native(&op.event, &op.gateway, None);
+        body["delivery_id"] = serde_json::Value::String(key.to_owned());
+        let bytes = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
+        let signature = sign(hook.secret.expose().as_bytes(), &bytes);
+        let result = self
+            .client
+            .post(hook.url.clone())
+            .timeout(hook.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(DELIVERY_HEADER, key)
+            .body(bytes)
+            .send()
+            .await;
+        let resp = match result {
+            Ok(r) => r,
+            // Refused, reset, timed out: this webhook is down, not the
+            // account; retry this lane only.
+            Err(e) => {
+                return Err(SendError::transient(
+                    format!("webhook {}: {e}", hook.name),
+                    None,
+                ))
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return RemoteId::new(key).map_err(|e| SendError::permanent(e.to_string()));
+        }
+        let ra = retry_after(&resp);
+        let msg = format!("webhook {} answered {status}", hook.name);
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            Err(SendError::transient(msg, ra))
+        } else {
+            Err(SendError::permanent(msg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! The command line: `switchboard run | check | status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Settings};
+use crate::store::Store;
+
+/// A multi-protocol messaging bridge with a durable outbox.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// Configuration file; the embedded default (config/switchboard.toml)
+    /// when absent.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge until SIGTERM or SIGINT.
+    Run,
+    /// Validate the configuration and print the resolved gateways.
+    Check,
+    /// Print each account's state, queue depth and last error.
+    Status,
+}
+
+/// Sets up logging. `RUST_LOG` overrides the default `info` level.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn load(cli: &Cli) -> Result<Settings, ExitCode> {
+    config::load(cli.config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs the parsed command.
+pub async fn main(cli: Cli) -> ExitCode {
+    let settings = match load(&cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Check => {
+            print!("{}", check_report(&settings));
+            ExitCode::SUCCESS
+        }
+        Command::Status => status(&settings).await,
+        Command::Run => match crate::run(settings, crate::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "switchboard failed.");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The text `switchboard check` prints.
+#[must_use]
+pub fn check_report(s: &Settings) -> String {
+    let mut rows = vec![vec![
+        "GATEWAY".into(),
+        "ACCOUNT".into(),
+        "CHANNEL".into(),
+        "DIRECTION".into(),
+    ]];
+    for g in &s.gateways {
+        for m in &g.members {
+            rows.push(vec![
+                g.name.to_string(),
+                m.account.to_string(),
+                m.channel.to_string(),
+                m.direction.as_str().into(),
+            ]);
+        }
+        for a in &s.api {
+            if !g
+                .members
+                .iter()
+                .any(|m| m.account == a.id && m.direction.writes())
+            {
+                continue;
+            }
+            for w in a
+                .webhooks
+                .iter()
+                .filter(|w| w.gateways.as_ref().is_none_or(|x| x.contains(&g.name)))
+            {
+                rows.push(vec![
+                    g.name.to_string(),
+                    a.id.to_string(),
+                    w.channel().to_string(),
+                    format!("out ({})", w.url),
+                ]);
+            }
+        }
+    }
+    let mut out = format!("{}: configuration is valid.\n\n", s.source);
+    out.push_str(&table(&rows));
+    for a in &s.api {
+        out.push_str(&format!(
+            "\n{} listens on {} with {} token(s){}\n",
+            a.id,
+            a.bind,
+            a.tokens.len(),
+            if a.tokens.is_empty() {
+                " (one is generated at start)"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+async fn status(settings: &Settings) -> ExitCode {
+    let store = match Store::open(settings.database.url.expose(), 2).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let queues = match store.queues().await {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    store.close().await;
+    let live: Option<serde_json::Value> = match settings.admin_bind {
+        Some(addr) => match reqwest::get(format!("http://{addr}/v1/status")).await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let state_of = |account: &str| -> String {
+        match &live {
+            None if settings.admin_bind.is_none() => "unknown (no general.admin_bind)".into(),
+            None => "not running".into(),
+            Some(v) => v["accounts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["account"] == account))
+                .and_then(|x| x["state"].as_str())
+                .unwrap_or("ok")
+                .to_owned(),
+        }
+    };
+    let mut accounts: Vec<String> = settings.api.iter().map(|a| a.id.to_string()).collect();
+    for q in &queues {
+        if !accounts.contains(&q.account) {
+            accounts.push(q.account.clone());
+        }
+    }
+    let mut rows = vec![vec![
+        "ACCOUNT".into(),
+        "STATE".into(),
+        "QUEUED".into(),
+        "DEAD".into(),
+        "LAST ERROR".into(),
+    ]];
+    for a in accounts {
+        let q = queues.iter().find(|q| q.account == a);
+        rows.push(vec![
+            a.clone(),
+            state_of(&a),
+            q.map_or(0, |q| q.pending).to_string(),
+            q.map_or(0, |q| q.dead).to_string(),
+            q.and_then(|q| q.last_error.clone())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", table(&rows));
+    ExitCode::SUCCESS
+}

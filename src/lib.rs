@@ -1,0 +1,215 @@
+//! switchboard: a hub that mirrors conversations between chat networks and
+//! bots, with a durable outbox so a network that is down loses nothing.
+//!
+//! # Layout
+//! - [`config`]: TOML + environment, raw and validated forms.
+//! - [`store`]: sqlx storage (SQLite or PostgreSQL) and its single writer.
+//! - [`router`]: which destinations an event goes to.
+//! - [`outbox`]: per-destination delivery lanes, backoff, circuit breakers.
+//! - [`hub`]: the running pieces wired together; the adapters' `Inbound`.
+//! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
+//! - [`adapters`]: the one place that maps an account to its adapter.
+//! - [`cli`]: `run`, `check`, `status`.
+//! - [`metrics`]: Prometheus metrics.
+//!
+//! The normalized model and the adapter contract live in the
+//! `switchboard-core` crate (`bridges/core`), which does no I/O.
+
+pub mod adapters;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+pub mod router;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config::Settings;
+use crate::hub::{FeedSink, Hub, HubInbound};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::router::Router;
+use crate::store::Store;
+
+/// Runs switchboard until `stop` resolves, then shuts down gracefully:
+/// listeners stop, streams end, lanes finish the send in flight, the writer
+/// commits what is queued.
+///
+/// # Errors
+/// When the store cannot be opened or a listener cannot bind.
+pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let settings = Arc::new(adapters::ensure_tokens(settings)?);
+    let store = Store::open(
+        settings.database.url.expose(),
+        settings.database.max_connections,
+    )
+    .await
+    .context("opening the database (database.url)")?;
+    let metrics = Arc::new(Metrics::new());
+    // Capacity bounds memory only: a lagging subscriber re-reads the store.
+    let (feed, _) = broadcast::channel(8192);
+    let (pokes_tx, pokes_rx) = mpsc::unbounded_channel();
+    let sink = Arc::new(FeedSink {
+        feed: feed.clone(),
+        pokes: pokes_tx,
+        metrics: metrics.clone(),
+    });
+    let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let adapters = adapters::build(&settings);
+    let outbox = Outbox::new(
+        store.clone(),
+        writer.clone(),
+        settings.outbox.clone(),
+        metrics.clone(),
+        adapters.clone(),
+        shutdown_rx.clone(),
+    );
+    let hub = Arc::new(Hub {
+        settings: settings.clone(),
+        store: store.clone(),
+        writer,
+        router: Router::new(&settings),
+        feed,
+        outbox: outbox.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    outbox.start(pokes_rx).await.context("reading the outbox")?;
+    for adapter in adapters {
+        let inbound: Arc<dyn switchboard_core::Inbound> = Arc::new(HubInbound(hub.clone()));
+        let mut rx = shutdown_rx.clone();
+        let stop: switchboard_core::Shutdown = Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+        let account = adapter.account().clone();
+        tokio::spawn(async move {
+            if let Err(e) = adapter.run(inbound, stop).await {
+                tracing::error!(%account, error = %e, "Adapter stopped with an error.");
+            }
+        });
+    }
+
+    let mut servers = Vec::new();
+    for account in &settings.api {
+        let listener = TcpListener::bind(account.bind).await.with_context(|| {
+            format!(
+                "{}: api.{}.bind: cannot listen on {}",
+                settings.source,
+                account.id.name(),
+                account.bind
+            )
+        })?;
+        let app = api::router(hub.clone(), account);
+        let mut rx = shutdown_rx.clone();
+        tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    if let Some(addr) = settings.admin_bind {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "{}: general.admin_bind: cannot listen on {addr}",
+                settings.source
+            )
+        })?;
+        let app = admin_router(hub.clone());
+        let mut rx = shutdown_rx.clone();
+        tracing::info!(%addr, "Admin listener (healthz, metrics, status) listening.");
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    tracing::info!(
+        gateways = settings.gateways.len(),
+        "switchboard is running."
+    );
+
+    stop.await;
+    tracing::info!("Shutting down: finishing sends in flight.");
+    let _ = shutdown_tx.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    outbox.join().await;
+    drop(hub);
+    drop(outbox);
+    // The writer ends when the last handle is gone, after committing its
+    // queue; a handle held by a stuck connection must not block exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    store.close().await;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn admin_router(hub: Arc<Hub>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        hub.metrics.render(),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/v1/status",
+            get(
+                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
+                    axum::Json(serde_json::json!({ "accounts": hub.outbox.states() }))
+                },
+            ),
+        )
+        .with_state(hub)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

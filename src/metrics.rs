@@ -1,0 +1,116 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The account a figure is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    /// `<network>.<name>`.
+    pub account: String,
+}
+
+fn send_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Every metric switchboard exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Events committed, by source account.
+    pub events_in: Family<AccountLabel, Counter>,
+    /// Events delivered, by destination account.
+    pub events_out: Family<AccountLabel, Counter>,
+    /// Outbox rows waiting, by destination account.
+    pub queue_depth: Family<AccountLabel, Gauge>,
+    /// Failed attempts that will be retried.
+    pub retries: Family<AccountLabel, Counter>,
+    /// Rows given up on.
+    pub dead_letters: Family<AccountLabel, Counter>,
+    /// Duration of single send attempts.
+    pub send_seconds: Family<AccountLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let events_in = Family::<AccountLabel, Counter>::default();
+        let events_out = Family::<AccountLabel, Counter>::default();
+        let queue_depth = Family::<AccountLabel, Gauge>::default();
+        let retries = Family::<AccountLabel, Counter>::default();
+        let dead_letters = Family::<AccountLabel, Counter>::default();
+        let send_seconds =
+            Family::<AccountLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                send_histogram,
+            );
+        registry.register(
+            "events_in",
+            "Events committed, by source account",
+            events_in.clone(),
+        );
+        registry.register(
+            "events_out",
+            "Events delivered, by destination account",
+            events_out.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Outbox rows waiting, by destination account",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "retries",
+            "Send attempts that failed and will be retried",
+            retries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Outbox rows given up on",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "send_seconds",
+            "Duration of one send attempt",
+            send_seconds.clone(),
+        );
+        Self {
+            registry,
+            events_in,
+            events_out,
+            queue_depth,
+            retries,
+            dead_letters,
+            send_seconds,
+        }
+    }
+
+    /// The label for an account.
+    #[must_use]
+    pub fn label(account: &impl ToString) -> AccountLabel {
+        AccountLabel {
+            account: account.to_string(),
+        }
+    }
+
+    /// The text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

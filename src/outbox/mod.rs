@@ -1,0 +1,404 @@
+//! The outbox: delivers committed rows to their destinations.
+//!
+//! One [`AccountWorker`] per destination account owns the adapter and a
+//! circuit breaker; under it, one lane task per destination channel sends
+//! that channel's rows one at a time, in row order. So a destination that is
+//! down, slow or rate-limited only holds up its own lane (or, when the whole
+//! account is down, its own account), never anyone else.
+//!
+//! A row is marked sent only after the network accepted it. Rows stay
+//! `pending` until then, so after a crash the head of each lane is simply
+//! sent again: there is no separate in-flight state to reset.
+//!
+//! # Layout
+//! - this file: the dispatcher and the lane loop.
+//! - [`backoff`]: the retry delay policy.
+//! - [`breaker`]: the per-account circuit breaker.
+
+pub mod backoff;
+pub mod breaker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_core::{degrade, AccountId, Adapter, ChannelId, RetryKind, SendError};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::OutboxSettings;
+use crate::metrics::Metrics;
+use crate::store::writer::creates_message;
+use crate::store::writer::MapEntry;
+use crate::store::{now_ms, PendingRow, RowUpdate, Store, WriterHandle};
+use breaker::Breaker;
+
+/// Rows fetched per lane query.
+const LANE_BATCH: i64 = 64;
+
+/// One destination account: its adapter, breaker and lanes.
+struct AccountWorker {
+    adapter: Arc<dyn Adapter>,
+    breaker: Breaker,
+    /// Lane wake-ups by channel; std mutex, never held across await.
+    lanes: Mutex<HashMap<ChannelId, Arc<Notify>>>,
+}
+
+struct Inner {
+    store: Store,
+    writer: WriterHandle,
+    settings: OutboxSettings,
+    metrics: Arc<Metrics>,
+    accounts: HashMap<AccountId, AccountWorker>,
+    /// Flips to true on shutdown; lanes finish the send in flight and stop.
+    shutdown: watch::Receiver<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Handle to the outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+/// Live state of one destination account, for `switchboard status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountState {
+    /// `<network>.<name>`.
+    pub account: String,
+    /// `ok` or `paused` (breaker open).
+    pub state: &'static str,
+}
+
+impl Outbox {
+    /// Builds the outbox over the given adapters.
+    #[must_use]
+    pub fn new(
+        store: Store,
+        writer: WriterHandle,
+        settings: OutboxSettings,
+        metrics: Arc<Metrics>,
+        adapters: Vec<Arc<dyn Adapter>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let accounts = adapters
+            .into_iter()
+            .map(|a| {
+                (
+                    a.account().clone(),
+                    AccountWorker {
+                        adapter: a,
+                        breaker: Breaker::new(settings.breaker_probe),
+                        lanes: Mutex::new(HashMap::new()),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                writer,
+                settings,
+                metrics,
+                accounts,
+                shutdown,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Starts lanes for every channel with pending rows, then follows
+    /// `pokes` (sent by the store writer after each commit).
+    ///
+    /// # Errors
+    /// When the pending lanes cannot be read.
+    pub async fn start(
+        &self,
+        mut pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>,
+    ) -> Result<(), crate::store::StoreError> {
+        for (account, channel) in self.inner.store.lanes_with_pending().await? {
+            match (account.parse::<AccountId>(), ChannelId::new(channel)) {
+                (Ok(a), Ok(c)) => self.poke(&a, &c),
+                _ => {
+                    tracing::warn!(%account, "Pending rows for an unparsable destination; skipped.")
+                }
+            }
+        }
+        for q in self.inner.store.queues().await? {
+            self.inner
+                .metrics
+                .queue_depth
+                .get_or_create(&Metrics::label(&q.account))
+                .set(q.pending);
+        }
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            while let Some((a, c)) = pokes.recv().await {
+                this.poke(&a, &c);
+            }
+        });
+        self.inner.tasks.lock().expect("tasks lock").push(task);
+        Ok(())
+    }
+
+    /// Wakes (starting if needed) the lane of one destination channel.
+    pub fn poke(&self, account: &AccountId, channel: &ChannelId) {
+        let Some(worker) = self.inner.accounts.get(account) else {
+            tracing::warn!(%account, %channel, "No adapter for destination; rows stay queued.");
+            return;
+        };
+        let mut lanes = worker.lanes.lock().expect("lanes lock");
+        if let Some(n) = lanes.get(channel) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        lanes.insert(channel.clone(), notify.clone());
+        drop(lanes);
+        let inner = self.inner.clone();
+        let (a, c) = (account.clone(), channel.clone());
+        let task = tokio::spawn(async move { lane(inner, a, c, notify).await });
+        self.inner.tasks.lock().expect("tasks lock").push(task);
+    }
+
+    /// Breaker states of every destination account.
+    #[must_use]
+    pub fn states(&self) -> Vec<AccountState> {
+        let mut v: Vec<AccountState> = self
+            .inner
+            .accounts
+            .iter()
+            .map(|(a, w)| AccountState {
+                account: a.to_string(),
+                state: if w.breaker.is_open() { "paused" } else { "ok" },
+            })
+            .collect();
+        v.sort_by(|a, b| a.account.cmp(&b.account));
+        v
+    }
+
+    /// Waits for every lane to stop (after shutdown was signalled).
+    pub async fn join(&self) {
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        for t in tasks {
+            if t.is_finished() {
+                continue;
+            }
+            // The poke follower never ends by itself; lanes do on shutdown.
+            let _ =
+                tokio::time::timeout(self.inner.settings.send_timeout + Duration::from_secs(1), t)
+                    .await;
+        }
+    }
+}
+
+#[tracing::instrument(name = "lane", skip(inner, notify), fields(%account, %channel))]
+async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify: Arc<Notify>) {
+    let worker = &inner.accounts[&account];
+    let mut shutdown = inner.shutdown.clone();
+    let mut after = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let rows = match inner
+            .store
+            .pending(&account, &channel, after, LANE_BATCH)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the outbox; retrying.");
+                if !pause(&mut shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                () = notify.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        for row in rows {
+            let id = row.id;
+            if !deliver(&inner, worker, &account, &channel, row, &mut shutdown).await {
+                return;
+            }
+            after = id;
+        }
+    }
+}
+
+/// Sleeps unless shutdown comes first; false on shutdown.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => !*shutdown.borrow(),
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// Records a row update, retrying until the store takes it; false on shutdown.
+async fn record(
+    inner: &Inner,
+    id: i64,
+    update: RowUpdate,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match inner.writer.row(id, update.clone()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(row = id, error = %e, "Cannot record a send outcome; retrying.");
+                if !pause(shutdown, Duration::from_millis(500)).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one row, retrying until it is sent or dead. False on shutdown.
+async fn deliver(
+    inner: &Inner,
+    worker: &AccountWorker,
+    account: &AccountId,
+    channel: &ChannelId,
+    row: PendingRow,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let label = Metrics::label(account);
+    let caps = worker.adapter.capabilities();
+    let mut attempts = row.attempts;
+    let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
+    let mut final_map = None;
+    'attempt: loop {
+        if !worker.breaker.ready(shutdown).await {
+            return false;
+        }
+        let target = match row.event.kind.target().and_then(|t| t.event_id()) {
+            None => None,
+            Some(id) => match inner.store.remote_id_at(id, account, channel).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot resolve a reference; retrying.");
+                    if !pause(shutdown, Duration::from_secs(1)).await {
+                        return false;
+                    }
+                    continue;
+                }
+            },
+        };
+        let op = switchboard_core::Outbound {
+            gateway: row.gateway.clone(),
+            channel: channel.clone(),
+            event: row.event.clone(),
+            target,
+        };
+        let parts = degrade(&op, &caps);
+        let maps = parts
+            .first()
+            .is_some_and(|p| creates_message(&p.event.kind));
+        while parts_sent < parts.len() {
+            let key = if parts.len() > 1 {
+                format!("{}.{parts_sent}", row.idempotency_key)
+            } else {
+                row.idempotency_key.clone()
+            };
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                inner.settings.send_timeout,
+                worker.adapter.send(&parts[parts_sent], &key),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::transient(
+                    format!("no answer within {:?}", inner.settings.send_timeout),
+                    None,
+                ))
+            });
+            inner
+                .metrics
+                .send_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(remote) => {
+                    worker.breaker.reachable();
+                    let map = (parts_sent == 0 && maps).then(|| MapEntry {
+                        event_id: row.event.id,
+                        account: account.clone(),
+                        channel: channel.clone(),
+                        remote_id: remote,
+                    });
+                    parts_sent += 1;
+                    if parts_sent == parts.len() {
+                        final_map = map;
+                        break;
+                    }
+                    // Remember progress (and the first piece's id, so a later
+                    // edit or reply finds it) before sending the next piece.
+                    let update = RowUpdate::Progress {
+                        parts_sent: i64::try_from(parts_sent).unwrap_or(i64::MAX),
+                        map,
+                    };
+                    if !record(inner, row.id, update, shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            };
+            attempts += 1;
+            let max_age = i64::try_from(inner.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+            let expired = now_ms() - row.created_ms > max_age;
+            let kind = error.retry_kind();
+            let reason = error.message().to_owned();
+            if matches!(kind, RetryKind::Permanent) || expired {
+                let reason = if expired {
+                    format!("gave up after {attempts} attempts: {reason}")
+                } else {
+                    reason
+                };
+                tracing::warn!(row = row.id, event = %row.event.id, %reason, "Message dead-lettered.");
+                inner.metrics.dead_letters.get_or_create(&label).inc();
+                inner.metrics.queue_depth.get_or_create(&label).dec();
+                return record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await;
+            }
+            inner.metrics.retries.get_or_create(&label).inc();
+            tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
+            let update = RowUpdate::Retry {
+                attempts,
+                error: reason,
+            };
+            if !record(inner, row.id, update, shutdown).await {
+                return false;
+            }
+            match kind {
+                RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
+                RetryKind::Transient { retry_after } => {
+                    worker.breaker.reachable();
+                    let wait = backoff::delay(
+                        attempts,
+                        inner.settings.backoff_initial,
+                        inner.settings.backoff_max,
+                        inner.settings.jitter,
+                        retry_after,
+                    );
+                    if !pause(shutdown, wait).await {
+                        return false;
+                    }
+                }
+                RetryKind::Permanent => {}
+            }
+            continue 'attempt;
+        }
+        break;
+    }
+    inner.metrics.events_out.get_or_create(&label).inc();
+    inner.metrics.queue_depth.get_or_create(&label).dec();
+    record(inner, row.id, RowUpdate::Sent { map: final_map }, shutdown).await
+}

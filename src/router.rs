@@ -1,0 +1,153 @@
+//! The router: which destinations an event goes to.
+//!
+//! Pure and precomputed from the validated gateways. Bot API members are
+//! special in two ways: they read a shared per-gateway feed (so every
+//! consumer has its own cursor and nobody steals anyone's messages), and
+//! their webhooks are push destinations like any network channel.
+
+use std::collections::HashMap;
+
+use switchboard_core::{AccountId, ChannelId, GatewayName, Network};
+
+use crate::config::{Direction, Gateway, Settings, Webhook};
+use crate::store::Dest;
+
+/// Where one event goes.
+#[derive(Debug, Default, Clone)]
+pub struct Route {
+    /// Push destinations: one outbox row each.
+    pub dests: Vec<Dest>,
+    /// Gateways whose bot API feed gets the event.
+    pub feed: Vec<GatewayName>,
+}
+
+impl Route {
+    /// True when no gateway reads the source.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dests.is_empty() && self.feed.is_empty()
+    }
+}
+
+/// The resolved gateways.
+#[derive(Debug, Clone)]
+pub struct Router {
+    gateways: Vec<Gateway>,
+    /// Webhooks per API account.
+    webhooks: HashMap<AccountId, Vec<Webhook>>,
+    /// For each readable (account, channel), the gateways it feeds.
+    sources: HashMap<(AccountId, ChannelId), Vec<usize>>,
+}
+
+impl Router {
+    /// Builds the routing tables.
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        let mut sources: HashMap<(AccountId, ChannelId), Vec<usize>> = HashMap::new();
+        for (i, g) in settings.gateways.iter().enumerate() {
+            for m in g.members.iter().filter(|m| m.direction.reads()) {
+                sources
+                    .entry((m.account.clone(), m.channel.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        Self {
+            gateways: settings.gateways.clone(),
+            webhooks: settings
+                .api
+                .iter()
+                .map(|a| (a.id.clone(), a.webhooks.clone()))
+                .collect(),
+            sources,
+        }
+    }
+
+    /// The gateways, in config order.
+    #[must_use]
+    pub fn gateways(&self) -> &[Gateway] {
+        &self.gateways
+    }
+
+    /// A gateway by name.
+    #[must_use]
+    pub fn gateway(&self, name: &GatewayName) -> Option<&Gateway> {
+        self.gateways.iter().find(|g| &g.name == name)
+    }
+
+    /// How `account` is a member of gateway `gw`, if it is.
+    #[must_use]
+    pub fn membership(&self, gw: &GatewayName, account: &AccountId) -> Option<Direction> {
+        self.gateway(gw)?
+            .members
+            .iter()
+            .find(|m| &m.account == account)
+            .map(|m| m.direction)
+    }
+
+    /// Routes an event read from a network channel.
+    #[must_use]
+    pub fn route_inbound(&self, account: &AccountId, channel: &ChannelId) -> Route {
+        let mut route = Route::default();
+        for &i in self
+            .sources
+            .get(&(account.clone(), channel.clone()))
+            .into_iter()
+            .flatten()
+        {
+            self.fan_out(&self.gateways[i], account, channel, None, &mut route);
+        }
+        route
+    }
+
+    /// Routes an event a bot posted into gateway `gw` with token `token`.
+    /// `None` when the account may not post there.
+    #[must_use]
+    pub fn route_api(&self, gw: &GatewayName, account: &AccountId, token: &str) -> Option<Route> {
+        let g = self.gateway(gw)?;
+        if !self.membership(gw, account)?.reads() {
+            return None;
+        }
+        let mut route = Route::default();
+        let api = ChannelId::new("api").expect("valid");
+        self.fan_out(g, account, &api, Some(token), &mut route);
+        Some(route)
+    }
+
+    fn fan_out(
+        &self,
+        g: &Gateway,
+        account: &AccountId,
+        channel: &ChannelId,
+        token: Option<&str>,
+        route: &mut Route,
+    ) {
+        for m in g.members.iter().filter(|m| m.direction.writes()) {
+            if m.account.network() == Network::Api {
+                // Other bots on the same account read the feed too; each
+                // consumer skips its own posts when it reads.
+                if !route.feed.contains(&g.name) {
+                    route.feed.push(g.name.clone());
+                }
+                for w in self.webhooks.get(&m.account).into_iter().flatten() {
+                    let own = &m.account == account
+                        && token.is_some()
+                        && w.skip_token.as_deref() == token;
+                    if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) && !own {
+                        route.dests.push(Dest {
+                            gateway: g.name.clone(),
+                            account: m.account.clone(),
+                            channel: w.channel(),
+                        });
+                    }
+                }
+            } else if !(&m.account == account && &m.channel == channel) {
+                route.dests.push(Dest {
+                    gateway: g.name.clone(),
+                    account: m.account.clone(),
+                    channel: m.channel.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The single writer: every write to the store queues here.
+//!
+//! One task owns the write connection. It takes whatever commands queued up
+//! while the previous transaction committed and commits them together (group
+//! commit), so a burst of posts costs one fsync, not one each. Because only
+//! this task inserts feed rows, feed sequence numbers appear in commit order
+//! and a consumer reading `seq > cursor` can never skip a row that commits
+//! later with a smaller number.
+//!
+//! After each commit the writer calls the hub's [`CommitSink`] in batch
+//! order, which publishes the new feed rows to live consumers and wakes the
+//! outbox lanes of the new rows.
+
+use std::sync::Arc;
+
+use sqlx::{Any, Row, Transaction};
+use switchboard_core::{
+    AccountId, ChannelId, Delivered, Event, EventId, EventKind, GatewayName, NewEvent, RemoteId,
+    TargetRef,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now_ms, FeedItem, Store, StoreError};
+
+/// How many commands one transaction takes at most.
+const MAX_BATCH: usize = 512;
+
+/// One destination of a new event.
+#[derive(Debug, Clone)]
+pub struct Dest {
+    /// The gateway routing it there.
+    pub gateway: GatewayName,
+    /// The destination account.
+    pub account: AccountId,
+    /// The destination channel.
+    pub channel: ChannelId,
+}
+
+/// A new event with its routing, computed by the router before commit.
+#[derive(Debug)]
+pub struct IngestItem {
+    /// The event.
+    pub event: NewEvent,
+    /// `<account>/<token>` when a bot API token posted it.
+    pub origin_token: Option<String>,
+    /// Outbox rows to create.
+    pub dests: Vec<Dest>,
+    /// Gateways whose API feed gets it.
+    pub feed: Vec<GatewayName>,
+    /// Drop the event if the hub itself sent this remote id (loop guard).
+    pub check_echo: bool,
+}
+
+/// What committing an [`IngestItem`] did.
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    /// New, duplicate or ignored.
+    pub delivered: Delivered,
+    /// Feed rows created.
+    pub feed: Vec<FeedItem>,
+    /// Destinations that got a new outbox row.
+    pub lanes: Vec<(AccountId, ChannelId)>,
+}
+
+/// What happened to one outbox row.
+#[derive(Debug, Clone)]
+pub enum RowUpdate {
+    /// The network accepted it. `map` is the id to remember for later
+    /// edits, deletes and replies (None for ops that create no message).
+    Sent {
+        /// The id the destination gave the message.
+        map: Option<MapEntry>,
+    },
+    /// Some pieces of a split message were accepted.
+    Progress {
+        /// How many.
+        parts_sent: i64,
+        /// The first piece's id, remembered as soon as it exists.
+        map: Option<MapEntry>,
+    },
+    /// The attempt failed; it will be retried.
+    Retry {
+        /// Attempts so far.
+        attempts: i64,
+        /// Why it failed.
+        error: String,
+    },
+    /// It will never be delivered.
+    Dead {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Event id -> the id one destination gave it.
+#[derive(Debug, Clone)]
+pub struct MapEntry {
+    /// The event delivered.
+    pub event_id: EventId,
+    /// The destination account.
+    pub account: AccountId,
+    /// The destination channel.
+    pub channel: ChannelId,
+    /// The destination's id for the (first piece of the) message.
+    pub remote_id: RemoteId,
+}
+
+/// A command for the writer.
+pub enum WriteCmd {
+    /// Commit a new event with its feed and outbox rows.
+    Ingest(
+        IngestItem,
+        oneshot::Sender<Result<IngestOutcome, StoreError>>,
+    ),
+    /// Record the outcome of a send.
+    Row(i64, RowUpdate, oneshot::Sender<Result<(), StoreError>>),
+    /// Store attachment bytes.
+    Blob {
+        /// Hex SHA-256.
+        sha256: String,
+        /// MIME type.
+        mime: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Move a consumer's cursor.
+    Cursor {
+        /// Answer, when the caller waits for the commit.
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+        /// `<account>/<token>`.
+        token: String,
+        /// Consumer name.
+        consumer: String,
+        /// New value.
+        seq: i64,
+    },
+}
+
+/// Called after each commit, in batch order.
+pub trait CommitSink: Send + Sync {
+    /// A batch committed with these ingest outcomes.
+    fn committed(&self, outcomes: &[IngestOutcome]);
+}
+
+/// The sending side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<WriteCmd>,
+}
+
+impl WriterHandle {
+    /// Commits an event; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn ingest(&self, item: IngestItem) -> Result<IngestOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::Ingest(item, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records a send outcome; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn row(&self, id: i64, update: RowUpdate) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::Row(id, update, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a blob; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn blob(
+        &self,
+        sha256: String,
+        mime: String,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteCmd::Blob {
+            sha256,
+            mime,
+            data,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Moves a consumer cursor; waits for the commit only when `wait`.
+    /// A lost cursor update only means a consumer sees a few rows again.
+    pub async fn cursor(&self, token: String, consumer: String, seq: i64, wait: bool) {
+        let (reply, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let _ = self
+            .tx
+            .send(WriteCmd::Cursor {
+                reply,
+                token,
+                consumer,
+                seq,
+            })
+            .await;
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+    }
+
+    async fn send(&self, cmd: WriteCmd) -> Result<(), StoreError> {
+        self.tx.send(cmd).await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// Starts the writer. It stops when every [`WriterHandle`] is dropped,
+/// after committing what was queued.
+pub fn spawn(
+    store: Store,
+    sink: Arc<dyn CommitSink>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    // Bounded so a stalled database pushes back on producers instead of
+    // growing memory; 4096 covers many group commits' worth of work.
+    let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
+    let task = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            run_batch(&store, sink.as_ref(), std::mem::take(&mut batch)).await;
+        }
+    });
+    (WriterHandle { tx }, task)
+}
+
+enum Reply {
+    Ingest(
+        oneshot::Sender<Result<IngestOutcome, StoreError>>,
+        IngestOutcome,
+    ),
+    Unit(oneshot::Sender<Result<(), StoreError>>),
+    None,
+}
+
+async fn run_batch(store: &Store, sink: &dyn CommitSink, batch: Vec<WriteCmd>) {
+    let attempt = async {
+        let mut tx = store.pool().begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for cmd in &batch {
+            outcomes.push(apply(&mut tx, cmd).await?);
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(outcomes)
+    };
+    match attempt.await {
+        Ok(outcomes) => finish(sink, batch, outcomes),
+        Err(e) if batch.len() > 1 => {
+            // One bad command must not fail its neighbours: redo one by one.
+            tracing::warn!(error = %e, size = batch.len(), "Group commit failed, retrying commands singly.");
+            for cmd in batch {
+                Box::pin(run_batch(store, sink, vec![cmd])).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Store write failed.");
+            let msg = e.to_string();
+            for cmd in batch {
+                match cmd {
+                    WriteCmd::Ingest(_, r) => {
+                        let _ = r.send(Err(StoreError::Corrupt(msg.clone())));
+                    }
+                    WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. } => {
+                        let _ = r.send(Err(StoreError::Corrupt(msg.clone())));
+                    }
+                    WriteCmd::Cursor { reply, .. } => {
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(StoreError::Corrupt(msg.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<IngestOutcome>>) {
+    let committed: Vec<IngestOutcome> = outcomes.iter().flatten().cloned().collect();
+    if !committed.is_empty() {
+        sink.committed(&committed);
+    }
+    for (cmd, outcome) in batch.into_iter().zip(outcomes) {
+        let reply = match (cmd, outcome) {
+            (WriteCmd::Ingest(_, r), Some(o)) => Reply::Ingest(r, o),
+            (WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. }, _)
+            | (WriteCmd::Cursor { reply: Some(r), .. }, _) => Reply::Unit(r),
+            _ => Reply::None,
+        };
+        match reply {
+            Reply::Ingest(r, o) => {
+                let _ = r.send(Ok(o));
+            }
+            Reply::Unit(r) => {
+                let _ = r.send(Ok(()));
+            }
+            Reply::None => {}
+        }
+    }
+}
+
+async fn apply(
+    tx: &mut Transaction<'static, Any>,
+    cmd: &WriteCmd,
+) -> Result<Option<IngestOutcome>, StoreError> {
+    let now = now_ms();
+    match cmd {
+        WriteCmd::Ingest(item, _) => ingest(tx, item, now).await.map(Some),
+        WriteCmd::Row(id, update, _) => {
+            row_update(tx, *id, update, now).await?;
+            Ok(None)
+        }
+        WriteCmd::Blob {
+            sha256, mime, data, ..
+        } => {
+            sqlx::query(
+                "INSERT INTO blobs (sha256, mime, size, data) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(sha256.as_str())
+            .bind(mime.as_str())
+            .bind(i64::try_from(data.len()).unwrap_or(i64::MAX))
+            .bind(data.clone())
+            .execute(&mut **tx)
+            .await?;
+            Ok(None)
+        }
+        WriteCmd::Cursor {
+            token,
+            consumer,
+            seq,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO api_cursors (token, consumer, seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token, consumer) DO UPDATE SET seq = excluded.seq",
+            )
+            .bind(token.as_str())
+            .bind(consumer.as_str())
+            .bind(*seq)
+            .execute(&mut **tx)
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn ingest(
+    tx: &mut Transaction<'static, Any>,
+    item: &IngestItem,
+    now: i64,
+) -> Result<IngestOutcome, StoreError> {
+    let ignored = IngestOutcome {
+        delivered: Delivered::Ignored,
+        feed: Vec::new(),
+        lanes: Vec::new(),
+    };
+    let origin = &item.event.origin;
+    let account = origin.account.to_string();
+    if item.check_echo {
+        let echo = sqlx::query(
+            "SELECT 1 FROM message_map WHERE account = $1 AND channel = $2 AND remote_id = $3 LIMIT 1",
+        )
+        .bind(account.as_str())
+        .bind(origin.channel.as_str())
+        .bind(origin.remote_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if echo.is_some() {
+            return Ok(ignored);
+        }
+    }
+    let mut event = item.event.clone();
+    if let Some(target) = event.kind.target_mut() {
+        if let TargetRef::Remote(remote) = target {
+            if let Some(id) = resolve_remote(tx, &account, origin.channel.as_str(), remote).await? {
+                *target = TargetRef::Event(id);
+            }
+        }
+    }
+    let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let at_ms = i64::try_from(event.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(now);
+    let inserted = sqlx::query(
+        "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (account, channel, remote_id) DO NOTHING RETURNING id",
+    )
+    .bind(account.as_str())
+    .bind(origin.channel.as_str())
+    .bind(origin.remote_id.as_str())
+    .bind(event.kind.name())
+    .bind(at_ms)
+    .bind(item.origin_token.clone())
+    .bind(body)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = inserted else {
+        let existing = sqlx::query(
+            "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3",
+        )
+        .bind(account.as_str())
+        .bind(origin.channel.as_str())
+        .bind(origin.remote_id.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        return Ok(IngestOutcome {
+            delivered: Delivered::Duplicate(EventId(existing.try_get(0)?)),
+            ..ignored
+        });
+    };
+    let id = EventId(row.try_get(0)?);
+    let committed = Arc::new(Event::from_new(id, event));
+    let mut feed = Vec::with_capacity(item.feed.len());
+    for gw in &item.feed {
+        let row = sqlx::query(
+            "INSERT INTO feed (gateway, event_id, origin_token) VALUES ($1, $2, $3) RETURNING seq",
+        )
+        .bind(gw.as_str())
+        .bind(id.0)
+        .bind(item.origin_token.clone())
+        .fetch_one(&mut **tx)
+        .await?;
+        feed.push(FeedItem {
+            seq: row.try_get(0)?,
+            gateway: gw.clone(),
+            origin_token: item.origin_token.clone(),
+            event: committed.clone(),
+        });
+    }
+    let mut lanes = Vec::with_capacity(item.dests.len());
+    for (n, d) in item.dests.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, gateway, account, channel, idempotency_key, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.0)
+        .bind(d.gateway.as_str())
+        .bind(d.account.to_string())
+        .bind(d.channel.as_str())
+        .bind(format!("sb-{}-{n}", id.0))
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        lanes.push((d.account.clone(), d.channel.clone()));
+    }
+    Ok(IngestOutcome {
+        delivered: Delivered::New(id),
+        feed,
+        lanes,
+    })
+}
+
+/// Finds the hub id of a message the origin network calls `remote`: either
+/// it came from there, or the hub delivered it there.
+async fn resolve_remote(
+    tx: &mut Transaction<'static, Any>,
+    account: &str,
+    channel: &str,
+    remote: &RemoteId,
+) -> Result<Option<EventId>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3 \
+         UNION ALL SELECT event_id FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6",
+    )
+    .bind(account)
+    .bind(channel)
+    .bind(remote.as_str())
+    .bind(account)
+    .bind(channel)
+    .bind(remote.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?.map(EventId))
+}
+
+async fn row_update(
+    tx: &mut Transaction<'static, Any>,
+    id: i64,
+    update: &RowUpdate,
+    now: i64,
+) -> Result<(), StoreError> {
+    match update {
+        RowUpdate::Sent { map } => {
+            sqlx::query("UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            insert_map(tx, map.as_ref()).await?;
+        }
+        RowUpdate::Progress { parts_sent, map } => {
+            sqlx::query("UPDATE outbox SET parts_sent = $1, updated_ms = $2 WHERE id = $3")
+                .bind(*parts_sent)
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            insert_map(tx, map.as_ref()).await?;
+        }
+        RowUpdate::Retry { attempts, error } => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = $1, last_error = $2, updated_ms = $3 WHERE id = $4",
+            )
+            .bind(*attempts)
+            .bind(error.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        RowUpdate::Dead { reason } => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'dead', last_error = $1, updated_ms = $2 WHERE id = $3",
+            )
+            .bind(reason.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_map(
+    tx: &mut Transaction<'static, Any>,
+    map: Option<&MapEntry>,
+) -> Result<(), StoreError> {
+    let Some(m) = map else { return Ok(()) };
+    sqlx::query(
+        "INSERT INTO message_map (event_id, account, channel, remote_id) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, account, channel) DO NOTHING",
+    )
+    .bind(m.event_id.0)
+    .bind(m.account.to_string())
+    .bind(m.channel.as_str())
+    .bind(m.remote_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether an event kind creates a message a later edit or reply can target.
+#[must_use]
+pub fn creates_message(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Message { .. } | EventKind::Notice { .. })
+}
