@@ -878,7 +878,7 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
                     .any(|x: &Member| x.account == account && x.channel == channel)
                 {
                     c.issue(
-                        format!("{mkey}"),
+                        mkey.clone(),
                         format!("{account} channel {channel} is listed twice in gateway `{name}`"),
                     );
                     continue;

@@ -176,8 +176,15 @@ async fn open(
     let caller = st.tokens.caller(headers)?;
     let gateways = readable(&st.hub, &caller, None)?;
     let consumer = q.consumer()?;
-    let sub =
-        Subscription::open(st.hub.clone(), &caller, &consumer, gateways, Start::Stored).await?;
+    let sub = Subscription::open(
+        st.hub.clone(),
+        &caller,
+        &consumer,
+        gateways,
+        Start::Stored,
+        q.echo(),
+    )
+    .await?;
     Ok((caller, sub))
 }
 

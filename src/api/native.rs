@@ -75,6 +75,9 @@ pub struct StreamQuery {
     cursor: Option<String>,
     consumer: Option<String>,
     gateways: Option<String>,
+    /// `true` to also receive the caller's own posts.
+    #[serde(default)]
+    echo: bool,
 }
 
 impl StreamQuery {
@@ -85,6 +88,12 @@ impl StreamQuery {
             return Err(ApiError::Invalid("consumer must be 1-64 characters".into()));
         }
         Ok(c)
+    }
+
+    /// Whether the consumer wants its own posts too.
+    #[must_use]
+    pub fn echo(&self) -> bool {
+        self.echo
     }
 }
 
@@ -343,7 +352,15 @@ pub async fn sse(
     check_readable(&st.hub, &caller, &gw)?;
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let start = Start::parse(last.or(q.cursor.as_deref()))?;
-    let sub = Subscription::open(st.hub.clone(), &caller, &q.consumer()?, vec![gw], start).await?;
+    let sub = Subscription::open(
+        st.hub.clone(),
+        &caller,
+        &q.consumer()?,
+        vec![gw],
+        start,
+        q.echo(),
+    )
+    .await?;
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let item = sub.next().await.ok()?;
         sub.save(false).await;
@@ -366,7 +383,15 @@ pub async fn ws(
     let caller = st.tokens.caller(&headers)?;
     let gateways = readable(&st.hub, &caller, q.gateways.as_deref())?;
     let start = Start::parse(q.cursor.as_deref())?;
-    let sub = Subscription::open(st.hub.clone(), &caller, &q.consumer()?, gateways, start).await?;
+    let sub = Subscription::open(
+        st.hub.clone(),
+        &caller,
+        &q.consumer()?,
+        gateways,
+        start,
+        q.echo(),
+    )
+    .await?;
     Ok(upgrade.on_upgrade(move |socket| ws_loop(st, caller, sub, socket)))
 }
 

@@ -96,7 +96,6 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         files,
         idempotency_key,
     } = draft;
-    caller.can_write(&gateway)?;
     match hub.router.membership(&gateway, &caller.account) {
         None => {
             return Err(ApiError::NotFound(format!(
@@ -110,7 +109,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
                 caller.account
             )))
         }
-        Some(_) => {}
+        Some(_) => caller.can_write(&gateway)?,
     }
     if let Some(target) = kind.target().and_then(TargetRef::event_id) {
         let owner = hub

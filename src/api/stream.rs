@@ -62,6 +62,8 @@ pub struct Subscription {
     hub: Arc<Hub>,
     gateways: Vec<GatewayName>,
     own: String,
+    /// Also return the events this consumer's own token posted.
+    echo: bool,
     consumer: String,
     cursor: i64,
     saved: i64,
@@ -82,6 +84,7 @@ impl Subscription {
         consumer: &str,
         gateways: Vec<GatewayName>,
         start: Start,
+        echo: bool,
     ) -> Result<Self, StoreError> {
         let rx = hub.feed.subscribe();
         let own = caller.key();
@@ -94,6 +97,7 @@ impl Subscription {
             hub,
             gateways,
             own,
+            echo,
             consumer: consumer.to_owned(),
             cursor,
             saved: cursor,
@@ -168,7 +172,7 @@ impl Subscription {
                 continue;
             }
             self.cursor = item.seq;
-            if item.origin_token.as_deref() == Some(self.own.as_str()) {
+            if !self.echo && item.origin_token.as_deref() == Some(self.own.as_str()) {
                 continue;
             }
             return Some(item);

@@ -105,6 +105,12 @@ impl Adapter for WebhookAdapter {
         })?;
         let mut body = json::native(&op.event, &op.gateway, None);
         body["delivery_id"] = serde_json::Value::String(key.to_owned());
+        // The delivery id this webhook got for the referenced message (from
+        // the message map), so a receiver can apply an edit or reply to what
+        // it stored.
+        if let Some(t) = &op.target {
+            body["target_delivery_id"] = serde_json::Value::String(t.to_string());
+        }
         let bytes = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
         let signature = sign(hook.secret.expose().as_bytes(), &bytes);
         let result = self

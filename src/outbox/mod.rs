@@ -52,7 +52,10 @@ struct Inner {
     accounts: HashMap<AccountId, AccountWorker>,
     /// Flips to true on shutdown; lanes finish the send in flight and stop.
     shutdown: watch::Receiver<bool>,
+    /// Lane tasks, awaited on shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The task following the writer's pokes; it never ends by itself.
+    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Handle to the outbox; cheap to clone.
@@ -103,6 +106,7 @@ impl Outbox {
                 accounts,
                 shutdown,
                 tasks: Mutex::new(Vec::new()),
+                follower: Mutex::new(None),
             }),
         }
     }
@@ -137,7 +141,7 @@ impl Outbox {
                 this.poke(&a, &c);
             }
         });
-        self.inner.tasks.lock().expect("tasks lock").push(task);
+        *self.inner.follower.lock().expect("follower lock") = Some(task);
         Ok(())
     }
 
@@ -179,13 +183,15 @@ impl Outbox {
 
     /// Waits for every lane to stop (after shutdown was signalled).
     pub async fn join(&self) {
+        if let Some(f) = self.inner.follower.lock().expect("follower lock").take() {
+            f.abort();
+        }
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
         for t in tasks {
             if t.is_finished() {
                 continue;
             }
-            // The poke follower never ends by itself; lanes do on shutdown.
             let _ =
                 tokio::time::timeout(self.inner.settings.send_timeout + Duration::from_secs(1), t)
                     .await;

@@ -109,7 +109,7 @@ pub struct MapEntry {
 pub enum WriteCmd {
     /// Commit a new event with its feed and outbox rows.
     Ingest(
-        IngestItem,
+        Box<IngestItem>,
         oneshot::Sender<Result<IngestOutcome, StoreError>>,
     ),
     /// Record the outcome of a send.
@@ -157,7 +157,7 @@ impl WriterHandle {
     /// When the transaction failed or the writer stopped.
     pub async fn ingest(&self, item: IngestItem) -> Result<IngestOutcome, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(WriteCmd::Ingest(item, tx)).await?;
+        self.send(WriteCmd::Ingest(Box::new(item), tx)).await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 

@@ -1,1 +1,20 @@
-fn main() {}
+//! End-to-end tests: every test runs the real `switchboard` binary against
+//! a real database (SQLite, or the PostgreSQL `.ci/run` starts) and talks
+//! to it over loopback, as bots and webhook receivers would.
+//!
+//! # Layout
+//! - `harness`: databases, the process, clients, the webhook receiver.
+//! - `bots`: four bots (native and matterbridge) and late consumers.
+//! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `outage`: a webhook that refuses, hangs or answers 429.
+//! - `bad_input`: bad configuration and bad API requests.
+//! - `references`: edits, deletes, reactions across a restart.
+//! - `readme`: the README's commands on the embedded default.
+
+mod bad_input;
+mod bots;
+mod crash;
+mod harness;
+mod outage;
+mod readme;
+mod references;

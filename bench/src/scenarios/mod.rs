@@ -1,0 +1,96 @@
+//! The scenarios of the benchmark. Each is a [`Scenario`]; a new one (say,
+//! a network adapter against a fake server) is a new type in this folder
+//! added to [`all`].
+
+mod fanout;
+mod outage;
+mod relay;
+mod startup;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::report::{Check, Table};
+use crate::server::{Backend, Server, Setup};
+
+/// What every scenario gets.
+pub struct Ctx {
+    /// The switchboard binary under test.
+    pub bin: PathBuf,
+    /// Where temp dirs go.
+    pub tmp: PathBuf,
+    /// Smaller counts for a smoke run.
+    pub quick: bool,
+    /// SQLite, then PostgreSQL when a URL was given.
+    pub backends: Vec<Backend>,
+    /// Targets checked so far.
+    pub checks: Mutex<Vec<Check>>,
+}
+
+impl Ctx {
+    /// Records where a target stands.
+    pub fn check(&self, target: impl Into<String>, measured: impl Into<String>, met: Option<bool>) {
+        self.checks.lock().expect("checks").push(Check {
+            target: target.into(),
+            measured: measured.into(),
+            met,
+        });
+    }
+
+    /// `full` normally, `quick` with `--quick`.
+    pub fn pick<T>(&self, full: T, quick: T) -> T {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+
+    /// How long a fresh server is left alone before its idle RSS is read.
+    pub fn settle(&self) -> Duration {
+        self.pick(Duration::from_secs(1), Duration::from_millis(300))
+    }
+}
+
+/// One scenario of the benchmark.
+pub trait Scenario: Send + Sync {
+    /// Its number on the command line (`--scenario N`).
+    fn number(&self) -> u32;
+    /// One line saying what it measures.
+    fn title(&self) -> &'static str;
+    /// Runs it; returns the tables to print and records targets in `ctx`.
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Table>>>;
+}
+
+/// Every scenario, in order.
+pub fn all() -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(relay::Relay::compat_ws()),
+        Box::new(relay::Relay::native_sse()),
+        Box::new(outage::Outage),
+        Box::new(fanout::FanOut),
+        Box::new(startup::Startup),
+    ]
+}
+
+/// Starts a server without blocking the runtime's other tasks.
+pub async fn spawn(setup: &Setup) -> anyhow::Result<Server> {
+    tokio::task::block_in_place(|| setup.spawn())
+}
+
+/// Stops a server (SIGTERM and wait) without blocking other tasks.
+pub async fn stop(server: Server) {
+    tokio::task::block_in_place(|| server.stop());
+}
+
+/// CPU seconds per unit of work in microseconds, one decimal.
+pub fn us_per(cpu: Duration, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / n as f64
+    }
+}

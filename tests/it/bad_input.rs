@@ -1,0 +1,284 @@
+//! Bad configuration and bad API input each get a clear error and change
+//! nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn run_cli(dir: &Path, text: &str, cmd: &str) -> (i32, String) {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--config", path.to_str().unwrap(), cmd])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const API: &str = "[api.bots]\nbind = \"127.0.0.1:1\"\n";
+const GOOD_TOKEN: &str = "[[api.bots.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n";
+
+#[test]
+fn bad_config_names_file_and_key_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = format!("[general]\ndata_dir = \"{}\"\n", data.display());
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("typo'd key", format!("{head}{API}bnid = 3\n"), "api.bots", "bnid"),
+        ("typo'd section", format!("{head}{API}[outbx]\n"), "outbx", "unknown field"),
+        (
+            "missing token",
+            format!("{head}{API}[[api.bots.tokens]]\nname = \"a\"\n"),
+            "api.bots.tokens[0].token",
+            "missing",
+        ),
+        (
+            "token from an unset environment variable",
+            format!("{head}{API}[[api.bots.tokens]]\nname = \"a\"\ntoken_env = \"SB_TEST_SURELY_UNSET\"\n"),
+            "api.bots.tokens[0].token_env",
+            "SB_TEST_SURELY_UNSET",
+        ),
+        (
+            "gateway naming an unknown account",
+            format!("{head}{API}{GOOD_TOKEN}[[gateway]]\nname = \"g\"\n[[gateway.inout]]\naccount = \"api.ghost\"\n"),
+            "gateway[0].inout[0].account",
+            "api.ghost",
+        ),
+        (
+            "duplicate gateway names",
+            format!("{head}{API}{GOOD_TOKEN}[[gateway]]\nname = \"g\"\n[[gateway]]\nname = \"g\"\n"),
+            "gateway[1].name",
+            "duplicate",
+        ),
+        (
+            "duplicate token names",
+            format!("{head}{API}{GOOD_TOKEN}{GOOD_TOKEN}"),
+            "api.bots.tokens[1].name",
+            "duplicate",
+        ),
+        (
+            "bad duration",
+            format!("{head}[outbox]\nsend_timeout = \"10 parsecs\"\n"),
+            "outbox.send_timeout",
+            "10 parsecs",
+        ),
+        ("syntax error", format!("{head}[api.bots\n"), "(syntax)", "line"),
+    ];
+    for (what, text, key, detail) in cases {
+        for cmd in ["check", "run"] {
+            let (code, stderr) = run_cli(dir.path(), &text, cmd);
+            assert_eq!(
+                code, 2,
+                "{what} ({cmd}) must fail with exit code 2: {stderr}"
+            );
+            assert!(
+                stderr.contains("bad.toml"),
+                "{what}: names the file: {stderr}"
+            );
+            assert!(
+                stderr.contains(key),
+                "{what}: names the key `{key}`: {stderr}"
+            );
+            assert!(stderr.contains(detail), "{what}: says `{detail}`: {stderr}");
+            assert!(!data.exists(), "{what} ({cmd}) created the data directory");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_api_input_gets_json_errors_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        &format!("bind = \"127.0.0.1:{api}\"\n"),
+        &format!("bind = \"127.0.0.1:{api}\"\nmax_body_bytes = 1024\n"),
+    ) + &token("rw", r#"["read", "write"]"#, r#"["g"]"#)
+        + &token("ro", r#"["read"]"#, r#"["g"]"#)
+        + &token("other", r#"["read", "write"]"#, r#"["h"]"#)
+        + &gateway("g")
+        + &gateway("h");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/gateways/g/messages", sb.api);
+
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("error bodies are JSON");
+        (status, body)
+    };
+    let cases = vec![
+        (
+            "no token",
+            client.post(&url).json(&json!({"text": "x"})),
+            401,
+        ),
+        (
+            "unknown token",
+            client
+                .post(&url)
+                .header("authorization", "Bearer nope")
+                .json(&json!({"text": "x"})),
+            401,
+        ),
+        (
+            "read-only token posting",
+            client
+                .post(&url)
+                .header("authorization", bearer("ro"))
+                .json(&json!({"text": "x"})),
+            403,
+        ),
+        (
+            "token scoped to another gateway",
+            client
+                .post(&url)
+                .header("authorization", bearer("other"))
+                .json(&json!({"text": "x"})),
+            403,
+        ),
+        (
+            "malformed JSON",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .header("content-type", "application/json")
+                .body("{\"text\": "),
+            422,
+        ),
+        (
+            "unknown field",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .json(&json!({"txt": "x"})),
+            422,
+        ),
+        (
+            "empty message",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": " "})),
+            422,
+        ),
+        (
+            "oversize body",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x".repeat(4000)})),
+            413,
+        ),
+        (
+            "unknown gateway",
+            client
+                .post(format!("{}/v1/gateways/nope/messages", sb.api))
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x"})),
+            404,
+        ),
+        (
+            "reply to an unknown message",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x", "reply_to": "999"})),
+            404,
+        ),
+        (
+            "edit of an unknown message",
+            client
+                .patch(format!("{url}/999"))
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x"})),
+            404,
+        ),
+        (
+            "bad base64 attachment",
+            client
+                .post(&url)
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x", "attachments": [{"name": "a", "data": "!!"}]})),
+            422,
+        ),
+        (
+            "matterbridge post without gateway",
+            client
+                .post(format!("{}/api/message", sb.api))
+                .header("authorization", bearer("rw"))
+                .json(&json!({"text": "x"})),
+            422,
+        ),
+        (
+            "matterbridge health without token",
+            client.get(format!("{}/api/health", sb.api)),
+            401,
+        ),
+        (
+            "unknown route",
+            client
+                .get(format!("{}/v2/nothing", sb.api))
+                .header("authorization", bearer("rw")),
+            404,
+        ),
+        (
+            "SSE on a gateway out of scope",
+            client
+                .get(format!("{}/v1/gateways/h/events", sb.api))
+                .header("authorization", bearer("rw")),
+            403,
+        ),
+        (
+            "bad cursor",
+            client
+                .get(format!("{}/v1/gateways/g/events?cursor=abc", sb.api))
+                .header("authorization", bearer("rw")),
+            422,
+        ),
+    ];
+    for (what, req, want) in cases {
+        let (status, body) = send(req).await;
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+        assert!(body["error"]["code"].is_string(), "{what}: {body}");
+    }
+
+    // Nothing was created: the first real post gets event id 1 and a
+    // reader sees exactly that one.
+    let (status, body) = post_native(
+        &client,
+        &sb.api,
+        "rw",
+        "g",
+        json!({"text": "the only one"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(body["id"], "1", "rejected requests must not create events");
+    let got: Vec<Value> = client
+        .get(format!("{}/api/messages", sb.api))
+        .header("authorization", bearer("ro"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(texts(&got), vec!["the only one".to_owned()]);
+}

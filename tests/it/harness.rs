@@ -1,0 +1,533 @@
+//! Test harness: databases, the real `switchboard` binary, HTTP, WebSocket,
+//! SSE and NDJSON clients, and a webhook receiver whose faults the test
+//! controls (refuse, hang, 429).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long any wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database for one test.
+pub struct Db {
+    pub url: String,
+}
+
+impl Db {
+    pub async fn new(backend: Backend, dir: &Path) -> Self {
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}/sb.db", dir.display()),
+            },
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").expect(
+                    "SWITCHBOARD_TEST_POSTGRES_URL is not set: run the tests with `bash .ci/run`, \
+                     which starts a PostgreSQL server for them",
+                );
+                let name = format!("sb_test_{:016x}", rand::random::<u64>());
+                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').unwrap().0;
+                Self {
+                    url: format!("{base}/{name}"),
+                }
+            }
+        }
+    }
+}
+
+/// The TOML every test starts from: the database, an API account `api.bots`
+/// on `api_port`, and the admin listener. Append tokens, webhooks, gateways.
+pub fn base_config(db: &Db, dir: &Path, api_port: u16, admin_port: u16) -> String {
+    format!(
+        r#"
+[general]
+data_dir = "{dir}/data"
+admin_bind = "127.0.0.1:{admin_port}"
+
+[database]
+url = "{url}"
+
+[outbox]
+backoff_initial = "50ms"
+backoff_max = "500ms"
+send_timeout = "2s"
+breaker_probe = "200ms"
+"#,
+        dir = dir.display(),
+        url = db.url,
+    ) + &format!("\n[api.bots]\nbind = \"127.0.0.1:{api_port}\"\n")
+}
+
+/// `[[api.bots.tokens]]` with a secret derived from the name.
+pub fn token(name: &str, scopes: &str, gateways: &str) -> String {
+    format!(
+        "\n[[api.bots.tokens]]\nname = \"{name}\"\ntoken = \"{}\"\nscopes = {scopes}\ngateways = {gateways}\n",
+        secret(name)
+    )
+}
+
+pub fn secret(name: &str) -> String {
+    format!("secret-of-{name}-0123456789")
+}
+
+/// `[[api.bots.webhooks]]`.
+pub fn webhook(name: &str, port: u16, gateways: &str) -> String {
+    format!(
+        "\n[[api.bots.webhooks]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{}\"\ngateways = {gateways}\ntimeout = \"1s\"\n",
+        hook_secret(name)
+    )
+}
+
+pub fn hook_secret(name: &str) -> String {
+    format!("hook-secret-{name}")
+}
+
+/// A gateway with `api.bots` as an inout member.
+pub fn gateway(name: &str) -> String {
+    format!("\n[[gateway]]\nname = \"{name}\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n")
+}
+
+/// A running `switchboard run`.
+pub struct Sb {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub api: String,
+    pub admin: String,
+    pub config: PathBuf,
+    starts: usize,
+}
+
+impl Sb {
+    pub async fn start(dir: &Path, config: &str, api_port: u16, admin_port: u16) -> Self {
+        let path = dir.join("sb.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut sb = Self {
+            child: None,
+            dir: dir.to_path_buf(),
+            api: format!("http://127.0.0.1:{api_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            config: path,
+            starts: 0,
+        };
+        sb.restart().await;
+        sb
+    }
+
+    /// Starts the process again (after `kill9` or `stop`).
+    pub async fn restart(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("sb.{}.log", self.starts))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", self.api)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("switchboard exited with {status} at start:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchboard did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("sb.{}.log", self.starts)))
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()
+                .unwrap();
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(
+                        status.success(),
+                        "switchboard exited with {status}:\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "switchboard did not stop on SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl Drop for Sb {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until `f` is true, failing the test after PATIENCE.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn bearer(name: &str) -> String {
+    format!("Bearer {}", secret(name))
+}
+
+/// `POST /v1/gateways/{gw}/messages`.
+pub async fn post_native(
+    client: &reqwest::Client,
+    api: &str,
+    tok: &str,
+    gw: &str,
+    body: Value,
+    idem: Option<&str>,
+) -> reqwest::Result<(u16, Value)> {
+    let mut req = client
+        .post(format!("{api}/v1/gateways/{gw}/messages"))
+        .header("authorization", bearer(tok))
+        .json(&body);
+    if let Some(k) = idem {
+        req = req.header("idempotency-key", k);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// `POST /api/message` (matterbridge).
+pub async fn post_mb(
+    client: &reqwest::Client,
+    api: &str,
+    tok: &str,
+    body: Value,
+) -> reqwest::Result<(u16, Value)> {
+    let r = client
+        .post(format!("{api}/api/message"))
+        .header("authorization", bearer(tok))
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// Everything a streaming reader received, shared with the test.
+#[derive(Clone, Default)]
+pub struct Inbox(pub Arc<Mutex<Vec<Value>>>);
+
+impl Inbox {
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    pub fn all(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn push(&self, v: Value) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub async fn wait_len(&self, n: usize, what: &str) {
+        eventually(what, || self.len() >= n).await;
+    }
+}
+
+/// A WebSocket reader (native `/v1/ws` or matterbridge `/api/websocket`)
+/// collecting every JSON text frame. Ends when the server closes.
+pub async fn ws_reader(url: &str, tok: &str, inbox: Inbox) -> JoinHandle<()> {
+    let (ws, _) = ws_connect(url, tok).await;
+    let (_tx, mut rx) = ws.split();
+    tokio::spawn(async move {
+        let _keep = _tx;
+        while let Some(Ok(msg)) = rx.next().await {
+            if let Message::Text(t) = msg {
+                inbox.push(serde_json::from_str(&t).unwrap());
+            }
+        }
+    })
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+pub async fn ws_connect(url: &str, tok: &str) -> (Ws, ()) {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", bearer(tok).parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("WebSocket connect");
+    (ws, ())
+}
+
+pub async fn ws_send(ws: &mut Ws, v: &Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// Reads a line-oriented HTTP stream: SSE (`data:` lines) or NDJSON.
+pub async fn line_reader(
+    client: &reqwest::Client,
+    url: &str,
+    tok: &str,
+    sse: bool,
+    inbox: Inbox,
+) -> JoinHandle<()> {
+    let resp = client
+        .get(url)
+        .header("authorization", bearer(tok))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    tokio::spawn(async move {
+        let mut resp = resp;
+        let mut buf = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_owned();
+                let json = if sse {
+                    line.strip_prefix("data:").map(str::trim)
+                } else {
+                    Some(line.as_str())
+                };
+                if let Some(j) = json.filter(|j| !j.is_empty()) {
+                    inbox.push(serde_json::from_str(j).unwrap());
+                }
+            }
+        }
+    })
+}
+
+/// What the receiver does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 200 and record.
+    Accept,
+    /// Read the request, never answer.
+    Hang,
+    /// 429 with `Retry-After: n` (recorded as a refusal).
+    TooMany(u64),
+}
+
+/// One request the receiver answered 200 to.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub body: Value,
+    pub raw: Vec<u8>,
+    pub signature: String,
+    pub delivery_id: String,
+    pub at: Instant,
+}
+
+/// A webhook receiver speaking just enough HTTP/1.1, so a test can make it
+/// refuse connections (stopped), hang, or answer 429.
+pub struct Receiver {
+    pub port: u16,
+    pub mode: Arc<Mutex<Mode>>,
+    pub got: Arc<Mutex<Vec<Delivery>>>,
+    /// When requests were refused with 429 or left hanging.
+    pub refused_at: Arc<Mutex<VecDeque<Instant>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn new() -> Self {
+        Self {
+            port: free_port(),
+            mode: Arc::new(Mutex::new(Mode::Accept)),
+            got: Arc::default(),
+            refused_at: Arc::default(),
+            tasks: Arc::default(),
+            accept: None,
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Starts listening (again).
+    pub async fn up(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let (mode, got, refused, tasks) = (
+            self.mode.clone(),
+            self.got.clone(),
+            self.refused_at.clone(),
+            self.tasks.clone(),
+        );
+        self.accept = Some(tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (mode, got, refused) = (mode.clone(), got.clone(), refused.clone());
+                let t = tokio::spawn(serve(sock, mode, got, refused));
+                tasks.lock().unwrap().push(t);
+            }
+        }));
+    }
+
+    /// Stops listening and drops every open connection: connections are
+    /// refused until `up` again.
+    pub fn down(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn serve(
+    sock: TcpStream,
+    mode: Arc<Mutex<Mode>>,
+    got: Arc<Mutex<Vec<Delivery>>>,
+    refused: Arc<Mutex<VecDeque<Instant>>>,
+) {
+    let mut r = BufReader::new(sock);
+    loop {
+        let mut len = 0usize;
+        let mut signature = String::new();
+        let mut delivery = String::new();
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() && !first {
+                break;
+            }
+            first = false;
+            if let Some((k, v)) = l.split_once(':') {
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap(),
+                    "x-switchboard-signature" => signature = v.trim().to_owned(),
+                    "x-switchboard-delivery" => delivery = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut raw = vec![0; len];
+        if r.read_exact(&mut raw).await.is_err() {
+            return;
+        }
+        let m = *mode.lock().unwrap();
+        let reply: &[u8] = match m {
+            Mode::Hang => {
+                refused.lock().unwrap().push_back(Instant::now());
+                std::future::pending::<()>().await;
+                return;
+            }
+            Mode::TooMany(secs) => {
+                refused.lock().unwrap().push_back(Instant::now());
+                let head = format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {secs}\r\nContent-Length: 0\r\n\r\n");
+                if r.get_mut().write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Mode::Accept => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        };
+        got.lock().unwrap().push(Delivery {
+            body: serde_json::from_slice(&raw).unwrap(),
+            raw,
+            signature,
+            delivery_id: delivery,
+            at: Instant::now(),
+        });
+        if r.get_mut().write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Texts of message events, in arrival order.
+pub fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "message" || e.get("protocol").is_some())
+        .filter_map(|e| e["text"].as_str().map(str::to_owned))
+        .collect()
+}
