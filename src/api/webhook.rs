@@ -79,6 +79,24 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// An HTTP client error with its causes, without the URL (which may carry
+/// a secret in its query string).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[async_trait]
 impl Adapter for WebhookAdapter {
     fn account(&self) -> &AccountId {
@@ -129,7 +147,7 @@ impl Adapter for WebhookAdapter {
             // account; retry this lane only.
             Err(e) => {
                 return Err(SendError::transient(
-                    format!("webhook {}: {e}", hook.name),
+                    format!("webhook {}: {}", hook.name, describe(e)),
                     None,
                 ))
             }

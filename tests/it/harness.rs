@@ -374,6 +374,8 @@ pub enum Mode {
     Hang,
     /// 429 with `Retry-After: n` (recorded as a refusal).
     TooMany(u64),
+    /// Answer with this status and record nothing.
+    Status(u16),
 }
 
 /// One request the receiver answered 200 to.
@@ -503,6 +505,14 @@ async fn serve(
             Mode::TooMany(secs) => {
                 refused.lock().unwrap().push_back(Instant::now());
                 let head = format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {secs}\r\nContent-Length: 0\r\n\r\n");
+                if r.get_mut().write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Mode::Status(code) => {
+                refused.lock().unwrap().push_back(Instant::now());
+                let head = format!("HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\n\r\n");
                 if r.get_mut().write_all(head.as_bytes()).await.is_err() {
                     return;
                 }

@@ -3,6 +3,7 @@
 //! to it over loopback, as bots and webhook receivers would.
 //!
 //! # Layout
+//! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
 //! - `crash`: kill -9 with 5,000 messages in flight.
@@ -11,6 +12,7 @@
 //! - `references`: edits, deletes, reactions across a restart.
 //! - `readme`: the README's commands on the embedded default.
 
+mod api;
 mod bad_input;
 mod bots;
 mod crash;

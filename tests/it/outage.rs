@@ -26,13 +26,23 @@ async fn refusing_webhook_delays_only_its_queue_and_survives_restart_postgres() 
 }
 
 #[tokio::test]
-async fn hanging_webhook_delays_only_its_queue() {
+async fn hanging_webhook_delays_only_its_queue_sqlite() {
     outage(Backend::Sqlite, Fault::Hang).await;
 }
 
 #[tokio::test]
-async fn rate_limited_webhook_is_retried_after_retry_after() {
+async fn hanging_webhook_delays_only_its_queue_postgres() {
+    outage(Backend::Postgres, Fault::Hang).await;
+}
+
+#[tokio::test]
+async fn rate_limited_webhook_is_retried_after_retry_after_sqlite() {
     outage(Backend::Sqlite, Fault::TooMany).await;
+}
+
+#[tokio::test]
+async fn rate_limited_webhook_is_retried_after_retry_after_postgres() {
+    outage(Backend::Postgres, Fault::TooMany).await;
 }
 
 async fn post_all(client: &reqwest::Client, api: &str, prefix: &str, n: usize) -> Vec<String> {

@@ -6,9 +6,18 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 #[tokio::test]
-async fn edits_deletes_and_reactions_survive_a_restart() {
+async fn edits_deletes_and_reactions_survive_a_restart_sqlite() {
+    references(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn edits_deletes_and_reactions_survive_a_restart_postgres() {
+    references(Backend::Postgres).await;
+}
+
+async fn references(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let db = Db::new(backend, dir.path()).await;
     let (api, admin) = (free_port(), free_port());
     let mut hook = Receiver::new();
     hook.up().await;

@@ -1,0 +1,245 @@
+//! The rest of the bot API's surface: attachments (multipart and base64)
+//! through every shape, idempotent posts, tokens from files, dead letters,
+//! and the OpenAPI document.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn attachments_idempotency_and_openapi_sqlite() {
+    attachments_idempotency_and_openapi(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn attachments_idempotency_and_openapi_postgres() {
+    attachments_idempotency_and_openapi(Backend::Postgres).await;
+}
+
+async fn attachments_idempotency_and_openapi(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let mut hook = Receiver::new();
+    hook.up().await;
+    std::fs::write(dir.path().join("writer.token"), "token-from-a-file-0123\n").unwrap();
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + "\n[[api.bots.tokens]]\nname = \"writer\"\ntoken_file = \"writer.token\"\ngateways = [\"g\"]\n"
+        + &token("reader", r#"["read"]"#, r#"["g"]"#)
+        + &webhook("hook", hook.port, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let auth = "Bearer token-from-a-file-0123";
+    let url = format!("{}/v1/gateways/g/messages", sb.api);
+
+    // Multipart: a JSON payload and a file part.
+    let png: Vec<u8> = (0u8..=255).cycle().take(3000).collect();
+    let form = reqwest::multipart::Form::new()
+        .text(
+            "payload",
+            json!({"text": "a picture", "username": "W"}).to_string(),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(png.clone())
+                .file_name("pic.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let r = client
+        .post(&url)
+        .header("authorization", auth)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Base64 in JSON, posted twice with one Idempotency-Key.
+    let body = json!({"text": "notes", "attachments": [{"name": "notes.txt", "mime": "text/plain", "data": base64::engine::general_purpose::STANDARD.encode("hello file")}]});
+    let first: Value = client
+        .post(&url)
+        .header("authorization", auth)
+        .header("idempotency-key", "k1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = client
+        .post(&url)
+        .header("authorization", auth)
+        .header("idempotency-key", "k1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a repeated key is not a new message");
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["duplicate"], true);
+
+    // The native stream describes the files; the blob route serves them.
+    let inbox = Inbox::default();
+    line_reader(
+        &client,
+        &format!("{}/v1/gateways/g/events", sb.api),
+        "reader",
+        true,
+        inbox.clone(),
+    )
+    .await;
+    inbox.wait_len(2, "both messages").await;
+    let events = inbox.all();
+    assert_eq!(
+        texts(&events),
+        ["a picture", "notes"],
+        "the repeated post is not delivered twice"
+    );
+    let pic = &events[0]["attachments"][0];
+    assert_eq!(pic["name"], "pic.png");
+    assert_eq!(pic["kind"], "image");
+    assert_eq!(pic["size"], 3000);
+    let bytes = client
+        .get(format!("{}{}", sb.api, pic["url"].as_str().unwrap()))
+        .header("authorization", bearer("reader"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.to_vec(), png);
+
+    // matterbridge polling inlines the bytes in Extra.file[].Data.
+    let polled: Vec<Value> = client
+        .get(format!("{}/api/messages", sb.api))
+        .header("authorization", bearer("reader"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = &polled[1]["Extra"]["file"][0];
+    assert_eq!(file["Name"], "notes.txt");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(file["Data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data, b"hello file");
+
+    // Webhooks get the same description.
+    eventually("webhook deliveries", || hook.deliveries().len() == 2).await;
+    assert_eq!(
+        hook.deliveries()[0].body["attachments"][0]["sha256"],
+        pic["sha256"]
+    );
+
+    // The OpenAPI document is served without a token and names the routes.
+    let doc: Value = client
+        .get(format!("{}/v1/openapi.json", sb.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/gateways/{gw}/messages",
+        "/v1/gateways/{gw}/events",
+        "/v1/ws",
+        "/api/message",
+        "/api/stream",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_with_its_reason_and_the_queue_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let mut hook = Receiver::new();
+    hook.up().await;
+    hook.set(Mode::Status(410));
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("writer", r#"["write"]"#, r#"["g"]"#)
+        + &webhook("hook", hook.port, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    post_native(
+        &client,
+        &sb.api,
+        "writer",
+        "g",
+        json!({"text": "lost cause"}),
+        None,
+    )
+    .await
+    .unwrap();
+    let metrics_url = format!("{}/metrics", sb.admin);
+    let dead = || async {
+        let m = client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("switchboard_dead_letters_total{account=\"api.bots\"} 1")
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !dead().await {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hook.refused_at.lock().unwrap().len(),
+        1,
+        "a permanent failure is not retried"
+    );
+    hook.set(Mode::Accept);
+    post_native(
+        &client,
+        &sb.api,
+        "writer",
+        "g",
+        json!({"text": "next"}),
+        None,
+    )
+    .await
+    .unwrap();
+    eventually("the next message", || hook.deliveries().len() == 1).await;
+    assert_eq!(hook.deliveries()[0].body["text"], "next");
+
+    // The receiver records a delivery just before it answers, so the row
+    // may still be queued for a moment.
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--config", sb.config.to_str().unwrap(), "status"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("api.bots"))
+            .unwrap()
+            .to_owned()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut row = status();
+    while row.split_whitespace().nth(2) != Some("0") {
+        assert!(std::time::Instant::now() < deadline, "still queued: {row}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        row = status();
+    }
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["api.bots", "ok", "0", "1"], "{row}");
+    assert!(row.contains("410"), "the reason is kept: {row}");
+}
