@@ -68,12 +68,21 @@ pub struct FeedSink {
 }
 
 impl CommitSink for FeedSink {
+    fn batch(&self, commands: usize, elapsed: std::time::Duration) {
+        self.metrics.commit_batch.observe(commands as f64);
+        self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
     fn committed(&self, outcomes: &[IngestOutcome]) {
+        // Subscribers drop rows at or below their cursor, so rows must be
+        // published in sequence order, whatever order the batch used.
+        let mut rows: Vec<&FeedItem> = outcomes.iter().flat_map(|o| &o.feed).collect();
+        rows.sort_unstable_by_key(|r| r.seq);
+        for item in rows {
+            // No receivers is fine: nobody is streaming right now.
+            let _ = self.feed.send(Arc::new(item.clone()));
+        }
         for o in outcomes {
-            for item in &o.feed {
-                // No receivers is fine: nobody is streaming right now.
-                let _ = self.feed.send(Arc::new(item.clone()));
-            }
             for (account, channel) in &o.lanes {
                 self.metrics
                     .queue_depth

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub dead_letters: Family<AccountLabel, Counter>,
     /// Duration of single send attempts.
     pub send_seconds: Family<AccountLabel, Histogram, fn() -> Histogram>,
+    /// Commands per store transaction (group commit).
+    pub commit_batch: Histogram,
+    /// Duration of store transactions.
+    pub commit_seconds: Histogram,
 }
 
 impl Metrics {
@@ -81,6 +85,19 @@ impl Metrics {
             "Duration of one send attempt",
             send_seconds.clone(),
         );
+        let commit_batch =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
+        let commit_seconds = send_histogram();
+        registry.register(
+            "commit_batch",
+            "Commands per store transaction",
+            commit_batch.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Duration of one store transaction",
+            commit_seconds.clone(),
+        );
         Self {
             registry,
             events_in,
@@ -89,6 +106,8 @@ impl Metrics {
             retries,
             dead_letters,
             send_seconds,
+            commit_batch,
+            commit_seconds,
         }
     }
 

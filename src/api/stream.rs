@@ -218,6 +218,25 @@ impl Subscription {
     }
 }
 
+impl Drop for Subscription {
+    /// A consumer that disconnects keeps its position: the last stretch of
+    /// the cursor not yet saved is written in the background.
+    fn drop(&mut self) {
+        if self.cursor == self.saved {
+            return;
+        }
+        let (writer, own, consumer, seq) = (
+            self.hub.writer.clone(),
+            std::mem::take(&mut self.own),
+            std::mem::take(&mut self.consumer),
+            self.cursor,
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { writer.cursor(own, consumer, seq, false).await });
+        }
+    }
+}
+
 /// The gateways `caller` may read, narrowed to `wanted` when given.
 ///
 /// # Errors

@@ -11,9 +11,11 @@
 //! order, which publishes the new feed rows to live consumers and wakes the
 //! outbox lanes of the new rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any, Row, Transaction};
 use switchboard_core::{
     AccountId, ChannelId, Delivered, Event, EventId, EventKind, GatewayName, NewEvent, RemoteId,
     TargetRef,
@@ -142,6 +144,9 @@ pub enum WriteCmd {
 pub trait CommitSink: Send + Sync {
     /// A batch committed with these ingest outcomes.
     fn committed(&self, outcomes: &[IngestOutcome]);
+
+    /// A transaction of `commands` commands took `elapsed` (for metrics).
+    fn batch(&self, commands: usize, elapsed: std::time::Duration);
 }
 
 /// The sending side of the writer; cheap to clone.
@@ -230,9 +235,10 @@ pub fn spawn(
     // growing memory; 4096 covers many group commits' worth of work.
     let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
     let task = tokio::spawn(async move {
+        let mut conn = WriteConn { store, conn: None };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            run_batch(&store, sink.as_ref(), std::mem::take(&mut batch)).await;
+            run_batch(&mut conn, sink.as_ref(), std::mem::take(&mut batch)).await;
         }
     });
     (WriterHandle { tx }, task)
@@ -247,23 +253,50 @@ enum Reply {
     None,
 }
 
-async fn run_batch(store: &Store, sink: &dyn CommitSink, batch: Vec<WriteCmd>) {
-    let attempt = async {
-        let mut tx = store.pool().begin().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for cmd in &batch {
-            outcomes.push(apply(&mut tx, cmd).await?);
+/// The writer's own connection, kept across batches: with SQLite a
+/// connection that did the last write keeps its page cache valid, where a
+/// pooled one would re-read pages another connection changed.
+struct WriteConn {
+    store: Store,
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl WriteConn {
+    async fn commit(
+        &mut self,
+        batch: &[WriteCmd],
+    ) -> Result<Vec<Option<IngestOutcome>>, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.store.pool().acquire().await?);
         }
-        tx.commit().await?;
-        Ok::<_, StoreError>(outcomes)
-    };
-    match attempt.await {
-        Ok(outcomes) => finish(sink, batch, outcomes),
+        let conn = self.conn.as_mut().expect("acquired above");
+        let result = async {
+            let mut tx = conn.begin().await?;
+            let outcomes = apply_all(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        if result.is_err() {
+            // Start the next batch on a fresh connection.
+            self.conn = None;
+        }
+        result
+    }
+}
+
+async fn run_batch(conn: &mut WriteConn, sink: &dyn CommitSink, batch: Vec<WriteCmd>) {
+    let started = std::time::Instant::now();
+    match conn.commit(&batch).await {
+        Ok(outcomes) => {
+            sink.batch(batch.len(), started.elapsed());
+            finish(sink, batch, outcomes);
+        }
         Err(e) if batch.len() > 1 => {
             // One bad command must not fail its neighbours: redo one by one.
             tracing::warn!(error = %e, size = batch.len(), "Group commit failed, retrying commands singly.");
             for cmd in batch {
-                Box::pin(run_batch(store, sink, vec![cmd])).await;
+                Box::pin(run_batch(conn, sink, vec![cmd])).await;
             }
         }
         Err(e) => {
@@ -312,8 +345,301 @@ fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<Inge
     }
 }
 
+/// Applies a batch in one transaction. The common commands are written with
+/// multi-row statements (a statement per table per batch, not per command):
+/// bot API posts, and outbox rows marked sent. The rest go one by one.
+/// Returns one entry per command: the outcome of each ingest.
+async fn apply_all(
+    tx: &mut Transaction<'_, Any>,
+    batch: &[WriteCmd],
+) -> Result<Vec<Option<IngestOutcome>>, StoreError> {
+    let now = now_ms();
+    let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; batch.len()];
+    // Blobs first: an ingest in the same batch may refer to one.
+    for cmd in batch.iter().filter(|c| matches!(c, WriteCmd::Blob { .. })) {
+        apply(tx, cmd).await?;
+    }
+    let simple: Vec<usize> = (0..batch.len())
+        .filter(|&i| matches!(&batch[i], WriteCmd::Ingest(item, _) if is_simple(item)))
+        .collect();
+    if !simple.is_empty() {
+        let items: Vec<&IngestItem> = simple
+            .iter()
+            .map(|&i| match &batch[i] {
+                WriteCmd::Ingest(item, _) => &**item,
+                _ => unreachable!("filtered above"),
+            })
+            .collect();
+        for (i, o) in simple.iter().zip(bulk_ingest(tx, &items, now).await?) {
+            outcomes[*i] = Some(o);
+        }
+    }
+    let mut sent = Vec::new();
+    let mut cursors: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, cmd) in batch.iter().enumerate() {
+        match cmd {
+            WriteCmd::Ingest(item, _) if !is_simple(item) => {
+                outcomes[i] = Some(ingest(tx, item, now).await?);
+            }
+            WriteCmd::Row(id, RowUpdate::Sent { map }, _) => sent.push((*id, map.as_ref())),
+            WriteCmd::Row(..) => {
+                apply(tx, cmd).await?;
+            }
+            // Only the last position of each consumer matters.
+            WriteCmd::Cursor {
+                token, consumer, ..
+            } => {
+                cursors.insert((token.as_str(), consumer.as_str()), i);
+            }
+            WriteCmd::Ingest(..) | WriteCmd::Blob { .. } => {}
+        }
+    }
+    bulk_sent(tx, &sent, now).await?;
+    let mut last: Vec<usize> = cursors.into_values().collect();
+    last.sort_unstable();
+    for i in last {
+        apply(tx, &batch[i]).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Sizes multi-row statements are cut into: a few fixed sizes keep the
+/// prepared-statement cache small.
+const CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Cuts `0..n` into ranges of the sizes in [`CHUNKS`].
+fn chunks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let size = CHUNKS
+            .iter()
+            .copied()
+            .find(|c| *c <= n - start)
+            .unwrap_or(1);
+        out.push(start..start + size);
+        start += size;
+    }
+    out
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns.
+fn values(cols: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An item needs no lookups before its insert: no echo check and no
+/// reference given by a network's own id.
+fn is_simple(item: &IngestItem) -> bool {
+    !item.check_echo && !matches!(item.event.kind.target(), Some(TargetRef::Remote(_)))
+}
+
+type EventKey = (String, String, String);
+
+/// Commits many events with a few multi-row statements.
+async fn bulk_ingest(
+    tx: &mut Transaction<'_, Any>,
+    items: &[&IngestItem],
+    now: i64,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let keys: Vec<EventKey> = items
+        .iter()
+        .map(|it| {
+            let o = &it.event.origin;
+            (
+                o.account.to_string(),
+                o.channel.as_str().to_owned(),
+                o.remote_id.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let mut inserted: HashMap<EventKey, i64> = HashMap::with_capacity(items.len());
+    for range in chunks(items.len()) {
+        let sql = format!(
+            "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms) \
+             VALUES {} ON CONFLICT (account, channel, remote_id) DO NOTHING \
+             RETURNING id, account, channel, remote_id",
+            values(8, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for i in range {
+            let it = items[i];
+            let body =
+                serde_json::to_string(&it.event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let at_ms =
+                i64::try_from(it.event.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(now);
+            q = q
+                .bind(keys[i].0.clone())
+                .bind(keys[i].1.clone())
+                .bind(keys[i].2.clone())
+                .bind(it.event.kind.name())
+                .bind(at_ms)
+                .bind(it.origin_token.clone())
+                .bind(body)
+                .bind(now);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            inserted.insert(
+                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+                row.try_get(0)?,
+            );
+        }
+    }
+    // Who got which id: the first item with a key owns the inserted row;
+    // a repeat of the key (in this batch or from before) is a duplicate.
+    let mut owned = std::collections::HashSet::new();
+    let mut delivered = Vec::with_capacity(items.len());
+    for key in &keys {
+        let d = match inserted.get(key) {
+            Some(id) if owned.insert(key.clone()) => Delivered::New(EventId(*id)),
+            Some(id) => Delivered::Duplicate(EventId(*id)),
+            None => {
+                let row = sqlx::query(
+                    "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3",
+                )
+                .bind(key.0.as_str())
+                .bind(key.1.as_str())
+                .bind(key.2.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+                Delivered::Duplicate(EventId(row.try_get(0)?))
+            }
+        };
+        delivered.push(d);
+    }
+    let mut feed_rows = Vec::new();
+    let mut outbox_rows = Vec::new();
+    for (i, d) in delivered.iter().enumerate() {
+        if let Delivered::New(id) = d {
+            feed_rows.extend(items[i].feed.iter().map(|gw| (i, *id, gw)));
+            outbox_rows.extend(
+                items[i]
+                    .dests
+                    .iter()
+                    .enumerate()
+                    .map(|(n, dest)| (*id, n, dest)),
+            );
+        }
+    }
+    let mut seqs: HashMap<(i64, String), i64> = HashMap::with_capacity(feed_rows.len());
+    for range in chunks(feed_rows.len()) {
+        let sql = format!(
+            "INSERT INTO feed (gateway, event_id, origin_token) VALUES {} RETURNING seq, event_id, gateway",
+            values(3, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for &(i, id, gw) in &feed_rows[range] {
+            q = q
+                .bind(gw.as_str())
+                .bind(id.0)
+                .bind(items[i].origin_token.clone());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            seqs.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+        }
+    }
+    for range in chunks(outbox_rows.len()) {
+        let sql = format!(
+            "INSERT INTO outbox (event_id, gateway, account, channel, idempotency_key, created_ms, updated_ms) VALUES {}",
+            values(7, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for &(id, n, d) in &outbox_rows[range] {
+            q = q
+                .bind(id.0)
+                .bind(d.gateway.as_str())
+                .bind(d.account.to_string())
+                .bind(d.channel.as_str())
+                .bind(format!("sb-{}-{n}", id.0))
+                .bind(now)
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, d) in delivered.into_iter().enumerate() {
+        let Delivered::New(id) = d else {
+            out.push(IngestOutcome {
+                delivered: d,
+                feed: Vec::new(),
+                lanes: Vec::new(),
+            });
+            continue;
+        };
+        let it = items[i];
+        let event = Arc::new(Event::from_new(id, it.event.clone()));
+        let mut feed = Vec::with_capacity(it.feed.len());
+        for gw in &it.feed {
+            let seq = *seqs.get(&(id.0, gw.as_str().to_owned())).ok_or_else(|| {
+                StoreError::Corrupt(format!("no feed row returned for event {id}"))
+            })?;
+            feed.push(FeedItem {
+                seq,
+                gateway: gw.clone(),
+                origin_token: it.origin_token.clone(),
+                event: event.clone(),
+            });
+        }
+        out.push(IngestOutcome {
+            delivered: d,
+            feed,
+            lanes: it
+                .dests
+                .iter()
+                .map(|d| (d.account.clone(), d.channel.clone()))
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Marks many rows sent and remembers their remote ids, in two statements
+/// per chunk.
+async fn bulk_sent(
+    tx: &mut Transaction<'_, Any>,
+    sent: &[(i64, Option<&MapEntry>)],
+    now: i64,
+) -> Result<(), StoreError> {
+    for range in chunks(sent.len()) {
+        let marks: Vec<String> = (0..range.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for (id, _) in &sent[range] {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let maps: Vec<&MapEntry> = sent.iter().filter_map(|(_, m)| *m).collect();
+    for range in chunks(maps.len()) {
+        let sql = format!(
+            "INSERT INTO message_map (event_id, account, channel, remote_id) VALUES {} \
+             ON CONFLICT (event_id, account, channel) DO NOTHING",
+            values(4, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for m in &maps[range] {
+            q = q
+                .bind(m.event_id.0)
+                .bind(m.account.to_string())
+                .bind(m.channel.as_str())
+                .bind(m.remote_id.as_str());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn apply(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     cmd: &WriteCmd,
 ) -> Result<Option<IngestOutcome>, StoreError> {
     let now = now_ms();
@@ -359,7 +685,7 @@ async fn apply(
 }
 
 async fn ingest(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     item: &IngestItem,
     now: i64,
 ) -> Result<IngestOutcome, StoreError> {
@@ -468,7 +794,7 @@ async fn ingest(
 /// Finds the hub id of a message the origin network calls `remote`: either
 /// it came from there, or the hub delivered it there.
 async fn resolve_remote(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     channel: &str,
     remote: &RemoteId,
@@ -489,7 +815,7 @@ async fn resolve_remote(
 }
 
 async fn row_update(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     update: &RowUpdate,
     now: i64,
@@ -538,7 +864,7 @@ async fn row_update(
 }
 
 async fn insert_map(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     map: Option<&MapEntry>,
 ) -> Result<(), StoreError> {
     let Some(m) = map else { return Ok(()) };
@@ -559,4 +885,21 @@ async fn insert_map(
 #[must_use]
 pub fn creates_message(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Message { .. } | EventKind::Notice { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything_with_few_sizes() {
+        let r = chunks(203);
+        assert_eq!(
+            r.iter().map(ExactSizeIterator::len).collect::<Vec<_>>(),
+            [128, 64, 8, 2, 1]
+        );
+        assert_eq!(r.last().unwrap().end, 203);
+        assert!(chunks(0).is_empty());
+        assert_eq!(values(2, 2), "($1, $2), ($3, $4)");
+    }
 }
