@@ -49,6 +49,29 @@ use crate::store::Store;
 /// When the store cannot be opened or a listener cannot bind.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let settings = Arc::new(adapters::ensure_tokens(settings)?);
+    // Bind first: a port conflict fails before the database is touched, and
+    // clients' connections queue in the kernel while the store opens.
+    let mut listeners = Vec::new();
+    for account in &settings.api {
+        let listener = TcpListener::bind(account.bind).await.with_context(|| {
+            format!(
+                "{}: api.{}.bind: cannot listen on {}",
+                settings.source,
+                account.id.name(),
+                account.bind
+            )
+        })?;
+        listeners.push(listener);
+    }
+    let admin_listener = match settings.admin_bind {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "{}: general.admin_bind: cannot listen on {addr}",
+                settings.source
+            )
+        })?),
+        None => None,
+    };
     let store = Store::open(
         settings.database.url.expose(),
         settings.database.max_connections,
@@ -101,15 +124,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
     }
 
     let mut servers = Vec::new();
-    for account in &settings.api {
-        let listener = TcpListener::bind(account.bind).await.with_context(|| {
-            format!(
-                "{}: api.{}.bind: cannot listen on {}",
-                settings.source,
-                account.id.name(),
-                account.bind
-            )
-        })?;
+    for (account, listener) in settings.api.iter().zip(listeners) {
         let app = api::router(hub.clone(), account);
         let mut rx = shutdown_rx.clone();
         tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
@@ -121,16 +136,10 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
                 .await;
         }));
     }
-    if let Some(addr) = settings.admin_bind {
-        let listener = TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "{}: general.admin_bind: cannot listen on {addr}",
-                settings.source
-            )
-        })?;
+    if let Some(listener) = admin_listener {
         let app = admin_router(hub.clone());
         let mut rx = shutdown_rx.clone();
-        tracing::info!(%addr, "Admin listener (healthz, metrics, status) listening.");
+        tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
         servers.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -259,10 +259,18 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
         tokio::select! {
             item = sub.next() => {
                 let Ok(item) = item else { break };
-                if let Some(v) = render(&st, &item).await {
-                    if tx.send(WsMessage::Text(v.to_string().into())).await.is_err() {
-                        break;
+                let Ok(more) = sub.ready(super::native::BURST).await else { break };
+                let mut sent = true;
+                for item in std::iter::once(item).chain(more) {
+                    if let Some(v) = render(&st, &item).await {
+                        if tx.feed(WsMessage::Text(v.to_string().into())).await.is_err() {
+                            sent = false;
+                            break;
+                        }
                     }
+                }
+                if !sent || tx.flush().await.is_err() {
+                    break;
                 }
                 sub.save(false).await;
             }

@@ -2,109 +2,161 @@
 //! matterbridge shape (`/api`).
 
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 use switchboard_core::{Event, EventKind, GatewayName, TargetRef};
 use time::format_description::well_known::Rfc3339;
 
 use crate::store::FeedItem;
 
-fn target_json(t: &TargetRef) -> Value {
-    match t {
-        TargetRef::Event(id) => Value::String(id.to_string()),
-        TargetRef::Remote(_) => Value::Null,
-    }
+/// The native wire shape of an event, serialized straight from borrowed
+/// parts (no intermediate `Value`): this runs once per event per consumer.
+#[derive(Serialize)]
+struct Native<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<i64>,
+    gateway: &'a str,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    origin: NativeOrigin<'a>,
+    author: NativeAuthor<'a>,
+    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spans: Option<&'a [switchboard_core::Span]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<Vec<NativeFile<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<switchboard_core::Membership>,
 }
 
-/// The native JSON of an event. `cursor` is the feed position, absent for
-/// webhook deliveries.
-#[must_use]
-pub fn native(event: &Event, gateway: &GatewayName, cursor: Option<i64>) -> Value {
-    let mut m = Map::new();
-    if let Some(c) = cursor {
-        m.insert("cursor".into(), json!(c));
-    }
-    m.insert("gateway".into(), json!(gateway.as_str()));
-    m.insert("id".into(), json!(event.id.to_string()));
-    m.insert("type".into(), json!(event.kind.name()));
-    m.insert(
-        "origin".into(),
-        json!({
-            "account": event.origin.account.to_string(),
-            "channel": event.origin.channel.as_str(),
-            "remote_id": event.origin.remote_id.as_str(),
-            "thread": event.origin.thread,
-        }),
-    );
-    m.insert(
-        "author".into(),
-        json!({
-            "id": event.author.remote_id,
-            "name": event.author.display_name,
-            "username": event.author.username,
-            "avatar": event.author.avatar,
-            "is_bot": event.author.is_bot,
-        }),
-    );
-    m.insert(
-        "at".into(),
-        json!(event.at.format(&Rfc3339).unwrap_or_default()),
-    );
+#[derive(Serialize)]
+struct NativeOrigin<'a> {
+    account: String,
+    channel: &'a str,
+    remote_id: &'a str,
+    thread: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct NativeAuthor<'a> {
+    id: &'a str,
+    name: &'a str,
+    username: Option<&'a str>,
+    avatar: Option<&'a str>,
+    is_bot: bool,
+}
+
+#[derive(Serialize)]
+struct NativeFile<'a> {
+    kind: switchboard_core::AttachmentKind,
+    name: &'a str,
+    mime: &'a str,
+    size: u64,
+    sha256: &'a str,
+    url: String,
+}
+
+fn target_id(t: &TargetRef) -> Option<String> {
+    t.event_id().map(|id| id.to_string())
+}
+
+fn native_parts<'a>(event: &'a Event, gateway: &'a GatewayName, cursor: Option<i64>) -> Native<'a> {
+    let mut n = Native {
+        cursor,
+        gateway: gateway.as_str(),
+        id: event.id.to_string(),
+        kind: event.kind.name(),
+        origin: NativeOrigin {
+            account: event.origin.account.to_string(),
+            channel: event.origin.channel.as_str(),
+            remote_id: event.origin.remote_id.as_str(),
+            thread: event.origin.thread.as_deref(),
+        },
+        author: NativeAuthor {
+            id: &event.author.remote_id,
+            name: &event.author.display_name,
+            username: event.author.username.as_deref(),
+            avatar: event.author.avatar.as_deref(),
+            is_bot: event.author.is_bot,
+        },
+        at: event.at.format(&Rfc3339).unwrap_or_default(),
+        text: None,
+        spans: None,
+        reply_to: None,
+        attachments: None,
+        target: None,
+        emoji: None,
+        removed: None,
+        change: None,
+    };
     match &event.kind {
         EventKind::Message {
             body,
             attachments,
             reply_to,
         } => {
-            m.insert("text".into(), json!(body.text));
-            m.insert("spans".into(), json!(body.spans));
-            m.insert(
-                "reply_to".into(),
-                reply_to.as_ref().map_or(Value::Null, target_json),
-            );
-            let files: Vec<Value> = attachments
-                .iter()
-                .map(|a| {
-                    json!({
-                        "kind": a.kind, "name": a.name, "mime": a.mime, "size": a.size,
-                        "sha256": a.content.sha256,
-                        "url": format!("/v1/blobs/{}", a.content.sha256),
+            n.text = Some(&body.text);
+            n.spans = Some(&body.spans);
+            n.reply_to = Some(reply_to.as_ref().and_then(target_id));
+            n.attachments = Some(
+                attachments
+                    .iter()
+                    .map(|a| NativeFile {
+                        kind: a.kind,
+                        name: &a.name,
+                        mime: &a.mime,
+                        size: a.size,
+                        sha256: &a.content.sha256,
+                        url: format!("/v1/blobs/{}", a.content.sha256),
                     })
-                })
-                .collect();
-            m.insert("attachments".into(), Value::Array(files));
+                    .collect(),
+            );
         }
         EventKind::Edit { target, body } => {
-            m.insert("target".into(), target_json(target));
-            m.insert("text".into(), json!(body.text));
-            m.insert("spans".into(), json!(body.spans));
+            n.target = Some(target_id(target));
+            n.text = Some(&body.text);
+            n.spans = Some(&body.spans);
         }
-        EventKind::Delete { target } => {
-            m.insert("target".into(), target_json(target));
-        }
+        EventKind::Delete { target } => n.target = Some(target_id(target)),
         EventKind::Reaction {
             target,
             emoji,
             removed,
         } => {
-            m.insert("target".into(), target_json(target));
-            m.insert("emoji".into(), json!(emoji));
-            m.insert("removed".into(), json!(removed));
+            n.target = Some(target_id(target));
+            n.emoji = Some(emoji);
+            n.removed = Some(*removed);
         }
-        EventKind::Membership { change } => {
-            m.insert("change".into(), json!(change));
-        }
-        EventKind::Notice { body } => {
-            m.insert("text".into(), json!(body.text));
-        }
+        EventKind::Membership { change } => n.change = Some(*change),
+        EventKind::Notice { body } => n.text = Some(&body.text),
         _ => {}
     }
-    Value::Object(m)
+    n
+}
+
+/// The native JSON of an event. `cursor` is the feed position, absent for
+/// webhook deliveries.
+#[must_use]
+pub fn native(event: &Event, gateway: &GatewayName, cursor: Option<i64>) -> Value {
+    serde_json::to_value(native_parts(event, gateway, cursor)).unwrap_or(Value::Null)
 }
 
 /// The native JSON of a feed row, as text.
 #[must_use]
 pub fn native_feed(item: &FeedItem) -> String {
-    native(&item.event, &item.gateway, Some(item.seq)).to_string()
+    serde_json::to_string(&native_parts(&item.event, &item.gateway, Some(item.seq)))
+        .unwrap_or_default()
 }
 
 /// The matterbridge `config.Message` JSON of a feed row; `None` for kinds

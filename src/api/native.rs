@@ -409,13 +409,27 @@ enum ClientFrame {
     },
 }
 
+/// Most events written to a socket before a flush.
+pub const BURST: usize = 256;
+
 async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     loop {
         tokio::select! {
             item = sub.next() => {
                 let Ok(item) = item else { break };
-                if tx.send(WsMessage::Text(json::native_feed(&item).into())).await.is_err() {
+                // Queue what is already committed behind it and flush once:
+                // one write for a burst instead of one per event.
+                let Ok(more) = sub.ready(BURST).await else { break };
+                let mut sent = true;
+                for item in std::iter::once(item).chain(more) {
+                    let frame = WsMessage::Text(json::native_feed(&item).into());
+                    if tx.feed(frame).await.is_err() {
+                        sent = false;
+                        break;
+                    }
+                }
+                if !sent || tx.flush().await.is_err() {
                     break;
                 }
                 sub.save(false).await;
