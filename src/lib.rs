@@ -109,6 +109,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         shutdown: shutdown_rx.clone(),
     });
     outbox.start(pokes_rx).await.context("reading the outbox")?;
+    store.spawn_checkpointer(shutdown_rx.clone());
     for adapter in adapters {
         let inbound: Arc<dyn switchboard_core::Inbound> = Arc::new(HubInbound(hub.clone()));
         let mut rx = shutdown_rx.clone();

@@ -110,6 +110,16 @@ impl Tracker {
         self.latency_sent_between(0, u64::MAX)
     }
 
+    /// Writes `sent_ns,recv_ns` of every first receipt (bench clock).
+    pub fn write_samples(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        let mut out = String::from("sent_ns,recv_ns\n");
+        for (s, r) in &self.samples {
+            let _ = writeln!(out, "{s},{r}");
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Bench clock of the last first-receipt.
     pub fn last_ns(&self) -> u64 {
         self.samples.iter().map(|(_, r)| *r).max().unwrap_or(0)
@@ -187,7 +197,9 @@ pub fn json_int(frame: &str, key: &str) -> Option<i64> {
     let pat = format!("\"{key}\":");
     let at = frame.find(&pat)? + pat.len();
     let rest = frame[at..].trim_start_matches('"');
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -209,7 +221,11 @@ pub async fn connect(
                 .into_client_request()?;
             req.headers_mut()
                 .insert("authorization", format!("Bearer {token}").parse()?);
-            let (ws, _) = tokio_tungstenite::connect_async(req)
+            // tungstenite zero-fills its whole read buffer (128 KiB by
+            // default) before every read; keep the bench's own cost small.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(16 * 1024);
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
                 .await
                 .context("WebSocket connect")?;
             tokio::spawn(ws_loop(ws, tracker, progress.clone(), stop_rx))
@@ -237,7 +253,8 @@ pub async fn connect(
     })
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_loop(
     mut ws: Ws,

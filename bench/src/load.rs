@@ -171,12 +171,10 @@ async fn worker(addr: SocketAddr, c: usize, next: &AtomicU64, load: &Load, start
             }
         }
         sent.first_ns = sent.first_ns.min(t);
-        let result = tokio::time::timeout(
-            Duration::from_secs(30),
-            conn.post(&path, load.token, &body),
-        )
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 30 s")));
+        let result =
+            tokio::time::timeout(Duration::from_secs(30), conn.post(&path, load.token, &body))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 30 s")));
         let done = now_ns();
         match result {
             Ok(status) if (200..300).contains(&status) => {

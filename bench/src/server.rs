@@ -21,12 +21,18 @@ pub const HOOK_SECRET: &str = "0123456789abcdef";
 
 /// Child pids still running, killed on Ctrl-C.
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Temp dirs in use, removed on Ctrl-C.
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Sends SIGTERM to every switchboard this bench started and still runs.
+/// Kills every switchboard this bench started and still runs, and removes
+/// their temp dirs (for Ctrl-C and fatal errors).
 pub fn kill_all() {
     let pids = std::mem::take(&mut *LIVE.lock().expect("pid list"));
     for pid in pids {
         signal(pid, "KILL");
+    }
+    for dir in std::mem::take(&mut *DIRS.lock().expect("dir list")) {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
@@ -101,8 +107,6 @@ pub struct Setup {
     config: PathBuf,
     /// The bot API listener.
     pub api: SocketAddr,
-    /// The admin listener.
-    pub admin: SocketAddr,
     pg: Option<(String, String)>,
 }
 
@@ -114,6 +118,9 @@ impl Setup {
             .prefix("switchboard-bench.")
             .tempdir_in(tmp)
             .with_context(|| format!("creating a temp dir in {}", tmp.display()))?;
+        DIRS.lock()
+            .expect("dir list")
+            .push(dir.path().to_path_buf());
         let data = dir.path().join("data");
         fs::create_dir_all(&data)?;
         let api = free_port()?;
@@ -165,7 +172,6 @@ impl Setup {
             dir,
             config,
             api,
-            admin,
             pg,
         })
     }
@@ -223,10 +229,16 @@ impl Setup {
         })
     }
 
-    /// Drops the PostgreSQL database, if one was created.
+    /// Drops the PostgreSQL database, if one was created, and the temp dir.
     pub fn cleanup(self) {
+        DIRS.lock()
+            .expect("dir list")
+            .retain(|d| d != self.dir.path());
         if let Some((base, name)) = &self.pg {
-            let _ = psql(base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = psql(
+                base,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }
@@ -257,16 +269,7 @@ pub struct Mem {
 impl Server {
     /// CPU time (user + system, all threads) used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // The command name may hold spaces; fields resume after its ')'.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .context("odd /proc/pid/stat")?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // f[0] is field 3 (state): utime is field 14, stime field 15.
-        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-        Ok(Duration::from_nanos(ticks * 1_000_000_000 / clk_tck()))
+        proc_cpu(&self.pid.to_string())
     }
 
     /// Resident memory now and at peak.
@@ -318,7 +321,10 @@ impl Server {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    eprintln!("  switchboard {} ignored SIGTERM for 10 s; killing", self.pid);
+                    eprintln!(
+                        "  switchboard {} ignored SIGTERM for 10 s; killing",
+                        self.pid
+                    );
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -334,6 +340,52 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// CPU time (user + system, all threads) of `/proc/<pid>` (or `self`).
+pub fn proc_cpu(pid: &str) -> anyhow::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; fields resume after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("odd /proc/pid/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state): utime is field 14, stime field 15.
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / clk_tck()))
+}
+
+/// CPU time the whole machine spent busy (all CPUs, from `/proc/stat`).
+pub fn machine_busy() -> Duration {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: idle and iowait
+        // are not busy; guest time is already in user.
+        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6 | 7))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ticks * 1_000_000_000 / clk_tck())
+}
+
+/// CPU time of this bench plus every child it has reaped.
+pub fn own_and_children_cpu() -> Duration {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime: fields 14 to 17.
+    let ticks: u64 = f[11..15].iter().filter_map(|v| v.parse::<u64>().ok()).sum();
+    Duration::from_nanos(ticks * 1_000_000_000 / clk_tck())
 }
 
 fn clk_tck() -> u64 {

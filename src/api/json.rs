@@ -152,11 +152,13 @@ pub fn native(event: &Event, gateway: &GatewayName, cursor: Option<i64>) -> Valu
     serde_json::to_value(native_parts(event, gateway, cursor)).unwrap_or(Value::Null)
 }
 
-/// The native JSON of a feed row, as text.
+/// The native JSON of a feed row, as text, rendered once per row.
 #[must_use]
-pub fn native_feed(item: &FeedItem) -> String {
-    serde_json::to_string(&native_parts(&item.event, &item.gateway, Some(item.seq)))
-        .unwrap_or_default()
+pub fn native_feed(item: &FeedItem) -> &str {
+    item.native.get_or_init(|| {
+        serde_json::to_string(&native_parts(&item.event, &item.gateway, Some(item.seq)))
+            .unwrap_or_default()
+    })
 }
 
 /// The matterbridge `config.Message` JSON of a feed row; `None` for kinds

@@ -15,7 +15,7 @@ pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -65,6 +65,9 @@ pub struct FeedItem {
     pub origin_token: Option<String>,
     /// The event.
     pub event: Arc<Event>,
+    /// Its native JSON, rendered once for every consumer that reads this
+    /// row from the live broadcast.
+    pub native: OnceLock<String>,
 }
 
 /// An outbox row waiting for delivery, with its event.
@@ -148,6 +151,10 @@ impl Store {
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = FULL",
                             "PRAGMA busy_timeout = 10000",
+                            // Checkpoints run from a background task
+                            // (`spawn_checkpointer`), not inside the
+                            // writer's commits, where they stall posts.
+                            "PRAGMA wal_autocheckpoint = 0",
                             "PRAGMA foreign_keys = ON",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
@@ -163,6 +170,29 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         Ok(Self { pool, backend })
+    }
+
+    /// For SQLite: copies the WAL back into the database every second,
+    /// without blocking the writer (`PASSIVE`), until `shutdown` is true.
+    pub fn spawn_checkpointer(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed.");
+                }
+            }
+        });
     }
 
     /// Which database this is.
@@ -210,6 +240,7 @@ impl Store {
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     origin_token: r.try_get(2)?,
                     event: Arc::new(decode_event(r.try_get(3)?, &r.try_get::<String, _>(4)?)?),
+                    native: OnceLock::new(),
                 })
             })
             .collect()

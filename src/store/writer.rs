@@ -584,6 +584,7 @@ async fn bulk_ingest(
                 gateway: gw.clone(),
                 origin_token: it.origin_token.clone(),
                 event: event.clone(),
+                native: std::sync::OnceLock::new(),
             });
         }
         out.push(IngestOutcome {
@@ -765,6 +766,7 @@ async fn ingest(
             gateway: gw.clone(),
             origin_token: item.origin_token.clone(),
             event: committed.clone(),
+            native: std::sync::OnceLock::new(),
         });
     }
     let mut lanes = Vec::with_capacity(item.dests.len());

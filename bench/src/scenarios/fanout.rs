@@ -174,8 +174,14 @@ impl Scenario for FanOut {
                 let hi = per.iter().map(|p| p.1).fold(0.0, f64::max);
                 let list: Vec<String> = per.iter().map(|(g, c)| format!("{g}: {c:.0}")).collect();
                 ctx.check(
-                    format!("s4 {d} dest/gw: CPU per delivery flat within 20% from 1 to 100 gateways"),
-                    format!("{} µs (spread {:+.0}%)", list.join(", "), (hi / lo.max(1e-9) - 1.0) * 100.0),
+                    format!(
+                        "s4 {d} dest/gw: CPU per delivery flat within 20% from 1 to 100 gateways"
+                    ),
+                    format!(
+                        "{} µs (spread {:+.0}%)",
+                        list.join(", "),
+                        (hi / lo.max(1e-9) - 1.0) * 100.0
+                    ),
                     Some(hi <= lo * 1.2),
                 );
             }

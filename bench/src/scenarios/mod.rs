@@ -26,6 +26,10 @@ pub struct Ctx {
     pub quick: bool,
     /// SQLite, then PostgreSQL when a URL was given.
     pub backends: Vec<Backend>,
+    /// Requests in flight in scenarios 1 and 2.
+    pub in_flight: usize,
+    /// Where to write each run's latency samples, if anywhere.
+    pub samples: Option<PathBuf>,
     /// Targets checked so far.
     pub checks: Mutex<Vec<Check>>,
 }
@@ -46,6 +50,16 @@ impl Ctx {
             quick
         } else {
             full
+        }
+    }
+
+    /// Writes a receiver's samples as `<samples>/<name>.csv` when asked to.
+    pub fn save_samples(&self, name: &str, t: &crate::consume::Tracker) {
+        if let Some(dir) = &self.samples {
+            let _ = std::fs::create_dir_all(dir);
+            if let Err(e) = t.write_samples(&dir.join(format!("{name}.csv"))) {
+                eprintln!("  warning: {e:#}");
+            }
         }
     }
 

@@ -133,6 +133,9 @@ impl Outage {
             .remove("hook")
             .unwrap_or_else(|| consume::Tracker::new(total));
         let hook_lost = hook.lost(expected());
+        let tag = format!("s3-{}", kind.name().split(' ').next().unwrap_or("x"));
+        ctx.save_samples(&format!("{tag}-ws"), &seen);
+        ctx.save_samples(&format!("{tag}-hook"), &hook);
         let after = hook.samples.iter().filter(|(_, r)| *r >= up).count();
         // Catch-up: from recovery until the last message sent before or
         // during the outage arrived.
@@ -161,7 +164,11 @@ impl Outage {
             ms(all.max, all.n),
             ws_lost.to_string(),
             hook.unique.to_string(),
-            after.to_string(),
+            if kind == Kind::None {
+                "-".into()
+            } else {
+                after.to_string()
+            },
             catch_up,
             hook_lost.to_string(),
             hook.dup.to_string(),

@@ -11,7 +11,7 @@ use super::{spawn, stop, us_per, Ctx, Scenario};
 use crate::consume::{self, Stream};
 use crate::load::{self, Load, Route};
 use crate::report::{mb, ms, Table};
-use crate::server::{Backend, Setup, Spec, CONSUMER, PRODUCER};
+use crate::server::{machine_busy, proc_cpu, Backend, Setup, Spec, CONSUMER, PRODUCER};
 
 /// Posting route × consumer kind.
 pub struct Relay {
@@ -58,8 +58,6 @@ pub struct RelayOutcome {
     pub peak_kb: u64,
 }
 
-const CONNS: usize = 32;
-
 impl Relay {
     async fn once(
         &self,
@@ -87,13 +85,16 @@ impl Relay {
         let idle = server.mem()?;
         let consumer = consume::connect(self.stream, server.api, CONSUMER, "g0", total).await?;
         let cpu0 = server.cpu()?;
+        let own0 = proc_cpu("self")?;
+        let busy0 = machine_busy();
+        let wall0 = std::time::Instant::now();
         let sent = load::produce(
             server.api,
             Load {
                 route: self.route,
                 gateways: vec!["g0".into()],
                 total,
-                conns: CONNS,
+                conns: ctx.in_flight,
                 rate,
                 token: PRODUCER,
             },
@@ -104,11 +105,27 @@ impl Relay {
             .wait_for(sent.ok, Duration::from_secs(10))
             .await;
         let cpu = server.cpu()? - cpu0;
+        let own = proc_cpu("self")? - own0;
+        // Everything else the machine did meanwhile, in CPUs: should be ~0.
+        let others = machine_busy()
+            .saturating_sub(busy0)
+            .saturating_sub(cpu + own)
+            .as_secs_f64()
+            / wall0.elapsed().as_secs_f64();
         let peak = server.mem()?;
         let seen = consumer.finish().await;
         server.check_alive()?;
         stop(server).await;
         let seen = seen?;
+        ctx.save_samples(
+            &format!(
+                "s{}-{}-{}",
+                self.number,
+                backend.name(),
+                rate.map_or_else(|| "unthrottled".into(), |r| format!("{r:.0}"))
+            ),
+            &seen,
+        );
         if let Some(e) = &sent.first_error {
             eprintln!("  {} failed posts; first: {e}", sent.failed.len());
         }
@@ -140,6 +157,8 @@ impl Relay {
             mb(idle.rss_kb),
             mb(peak.hwm_kb),
             ms(ack.p99, ack.n),
+            format!("{:.1}", us_per(own, seen.unique)),
+            format!("{others:.2}"),
         ];
         Ok(RelayOutcome {
             row,
@@ -160,8 +179,8 @@ impl Scenario for Relay {
 
     fn title(&self) -> &'static str {
         match self.number {
-            1 => "bot API to bot API: POST /api/message (32 in flight) -> WebSocket consumer",
-            _ => "bot API to bot API: native POST /v1/gateways/g0/messages (32 in flight) -> SSE consumer",
+            1 => "bot API to bot API, matterbridge POST -> WebSocket consumer",
+            _ => "bot API to bot API, native POST -> SSE consumer",
         }
     }
 
@@ -186,6 +205,8 @@ impl Scenario for Relay {
                     "RSS idle MB",
                     "RSS peak MB",
                     "ack p99 ms",
+                    "bench CPU µs/msg",
+                    "other load (CPUs)",
                 ],
             );
             for backend in &ctx.backends {
@@ -231,11 +252,17 @@ impl Scenario for Relay {
                 );
             }
             t.notes.push(format!(
-                "{} messages per run, {CONNS} requests in flight, a fresh server and database per run. \
+                "{} → {}. {} messages per run, {} requests in flight, a fresh server and database per run. \
                  Latency: producer's send → consumer's receipt (one clock). CPU: the switchboard \
                  process only (/proc/<pid>/stat), from the first post to the last receipt, per \
-                 message received. RSS idle: VmRSS {:?} after start; peak: VmHWM at the end.",
+                 message received. RSS idle: VmRSS {:?} after start; peak: VmHWM at the end. \
+                 `bench CPU`: this load generator and consumer, on the same CPUs. \
+                 `other load`: CPUs busy with anything else meanwhile (PostgreSQL's server \
+                 included); above ~0.1 the run was disturbed.",
+                self.route.name(),
+                self.stream.name(),
                 total,
+                ctx.in_flight,
                 ctx.settle()
             ));
             Ok(vec![t])
