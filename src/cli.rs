@@ -19,6 +19,9 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Threads for the async runtime (default: one per CPU).
+    #[arg(long, global = true, env = "SWITCHBOARD_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -155,6 +155,10 @@ impl Store {
                             // (`spawn_checkpointer`), not inside the
                             // writer's commits, where they stall posts.
                             "PRAGMA wal_autocheckpoint = 0",
+                            // Multi-row inserts with ON CONFLICT need a
+                            // statement journal: keep it in memory, not in a
+                            // temp file created and unlinked per statement.
+                            "PRAGMA temp_store = MEMORY",
                             "PRAGMA foreign_keys = ON",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
