@@ -11,6 +11,7 @@
 //! order, which publishes the new feed rows to live consumers and wakes the
 //! outbox lanes of the new rows.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub struct Dest {
 }
 
 /// A new event with its routing, computed by the router before commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IngestItem {
     /// The event.
     pub event: NewEvent,
@@ -345,9 +346,9 @@ fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<Inge
     }
 }
 
-/// Applies a batch in one transaction. The common commands are written with
-/// multi-row statements (a statement per table per batch, not per command):
-/// bot API posts, and outbox rows marked sent. The rest go one by one.
+/// Applies a batch in one transaction. New events and outbox rows marked
+/// sent are written with multi-row statements (a statement per table per
+/// batch, not per command); the rest go one by one.
 /// Returns one entry per command: the outcome of each ingest.
 async fn apply_all(
     tx: &mut Transaction<'_, Any>,
@@ -359,18 +360,24 @@ async fn apply_all(
     for cmd in batch.iter().filter(|c| matches!(c, WriteCmd::Blob { .. })) {
         apply(tx, cmd).await?;
     }
-    let simple: Vec<usize> = (0..batch.len())
-        .filter(|&i| matches!(&batch[i], WriteCmd::Ingest(item, _) if is_simple(item)))
-        .collect();
-    if !simple.is_empty() {
-        let items: Vec<&IngestItem> = simple
-            .iter()
-            .map(|&i| match &batch[i] {
-                WriteCmd::Ingest(item, _) => &**item,
-                _ => unreachable!("filtered above"),
-            })
-            .collect();
-        for (i, o) in simple.iter().zip(bulk_ingest(tx, &items, now).await?) {
+    let mut prepared = Vec::new();
+    for (i, cmd) in batch.iter().enumerate() {
+        if let WriteCmd::Ingest(item, _) = cmd {
+            match prepare(tx, item).await? {
+                Some(p) => prepared.push((i, p)),
+                None => {
+                    outcomes[i] = Some(IngestOutcome {
+                        delivered: Delivered::Ignored,
+                        feed: Vec::new(),
+                        lanes: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    if !prepared.is_empty() {
+        let items: Vec<&IngestItem> = prepared.iter().map(|(_, p)| p.as_ref()).collect();
+        for ((i, _), o) in prepared.iter().zip(bulk_ingest(tx, &items, now).await?) {
             outcomes[*i] = Some(o);
         }
     }
@@ -378,9 +385,6 @@ async fn apply_all(
     let mut cursors: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, cmd) in batch.iter().enumerate() {
         match cmd {
-            WriteCmd::Ingest(item, _) if !is_simple(item) => {
-                outcomes[i] = Some(ingest(tx, item, now).await?);
-            }
             WriteCmd::Row(id, RowUpdate::Sent { map }, _) => sent.push((*id, map.as_ref())),
             WriteCmd::Row(..) => {
                 apply(tx, cmd).await?;
@@ -432,12 +436,6 @@ fn values(cols: usize, rows: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// An item needs no lookups before its insert: no echo check and no
-/// reference given by a network's own id.
-fn is_simple(item: &IngestItem) -> bool {
-    !item.check_echo && !matches!(item.event.kind.target(), Some(TargetRef::Remote(_)))
 }
 
 type EventKey = (String, String, String);
@@ -639,17 +637,13 @@ async fn bulk_sent(
     Ok(())
 }
 
-async fn apply(
-    tx: &mut Transaction<'_, Any>,
-    cmd: &WriteCmd,
-) -> Result<Option<IngestOutcome>, StoreError> {
+/// Applies one command other than an ingest (those go through
+/// [`bulk_ingest`]).
+async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
     let now = now_ms();
     match cmd {
-        WriteCmd::Ingest(item, _) => ingest(tx, item, now).await.map(Some),
-        WriteCmd::Row(id, update, _) => {
-            row_update(tx, *id, update, now).await?;
-            Ok(None)
-        }
+        WriteCmd::Ingest(..) => Ok(()),
+        WriteCmd::Row(id, update, _) => row_update(tx, *id, update, now).await,
         WriteCmd::Blob {
             sha256, mime, data, ..
         } => {
@@ -663,7 +657,7 @@ async fn apply(
             .bind(data.clone())
             .execute(&mut **tx)
             .await?;
-            Ok(None)
+            Ok(())
         }
         WriteCmd::Cursor {
             token,
@@ -680,21 +674,18 @@ async fn apply(
             .bind(*seq)
             .execute(&mut **tx)
             .await?;
-            Ok(None)
+            Ok(())
         }
     }
 }
 
-async fn ingest(
+/// What a network event needs before its insert: an echo of a message the
+/// hub itself sent is dropped (`None`), and a reference given by the
+/// network's own id is resolved to the hub's.
+async fn prepare<'a>(
     tx: &mut Transaction<'_, Any>,
-    item: &IngestItem,
-    now: i64,
-) -> Result<IngestOutcome, StoreError> {
-    let ignored = IngestOutcome {
-        delivered: Delivered::Ignored,
-        feed: Vec::new(),
-        lanes: Vec::new(),
-    };
+    item: &'a IngestItem,
+) -> Result<Option<Cow<'a, IngestItem>>, StoreError> {
     let origin = &item.event.origin;
     let account = origin.account.to_string();
     if item.check_echo {
@@ -707,90 +698,20 @@ async fn ingest(
         .fetch_optional(&mut **tx)
         .await?;
         if echo.is_some() {
-            return Ok(ignored);
+            return Ok(None);
         }
     }
-    let mut event = item.event.clone();
-    if let Some(target) = event.kind.target_mut() {
-        if let TargetRef::Remote(remote) = target {
-            if let Some(id) = resolve_remote(tx, &account, origin.channel.as_str(), remote).await? {
-                *target = TargetRef::Event(id);
-            }
-        }
-    }
-    let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let at_ms = i64::try_from(event.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(now);
-    let inserted = sqlx::query(
-        "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (account, channel, remote_id) DO NOTHING RETURNING id",
-    )
-    .bind(account.as_str())
-    .bind(origin.channel.as_str())
-    .bind(origin.remote_id.as_str())
-    .bind(event.kind.name())
-    .bind(at_ms)
-    .bind(item.origin_token.clone())
-    .bind(body)
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = inserted else {
-        let existing = sqlx::query(
-            "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3",
-        )
-        .bind(account.as_str())
-        .bind(origin.channel.as_str())
-        .bind(origin.remote_id.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
-        return Ok(IngestOutcome {
-            delivered: Delivered::Duplicate(EventId(existing.try_get(0)?)),
-            ..ignored
-        });
+    let Some(TargetRef::Remote(remote)) = item.event.kind.target() else {
+        return Ok(Some(Cow::Borrowed(item)));
     };
-    let id = EventId(row.try_get(0)?);
-    let committed = Arc::new(Event::from_new(id, event));
-    let mut feed = Vec::with_capacity(item.feed.len());
-    for gw in &item.feed {
-        let row = sqlx::query(
-            "INSERT INTO feed (gateway, event_id, origin_token) VALUES ($1, $2, $3) RETURNING seq",
-        )
-        .bind(gw.as_str())
-        .bind(id.0)
-        .bind(item.origin_token.clone())
-        .fetch_one(&mut **tx)
-        .await?;
-        feed.push(FeedItem {
-            seq: row.try_get(0)?,
-            gateway: gw.clone(),
-            origin_token: item.origin_token.clone(),
-            event: committed.clone(),
-            native: std::sync::OnceLock::new(),
-        });
+    let Some(id) = resolve_remote(tx, &account, origin.channel.as_str(), remote).await? else {
+        return Ok(Some(Cow::Borrowed(item)));
+    };
+    let mut resolved = item.clone();
+    if let Some(target) = resolved.event.kind.target_mut() {
+        *target = TargetRef::Event(id);
     }
-    let mut lanes = Vec::with_capacity(item.dests.len());
-    for (n, d) in item.dests.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO outbox (event_id, gateway, account, channel, idempotency_key, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.0)
-        .bind(d.gateway.as_str())
-        .bind(d.account.to_string())
-        .bind(d.channel.as_str())
-        .bind(format!("sb-{}-{n}", id.0))
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        lanes.push((d.account.clone(), d.channel.clone()));
-    }
-    Ok(IngestOutcome {
-        delivered: Delivered::New(id),
-        feed,
-        lanes,
-    })
+    Ok(Some(Cow::Owned(resolved)))
 }
 
 /// Finds the hub id of a message the origin network calls `remote`: either

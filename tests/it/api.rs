@@ -115,15 +115,7 @@ async fn attachments_idempotency_and_openapi(backend: Backend) {
     assert_eq!(bytes.to_vec(), png);
 
     // matterbridge polling inlines the bytes in Extra.file[].Data.
-    let polled: Vec<Value> = client
-        .get(format!("{}/api/messages", sb.api))
-        .header("authorization", bearer("reader"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let polled: Vec<Value> = poll_mb(&client, &sb.api, "reader").await;
     let file = &polled[1]["Extra"]["file"][0];
     assert_eq!(file["Name"], "notes.txt");
     let data = base64::engine::general_purpose::STANDARD

@@ -219,20 +219,12 @@ async fn four_bots(backend: Backend) {
 
     // matterbridge polling: fay gets everything once; polling does not
     // drain anyone else (eve's and the others' streams are untouched).
-    let poll = || async {
-        client
-            .get(format!("{}/api/messages", sb.api))
-            .header("authorization", bearer("fay"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<Value>>()
-            .await
-            .unwrap()
-    };
-    let first = poll().await;
+    let first = poll_mb(&client, &sb.api, "fay").await;
     assert_eq!(first.len(), 4 * N);
-    assert!(poll().await.is_empty(), "second poll returns nothing new");
+    assert!(
+        poll_mb(&client, &sb.api, "fay").await.is_empty(),
+        "second poll returns nothing new"
+    );
     let again = Inbox::default();
     line_reader(
         &client,

@@ -279,6 +279,20 @@ pub async fn post_mb(
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// `GET /api/messages` (matterbridge polling): what arrived since `tok`'s
+/// last poll.
+pub async fn poll_mb(client: &reqwest::Client, api: &str, tok: &str) -> Vec<Value> {
+    client
+        .get(format!("{api}/api/messages"))
+        .header("authorization", bearer(tok))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Everything a streaming reader received, shared with the test.
 #[derive(Clone, Default)]
 pub struct Inbox(pub Arc<Mutex<Vec<Value>>>);

@@ -10,6 +10,7 @@
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `references`: edits, deletes, reactions across a restart.
+//! - `store`: the store's contract on both backends.
 //! - `readme`: the README's commands on the embedded default.
 
 mod api;
@@ -20,3 +21,4 @@ mod harness;
 mod outage;
 mod readme;
 mod references;
+mod store;

@@ -114,15 +114,7 @@ async fn references(backend: Backend) {
     }
 
     // matterbridge readers get the edit as a message carrying the original id.
-    let polled: Vec<Value> = client
-        .get(format!("{}/api/messages", sb.api))
-        .header("authorization", auth("bob"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let polled: Vec<Value> = poll_mb(&client, &sb.api, "bob").await;
     let edit = polled
         .iter()
         .find(|m| m["text"] == "first")

@@ -1,0 +1,177 @@
+//! The store's contract, on SQLite and PostgreSQL alike: redeliveries are
+//! recognised, echoes of what the hub sent are dropped, and references given
+//! by a network's own ids resolve through the message map, both ways.
+
+use std::sync::Arc;
+
+use switchboard::store::writer::{self, CommitSink, MapEntry};
+use switchboard::store::{Dest, IngestItem, IngestOutcome, RowUpdate, Store};
+use switchboard_core::{
+    AccountId, Author, ChannelId, Delivered, EventId, EventKind, GatewayName, NewEvent, Origin,
+    RemoteId, RichText, TargetRef,
+};
+
+use crate::harness::*;
+
+struct NoSink;
+
+impl CommitSink for NoSink {
+    fn committed(&self, _: &[IngestOutcome]) {}
+    fn batch(&self, _: usize, _: std::time::Duration) {}
+}
+
+#[tokio::test]
+async fn store_contract_sqlite() {
+    store_contract(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn store_contract_postgres() {
+    store_contract(Backend::Postgres).await;
+}
+
+fn from_chat(chat: &str, remote: &str, kind: EventKind) -> IngestItem {
+    IngestItem {
+        event: NewEvent {
+            origin: Origin {
+                account: "telegram.main".parse().unwrap(),
+                channel: ChannelId::new(chat).unwrap(),
+                remote_id: RemoteId::new(remote).unwrap(),
+                thread: None,
+            },
+            author: Author {
+                remote_id: "u1".into(),
+                display_name: "Ann".into(),
+                ..Author::default()
+            },
+            at: time::OffsetDateTime::now_utc(),
+            kind,
+        },
+        origin_token: None,
+        dests: vec![Dest {
+            gateway: GatewayName::new("g").unwrap(),
+            account: "api.bots".parse().unwrap(),
+            channel: ChannelId::new("webhook:x").unwrap(),
+        }],
+        feed: vec![GatewayName::new("g").unwrap()],
+        check_echo: true,
+    }
+}
+
+fn edit_of(remote: &str) -> EventKind {
+    EventKind::Edit {
+        target: TargetRef::Remote(RemoteId::new(remote).unwrap()),
+        body: RichText::plain("fixed"),
+    }
+}
+
+async fn store_contract(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let store = Store::open(&db.url, 4).await.unwrap();
+    let (w, task) = writer::spawn(store.clone(), Arc::new(NoSink));
+    let hello = EventKind::Message {
+        body: RichText::plain("hello"),
+        attachments: Vec::new(),
+        reply_to: None,
+    };
+
+    let first = w
+        .ingest(from_chat("1", "100", hello.clone()))
+        .await
+        .unwrap();
+    let Delivered::New(id) = first.delivered else {
+        panic!("{first:?}")
+    };
+    assert_eq!(first.feed.len(), 1);
+    assert_eq!(first.lanes.len(), 1);
+    let again = w
+        .ingest(from_chat("1", "100", hello.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.delivered, Delivered::Duplicate(id));
+    assert!(
+        again.feed.is_empty() && again.lanes.is_empty(),
+        "a redelivery adds nothing"
+    );
+
+    let hook: AccountId = "api.bots".parse().unwrap();
+    let lane = ChannelId::new("webhook:x").unwrap();
+    let rows = store.pending(&hook, &lane, 0, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event.id, id);
+
+    // Say the hub delivered event `id` to chat 2, where it became "200".
+    let tg: AccountId = "telegram.main".parse().unwrap();
+    let chat2 = ChannelId::new("2").unwrap();
+    let map = MapEntry {
+        event_id: id,
+        account: tg.clone(),
+        channel: chat2.clone(),
+        remote_id: RemoteId::new("200").unwrap(),
+    };
+    w.row(rows[0].id, RowUpdate::Sent { map: Some(map) })
+        .await
+        .unwrap();
+    assert!(store.pending(&hook, &lane, 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .remote_id_at(id, &tg, &chat2)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        "200"
+    );
+    assert_eq!(
+        store
+            .remote_id_at(id, &tg, &ChannelId::new("1").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        "100",
+        "the origin knows it by its own id"
+    );
+
+    // Chat 2 echoing our own message back is dropped.
+    let echo = w.ingest(from_chat("2", "200", hello)).await.unwrap();
+    assert_eq!(echo.delivered, Delivered::Ignored);
+
+    // Edits naming the message by either network's id resolve to `id`.
+    // (An edit is an event of its own: adapters give it its own remote id.)
+    for (chat, remote) in [("1", "100-edit-1"), ("2", "201")] {
+        let o = w
+            .ingest(from_chat(
+                chat,
+                remote,
+                edit_of(if chat == "1" { "100" } else { "200" }),
+            ))
+            .await
+            .unwrap();
+        let Delivered::New(edit) = o.delivered else {
+            panic!("{o:?}")
+        };
+        let stored = store.event(edit).await.unwrap().unwrap();
+        assert_eq!(
+            stored.kind.target(),
+            Some(&TargetRef::Event(id)),
+            "edit from chat {chat}"
+        );
+    }
+    // A reference to a message the hub never saw stays as the network said.
+    let o = w
+        .ingest(from_chat("1", "101", edit_of("999")))
+        .await
+        .unwrap();
+    let Delivered::New(edit) = o.delivered else {
+        panic!("{o:?}")
+    };
+    let stored = store.event(edit).await.unwrap().unwrap();
+    assert!(matches!(stored.kind.target(), Some(TargetRef::Remote(r)) if r.as_str() == "999"));
+    assert_eq!(store.event(EventId(id.0 + 1000)).await.unwrap(), None);
+
+    drop(w);
+    task.await.unwrap();
+    store.close().await;
+}
