@@ -589,7 +589,7 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
         }
     }
 
-    let data_dir = base_or_cwd(raw.general.data_dir.as_deref().unwrap_or("./data"));
+    let data_dir = PathBuf::from(raw.general.data_dir.as_deref().unwrap_or("./data"));
     let admin_bind = raw
         .general
         .admin_bind
@@ -929,10 +929,6 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
         api,
         gateways,
     })
-}
-
-fn base_or_cwd(p: &str) -> PathBuf {
-    PathBuf::from(p)
 }
 
 fn secs(n: u64) -> Duration {

@@ -395,6 +395,8 @@ pub async fn ws(
     Ok(upgrade
         // Clients send little; a small buffer saves zeroing 128 KiB per read.
         .read_buffer_size(4096)
+        // The same limit as a request body.
+        .max_message_size(st.account.max_body_bytes)
         .on_upgrade(move |socket| ws_loop(st, caller, sub, socket)))
 }
 
