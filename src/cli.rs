@@ -145,7 +145,12 @@ pub fn check_report(s: &Settings) -> String {
                     g.name.to_string(),
                     a.id.to_string(),
                     w.channel().to_string(),
-                    format!("out ({})", w.url),
+                    format!(
+                        "out ({}://{}{})",
+                        w.url.scheme(),
+                        w.url.host_str().unwrap_or(""),
+                        w.url.path()
+                    ),
                 ]);
             }
         }

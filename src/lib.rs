@@ -165,8 +165,17 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
     drop(outbox);
     // The writer ends when the last handle is gone, after committing its
     // queue; a handle held by a stuck connection must not block exit.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
-    store.close().await;
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer_task)
+        .await
+        .is_err()
+    {
+        // Something (a client that stopped reading) still holds the hub.
+        // Everything acknowledged is committed already; stop waiting.
+        tracing::warn!("The store writer did not finish in time; stopping it.");
+        writer_task.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
     tracing::info!("Stopped.");
     Ok(())
 }

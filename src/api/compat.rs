@@ -3,7 +3,7 @@
 //! matterbridge, each token has its own cursor (nobody drains anyone else's
 //! messages), messages carry stable ids, and history survives restarts.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -189,11 +189,10 @@ pub async fn health(State(st): State<ApiState>, headers: HeaderMap) -> Result<Re
 /// `POST /api/message`
 pub async fn message(
     State(st): State<ApiState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let caller = st.tokens.caller(&headers)?;
-    let body = body.map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
+    let caller = st.tokens.caller(req.headers())?;
+    let body = super::native::read_body(req).await?;
     Ok(axum::Json(inject(&st, &caller, &body).await?).into_response())
 }
 
@@ -231,6 +230,7 @@ pub async fn messages(
             out.push(v);
         }
     }
+    sub.ack();
     sub.save_now().await;
     let text = serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into());
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
@@ -245,9 +245,11 @@ pub async fn stream(
     let (_, sub) = open(&st, &headers, &q).await?;
     let first = format!("{}\n", greeting());
     let lines = futures_util::stream::unfold((st, sub), |(st, mut sub)| async move {
+        // Asked for the next line: the server took the previous one.
+        sub.ack();
+        sub.save(false).await;
         loop {
             let item = sub.next().await.ok()?;
-            sub.save(false).await;
             if let Some(v) = render(&st, &item).await {
                 return Some((
                     Ok::<_, std::convert::Infallible>(format!("{v}\n")),
@@ -306,6 +308,7 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
                 if !sent || tx.flush().await.is_err() {
                     break;
                 }
+                sub.ack();
                 sub.save(false).await;
             }
             msg = rx.next() => {

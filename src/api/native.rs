@@ -145,6 +145,17 @@ fn decode_file(f: JsonFile) -> Result<Upload, ApiError> {
     })
 }
 
+/// Reads a request body (after the caller was authenticated, so an unknown
+/// client cannot make the server buffer one).
+///
+/// # Errors
+/// 413 over the size limit.
+pub async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, &())
+        .await
+        .map_err(|r| ApiError::Status(r.status(), r.body_text()))
+}
+
 /// Turns a post body into a draft for `gw`.
 pub fn draft(
     caller: &Caller,
@@ -181,10 +192,7 @@ async fn read_post(req: Request) -> Result<(PostBody, Vec<Upload>), ApiError> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     if !is_multipart {
-        let bytes = Bytes::from_request(req, &())
-            .await
-            .map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
-        return Ok((parse(&bytes)?, Vec::new()));
+        return Ok((parse(&read_body(req).await?)?, Vec::new()));
     }
     let mut form = Multipart::from_request(req, &())
         .await
@@ -286,11 +294,11 @@ async fn simple(
 pub async fn edit(
     State(st): State<ApiState>,
     Path((gw, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    st.tokens.caller(&headers)?;
-    let body = body.map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
+    st.tokens.caller(req.headers())?;
+    let headers = req.headers().clone();
+    let body = read_body(req).await?;
     let b: EditBody = parse(&body)?;
     let target = TargetRef::Event(event_id(&id)?);
     let text = RichText {
@@ -316,11 +324,11 @@ pub async fn delete(
 pub async fn react(
     State(st): State<ApiState>,
     Path((gw, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    st.tokens.caller(&headers)?;
-    let body = body.map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
+    st.tokens.caller(req.headers())?;
+    let headers = req.headers().clone();
+    let body = read_body(req).await?;
     let b: ReactBody = parse(&body)?;
     if b.emoji.is_empty() || b.emoji.chars().count() > 16 {
         return Err(ApiError::Invalid("emoji must be 1-16 characters".into()));
@@ -362,8 +370,10 @@ pub async fn sse(
     )
     .await?;
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        let item = sub.next().await.ok()?;
+        // Asked for the next event: the server took the previous one.
+        sub.ack();
         sub.save(false).await;
+        let item = sub.next().await.ok()?;
         let ev = SseEvent::default()
             .id(item.seq.to_string())
             .event(item.event.kind.name())
@@ -437,6 +447,7 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
                 if !sent || tx.flush().await.is_err() {
                     break;
                 }
+                sub.ack();
                 sub.save(false).await;
             }
             msg = rx.next() => {
@@ -502,12 +513,22 @@ pub async fn blob(
     if !caller.token.scopes.read {
         return Err(ApiError::Forbidden("the read scope is needed".into()));
     }
-    let (mime, data) = st
+    let not_found = || ApiError::NotFound(format!("no blob {sha}"));
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    // Only files posted in a gateway this token may read.
+    let readable = st
         .hub
         .store
-        .blob(&sha)
+        .blob_gateways(&sha)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no blob {sha}")))?;
+        .iter()
+        .any(|gw| check_readable(&st.hub, &caller, gw).is_ok());
+    if !readable {
+        return Err(not_found());
+    }
+    let (mime, data) = st.hub.store.blob(&sha).await?.ok_or_else(not_found)?;
     Ok(([(header::CONTENT_TYPE, mime)], data).into_response())
 }
 

@@ -154,7 +154,15 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
                 "Idempotency-Key must be 1-200 characters".into(),
             ))
         }
-        Some(k) => format!("idem:{}:{k}", caller.token.name),
+        // The key is the client's, per token; tied to the gateway and the
+        // operation so a reused key cannot swallow a different request.
+        Some(k) => {
+            let scope = format!("{}\n{gateway}\n{}\n{k}", caller.token.name, kind.name());
+            format!(
+                "idem:{}",
+                hex::encode(&Sha256::digest(scope.as_bytes())[..16])
+            )
+        }
         None => format!("api:{:032x}", rand::thread_rng().gen::<u128>()),
     };
     let route = hub

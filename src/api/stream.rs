@@ -65,7 +65,12 @@ pub struct Subscription {
     /// Also return the events this consumer's own token posted.
     echo: bool,
     consumer: String,
+    /// Read position: after the last row taken from the feed.
     cursor: i64,
+    /// Delivered position: after the last row the consumer was given (the
+    /// connection accepted it). This is what is saved, so a consumer that
+    /// drops mid-burst resumes at what it really got.
+    acked: i64,
     saved: i64,
     saved_at: Instant,
     rx: broadcast::Receiver<Arc<FeedItem>>,
@@ -100,6 +105,7 @@ impl Subscription {
             echo,
             consumer: consumer.to_owned(),
             cursor,
+            acked: cursor,
             saved: cursor,
             saved_at: Instant::now(),
             rx,
@@ -195,25 +201,31 @@ impl Subscription {
         Ok(())
     }
 
-    /// Saves the cursor if it moved and enough time passed (or `force`).
+    /// Marks everything taken so far as delivered to the consumer.
+    pub fn ack(&mut self) {
+        self.acked = self.cursor;
+    }
+
+    /// Saves the delivered position if it moved and enough time passed
+    /// (or `force`).
     pub async fn save(&mut self, force: bool) {
-        if self.cursor != self.saved && (force || self.saved_at.elapsed() >= SAVE_EVERY) {
+        if self.acked != self.saved && (force || self.saved_at.elapsed() >= SAVE_EVERY) {
             self.hub
                 .writer
-                .cursor(self.own.clone(), self.consumer.clone(), self.cursor, false)
+                .cursor(self.own.clone(), self.consumer.clone(), self.acked, false)
                 .await;
-            self.saved = self.cursor;
+            self.saved = self.acked;
             self.saved_at = Instant::now();
         }
     }
 
-    /// Saves the cursor and waits for the commit.
+    /// Saves the delivered position and waits for the commit.
     pub async fn save_now(&mut self) {
         self.hub
             .writer
-            .cursor(self.own.clone(), self.consumer.clone(), self.cursor, true)
+            .cursor(self.own.clone(), self.consumer.clone(), self.acked, true)
             .await;
-        self.saved = self.cursor;
+        self.saved = self.acked;
         self.saved_at = Instant::now();
     }
 }
@@ -222,14 +234,14 @@ impl Drop for Subscription {
     /// A consumer that disconnects keeps its position: the last stretch of
     /// the cursor not yet saved is written in the background.
     fn drop(&mut self) {
-        if self.cursor == self.saved {
+        if self.acked == self.saved {
             return;
         }
         let (writer, own, consumer, seq) = (
             self.hub.writer.clone(),
             std::mem::take(&mut self.own),
             std::mem::take(&mut self.consumer),
-            self.cursor,
+            self.acked,
         );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { writer.cursor(own, consumer, seq, false).await });

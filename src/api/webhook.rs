@@ -43,6 +43,8 @@ impl WebhookAdapter {
     pub fn new(account: &ApiAccount) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // A redirected POST would arrive as a bodiless GET, or elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client");
@@ -155,6 +157,12 @@ impl Adapter for WebhookAdapter {
         let status = resp.status();
         if status.is_success() {
             return RemoteId::new(key).map_err(|e| SendError::permanent(e.to_string()));
+        }
+        if status.is_redirection() {
+            return Err(SendError::permanent(format!(
+                "webhook {} answered {status} (a redirect); configure the final URL",
+                hook.name
+            )));
         }
         let ra = retry_after(&resp);
         let msg = format!("webhook {} answered {status}", hook.name);

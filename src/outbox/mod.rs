@@ -230,6 +230,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
             continue;
         }
         for row in rows {
+            if *shutdown.borrow() {
+                return;
+            }
             let id = row.id;
             if !deliver(&inner, worker, &account, &channel, row, &mut shutdown).await {
                 return;
@@ -370,9 +373,20 @@ async fn deliver(
                     reason
                 };
                 tracing::warn!(row = row.id, event = %row.event.id, %reason, "Message dead-lettered.");
+                // This send may have been the breaker's probe: settle it, or
+                // every lane of the account would wait for it forever.
+                match kind {
+                    RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
+                    RetryKind::Transient { .. } | RetryKind::Permanent => {
+                        worker.breaker.reachable()
+                    }
+                }
+                if !record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await {
+                    return false;
+                }
                 inner.metrics.dead_letters.get_or_create(&label).inc();
                 inner.metrics.queue_depth.get_or_create(&label).dec();
-                return record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await;
+                return true;
             }
             inner.metrics.retries.get_or_create(&label).inc();
             tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
@@ -404,7 +418,12 @@ async fn deliver(
         }
         break;
     }
+    if !record(inner, row.id, RowUpdate::Sent { map: final_map }, shutdown).await {
+        return false;
+    }
+    // Counted once the row is marked sent, so a queue depth of 0 means
+    // every row is settled in the store.
     inner.metrics.events_out.get_or_create(&label).inc();
     inner.metrics.queue_depth.get_or_create(&label).dec();
-    record(inner, row.id, RowUpdate::Sent { map: final_map }, shutdown).await
+    true
 }

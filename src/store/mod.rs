@@ -392,6 +392,27 @@ impl Store {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
+    /// The gateways whose feed carries a message with this attachment.
+    /// (A scan of the event bodies: blob downloads are rare.)
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn blob_gateways(&self, sha256: &str) -> Result<Vec<GatewayName>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT f.gateway FROM events e JOIN feed f ON f.event_id = e.id \
+             WHERE e.kind = 'message' AND e.body LIKE $1",
+        )
+        .bind(format!("%\"sha256\":\"{sha256}\"%"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                GatewayName::new(r.try_get::<String, _>(0)?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
     /// A consumer's stored feed cursor.
     ///
     /// # Errors

@@ -360,27 +360,8 @@ async fn apply_all(
     for cmd in batch.iter().filter(|c| matches!(c, WriteCmd::Blob { .. })) {
         apply(tx, cmd).await?;
     }
-    let mut prepared = Vec::new();
-    for (i, cmd) in batch.iter().enumerate() {
-        if let WriteCmd::Ingest(item, _) = cmd {
-            match prepare(tx, item).await? {
-                Some(p) => prepared.push((i, p)),
-                None => {
-                    outcomes[i] = Some(IngestOutcome {
-                        delivered: Delivered::Ignored,
-                        feed: Vec::new(),
-                        lanes: Vec::new(),
-                    });
-                }
-            }
-        }
-    }
-    if !prepared.is_empty() {
-        let items: Vec<&IngestItem> = prepared.iter().map(|(_, p)| p.as_ref()).collect();
-        for ((i, _), o) in prepared.iter().zip(bulk_ingest(tx, &items, now).await?) {
-            outcomes[*i] = Some(o);
-        }
-    }
+    // Outcomes of sends before new events: an event that echoes a message
+    // just sent must find it in the message map.
     let mut sent = Vec::new();
     let mut cursors: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, cmd) in batch.iter().enumerate() {
@@ -399,12 +380,65 @@ async fn apply_all(
         }
     }
     bulk_sent(tx, &sent, now).await?;
+    // Events in queue order. Those that need lookups (network events: the
+    // echo check, references by remote id) go one at a time after what
+    // precedes them is inserted, so they see it; runs of the others (bot
+    // API posts) share multi-row statements.
+    let mut run: Vec<(usize, Cow<'_, IngestItem>)> = Vec::new();
+    for (i, cmd) in batch.iter().enumerate() {
+        let WriteCmd::Ingest(item, _) = cmd else {
+            continue;
+        };
+        if !needs_lookup(item) {
+            run.push((i, Cow::Borrowed(&**item)));
+            continue;
+        }
+        insert_run(tx, &mut run, &mut outcomes, now).await?;
+        match prepare(tx, item).await? {
+            Some(p) => {
+                run.push((i, p));
+                insert_run(tx, &mut run, &mut outcomes, now).await?;
+            }
+            None => {
+                outcomes[i] = Some(IngestOutcome {
+                    delivered: Delivered::Ignored,
+                    feed: Vec::new(),
+                    lanes: Vec::new(),
+                });
+            }
+        }
+    }
+    insert_run(tx, &mut run, &mut outcomes, now).await?;
     let mut last: Vec<usize> = cursors.into_values().collect();
     last.sort_unstable();
     for i in last {
         apply(tx, &batch[i]).await?;
     }
     Ok(outcomes)
+}
+
+/// Whether an event needs lookups before its insert.
+fn needs_lookup(item: &IngestItem) -> bool {
+    item.check_echo || matches!(item.event.kind.target(), Some(TargetRef::Remote(_)))
+}
+
+/// Inserts a run of prepared events and records their outcomes.
+async fn insert_run(
+    tx: &mut Transaction<'_, Any>,
+    run: &mut Vec<(usize, Cow<'_, IngestItem>)>,
+    outcomes: &mut [Option<IngestOutcome>],
+    now: i64,
+) -> Result<(), StoreError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<&IngestItem> = run.iter().map(|(_, p)| p.as_ref()).collect();
+    let done = bulk_ingest(tx, &items, now).await?;
+    for ((i, _), o) in run.iter().zip(done) {
+        outcomes[*i] = Some(o);
+    }
+    run.clear();
+    Ok(())
 }
 
 /// Sizes multi-row statements are cut into: a few fixed sizes keep the

@@ -228,6 +228,30 @@ impl Drop for Sb {
     }
 }
 
+impl Sb {
+    /// Outbox rows waiting for `api.bots`, from `/metrics`.
+    pub async fn queue_depth(&self) -> i64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchboard_queue_depth{account=\"api.bots\"} "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits until every outbox row of `api.bots` is sent or dead.
+    pub async fn drained(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.queue_depth().await != 0 {
+            assert!(Instant::now() < deadline, "the outbox did not drain");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Waits until `f` is true, failing the test after PATIENCE.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;

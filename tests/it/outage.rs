@@ -102,14 +102,24 @@ async fn outage(backend: Backend, fault: Fault) {
         hook_texts(&good).len() == 25
     })
     .await;
-    assert_eq!(
-        hook_texts(&bad).len(),
-        5,
-        "the bad webhook accepted nothing during the outage"
+    assert_eq!(hook_texts(&bad).len(), 5);
+    assert!(
+        sb.queue_depth().await >= 20,
+        "the bad webhook's messages wait in its queue"
     );
     assert_eq!(texts(&reader.all()), expected);
 
     if fault == Fault::Refuse {
+        // The good webhook's rows are marked sent (the receiver records a
+        // delivery just before answering); only the bad one's 20 wait.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while sb.queue_depth().await != 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue never settled at 20"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // The backlog survives a restart in between, and status shows it.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["--config", sb.config.to_str().unwrap(), "status"])

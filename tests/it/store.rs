@@ -135,8 +135,39 @@ async fn store_contract(backend: Backend) {
     );
 
     // Chat 2 echoing our own message back is dropped.
-    let echo = w.ingest(from_chat("2", "200", hello)).await.unwrap();
+    let echo = w
+        .ingest(from_chat("2", "200", hello.clone()))
+        .await
+        .unwrap();
     assert_eq!(echo.delivered, Delivered::Ignored);
+
+    // Also when the send's outcome and the echo land in one group commit.
+    let second = w
+        .ingest(from_chat("1", "110", hello.clone()))
+        .await
+        .unwrap();
+    let Delivered::New(id2) = second.delivered else {
+        panic!("{second:?}")
+    };
+    let row = store
+        .pending(&hook, &lane, 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(row.event.id, id2);
+    let map = MapEntry {
+        event_id: id2,
+        account: tg.clone(),
+        channel: chat2.clone(),
+        remote_id: RemoteId::new("210").unwrap(),
+    };
+    let (sent, echo) = tokio::join!(
+        w.row(row.id, RowUpdate::Sent { map: Some(map) }),
+        w.ingest(from_chat("2", "210", hello))
+    );
+    sent.unwrap();
+    assert_eq!(echo.unwrap().delivered, Delivered::Ignored);
 
     // Edits naming the message by either network's id resolve to `id`.
     // (An edit is an event of its own: adapters give it its own remote id.)
