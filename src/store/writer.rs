@@ -699,9 +699,13 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             seq,
             ..
         } => {
+            // Only forward: two connections of one consumer saving at once
+            // (or one replaying from an explicit cursor) must not move the
+            // stored position back.
             sqlx::query(
                 "INSERT INTO api_cursors (token, consumer, seq) VALUES ($1, $2, $3) \
-                 ON CONFLICT (token, consumer) DO UPDATE SET seq = excluded.seq",
+                 ON CONFLICT (token, consumer) DO UPDATE SET seq = excluded.seq \
+                 WHERE excluded.seq > api_cursors.seq",
             )
             .bind(token.as_str())
             .bind(consumer.as_str())

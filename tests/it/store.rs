@@ -202,6 +202,14 @@ async fn store_contract(backend: Backend) {
     assert!(matches!(stored.kind.target(), Some(TargetRef::Remote(r)) if r.as_str() == "999"));
     assert_eq!(store.event(EventId(id.0 + 1000)).await.unwrap(), None);
 
+    // A consumer's stored cursor only moves forward.
+    for seq in [10, 5, 12] {
+        w.cursor("api.bots/t".into(), "c".into(), seq, true).await;
+    }
+    assert_eq!(store.api_cursor("api.bots/t", "c").await.unwrap(), Some(12));
+    w.cursor("api.bots/t".into(), "c".into(), 3, true).await;
+    assert_eq!(store.api_cursor("api.bots/t", "c").await.unwrap(), Some(12));
+
     drop(w);
     task.await.unwrap();
     store.close().await;
