@@ -235,3 +235,34 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason_and_the_queue_move
     assert_eq!(&cols[..4], ["api.bots", "ok", "0", "1"], "{row}");
     assert!(row.contains("410"), "the reason is kept: {row}");
 }
+
+#[tokio::test]
+async fn sigterm_exits_even_with_a_client_that_stopped_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("writer", r#"["write"]"#, r#"["g"]"#)
+        + &token("reader", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    // A WebSocket consumer that never reads: the server's writes to it
+    // block once the socket buffers are full.
+    let (stalled, ()) = ws_connect(
+        &format!("{}/v1/ws?gateways=g", sb.api.replace("http", "ws")),
+        "reader",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let text = "x".repeat(2000);
+    for _ in 0..3000 {
+        let (status, _) = post_native(&client, &sb.api, "writer", "g", json!({"text": text}), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    let started = std::time::Instant::now();
+    sb.stop().await;
+    assert!(started.elapsed() < PATIENCE);
+    drop(stalled);
+}
