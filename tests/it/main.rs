@@ -7,6 +7,7 @@
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
 //! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `outbox`: fallbacks and the breaker through a scripted adapter.
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `references`: edits, deletes, reactions across a restart.
@@ -19,6 +20,7 @@ mod bots;
 mod crash;
 mod harness;
 mod outage;
+mod outbox;
 mod readme;
 mod references;
 mod store;

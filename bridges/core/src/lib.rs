@@ -13,10 +13,13 @@
 //! - [`adapter`]: the [`Adapter`] and [`Inbound`] traits and the [`Outbound`] op.
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
+//! - `fake` (feature `test-util`): a scripted adapter for hub tests.
 
 pub mod adapter;
 pub mod caps;
 pub mod error;
+#[cfg(feature = "test-util")]
+pub mod fake;
 pub mod ids;
 pub mod model;
 pub mod richtext;

@@ -1,0 +1,230 @@
+//! The outbox through a scripted adapter: capability fallbacks (split,
+//! corrected copy pointing at the first piece through the message map) and
+//! the circuit breaker (opens on an account outage, settles even when its
+//! probe is dead-lettered, and the queue moves on).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::config::OutboxSettings;
+use switchboard::hub::FeedSink;
+use switchboard::metrics::Metrics;
+use switchboard::outbox::Outbox;
+use switchboard::store::writer::{self, WriterHandle};
+use switchboard::store::{Dest, IngestItem, Store};
+use switchboard_core::fake::FakeAdapter;
+use switchboard_core::{
+    AccountId, Author, Capabilities, ChannelId, Delivered, EventId, EventKind, GatewayName,
+    NewEvent, Origin, RemoteId, RichText, SendError, TargetRef,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::harness::*;
+
+struct Rig {
+    store: Store,
+    writer: WriterHandle,
+    outbox: Outbox,
+    fake: Arc<FakeAdapter>,
+    _stop: watch::Sender<bool>,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+async fn rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig {
+    let db = Db::new(backend, dir).await;
+    let store = Store::open(&db.url, 4).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (feed, _) = broadcast::channel(64);
+    let (pokes, pokes_rx) = mpsc::unbounded_channel();
+    let sink = Arc::new(FeedSink {
+        feed,
+        pokes,
+        metrics: metrics.clone(),
+    });
+    let (writer, _task) = writer::spawn(store.clone(), sink);
+    let (stop, stopped) = watch::channel(false);
+    let fake = FakeAdapter::new("telegram.fake".parse().unwrap(), caps);
+    let settings = OutboxSettings {
+        send_timeout: Duration::from_secs(2),
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        jitter: false,
+        breaker_probe: Duration::from_millis(200),
+        max_age: Duration::from_secs(3600),
+    };
+    let outbox = Outbox::new(
+        store.clone(),
+        writer.clone(),
+        settings,
+        metrics,
+        vec![fake.clone()],
+        stopped,
+    );
+    outbox.start(pokes_rx).await.unwrap();
+    Rig {
+        store,
+        writer,
+        outbox,
+        fake,
+        _stop: stop,
+        n: Default::default(),
+    }
+}
+
+impl Rig {
+    /// Waits until no row is pending: the fake records a send just before
+    /// the row is marked sent.
+    async fn settled(&self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while self
+            .store
+            .queues()
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.pending > 0)
+        {
+            assert!(std::time::Instant::now() < deadline, "rows stay pending");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Commits an event from a bot, routed to `chat` on the fake account.
+    async fn post(&self, chat: &str, kind: EventKind) -> EventId {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let item = IngestItem {
+            event: NewEvent {
+                origin: Origin {
+                    account: "api.bots".parse().unwrap(),
+                    channel: ChannelId::new("api").unwrap(),
+                    remote_id: RemoteId::new(format!("a{n}")).unwrap(),
+                    thread: None,
+                },
+                author: Author {
+                    display_name: "Ann".into(),
+                    ..Author::default()
+                },
+                at: time::OffsetDateTime::now_utc(),
+                kind,
+            },
+            origin_token: None,
+            dests: vec![Dest {
+                gateway: GatewayName::new("g").unwrap(),
+                account: "telegram.fake".parse().unwrap(),
+                channel: ChannelId::new(chat).unwrap(),
+            }],
+            feed: Vec::new(),
+            check_echo: false,
+        };
+        match self.writer.ingest(item).await.unwrap().delivered {
+            Delivered::New(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn message(text: &str) -> EventKind {
+    EventKind::Message {
+        body: RichText::plain(text),
+        attachments: Vec::new(),
+        reply_to: None,
+    }
+}
+
+fn text(op: &switchboard_core::Outbound) -> String {
+    match &op.event.kind {
+        EventKind::Message { body, .. } => body.text.clone(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fallbacks_split_and_edit_as_a_corrected_copy_sqlite() {
+    fallbacks(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn fallbacks_split_and_edit_as_a_corrected_copy_postgres() {
+    fallbacks(Backend::Postgres).await;
+}
+
+async fn fallbacks(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Capabilities {
+        edits: false,
+        max_text_chars: 6,
+        ..Capabilities::everything()
+    };
+    let r = rig(backend, dir.path(), caps).await;
+    let id = r.post("c1", message("hello world again")).await;
+    eventually("the pieces", || r.fake.sent().len() == 3).await;
+    let sent = r.fake.sent();
+    let pieces: Vec<String> = sent.iter().map(|s| text(&s.op)).collect();
+    assert_eq!(pieces.concat(), "hello world again");
+    assert!(pieces.iter().all(|p| p.chars().count() <= 6), "{pieces:?}");
+    let keys: Vec<&str> = sent.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("sb-{id}-0.0"),
+            format!("sb-{id}-0.1"),
+            format!("sb-{id}-0.2")
+        ]
+    );
+
+    // The network cannot edit: a corrected copy, replying to the first piece,
+    // whose id the message map remembered.
+    r.post(
+        "c1",
+        EventKind::Edit {
+            target: TargetRef::Event(id),
+            body: RichText::plain("hi"),
+        },
+    )
+    .await;
+    eventually("the corrected copy", || r.fake.sent().len() == 4).await;
+    let copy = &r.fake.sent()[3];
+    assert_eq!(text(&copy.op), "✏️ hi");
+    assert_eq!(copy.op.target.as_ref().map(RemoteId::as_str), Some("r1"));
+    assert!(r
+        .store
+        .queues()
+        .await
+        .unwrap()
+        .iter()
+        .all(|q| q.pending == 0 && q.dead == 0));
+}
+
+#[tokio::test]
+async fn breaker_opens_on_an_outage_and_settles_when_its_probe_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(Backend::Sqlite, dir.path(), Capabilities::everything()).await;
+    let account: AccountId = "telegram.fake".parse().unwrap();
+    r.fake.fail_next([
+        SendError::account_down("connection refused", None),
+        SendError::permanent("chat not found"),
+    ]);
+    r.post("c1", message("first")).await;
+    let paused = || {
+        r.outbox
+            .states()
+            .iter()
+            .any(|s| s.account == account.to_string() && s.state == "paused")
+    };
+    eventually("the breaker to open", paused).await;
+    // Its probe is dead-lettered; the breaker must not wait for it forever.
+    eventually("the breaker to settle", || !paused()).await;
+    r.post("c2", message("second")).await;
+    eventually("the next message", || r.fake.sent().len() == 1).await;
+    assert_eq!(text(&r.fake.sent()[0].op), "second");
+    assert_eq!(
+        r.fake.attempts(),
+        ["c1", "c1", "c2"],
+        "one attempt, one probe, then the next lane"
+    );
+    r.settled().await;
+    let q = r.store.queues().await.unwrap();
+    let q = q.iter().find(|q| q.account == account.to_string()).unwrap();
+    assert_eq!((q.pending, q.dead), (0, 1));
+    assert_eq!(q.last_error.as_deref(), Some("chat not found"));
+}
