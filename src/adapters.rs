@@ -64,7 +64,6 @@ pub fn ensure_tokens(mut settings: Settings) -> anyhow::Result<Settings> {
                 read: true,
                 write: true,
             },
-            generated: true,
         });
     }
     Ok(settings)

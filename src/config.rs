@@ -256,8 +256,6 @@ pub struct ApiToken {
     pub gateways: Option<BTreeSet<GatewayName>>,
     /// What it may do.
     pub scopes: Scopes,
-    /// Generated at start because the account configured no token.
-    pub generated: bool,
 }
 
 impl ApiToken {
@@ -363,14 +361,6 @@ pub struct Gateway {
     pub name: GatewayName,
     /// Its members.
     pub members: Vec<Member>,
-}
-
-impl Settings {
-    /// The API account with this id.
-    #[must_use]
-    pub fn api_account(&self, id: &AccountId) -> Option<&ApiAccount> {
-        self.api.iter().find(|a| &a.id == id)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -713,7 +703,6 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
                 secret,
                 gateways,
                 scopes,
-                generated: false,
             });
         }
         let mut secrets = BTreeSet::new();

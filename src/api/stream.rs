@@ -114,12 +114,6 @@ impl Subscription {
         })
     }
 
-    /// The position after the last row returned.
-    #[must_use]
-    pub fn cursor(&self) -> i64 {
-        self.cursor
-    }
-
     /// The next row visible to this consumer, waiting for one if needed.
     ///
     /// # Errors

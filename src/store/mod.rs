@@ -199,12 +199,6 @@ impl Store {
         });
     }
 
-    /// Which database this is.
-    #[must_use]
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
