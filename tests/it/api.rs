@@ -175,23 +175,12 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason_and_the_queue_move
     )
     .await
     .unwrap();
-    let metrics_url = format!("{}/metrics", sb.admin);
-    let dead = || async {
-        let m = client
-            .get(&metrics_url)
-            .send()
+    until("a dead letter", || async {
+        sb.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.contains("switchboard_dead_letters_total{account=\"api.bots\"} 1")
-    };
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !dead().await {
-        assert!(std::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+            .contains("switchboard_dead_letters_total{account=\"api.bots\"} 1")
+    })
+    .await;
     assert_eq!(
         hook.refused_at.lock().unwrap().len(),
         1,
@@ -224,13 +213,11 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason_and_the_queue_move
             .unwrap()
             .to_owned()
     };
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut row = status();
-    while row.split_whitespace().nth(2) != Some("0") {
-        assert!(std::time::Instant::now() < deadline, "still queued: {row}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        row = status();
-    }
+    until("the row to leave the queue", || {
+        std::future::ready(status().split_whitespace().nth(2) == Some("0"))
+    })
+    .await;
+    let row = status();
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cols[..4], ["api.bots", "ok", "0", "1"], "{row}");
     assert!(row.contains("410"), "the reason is kept: {row}");

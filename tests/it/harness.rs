@@ -229,14 +229,19 @@ impl Drop for Sb {
 }
 
 impl Sb {
-    /// Outbox rows waiting for `api.bots`, from `/metrics`.
-    pub async fn queue_depth(&self) -> i64 {
-        let text = reqwest::get(format!("{}/metrics", self.admin))
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Outbox rows waiting for `api.bots`, from `/metrics`.
+    pub async fn queue_depth(&self) -> i64 {
+        let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix("switchboard_queue_depth{account=\"api.bots\"} "))
             .map_or(0, |v| v.trim().parse().unwrap())
@@ -244,18 +249,27 @@ impl Sb {
 
     /// Waits until every outbox row of `api.bots` is sent or dead.
     pub async fn drained(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.queue_depth().await != 0 {
-            assert!(Instant::now() < deadline, "the outbox did not drain");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until("the outbox to drain", || async {
+            self.queue_depth().await == 0
+        })
+        .await;
     }
 }
 
 /// Waits until `f` is true, failing the test after PATIENCE.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    until(what, || std::future::ready(f())).await;
+}
+
+/// Waits until the future that `f()` returns resolves to true, failing the test
+/// after PATIENCE.
+pub async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = Instant::now() + PATIENCE;
-    while !f() {
+    while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

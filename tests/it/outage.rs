@@ -112,14 +112,10 @@ async fn outage(backend: Backend, fault: Fault) {
     if fault == Fault::Refuse {
         // The good webhook's rows are marked sent (the receiver records a
         // delivery just before answering); only the bad one's 20 wait.
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while sb.queue_depth().await != 20 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "queue never settled at 20"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until("the queue to settle at 20", || async {
+            sb.queue_depth().await == 20
+        })
+        .await;
         // The backlog survives a restart in between, and status shows it.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["--config", sb.config.to_str().unwrap(), "status"])

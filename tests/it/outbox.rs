@@ -75,18 +75,11 @@ impl Rig {
     /// Waits until no row is pending: the fake records a send just before
     /// the row is marked sent.
     async fn settled(&self) {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while self
-            .store
-            .queues()
-            .await
-            .unwrap()
-            .iter()
-            .any(|q| q.pending > 0)
-        {
-            assert!(std::time::Instant::now() < deadline, "rows stay pending");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until("no pending rows", || async {
+            let queues = self.store.queues().await.unwrap();
+            queues.iter().all(|q| q.pending == 0)
+        })
+        .await;
     }
 
     /// Commits an event from a bot, routed to `chat` on the fake account.
