@@ -174,7 +174,27 @@ pub fn check_report(s: &Settings) -> String {
 }
 
 async fn status(settings: &Settings) -> ExitCode {
-    let store = match Store::open(settings.database.url.expose(), 2).await {
+    // Read only what is there: a live server's database is not migrated
+    // (or created) by a status query.
+    let options = crate::store::OpenOptions {
+        migrate: false,
+        ..crate::store::OpenOptions::new(2)
+    };
+    let url = settings.database.url.expose();
+    let sqlite_file = url
+        .strip_prefix("sqlite:")
+        .map(|_| crate::store::where_is(url));
+    if sqlite_file
+        .as_deref()
+        .is_some_and(|f| !std::path::Path::new(f).exists())
+    {
+        eprintln!(
+            "error: no database at {} yet: switchboard has not run with this configuration",
+            sqlite_file.unwrap_or_default()
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match Store::open_with(url, &options).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot open the database: {e}");
@@ -184,7 +204,10 @@ async fn status(settings: &Settings) -> ExitCode {
     let queues = match store.queues().await {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: cannot read the queues from {} (has switchboard run with this configuration?): {e}",
+                crate::store::where_is(url)
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -93,6 +93,8 @@ struct RawDatabase {
     url_file: Option<String>,
     /// Pool size for readers.
     max_connections: Option<u32>,
+    /// SQLite only: largest database file, e.g. "20GiB".
+    max_size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +219,8 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// Reader pool size.
     pub max_connections: u32,
+    /// SQLite only: the database file may not grow past this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// How the outbox retries.
@@ -605,10 +609,36 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
         || url.starts_with("postgresql:"))
     {
         c.issue("database.url", "must start with sqlite:// or postgres://");
+    } else if let Err(e) = check_database_url(url) {
+        c.issue("database.url", e);
     }
+    let max_size = raw.database.max_size.as_deref().and_then(|raw_size| {
+        match raw_size.parse::<bytesize::ByteSize>() {
+            Ok(_) if !url.starts_with("sqlite:") => {
+                c.issue(
+                    "database.max_size",
+                    "only SQLite has a size limit here; limit PostgreSQL on its server",
+                );
+                None
+            }
+            Ok(b) if b.as_u64() < 64 * 1024 => {
+                c.issue("database.max_size", "must be at least 64KiB");
+                None
+            }
+            Ok(b) => Some(b.as_u64()),
+            Err(_) => {
+                c.issue(
+                    "database.max_size",
+                    format!("`{raw_size}` is not a size like \"20GiB\" or \"500MB\""),
+                );
+                None
+            }
+        }
+    });
     let database = DatabaseSettings {
         url: db_url,
         max_connections: raw.database.max_connections.unwrap_or(8).max(2),
+        max_size,
     };
 
     let o = &raw.outbox;
@@ -917,6 +947,22 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
         outbox,
         api,
         gateways,
+    })
+}
+
+/// Parses a database URL as the store will, without connecting, so `check`
+/// catches a malformed one. The message never repeats the URL (it may hold
+/// a password).
+fn check_database_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    let parsed = if url.starts_with("sqlite:") {
+        sqlx::sqlite::SqliteConnectOptions::from_str(url).map(drop)
+    } else {
+        sqlx::postgres::PgConnectOptions::from_str(url).map(drop)
+    };
+    parsed.map_err(|e| match e {
+        sqlx::Error::Configuration(inner) => format!("not a valid database URL: {inner}"),
+        other => format!("not a valid database URL: {other}"),
     })
 }
 

@@ -72,9 +72,12 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         })?),
         None => None,
     };
-    let store = Store::open(
+    let store = Store::open_with(
         settings.database.url.expose(),
-        settings.database.max_connections,
+        &store::OpenOptions {
+            max_size: settings.database.max_size,
+            ..store::OpenOptions::new(settings.database.max_connections)
+        },
     )
     .await
     .context("opening the database (database.url)")?;

@@ -38,7 +38,8 @@ struct Args {
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
     /// Run only these scenarios (repeatable): 1 compat+WebSocket, 2
-    /// native+SSE, 3 destination down, 4 fan-out, 5 start-up.
+    /// native+SSE, 3 destination down, 4 fan-out, 5 start-up, 6 soak (only
+    /// when named).
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].
@@ -50,6 +51,10 @@ struct Args {
     /// Write every run's (sent, received) latency samples as CSV files here.
     #[arg(long, value_name = "DIR")]
     samples: Option<PathBuf>,
+    /// Minutes per rate in the soak, scenario 6 (which runs only when asked
+    /// for with `--scenario 6`).
+    #[arg(long, value_name = "MINUTES", default_value_t = 30.0)]
+    soak_minutes: f64,
     /// Where the per-run temp dirs (config, SQLite database, log) go.
     #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir())]
     tmpdir: PathBuf,
@@ -112,14 +117,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         in_flight: args.in_flight.max(1),
         samples: args.samples.clone(),
         checks: Mutex::new(Vec::new()),
+        soak_minutes: args.soak_minutes,
     };
     println!("{}", machine(&args, &bin));
     let started = Instant::now();
     let (busy0, own0) = (server::machine_busy(), server::own_and_children_cpu());
-    for s in all
-        .iter()
-        .filter(|s| args.scenario.is_empty() || args.scenario.contains(&s.number()))
-    {
+    for s in all.iter().filter(|s| {
+        if args.scenario.is_empty() {
+            !s.on_request_only()
+        } else {
+            args.scenario.contains(&s.number())
+        }
+    }) {
         eprintln!("scenario {}: {}", s.number(), s.title());
         let t0 = Instant::now();
         let tables = s.run(&ctx).await?;
@@ -251,6 +260,9 @@ fn machine(args: &Args, bin: &Path) -> String {
     }
     if let Some(b) = &args.binary {
         cmd.push_str(&format!(" --binary {}", b.display()));
+    }
+    if args.soak_minutes != 30.0 {
+        cmd.push_str(&format!(" --soak-minutes {}", args.soak_minutes));
     }
     if args.in_flight != 32 {
         cmd.push_str(&format!(" --in-flight {}", args.in_flight));

@@ -176,6 +176,11 @@ impl Setup {
         })
     }
 
+    /// The server's data directory (the SQLite file lives here).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Starts switchboard and waits until the bot API accepts connections.
     pub fn spawn(&self) -> anyhow::Result<Server> {
         let log_path = self.dir.path().join("switchboard.log");

@@ -40,17 +40,24 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Status(s, _) => *s,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut resp = error_response(self.status(), &self.to_string());
         if let Self::Store(e) = &self {
             tracing::warn!(error = %e, "API request failed on the store.");
+            if e.is_unavailable() {
+                // The writer probes the database again within a second.
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
         }
-        error_response(self.status(), &self.to_string())
+        resp
     }
 }
 

@@ -84,8 +84,10 @@ impl StreamQuery {
     /// The consumer name, `default` when absent.
     pub fn consumer(&self) -> Result<String, ApiError> {
         let c = self.consumer.clone().unwrap_or_else(|| "default".into());
-        if c.is_empty() || c.len() > 64 {
-            return Err(ApiError::Invalid("consumer must be 1-64 characters".into()));
+        if c.is_empty() || c.len() > 64 || c.chars().any(char::is_control) {
+            return Err(ApiError::Invalid(
+                "consumer must be 1-64 characters, none of them control characters".into(),
+            ));
         }
         Ok(c)
     }

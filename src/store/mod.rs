@@ -27,13 +27,18 @@ pub use writer::{Dest, IngestItem, IngestOutcome, RowUpdate, WriteCmd, WriterHan
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A storage failure. Every store error is worth retrying: the database
-/// may be busy or restarting; the caller does not acknowledge upstream.
+/// A storage failure, classified once so callers know whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database rejected or failed a query.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    /// The database cannot take reads or writes right now (unreachable,
+    /// disk full, locked, restarting). Nothing was written; retry later and
+    /// do not acknowledge upstream.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused this particular write or read (a constraint, a
+    /// value it cannot store). Retrying the same thing will not help.
+    #[error("the database refused the request: {0}")]
+    Rejected(String),
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -43,6 +48,84 @@ pub enum StoreError {
     /// The writer task is gone (shutting down).
     #[error("the store writer has stopped")]
     WriterGone,
+}
+
+impl StoreError {
+    /// Whether the same request may succeed later (the database came back).
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::WriterGone)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let text = describe(&e);
+        if unavailable(&e) {
+            Self::Unavailable(text)
+        } else {
+            Self::Rejected(text)
+        }
+    }
+}
+
+/// Whether a database error is about the database (gone, full, locked)
+/// rather than about the request. SQLite reports numeric result codes,
+/// PostgreSQL five-character SQLSTATEs.
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let Some(code) = d.code() else { return false };
+            if let Ok(n) = code.parse::<i64>() {
+                // Primary SQLite codes: BUSY, LOCKED, NOMEM, READONLY,
+                // IOERR, FULL, CANTOPEN, PROTOCOL.
+                return matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);
+            }
+            // SQLSTATE classes: connection exception, insufficient
+            // resources (disk full), operator intervention (shutdown),
+            // system error, transaction rollback (serialization, deadlock),
+            // and a read-only transaction (a standby).
+            ["08", "53", "57", "58", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "25006"
+        }
+        sqlx::Error::Configuration(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::RowNotFound
+        | sqlx::Error::Encode(_) => false,
+        // Io, Tls, Protocol, PoolTimedOut, PoolClosed, WorkerCrashed and
+        // anything newer: the connection, not the request.
+        _ => true,
+    }
+}
+
+/// A database error as an operator wants to read it: "database or disk is
+/// full", "connection refused (127.0.0.1:5432)", never a query.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::PoolTimedOut => "no database connection could be had in time".to_owned(),
+        sqlx::Error::PoolClosed => "the connection pool is closed".to_owned(),
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text.push_str(": ");
+                    text.push_str(&more);
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
 }
 
 /// Which database is behind the pool.
@@ -107,7 +190,49 @@ pub struct AccountQueue {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's WAL length, shared by the background checkpointer (which
+    /// measures it) and the writer (which resets it); see `writer::wal`.
+    wal: Arc<WalSize>,
 }
+
+/// What the checkpointers know of SQLite's write-ahead log.
+#[derive(Debug, Default)]
+pub struct WalSize {
+    /// Frames (pages) in the log at the last checkpoint.
+    pub frames: std::sync::atomic::AtomicI64,
+    /// Checkpoints the writer ran itself.
+    pub writer_checkpoints: std::sync::atomic::AtomicU64,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Pool size for readers (the writer holds one of them).
+    pub max_connections: u32,
+    /// SQLite only: the database file may not grow past this many bytes;
+    /// writes beyond it fail as "database or disk is full" (503) until
+    /// space is freed.
+    pub max_size: Option<u64>,
+    /// Apply migrations (`run`); `status` only reads what is there.
+    pub migrate: bool,
+}
+
+impl OpenOptions {
+    /// A pool of `max_connections`, migrated, no size limit.
+    #[must_use]
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            max_size: None,
+            migrate: true,
+        }
+    }
+}
+
+/// How long a request waits for a pooled connection (and, with PostgreSQL
+/// down, for a new one) before it fails as unavailable: API requests answer
+/// 503 after this instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
@@ -115,6 +240,14 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached or migrated.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open_with(url, &OpenOptions::new(max_connections)).await
+    }
+
+    /// Opens with explicit options.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated.
+    pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -130,18 +263,32 @@ impl Store {
             if let Some(dir) = Path::new(path).parent() {
                 if !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
             }
-            if !url.contains('?') {
-                url.push_str("?mode=rwc");
-            }
+            url = with_create_mode(&url);
         }
         let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        // One plain connection first: the pool would retry until its
+        // timeout and then only say that it timed out, where this says
+        // "connection refused" and where.
+        match <sqlx::AnyConnection as sqlx::Connection>::connect_with(&opts).await {
+            Ok(conn) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {}: {}",
+                    where_is(&url),
+                    describe(&e)
+                )))
+            }
+        }
+        let max_size = options.max_size;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(options.max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -151,10 +298,13 @@ impl Store {
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = FULL",
                             "PRAGMA busy_timeout = 10000",
-                            // Checkpoints run from a background task
-                            // (`spawn_checkpointer`), not inside the
-                            // writer's commits, where they stall posts.
+                            // The writer checkpoints between its own
+                            // transactions (see `writer`), where no new
+                            // frames can arrive, so the WAL is reset.
                             "PRAGMA wal_autocheckpoint = 0",
+                            // A reset WAL file is truncated to this, so a
+                            // burst does not leave a huge file behind.
+                            "PRAGMA journal_size_limit = 16777216",
                             // Multi-row inserts with ON CONFLICT need a
                             // statement journal: keep it in memory, not in a
                             // temp file created and unlinked per statement.
@@ -163,40 +313,84 @@ impl Store {
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
+                        if let Some(bytes) = max_size {
+                            let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+                                .fetch_one(&mut *conn)
+                                .await?;
+                            let pages =
+                                (bytes / u64::try_from(page.max(512)).unwrap_or(4096)).max(1);
+                            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                     }
                     Ok(())
                 })
             })
             .connect_with(opts)
             .await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        if options.migrate {
+            match backend {
+                Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+                Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            }
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            wal: Arc::default(),
+        })
     }
 
-    /// For SQLite: copies the WAL back into the database every second,
-    /// without blocking the writer (`PASSIVE`), until `shutdown` is true.
+    /// For SQLite: copies WAL frames into the database four times a
+    /// second without blocking the writer (`PASSIVE`), records the log's
+    /// length for the writer, and truncates the log file once writes stop
+    /// (`TRUNCATE`), until `shutdown` is true.
     pub fn spawn_checkpointer(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         if self.backend != Backend::Sqlite {
             return;
         }
-        let pool = self.pool.clone();
+        let (pool, wal) = (self.pool.clone(), self.wal.clone());
         tokio::spawn(async move {
+            let mut last_log = 0;
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(error = %e, "WAL checkpoint failed.");
+                let result: Result<(i64, i64, i64), _> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&pool)
+                        .await;
+                match result {
+                    Ok((_, log, done)) => {
+                        wal.frames.store(log, std::sync::atomic::Ordering::Relaxed);
+                        // Nothing written since the last look and all of it
+                        // copied: give the file's space back.
+                        if log > 0 && log == last_log && log == done {
+                            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                                .execute(&pool)
+                                .await
+                            {
+                                tracing::debug!(error = %e, "WAL truncate failed.");
+                            }
+                            last_log = 0;
+                            continue;
+                        }
+                        last_log = log;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed."),
                 }
             }
         });
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn wal_size(&self) -> Arc<WalSize> {
+        self.wal.clone()
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -450,6 +644,35 @@ impl Store {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Where a database URL points, without its credentials: `host:port/db`
+/// or the SQLite file.
+#[must_use]
+pub fn where_is(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.trim_start_matches("//");
+        return path.split('?').next().unwrap_or(path).to_owned();
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path()
+        ),
+        Err(_) => "the configured database".to_owned(),
+    }
+}
+
+/// A SQLite URL that creates the file if it is missing, also when the URL
+/// already has parameters of its own.
+fn with_create_mode(url: &str) -> String {
+    match url.split_once('?') {
+        None => format!("{url}?mode=rwc"),
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
     }
 }
 

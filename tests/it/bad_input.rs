@@ -244,6 +244,15 @@ async fn bad_api_input_gets_json_errors_and_changes_nothing() {
                 .header("authorization", bearer("rw")),
             422,
         ),
+        (
+            // PostgreSQL's TEXT cannot hold NUL: refused at the edge, the
+            // same on both backends, instead of failing a group commit.
+            "NUL byte in consumer",
+            client
+                .get(format!("{}/v1/gateways/g/events?consumer=a%00b", sb.api))
+                .header("authorization", bearer("rw")),
+            422,
+        ),
     ];
     for (what, req, want) in cases {
         let (status, body) = send(req).await;

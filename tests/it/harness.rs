@@ -593,3 +593,111 @@ pub fn texts(events: &[Value]) -> Vec<String> {
         .filter_map(|e| e["text"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A PostgreSQL server of a test's own (initdb in a temp dir, loopback, a
+/// free port), for tests that stop and start the database under a running
+/// switchboard without disturbing the shared server other tests use.
+pub struct PgServer {
+    bin: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PgServer {
+    /// `None` when PostgreSQL's server binaries are not installed.
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("postgres").is_file())
+            .max()?;
+        let dir = tempfile::tempdir().unwrap();
+        let pg = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = pg.dir.path().join("data");
+        let status = pg
+            .as_pg(&pg.bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        pg.up();
+        Some(pg)
+    }
+
+    fn as_pg(&self, program: &Path) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let status = self
+            .as_pg(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .arg("-w")
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// Stops it the hard way (`immediate`: connections drop mid-query, as
+    /// when the server crashes or its host goes away).
+    pub fn down(&self) {
+        let _ = self
+            .as_pg(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn is_root() -> bool {
+    // Without libc: the owner of /proc/self is who we run as.
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}

@@ -18,6 +18,7 @@ mod api;
 mod bad_input;
 mod bots;
 mod crash;
+mod durability;
 mod harness;
 mod outage;
 mod outbox;

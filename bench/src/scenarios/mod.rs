@@ -5,6 +5,7 @@
 mod fanout;
 mod outage;
 mod relay;
+mod soak;
 mod startup;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub samples: Option<PathBuf>,
     /// Targets checked so far.
     pub checks: Mutex<Vec<Check>>,
+    /// Minutes per rate in the soak (scenario 6).
+    pub soak_minutes: f64,
 }
 
 impl Ctx {
@@ -75,6 +78,11 @@ pub trait Scenario: Send + Sync {
     fn number(&self) -> u32;
     /// One line saying what it measures.
     fn title(&self) -> &'static str;
+    /// True for a scenario that runs only when asked for by number (the
+    /// soak takes an hour).
+    fn on_request_only(&self) -> bool {
+        false
+    }
     /// Runs it; returns the tables to print and records targets in `ctx`.
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, anyhow::Result<Vec<Table>>>;
 }
@@ -87,6 +95,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(outage::Outage),
         Box::new(fanout::FanOut),
         Box::new(startup::Startup),
+        Box::new(soak::Soak),
     ]
 }
 

@@ -163,6 +163,15 @@ macro_rules! string_id {
                         reason: "must be 1-255 bytes",
                     });
                 }
+                // Both stores must take every id: PostgreSQL's TEXT refuses
+                // NUL, and no network uses control characters in ids.
+                if value.chars().any(char::is_control) {
+                    return Err(ParseIdError {
+                        what: $what,
+                        value: value.escape_debug().to_string(),
+                        reason: "must not contain control characters",
+                    });
+                }
                 Ok(Self(value))
             }
 
@@ -247,6 +256,13 @@ mod tests {
         assert!("irc.main".parse::<AccountId>().is_err());
         assert!("api.a b".parse::<AccountId>().is_err());
         assert!("api.".parse::<AccountId>().is_err());
+    }
+
+    #[test]
+    fn string_ids_refuse_control_characters() {
+        assert!(ChannelId::new("a\0b").is_err());
+        assert!(RemoteId::new("x\ny").is_err());
+        assert!(GatewayName::new("lobby").is_ok());
     }
 
     #[test]

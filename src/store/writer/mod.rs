@@ -1,0 +1,496 @@
+//! The single writer: every write to the store queues here.
+//!
+//! One task owns the write connection. It takes whatever commands queued up
+//! while the previous transaction committed and commits them together (group
+//! commit), so a burst of posts costs one fsync, not one each. Because only
+//! this task inserts feed rows, feed sequence numbers appear in commit order
+//! and a consumer reading `seq > cursor` can never skip a row that commits
+//! later with a smaller number.
+//!
+//! After each commit the writer calls the hub's [`CommitSink`] in batch
+//! order, which publishes the new feed rows to live consumers and wakes the
+//! outbox lanes of the new rows.
+//!
+//! # Failures
+//! Nothing is answered `Ok` unless its transaction committed. A connection
+//! whose transaction failed is closed, never returned to the pool: after a
+//! failed COMMIT its state (and sqlx's idea of its transaction depth) can
+//! no longer be trusted, and reusing it once turned later commits into
+//! savepoint releases inside a transaction that never committed.
+//!
+//! When the database is unavailable (unreachable, disk full, locked), the
+//! whole batch fails at once and the writer goes *down*: until a probe in
+//! the background gets a working connection, every command is answered
+//! [`StoreError::Unavailable`] straight away, so API requests get a quick
+//! 503 instead of queueing behind connection timeouts. A command the
+//! database rejects for itself (a constraint) is isolated by retrying the
+//! batch's commands one by one.
+//!
+//! # Layout
+//! - this file: the commands, the handle, the task and its failure modes.
+//! - [`sql`]: what each command does in the transaction, with multi-row
+//!   statements per batch.
+//! - [`wal`]: SQLite checkpoints between batches, so the WAL stays bounded.
+
+mod sql;
+mod wal;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, Any};
+use switchboard_core::{AccountId, ChannelId, Delivered, EventId, GatewayName, NewEvent, RemoteId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sql::creates_message;
+
+use super::{FeedItem, Store, StoreError};
+
+/// How many commands one transaction takes at most.
+const MAX_BATCH: usize = 512;
+
+/// One destination of a new event.
+#[derive(Debug, Clone)]
+pub struct Dest {
+    /// The gateway routing it there.
+    pub gateway: GatewayName,
+    /// The destination account.
+    pub account: AccountId,
+    /// The destination channel.
+    pub channel: ChannelId,
+}
+
+/// A new event with its routing, computed by the router before commit.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    /// The event.
+    pub event: NewEvent,
+    /// `<account>/<token>` when a bot API token posted it.
+    pub origin_token: Option<String>,
+    /// Outbox rows to create.
+    pub dests: Vec<Dest>,
+    /// Gateways whose API feed gets it.
+    pub feed: Vec<GatewayName>,
+    /// Drop the event if the hub itself sent this remote id (loop guard).
+    pub check_echo: bool,
+}
+
+/// What committing an [`IngestItem`] did.
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    /// New, duplicate or ignored.
+    pub delivered: Delivered,
+    /// Feed rows created.
+    pub feed: Vec<FeedItem>,
+    /// Destinations that got a new outbox row.
+    pub lanes: Vec<(AccountId, ChannelId)>,
+}
+
+/// What happened to one outbox row.
+#[derive(Debug, Clone)]
+pub enum RowUpdate {
+    /// The network accepted it. `map` is the id to remember for later
+    /// edits, deletes and replies (None for ops that create no message).
+    Sent {
+        /// The id the destination gave the message.
+        map: Option<MapEntry>,
+    },
+    /// Some pieces of a split message were accepted.
+    Progress {
+        /// How many.
+        parts_sent: i64,
+        /// The first piece's id, remembered as soon as it exists.
+        map: Option<MapEntry>,
+    },
+    /// The attempt failed; it will be retried.
+    Retry {
+        /// Attempts so far.
+        attempts: i64,
+        /// Why it failed.
+        error: String,
+    },
+    /// It will never be delivered.
+    Dead {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Event id -> the id one destination gave it.
+#[derive(Debug, Clone)]
+pub struct MapEntry {
+    /// The event delivered.
+    pub event_id: EventId,
+    /// The destination account.
+    pub account: AccountId,
+    /// The destination channel.
+    pub channel: ChannelId,
+    /// The destination's id for the (first piece of the) message.
+    pub remote_id: RemoteId,
+}
+
+/// A command for the writer.
+pub enum WriteCmd {
+    /// Commit a new event with its feed and outbox rows.
+    Ingest(
+        Box<IngestItem>,
+        oneshot::Sender<Result<IngestOutcome, StoreError>>,
+    ),
+    /// Record the outcome of a send.
+    Row(i64, RowUpdate, oneshot::Sender<Result<(), StoreError>>),
+    /// Store attachment bytes.
+    Blob {
+        /// Hex SHA-256.
+        sha256: String,
+        /// MIME type.
+        mime: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Move a consumer's cursor.
+    Cursor {
+        /// Answer, when the caller waits for the commit.
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+        /// `<account>/<token>`.
+        token: String,
+        /// Consumer name.
+        consumer: String,
+        /// New value.
+        seq: i64,
+    },
+}
+
+/// Called after each commit, in batch order.
+pub trait CommitSink: Send + Sync {
+    /// A batch committed with these ingest outcomes.
+    fn committed(&self, outcomes: &[IngestOutcome]);
+
+    /// A transaction of `commands` commands took `elapsed` (for metrics).
+    fn batch(&self, commands: usize, elapsed: std::time::Duration);
+}
+
+/// The sending side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<WriteCmd>,
+}
+
+impl WriterHandle {
+    /// Commits an event; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn ingest(&self, item: IngestItem) -> Result<IngestOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::Ingest(Box::new(item), tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records a send outcome; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn row(&self, id: i64, update: RowUpdate) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::Row(id, update, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a blob; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn blob(
+        &self,
+        sha256: String,
+        mime: String,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteCmd::Blob {
+            sha256,
+            mime,
+            data,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Moves a consumer cursor; waits for the commit only when `wait`.
+    /// A lost cursor update only means a consumer sees a few rows again.
+    pub async fn cursor(&self, token: String, consumer: String, seq: i64, wait: bool) {
+        let (reply, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let _ = self
+            .tx
+            .send(WriteCmd::Cursor {
+                reply,
+                token,
+                consumer,
+                seq,
+            })
+            .await;
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+    }
+
+    async fn send(&self, cmd: WriteCmd) -> Result<(), StoreError> {
+        self.tx.send(cmd).await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// Starts the writer. It stops when every [`WriterHandle`] is dropped,
+/// after committing what was queued.
+pub fn spawn(
+    store: Store,
+    sink: Arc<dyn CommitSink>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    // Bounded so a stalled database pushes back on producers instead of
+    // growing memory; 4096 covers many group commits' worth of work.
+    let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
+    let task = tokio::spawn(async move {
+        let mut conn = WriteConn {
+            wal: wal::Checkpoints::new(&store),
+            store,
+            conn: None,
+            health: Health::Up,
+            recovered_at: None,
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            run_batch(&mut conn, sink.as_ref(), std::mem::take(&mut batch)).await;
+        }
+    });
+    (WriterHandle { tx }, task)
+}
+
+enum Reply {
+    Ingest(
+        oneshot::Sender<Result<IngestOutcome, StoreError>>,
+        IngestOutcome,
+    ),
+    Unit(oneshot::Sender<Result<(), StoreError>>),
+    None,
+}
+
+/// Whether the database takes writes.
+enum Health {
+    Up,
+    /// Down since `since` with `error`; `probe` is trying to connect again.
+    Down {
+        error: String,
+        since: Instant,
+        attempt: u32,
+        probe: tokio::task::JoinHandle<Result<PoolConnection<Any>, StoreError>>,
+    },
+}
+
+/// The writer's own connection, kept across batches: with SQLite a
+/// connection that did the last write keeps its page cache valid, where a
+/// pooled one would re-read pages another connection changed.
+struct WriteConn {
+    store: Store,
+    conn: Option<PoolConnection<Any>>,
+    health: Health,
+    /// When the database last came back and after how many probes: a
+    /// database that fails again soon (a disk still nearly full) keeps its
+    /// probe backoff and is not reported as a new outage.
+    recovered_at: Option<(Instant, u32)>,
+    wal: wal::Checkpoints,
+}
+
+/// First wait before probing a database that went down; doubles per failed
+/// probe up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_millis(200);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+
+impl WriteConn {
+    /// Commits `batch` in one transaction.
+    async fn commit(
+        &mut self,
+        batch: &[WriteCmd],
+    ) -> Result<Vec<Option<IngestOutcome>>, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.store.pool().acquire().await?);
+        }
+        let conn = self.conn.as_mut().expect("acquired above");
+        let result = async {
+            let mut tx = conn.begin().await?;
+            let outcomes = sql::apply_all(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        if result.is_err() {
+            // Never reuse a connection whose transaction failed: close it
+            // (detached, so the pool cannot hand it out again) and start the
+            // next batch on a fresh one.
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
+        }
+        result
+    }
+
+    /// While down: the error to answer with, or `None` once the probe got
+    /// a connection back (then the writer is up again).
+    fn recovered(&mut self) -> Option<String> {
+        let Health::Down {
+            probe,
+            error,
+            since,
+            attempt,
+        } = &mut self.health
+        else {
+            return None;
+        };
+        if !probe.is_finished() {
+            return Some(error.clone());
+        }
+        let result = futures_util::FutureExt::now_or_never(&mut *probe)
+            .expect("finished")
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("probe failed: {e}"))));
+        match result {
+            Ok(conn) => {
+                tracing::info!(down_for = ?since.elapsed(), "The database takes writes again.");
+                self.recovered_at = Some((Instant::now(), *attempt));
+                self.conn = Some(conn);
+                self.health = Health::Up;
+                None
+            }
+            Err(e) => {
+                *error = e.to_string();
+                *attempt += 1;
+                *probe = spawn_probe(self.store.clone(), *attempt);
+                Some(error.clone())
+            }
+        }
+    }
+
+    /// The database failed with `error`: go down (or stay down) and probe.
+    fn down(&mut self, error: &StoreError) {
+        if matches!(self.health, Health::Down { .. }) {
+            return;
+        }
+        let attempt = match self.recovered_at {
+            Some((at, attempt)) if at.elapsed() < Duration::from_secs(30) => {
+                tracing::debug!(%error, "The database failed again.");
+                attempt + 1
+            }
+            _ => {
+                tracing::error!(%error, "The database is unavailable; writes fail until it is back.");
+                0
+            }
+        };
+        self.health = Health::Down {
+            error: error.to_string(),
+            since: Instant::now(),
+            attempt,
+            probe: spawn_probe(self.store.clone(), attempt),
+        };
+    }
+}
+
+/// Waits, then tries to get a connection that can run a query.
+fn spawn_probe(
+    store: Store,
+    attempt: u32,
+) -> tokio::task::JoinHandle<Result<PoolConnection<Any>, StoreError>> {
+    let wait = PROBE_FIRST
+        .saturating_mul(1 << attempt.min(8))
+        .min(PROBE_MAX);
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let mut conn = store.pool().acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(conn)
+    })
+}
+
+async fn run_batch(conn: &mut WriteConn, sink: &dyn CommitSink, batch: Vec<WriteCmd>) {
+    if let Some(error) = conn.recovered() {
+        fail(batch, &StoreError::Unavailable(error));
+        return;
+    }
+    let started = Instant::now();
+    match conn.commit(&batch).await {
+        Ok(outcomes) => {
+            sink.batch(batch.len(), started.elapsed());
+            finish(sink, batch, outcomes);
+            conn.wal.after_commit(conn.conn.as_mut()).await;
+        }
+        Err(e) if e.is_unavailable() => {
+            // The database, not a command: nothing in this batch can be
+            // written now, and retrying one by one would only wait longer.
+            conn.down(&e);
+            fail(batch, &e);
+        }
+        Err(e) if batch.len() > 1 => {
+            // One bad command must not fail its neighbours: redo one by one.
+            tracing::warn!(error = %e, size = batch.len(), "Group commit failed, retrying commands singly.");
+            for cmd in batch {
+                Box::pin(run_batch(conn, sink, vec![cmd])).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Store write refused.");
+            fail(batch, &e);
+        }
+    }
+}
+
+/// Answers every command of a batch that did not commit.
+fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
+    let err = || match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Rejected(other.to_string()),
+    };
+    for cmd in batch {
+        match cmd {
+            WriteCmd::Ingest(_, r) => {
+                let _ = r.send(Err(err()));
+            }
+            WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. } => {
+                let _ = r.send(Err(err()));
+            }
+            WriteCmd::Cursor { reply, .. } => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(err()));
+                }
+            }
+        }
+    }
+}
+
+fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<IngestOutcome>>) {
+    let committed: Vec<IngestOutcome> = outcomes.iter().flatten().cloned().collect();
+    if !committed.is_empty() {
+        sink.committed(&committed);
+    }
+    for (cmd, outcome) in batch.into_iter().zip(outcomes) {
+        let reply = match (cmd, outcome) {
+            (WriteCmd::Ingest(_, r), Some(o)) => Reply::Ingest(r, o),
+            (WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. }, _)
+            | (WriteCmd::Cursor { reply: Some(r), .. }, _) => Reply::Unit(r),
+            _ => Reply::None,
+        };
+        match reply {
+            Reply::Ingest(r, o) => {
+                let _ = r.send(Ok(o));
+            }
+            Reply::Unit(r) => {
+                let _ = r.send(Ok(()));
+            }
+            Reply::None => {}
+        }
+    }
+}
