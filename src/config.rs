@@ -106,6 +106,7 @@ struct RawOutbox {
     jitter: Option<bool>,
     breaker_probe: Option<String>,
     max_age: Option<String>,
+    max_retry_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +239,8 @@ pub struct OutboxSettings {
     pub breaker_probe: Duration,
     /// A row older than this that still fails becomes a dead letter.
     pub max_age: Duration,
+    /// The longest a network's retry-after is honoured.
+    pub max_retry_after: Duration,
 }
 
 /// Read and/or write.
@@ -653,6 +656,11 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
         jitter: o.jitter.unwrap_or(true),
         breaker_probe: c.duration("outbox.breaker_probe", o.breaker_probe.as_deref(), secs(30)),
         max_age: c.duration("outbox.max_age", o.max_age.as_deref(), secs(7 * 24 * 3600)),
+        max_retry_after: c.duration(
+            "outbox.max_retry_after",
+            o.max_retry_after.as_deref(),
+            secs(3600),
+        ),
     };
 
     let mut api = Vec::new();

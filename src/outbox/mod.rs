@@ -233,6 +233,22 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
             if *shutdown.borrow() {
                 return;
             }
+            let row = match row {
+                Ok(row) => row,
+                Err(poison) => {
+                    // One undecodable row must not block the lane behind it.
+                    tracing::error!(row = poison.id, reason = %poison.reason, "Outbox row cannot be decoded; dead-lettered.");
+                    let reason = format!("undecodable row: {}", poison.reason);
+                    if !record(&inner, poison.id, RowUpdate::Dead { reason }, &mut shutdown).await {
+                        return;
+                    }
+                    let label = Metrics::label(&account);
+                    inner.metrics.dead_letters.get_or_create(&label).inc();
+                    inner.metrics.queue_depth.get_or_create(&label).dec();
+                    after = poison.id;
+                    continue;
+                }
+            };
             let id = row.id;
             if !deliver(&inner, worker, &account, &channel, row, &mut shutdown).await {
                 return;
@@ -285,9 +301,12 @@ async fn deliver(
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
     let mut final_map = None;
     'attempt: loop {
-        if !worker.breaker.ready(shutdown).await {
+        // Held for this attempt: a probe that ends without a verdict (the
+        // operation degraded to nothing, or failed before the network)
+        // hands the probe to another lane when it drops.
+        let Some(_pass) = worker.breaker.ready(shutdown).await else {
             return false;
-        }
+        };
         let target = match row.event.kind.target().and_then(|t| t.event_id()) {
             None => None,
             Some(id) => match inner.store.remote_id_at(id, account, channel).await {
@@ -362,6 +381,7 @@ async fn deliver(
                 Err(e) => e,
             };
             attempts += 1;
+            let error = error.capped(inner.settings.max_retry_after);
             let max_age = i64::try_from(inner.settings.max_age.as_millis()).unwrap_or(i64::MAX);
             let expired = now_ms() - row.created_ms > max_age;
             let kind = error.retry_kind();

@@ -172,6 +172,15 @@ pub struct PendingRow {
     pub event: Event,
 }
 
+/// An outbox row that cannot be decoded: the lane dead-letters it.
+#[derive(Debug, Clone)]
+pub struct PoisonRow {
+    /// Row id.
+    pub id: i64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 /// Queue figures for one destination account.
 #[derive(Debug, Clone)]
 pub struct AccountQueue {
@@ -423,19 +432,29 @@ impl Store {
             q = q.bind(g.as_str());
         }
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.try_get(0)?;
+            let decoded = (|| {
                 let gateway: String = r.try_get(1)?;
-                Ok(FeedItem {
-                    seq: r.try_get(0)?,
+                Ok::<_, StoreError>(FeedItem {
+                    seq,
                     gateway: GatewayName::new(gateway)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     origin_token: r.try_get(2)?,
                     event: Arc::new(decode_event(r.try_get(3)?, &r.try_get::<String, _>(4)?)?),
                     native: OnceLock::new(),
                 })
-            })
-            .collect()
+            })();
+            match decoded {
+                Ok(item) => items.push(item),
+                // A consumer must not stall behind one bad row: skip it.
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "Feed row skipped: it cannot be decoded.")
+                }
+            }
+        }
+        Ok(items)
     }
 
     /// The newest feed sequence number (0 when empty).
@@ -485,16 +504,19 @@ impl Store {
     }
 
     /// Pending outbox rows of one destination channel after row `after`.
+    /// A row whose stored event cannot be decoded (written by a newer
+    /// version, or damaged) comes back as a [`PoisonRow`] so the lane can
+    /// dead-letter it and go on, instead of failing the whole read.
     ///
     /// # Errors
-    /// On database failure or an undecodable row.
+    /// On database failure.
     pub async fn pending(
         &self,
         account: &AccountId,
         channel: &ChannelId,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<PendingRow>, StoreError> {
+    ) -> Result<Vec<Result<PendingRow, PoisonRow>>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.gateway, o.attempts, o.parts_sent, o.idempotency_key, o.created_ms, \
              e.id, e.body FROM outbox o JOIN events e ON e.id = o.event_id \
@@ -509,17 +531,24 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let gateway: String = r.try_get(1)?;
-                Ok(PendingRow {
-                    id: r.try_get(0)?,
-                    gateway: GatewayName::new(gateway)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    attempts: r.try_get(2)?,
-                    parts_sent: r.try_get(3)?,
-                    idempotency_key: r.try_get(4)?,
-                    created_ms: r.try_get(5)?,
-                    event: decode_event(r.try_get(6)?, &r.try_get::<String, _>(7)?)?,
-                })
+                let id: i64 = r.try_get(0)?;
+                let decoded = (|| {
+                    let gateway: String = r.try_get(1)?;
+                    Ok::<_, StoreError>(PendingRow {
+                        id,
+                        gateway: GatewayName::new(gateway)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        attempts: r.try_get(2)?,
+                        parts_sent: r.try_get(3)?,
+                        idempotency_key: r.try_get(4)?,
+                        created_ms: r.try_get(5)?,
+                        event: decode_event(r.try_get(6)?, &r.try_get::<String, _>(7)?)?,
+                    })
+                })();
+                Ok(decoded.map_err(|e| PoisonRow {
+                    id,
+                    reason: e.to_string(),
+                }))
             })
             .collect()
     }

@@ -26,11 +26,41 @@ struct Rig {
     writer: WriterHandle,
     outbox: Outbox,
     fake: Arc<FakeAdapter>,
+    db: Db,
+    /// The writer's wake-ups, until the outbox is started.
+    pokes: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(AccountId, ChannelId)>>>,
     _stop: watch::Sender<bool>,
     n: std::sync::atomic::AtomicUsize,
 }
 
 async fn rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig {
+    let r = held_rig(backend, dir, caps).await;
+    r.release().await;
+    r
+}
+
+async fn rig_with(
+    backend: Backend,
+    dir: &std::path::Path,
+    caps: Capabilities,
+    max_retry_after: Duration,
+) -> Rig {
+    let r = held_rig_with(backend, dir, caps, max_retry_after).await;
+    r.release().await;
+    r
+}
+
+/// A rig whose outbox does not deliver until [`Rig::release`].
+async fn held_rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig {
+    held_rig_with(backend, dir, caps, Duration::from_secs(3600)).await
+}
+
+async fn held_rig_with(
+    backend: Backend,
+    dir: &std::path::Path,
+    caps: Capabilities,
+    max_retry_after: Duration,
+) -> Rig {
     let db = Db::new(backend, dir).await;
     let store = Store::open(&db.url, 4).await.unwrap();
     let metrics = Arc::new(Metrics::new());
@@ -51,6 +81,7 @@ async fn rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig
         jitter: false,
         breaker_probe: Duration::from_millis(200),
         max_age: Duration::from_secs(3600),
+        max_retry_after,
     };
     let outbox = Outbox::new(
         store.clone(),
@@ -60,18 +91,25 @@ async fn rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig
         vec![fake.clone()],
         stopped,
     );
-    outbox.start(pokes_rx).await.unwrap();
     Rig {
         store,
         writer,
         outbox,
         fake,
+        db,
+        pokes: std::sync::Mutex::new(Some(pokes_rx)),
         _stop: stop,
         n: Default::default(),
     }
 }
 
 impl Rig {
+    /// Starts delivering.
+    async fn release(&self) {
+        let pokes = self.pokes.lock().unwrap().take().expect("released once");
+        self.outbox.start(pokes).await.unwrap();
+    }
+
     /// Waits until no row is pending: the fake records a send just before
     /// the row is marked sent.
     async fn settled(&self) {
@@ -220,4 +258,104 @@ async fn breaker_opens_on_an_outage_and_settles_when_its_probe_is_dead_lettered(
     let q = q.iter().find(|q| q.account == account.to_string()).unwrap();
     assert_eq!((q.pending, q.dead), (0, 1));
     assert_eq!(q.last_error.as_deref(), Some("chat not found"));
+}
+
+#[tokio::test]
+async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_sqlite() {
+    poison_row(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_postgres() {
+    poison_row(Backend::Postgres).await;
+}
+
+async fn poison_row(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = held_rig(backend, dir.path(), Capabilities::everything()).await;
+    let bad = r.post("c1", message("damaged")).await;
+    r.post("c1", message("behind it")).await;
+    // Damage the first event as stored, before the lane reads it.
+    let pool = sqlx::AnyPool::connect(&r.db.url).await.unwrap();
+    sqlx::query("UPDATE events SET body = 'not json' WHERE id = $1")
+        .bind(bad.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    r.release().await;
+    eventually("the message behind the damaged row", || {
+        r.fake.sent().len() == 1
+    })
+    .await;
+    assert_eq!(text(&r.fake.sent()[0].op), "behind it");
+    r.settled().await;
+    let q = r.store.queues().await.unwrap();
+    let q = q.iter().find(|q| q.account == "telegram.fake").unwrap();
+    assert_eq!((q.pending, q.dead), (0, 1));
+    assert!(
+        q.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("undecodable row")),
+        "{:?}",
+        q.last_error
+    );
+}
+
+/// While the account is down, the probe that goes out may be a delete of a
+/// message the destination never got: it degrades to nothing, sends
+/// nothing, and must not leave every lane of the account waiting.
+#[tokio::test]
+async fn a_probe_on_a_no_op_delete_does_not_stall_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(Backend::Sqlite, dir.path(), Capabilities::everything()).await;
+    r.fake
+        .fail_next([SendError::account_down("connection refused", None)]);
+    r.post("c2", message("waits for the breaker")).await;
+    let account = "telegram.fake".to_owned();
+    eventually("the breaker to open", || {
+        r.outbox
+            .states()
+            .iter()
+            .any(|s| s.account == account && s.state == "paused")
+    })
+    .await;
+    // A delete of an event the fake never received: nothing to send.
+    r.post(
+        "c1",
+        EventKind::Delete {
+            target: TargetRef::Event(EventId(999_999)),
+        },
+    )
+    .await;
+    eventually("the queued message after the no-op probe", || {
+        r.fake.sent().len() == 1
+    })
+    .await;
+    r.settled().await;
+}
+
+/// A network asking for a retry after 30 years is retried after the
+/// configured cap instead (an hour by default; 1 s here), and the
+/// breaker's arithmetic does not overflow.
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig_with(
+        Backend::Sqlite,
+        dir.path(),
+        Capabilities::everything(),
+        Duration::from_secs(1),
+    )
+    .await;
+    r.fake.fail_next([
+        SendError::transient("429", Some(Duration::from_secs(999_999_999))),
+        SendError::account_down("503", Some(Duration::from_secs(999_999_999))),
+    ]);
+    r.post("c1", message("patient")).await;
+    eventually("the message after two capped retry-afters", || {
+        r.fake.sent().len() == 1
+    })
+    .await;
+    r.settled().await;
 }

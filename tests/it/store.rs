@@ -97,7 +97,13 @@ async fn store_contract(backend: Backend) {
 
     let hook: AccountId = "api.bots".parse().unwrap();
     let lane = ChannelId::new("webhook:x").unwrap();
-    let rows = store.pending(&hook, &lane, 0, 10).await.unwrap();
+    let rows: Vec<_> = store
+        .pending(&hook, &lane, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("decodable"))
+        .collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].event.id, id);
 
@@ -154,7 +160,8 @@ async fn store_contract(backend: Backend) {
         .await
         .unwrap()
         .pop()
-        .unwrap();
+        .unwrap()
+        .expect("decodable");
     assert_eq!(row.event.id, id2);
     let map = MapEntry {
         event_id: id2,

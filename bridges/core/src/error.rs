@@ -60,6 +60,21 @@ impl SendError {
         self.kind
     }
 
+    /// The same failure with the network's retry-after no longer than
+    /// `max`: a `Retry-After: 999999999` must not park a queue for decades.
+    #[must_use]
+    pub fn capped(mut self, max: Duration) -> Self {
+        match &mut self.kind {
+            RetryKind::Transient { retry_after } | RetryKind::AccountDown { retry_after } => {
+                if let Some(ra) = retry_after {
+                    *ra = (*ra).min(max);
+                }
+            }
+            RetryKind::Permanent => {}
+        }
+        self
+    }
+
     /// The human-readable reason, stored with retries and dead letters.
     #[must_use]
     pub fn message(&self) -> &str {
