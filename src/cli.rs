@@ -227,7 +227,7 @@ async fn status(settings: &Settings) -> ExitCode {
                 .as_array()
                 .and_then(|a| a.iter().find(|x| x["account"] == account))
                 .and_then(|x| x["state"].as_str())
-                .unwrap_or("ok")
+                .unwrap_or("up")
                 .to_owned(),
         }
     };

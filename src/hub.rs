@@ -1,22 +1,29 @@
 //! The hub: the running pieces wired together.
 //!
-//! [`Hub`] is what request handlers and adapters hold. It commits events
-//! through the store writer; the writer calls back into [`FeedSink`] after
-//! each commit, which publishes feed rows to live API consumers and wakes
-//! outbox lanes.
+//! [`Hub`] is what request handlers hold; adapters hold an [`AccountHost`],
+//! the hub seen from one account (the `Host` of the adapter contract). Both
+//! commit events through the store writer; the writer calls back into
+//! [`FeedSink`] after each commit, which publishes feed rows to live API
+//! consumers and wakes outbox lanes.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use switchboard_core::{AccountId, ChannelId, DeliverError, Delivered, Inbound, NewEvent};
+use sha2::{Digest, Sha256};
+use switchboard_core::{
+    AccountId, Batch, BlobRef, ChannelId, DeliverError, Delivered, Host, ReceiveHealth,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::Settings;
+use crate::health::HealthBoard;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::writer::CommitSink;
-use crate::store::{FeedItem, IngestItem, IngestOutcome, Store, StoreError, WriterHandle};
+use crate::store::{
+    FeedItem, IngestBatch, IngestItem, IngestOutcome, Store, StoreError, WriterHandle,
+};
 
 /// Everything a request handler or adapter needs.
 pub struct Hub {
@@ -35,6 +42,8 @@ pub struct Hub {
     pub outbox: Outbox,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Accounts' receive-side health.
+    pub health: Arc<HealthBoard>,
     /// Flips to true on shutdown; open streams end so listeners can close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -94,30 +103,202 @@ impl CommitSink for FeedSink {
     }
 }
 
-/// The [`Inbound`] handed to network adapters.
-pub struct HubInbound(pub Arc<Hub>);
+impl Hub {
+    /// Commits a batch an adapter of `account` received, with its cursor.
+    /// Events that fail validation, or that the store refuses on their
+    /// own, are rejected (the adapter skips them); the rest commit.
+    ///
+    /// # Errors
+    /// When the store is unavailable: nothing was committed.
+    pub async fn deliver(
+        &self,
+        account: &AccountId,
+        batch: Batch,
+    ) -> Result<Vec<Delivered>, DeliverError> {
+        let mut answers: Vec<Option<Delivered>> = vec![None; batch.events.len()];
+        let mut items = Vec::new();
+        let mut index = Vec::new();
+        for (i, event) in batch.events.into_iter().enumerate() {
+            let problem = if &event.origin.account == account {
+                event.validate().err()
+            } else {
+                Some(format!(
+                    "the event is from {}, not {account}",
+                    event.origin.account
+                ))
+            };
+            if let Some(reason) = problem {
+                tracing::warn!(%account, channel = %event.origin.channel, remote_id = %event.origin.remote_id, %reason, "Event rejected; skipped.");
+                answers[i] = Some(Delivered::Rejected(reason));
+                continue;
+            }
+            let route = self
+                .router
+                .route_inbound(&event.origin.account, &event.origin.channel);
+            if route.is_empty() {
+                answers[i] = Some(Delivered::Ignored);
+                continue;
+            }
+            items.push(IngestItem {
+                event,
+                origin_token: None,
+                dests: route.dests,
+                feed: route.feed,
+                check_echo: true,
+            });
+            index.push(i);
+        }
+        let cursor = batch.cursor.map(|c| (account.clone(), c));
+        if !items.is_empty() || cursor.is_some() {
+            let outcomes = match self
+                .writer
+                .ingest_batch(IngestBatch {
+                    items: items.clone(),
+                    cursor: cursor.clone(),
+                })
+                .await
+            {
+                Ok(o) => o.into_iter().map(|o| Ok(o.delivered)).collect(),
+                Err(e) if e.is_unavailable() => return Err(unavailable(e)),
+                // The store refused the batch for one of its events: find
+                // which, committing the others one by one, then the cursor.
+                Err(e) => {
+                    tracing::warn!(%account, error = %e, "Batch refused; committing its events one by one.");
+                    let mut one_by_one = Vec::with_capacity(items.len());
+                    for item in items {
+                        one_by_one.push(match self.writer.ingest(item).await {
+                            Ok(o) => Ok(o.delivered),
+                            Err(e) if e.is_unavailable() => return Err(unavailable(e)),
+                            Err(e) => Err(e.to_string()),
+                        });
+                    }
+                    if cursor.is_some() {
+                        self.writer
+                            .ingest_batch(IngestBatch {
+                                items: Vec::new(),
+                                cursor,
+                            })
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    one_by_one
+                }
+            };
+            for (i, outcome) in index.into_iter().zip(outcomes) {
+                answers[i] = Some(match outcome {
+                    Ok(d) => d,
+                    Err(reason) => {
+                        tracing::warn!(%account, %reason, "Event refused by the store; skipped.");
+                        Delivered::Rejected(reason)
+                    }
+                });
+            }
+        }
+        let label = Metrics::label(account);
+        let answers: Vec<Delivered> = answers
+            .into_iter()
+            .map(|a| a.expect("every event answered"))
+            .collect();
+        let new = answers
+            .iter()
+            .filter(|a| matches!(a, Delivered::New(_)))
+            .count();
+        self.metrics
+            .events_in
+            .get_or_create(&label)
+            .inc_by(new as u64);
+        Ok(answers)
+    }
+}
+
+impl Hub {
+    /// Every account's health: the receive side's state, `down` where the
+    /// outbox's breaker is open.
+    #[must_use]
+    pub fn account_states(&self) -> Vec<crate::health::AccountHealth> {
+        let mut states = self.health.states(&|a| self.outbox.is_down(a));
+        for s in self.outbox.states() {
+            if !states.iter().any(|x| x.account == s.account) {
+                states.push(crate::health::AccountHealth {
+                    account: s.account,
+                    state: if s.state == "paused" { "down" } else { "up" },
+                    since_ms: crate::store::now_ms(),
+                    last_error: None,
+                    restarts: 0,
+                });
+            }
+        }
+        states.sort_by(|a, b| a.account.cmp(&b.account));
+        states
+    }
+}
+
+fn unavailable(e: StoreError) -> DeliverError {
+    match e {
+        StoreError::WriterGone => DeliverError::Stopping,
+        other => DeliverError::Unavailable(other.to_string()),
+    }
+}
+
+/// The hub as one account's adapter sees it.
+pub struct AccountHost {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// The account whose cursors, state and health this handle touches.
+    pub account: AccountId,
+}
 
 #[async_trait]
-impl Inbound for HubInbound {
-    async fn deliver(&self, event: NewEvent) -> Result<Delivered, DeliverError> {
-        let route = self
-            .0
-            .router
-            .route_inbound(&event.origin.account, &event.origin.channel);
-        if route.is_empty() {
-            return Ok(Delivered::Ignored);
-        }
-        let item = IngestItem {
-            event,
-            origin_token: None,
-            dests: route.dests,
-            feed: route.feed,
-            check_echo: true,
-        };
-        self.0
-            .ingest(item)
+impl Host for AccountHost {
+    async fn deliver(&self, batch: Batch) -> Result<Vec<Delivered>, DeliverError> {
+        self.hub.deliver(&self.account, batch).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, DeliverError> {
+        self.hub
+            .store
+            .net_cursor(&self.account, name)
             .await
-            .map(|o| o.delivered)
-            .map_err(|e| DeliverError(e.to_string()))
+            .map_err(unavailable)
+    }
+
+    async fn put_blob(&self, mime: &str, bytes: Vec<u8>) -> Result<BlobRef, DeliverError> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        self.hub
+            .writer
+            .blob(sha256.clone(), mime.to_owned(), bytes)
+            .await
+            .map_err(unavailable)?;
+        Ok(BlobRef { sha256 })
+    }
+
+    async fn blob(&self, blob: &BlobRef) -> Result<Option<Vec<u8>>, DeliverError> {
+        Ok(self
+            .hub
+            .store
+            .blob(&blob.sha256)
+            .await
+            .map_err(unavailable)?
+            .map(|(_, data)| data))
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<String>, DeliverError> {
+        self.hub
+            .store
+            .adapter_state(&self.account, key)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set_state(&self, key: &str, value: &str) -> Result<(), DeliverError> {
+        self.hub
+            .writer
+            .state(self.account.clone(), key.to_owned(), value.to_owned())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn health(&self, health: ReceiveHealth) {
+        self.hub.health.report(&self.account, health);
     }
 }

@@ -6,7 +6,9 @@
 //! - [`store`]: sqlx storage (SQLite or PostgreSQL) and its single writer.
 //! - [`router`]: which destinations an event goes to.
 //! - [`outbox`]: per-destination delivery lanes, backoff, circuit breakers.
-//! - [`hub`]: the running pieces wired together; the adapters' `Inbound`.
+//! - [`hub`]: the running pieces wired together; the adapters' `Host`.
+//! - [`supervisor`]: restarts adapters and lanes that fail or panic.
+//! - [`health`]: one state per account, for `status` and `/metrics`.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
 //! - [`adapters`]: the one place that maps an account to its adapter.
 //! - [`cli`]: `run`, `check`, `status`.
@@ -19,11 +21,13 @@ pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
 pub mod router;
 pub mod store;
+pub mod supervisor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Settings;
-use crate::hub::{FeedSink, Hub, HubInbound};
+use crate::hub::{AccountHost, FeedSink, Hub};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::router::Router;
@@ -48,6 +52,20 @@ use crate::store::Store;
 /// # Errors
 /// When the store cannot be opened or a listener cannot bind.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(settings, Vec::new(), stop).await
+}
+
+/// [`run`] with adapters of its caller's besides the configured ones (the
+/// scripted fake of `switchboard-core`'s `test-util`, in tests); their
+/// accounts may appear in `settings.gateways`.
+///
+/// # Errors
+/// When the store cannot be opened or a listener cannot bind.
+pub async fn run_with(
+    settings: Settings,
+    extra: Vec<Arc<dyn switchboard_core::Adapter>>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let settings = Arc::new(adapters::ensure_tokens(settings)?);
     // Bind first: a port conflict fails before the database is touched, and
     // clients' connections queue in the kernel while the store opens.
@@ -92,7 +110,8 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
     });
     let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let adapters = adapters::build(&settings);
+    let mut adapters = adapters::build(&settings);
+    adapters.extend(extra);
     let outbox = Outbox::new(
         store.clone(),
         writer.clone(),
@@ -109,22 +128,28 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::
         feed,
         outbox: outbox.clone(),
         metrics: metrics.clone(),
+        health: Arc::default(),
         shutdown: shutdown_rx.clone(),
     });
     outbox.start(pokes_rx).await.context("reading the outbox")?;
     store.spawn_checkpointer(shutdown_rx.clone());
+    let restarts = supervisor::Restarts {
+        initial: settings.outbox.backoff_initial,
+        max: settings.outbox.backoff_max,
+    };
     for adapter in adapters {
-        let inbound: Arc<dyn switchboard_core::Inbound> = Arc::new(HubInbound(hub.clone()));
-        let mut rx = shutdown_rx.clone();
-        let stop: switchboard_core::Shutdown = Box::pin(async move {
-            let _ = rx.wait_for(|s| *s).await;
+        let host = Arc::new(AccountHost {
+            hub: hub.clone(),
+            account: adapter.account().clone(),
         });
-        let account = adapter.account().clone();
-        tokio::spawn(async move {
-            if let Err(e) = adapter.run(inbound, stop).await {
-                tracing::error!(%account, error = %e, "Adapter stopped with an error.");
-            }
-        });
+        supervisor::adapter(
+            adapter,
+            host,
+            hub.health.clone(),
+            metrics.clone(),
+            restarts,
+            shutdown_rx.clone(),
+        );
     }
 
     let mut servers = Vec::new();
@@ -207,7 +232,7 @@ fn admin_router(hub: Arc<Hub>) -> axum::Router {
             "/v1/status",
             get(
                 |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    axum::Json(serde_json::json!({ "accounts": hub.outbox.states() }))
+                    axum::Json(serde_json::json!({ "accounts": hub.account_states() }))
                 },
             ),
         )

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub retries: Family<AccountLabel, Counter>,
     /// Rows given up on.
     pub dead_letters: Family<AccountLabel, Counter>,
+    /// Adapter restarts by the supervisor.
+    pub restarts: Family<AccountLabel, Counter>,
     /// Duration of single send attempts.
     pub send_seconds: Family<AccountLabel, Histogram, fn() -> Histogram>,
     /// Commands per store transaction (group commit).
@@ -51,6 +53,7 @@ impl Metrics {
         let queue_depth = Family::<AccountLabel, Gauge>::default();
         let retries = Family::<AccountLabel, Counter>::default();
         let dead_letters = Family::<AccountLabel, Counter>::default();
+        let restarts = Family::<AccountLabel, Counter>::default();
         let send_seconds =
             Family::<AccountLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 send_histogram,
@@ -81,6 +84,11 @@ impl Metrics {
             dead_letters.clone(),
         );
         registry.register(
+            "adapter_restarts",
+            "Adapter receive loops restarted after an error or a panic",
+            restarts.clone(),
+        );
+        registry.register(
             "send_seconds",
             "Duration of one send attempt",
             send_seconds.clone(),
@@ -105,6 +113,7 @@ impl Metrics {
             queue_depth,
             retries,
             dead_letters,
+            restarts,
             send_seconds,
             commit_batch,
             commit_seconds,

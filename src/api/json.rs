@@ -53,7 +53,7 @@ struct NativeAuthor<'a> {
     id: &'a str,
     name: &'a str,
     username: Option<&'a str>,
-    avatar: Option<&'a str>,
+    avatar: Option<String>,
     is_bot: bool,
 }
 
@@ -87,7 +87,11 @@ fn native_parts<'a>(event: &'a Event, gateway: &'a GatewayName, cursor: Option<i
             id: &event.author.remote_id,
             name: &event.author.display_name,
             username: event.author.username.as_deref(),
-            avatar: event.author.avatar.as_deref(),
+            avatar: event
+                .author
+                .avatar
+                .as_ref()
+                .map(switchboard_core::Avatar::url),
             is_bot: event.author.is_bot,
         },
         at: event.at.format(&Rfc3339).unwrap_or_default(),
@@ -226,7 +230,7 @@ pub fn matterbridge(item: &FeedItem, files: &[(String, Vec<u8>)]) -> Option<Valu
         "channel": e.origin.channel.as_str(),
         "username": e.author.display_name,
         "userid": e.author.remote_id,
-        "avatar": e.author.avatar.clone().unwrap_or_default(),
+        "avatar": e.author.avatar.as_ref().map(switchboard_core::Avatar::url).unwrap_or_default(),
         "account": e.origin.account.to_string(),
         "event": event,
         "protocol": e.origin.account.network().as_str(),

@@ -67,7 +67,9 @@ pub fn author(
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| caller.token.name.clone()),
         username: None,
-        avatar: avatar.filter(|s| !s.is_empty()),
+        avatar: avatar
+            .filter(|s| !s.is_empty())
+            .map(switchboard_core::Avatar::Url),
         is_bot: true,
     }
 }
@@ -170,6 +172,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         .route_api(&gateway, &caller.account, &caller.token.name)
         .ok_or_else(|| ApiError::Forbidden(format!("may not post to gateway `{gateway}`")))?;
     let event = NewEvent {
+        key: None,
         origin: Origin {
             account: caller.account.clone(),
             channel: ChannelId::new("api").expect("valid"),
@@ -180,6 +183,9 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         at: OffsetDateTime::now_utc(),
         kind,
     };
+    // The same checks as every network's events: what one backend or one
+    // network cannot take is refused here, for every backend.
+    event.validate().map_err(ApiError::Invalid)?;
     let outcome = hub
         .ingest(IngestItem {
             event,
@@ -199,5 +205,6 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
             duplicate: true,
         }),
         Delivered::Ignored => Err(ApiError::Invalid("the event was ignored".into())),
+        Delivered::Rejected(reason) => Err(ApiError::Invalid(reason)),
     }
 }

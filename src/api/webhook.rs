@@ -15,7 +15,8 @@ use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use sha2::Sha256;
 use switchboard_core::{
-    AccountId, Adapter, Capabilities, ChannelId, Inbound, Outbound, RemoteId, SendError, Shutdown,
+    AccountId, Adapter, Capabilities, ChannelId, Host, Outbound, ReceiveHealth, RemoteId, RunError,
+    SendError, Shutdown,
 };
 
 use super::json;
@@ -109,12 +110,10 @@ impl Adapter for WebhookAdapter {
         Capabilities::everything()
     }
 
-    async fn run(
-        self: Arc<Self>,
-        _inbound: Arc<dyn Inbound>,
-        shutdown: Shutdown,
-    ) -> Result<(), SendError> {
-        // Webhooks only push; bots post through the HTTP routes.
+    async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
+        // Webhooks only push; bots post through the HTTP routes, which are
+        // up as long as the process is.
+        host.health(ReceiveHealth::Connected);
         shutdown.await;
         Ok(())
     }

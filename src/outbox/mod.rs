@@ -161,8 +161,24 @@ impl Outbox {
         drop(lanes);
         let inner = self.inner.clone();
         let (a, c) = (account.clone(), channel.clone());
-        let task = tokio::spawn(async move { lane(inner, a, c, notify).await });
+        let restarts = crate::supervisor::Restarts {
+            initial: inner.settings.backoff_initial,
+            max: inner.settings.backoff_max,
+        };
+        // A lane that panics is started again: its rows are still pending.
+        let task = crate::supervisor::task(format!("lane {a} {c}"), restarts, move || {
+            lane(inner.clone(), a.clone(), c.clone(), notify.clone())
+        });
         self.inner.tasks.lock().expect("tasks lock").push(task);
+    }
+
+    /// Whether `account`'s breaker is open (it is unreachable).
+    #[must_use]
+    pub fn is_down(&self, account: &str) -> bool {
+        self.inner
+            .accounts
+            .iter()
+            .any(|(a, w)| a.to_string() == account && w.breaker.is_open())
     }
 
     /// Breaker states of every destination account.

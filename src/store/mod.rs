@@ -22,7 +22,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Row};
 use switchboard_core::{AccountId, ChannelId, Event, EventId, GatewayName, NewEvent, RemoteId};
 
-pub use writer::{Dest, IngestItem, IngestOutcome, RowUpdate, WriteCmd, WriterHandle};
+pub use writer::{Dest, IngestBatch, IngestItem, IngestOutcome, RowUpdate, WriteCmd, WriterHandle};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -580,7 +580,8 @@ impl Store {
     ) -> Result<Option<RemoteId>, StoreError> {
         let row = sqlx::query(
             "SELECT remote_id FROM message_map WHERE event_id = $1 AND account = $2 AND channel = $3 \
-             UNION ALL SELECT remote_id FROM events WHERE id = $4 AND account = $5 AND channel = $6",
+             UNION ALL SELECT message_id FROM events WHERE id = $4 AND account = $5 AND channel = $6 \
+             AND message_id IS NOT NULL",
         )
         .bind(id.0)
         .bind(account.to_string())
@@ -628,6 +629,40 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+    }
+
+    /// A network cursor an adapter saved with its events.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn net_cursor(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM cursors WHERE account = $1 AND name = $2")
+            .bind(account.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// A value from an account's key-value space.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn adapter_state(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM adapter_state WHERE account = $1 AND key = $2")
+            .bind(account.to_string())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
     /// A consumer's stored feed cursor.

@@ -219,7 +219,7 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason_and_the_queue_move
     .await;
     let row = status();
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cols[..4], ["api.bots", "ok", "0", "1"], "{row}");
+    assert_eq!(&cols[..4], ["api.bots", "up", "0", "1"], "{row}");
     assert!(row.contains("410"), "the reason is kept: {row}");
 }
 

@@ -12,6 +12,8 @@
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `references`: edits, deletes, reactions across a restart.
 //! - `store`: the store's contract on both backends.
+//! - `receive`: the adapter contract's receive side with the scripted fake.
+//! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 
 mod api;
@@ -23,5 +25,6 @@ mod harness;
 mod outage;
 mod outbox;
 mod readme;
+mod receive;
 mod references;
 mod store;

@@ -125,6 +125,7 @@ impl Rig {
         let n = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let item = IngestItem {
             event: NewEvent {
+                key: None,
                 origin: Origin {
                     account: "api.bots".parse().unwrap(),
                     channel: ChannelId::new("api").unwrap(),

@@ -33,6 +33,7 @@ async fn store_contract_postgres() {
 fn from_chat(chat: &str, remote: &str, kind: EventKind) -> IngestItem {
     IngestItem {
         event: NewEvent {
+            key: None,
             origin: Origin {
                 account: "telegram.main".parse().unwrap(),
                 channel: ChannelId::new(chat).unwrap(),

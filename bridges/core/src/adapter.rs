@@ -1,4 +1,35 @@
 //! The adapter contract between the hub and one network.
+//!
+//! # The rules, for an adapter author
+//! - **Receive** in [`Adapter::run`]: translate what the network says into
+//!   [`NewEvent`]s and hand them to the hub with [`Host::deliver`], in a
+//!   [`Batch`] together with the network position they take you to (an
+//!   update offset, a sync token). The batch and its cursor are committed in
+//!   one transaction; only when `deliver` returns `Ok` may you acknowledge
+//!   upstream. Read the cursor back with [`Host::cursor`] when `run` starts.
+//! - **What `deliver` answers.** `Ok` with one [`Delivered`] per event: new,
+//!   a duplicate of something already committed (a redelivery: fine), ignored
+//!   (an echo of the hub's own send, or a channel no gateway reads), or
+//!   [`Delivered::Rejected`]: the event is malformed and was skipped with its
+//!   reason logged. All four mean "acknowledge it". `Err` means the hub's
+//!   store is unavailable: do not acknowledge, wait, deliver again.
+//! - **Dedupe.** An event is recognised as redelivered by
+//!   `(account, channel, key)`, where the key is [`NewEvent::key`] when set,
+//!   else [`Origin::remote_id`](crate::Origin). Set a key whenever the
+//!   network's message id does not identify the *event*: an edit reuses the
+//!   message id of what it edits, a reaction has none.
+//! - **Health.** Report how receiving goes with [`Host::health`]: connected,
+//!   reconnecting (with the error), or needing an admin (what to do). Return
+//!   `Err` from `run` only for failures worth a restart: the supervisor
+//!   restarts `run` with backoff, also after a panic.
+//! - **Send** in [`Adapter::send`]: one attempt, no retry loop inside, an
+//!   error classified as [`SendError`] says whether to retry, pause the
+//!   account, or dead-letter.
+//! - **Files** go through the hub's blob store: [`Host::put_blob`] when
+//!   receiving (so a queued message keeps its bytes across restarts, and no
+//!   URL with a token in it is ever stored), [`Host::blob`] when sending.
+//! - Ignore what your own account sent (loop prevention); the message map is
+//!   a second guard.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +40,7 @@ use async_trait::async_trait;
 use crate::caps::Capabilities;
 use crate::error::SendError;
 use crate::ids::{AccountId, ChannelId, EventId, GatewayName, RemoteId};
-use crate::model::{Event, NewEvent};
+use crate::model::{BlobRef, Event, NewEvent};
 
 /// Resolves when the adapter must stop receiving.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -30,8 +61,28 @@ pub struct Outbound {
     pub target: Option<RemoteId>,
 }
 
-/// What [`Inbound::deliver`] did with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Events to commit in one transaction, with the network position they
+/// take the adapter to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// The events, in the network's order.
+    pub events: Vec<NewEvent>,
+    /// Saved with the events: the adapter's receive position after them.
+    pub cursor: Option<Cursor>,
+}
+
+/// A named receive position of an account (`offset`, `since`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Which position (an adapter may keep several).
+    pub name: String,
+    /// Its value, opaque to the hub.
+    pub value: String,
+}
+
+/// What [`Host::deliver`] did with one event. Every variant means the
+/// adapter may acknowledge the event upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
     /// Committed with its outbox rows under this id.
     New(EventId),
@@ -40,27 +91,91 @@ pub enum Delivered {
     /// Dropped on purpose: it echoes a message the hub itself sent, or it
     /// comes from a channel no gateway reads.
     Ignored,
+    /// Malformed (the reason says how); skipped, logged, never retried.
+    Rejected(String),
 }
 
-/// The hub could not take an event; the adapter must not acknowledge it
-/// upstream, so the network redelivers it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the hub could not commit the event: {0}")]
-pub struct DeliverError(pub String);
+/// The hub could not take a batch: its store is unavailable. Nothing of the
+/// batch was committed; do not acknowledge it upstream, wait and deliver it
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// The store cannot take writes right now.
+    #[error("the hub's store is unavailable: {0}")]
+    Unavailable(String),
+    /// The hub is shutting down.
+    #[error("the hub is shutting down")]
+    Stopping,
+}
 
-/// The hub's side of an adapter's receive loop.
+/// How receiving from the network goes, as the adapter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveHealth {
+    /// Connected and receiving.
+    Connected,
+    /// Lost the connection; trying again.
+    Reconnecting {
+        /// What went wrong.
+        error: String,
+    },
+    /// Cannot go on until an admin acts (a revoked token, a captcha).
+    NeedsAction {
+        /// What the admin should do, in a sentence.
+        what: String,
+    },
+}
+
+/// The hub as one adapter sees it. The supervisor hands the same handle to
+/// every (re)start of [`Adapter::run`]; it is scoped to the adapter's
+/// account (cursors, state and health are the account's own).
 #[async_trait]
-pub trait Inbound: Send + Sync {
-    /// Hands one event to the hub.
-    ///
-    /// Returns only after the event and its outbox rows are committed; only
-    /// then may the adapter acknowledge the event upstream.
+pub trait Host: Send + Sync {
+    /// Commits a batch of events and its cursor in one transaction.
     ///
     /// # Errors
-    /// [`DeliverError`] when the store is unavailable. The adapter should
-    /// stop acknowledging and retry later.
-    async fn deliver(&self, event: NewEvent) -> Result<Delivered, DeliverError>;
+    /// [`DeliverError`] when nothing could be committed.
+    async fn deliver(&self, batch: Batch) -> Result<Vec<Delivered>, DeliverError>;
+
+    /// The value of a cursor saved by [`deliver`](Self::deliver).
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn cursor(&self, name: &str) -> Result<Option<String>, DeliverError>;
+
+    /// Stores bytes the adapter downloaded; returns their reference.
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn put_blob(&self, mime: &str, bytes: Vec<u8>) -> Result<BlobRef, DeliverError>;
+
+    /// A stored blob's bytes, to upload when sending.
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn blob(&self, blob: &BlobRef) -> Result<Option<Vec<u8>>, DeliverError>;
+
+    /// A value from the account's own key-value space (ghost users
+    /// registered, an uploaded blob's URI on the network, ...).
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn state(&self, key: &str) -> Result<Option<String>, DeliverError>;
+
+    /// Sets a value in the account's key-value space.
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn set_state(&self, key: &str, value: &str) -> Result<(), DeliverError>;
+
+    /// Reports how receiving goes; shown in `switchboard status`.
+    fn health(&self, health: ReceiveHealth);
 }
+
+/// Why [`Adapter::run`] stopped; the supervisor logs it and restarts `run`
+/// with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
 
 /// One configured connection to a network.
 ///
@@ -74,16 +189,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// What the network can render.
     fn capabilities(&self) -> Capabilities;
 
-    /// Receives from the network until `shutdown` resolves, handing each
-    /// event to `inbound` and acknowledging upstream only after it returns.
+    /// Receives from the network until `shutdown` resolves, handing events
+    /// to `host` and acknowledging upstream only after it committed them.
     ///
     /// # Errors
-    /// A fatal error the supervisor logs before restarting the adapter.
-    async fn run(
-        self: Arc<Self>,
-        inbound: Arc<dyn Inbound>,
-        shutdown: Shutdown,
-    ) -> Result<(), SendError>;
+    /// A failure the supervisor logs before restarting `run` with backoff.
+    async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError>;
 
     /// Makes one attempt to perform `op`. `idempotency_key` is fixed when
     /// the row was enqueued and is the same on every retry.

@@ -1,14 +1,15 @@
 //! A scripted [`Adapter`] for tests (feature `test-util`): it records what
 //! it is asked to send and fails the way its script says, so hub tests can
 //! drive the outbox through outages and narrow capabilities without a
-//! network.
+//! network; and its `run` plays a receive script (deliver batches, fail,
+//! panic) so tests can drive the hub's receive side and supervisor.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::adapter::{Adapter, Inbound, Outbound, Shutdown};
+use crate::adapter::{Adapter, Batch, Delivered, Host, Outbound, RunError, Shutdown};
 use crate::caps::Capabilities;
 use crate::error::SendError;
 use crate::ids::{AccountId, RemoteId};
@@ -22,10 +23,39 @@ pub struct Sent {
     pub key: String,
     /// The id the fake gave it.
     pub remote: RemoteId,
+    /// The bytes of its attachments, read from the hub's blob store as a
+    /// real adapter does before an upload (empty before `run` started).
+    pub files: Vec<Vec<u8>>,
+}
+
+/// One step of the fake's receive script; the script carries on across
+/// restarts of `run`.
+#[derive(Debug, Clone)]
+pub enum RunStep {
+    /// Deliver a batch, retrying while the store is unavailable, as a real
+    /// adapter does.
+    Deliver(Batch),
+    /// Return this error from `run`.
+    Fail(String),
+    /// Panic inside `run`.
+    Panic,
+    /// Store bytes the "network" gave (MIME type, bytes) in the hub's blob
+    /// store; the reference lands in [`RunRecord::blobs`].
+    PutBlob(String, Vec<u8>),
+}
+
+/// What one (re)start of `run` saw and did.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    /// The `"offset"` cursor it read at start.
+    pub cursor_at_start: Option<String>,
+    /// What each delivered batch answered.
+    pub delivered: Vec<Vec<Delivered>>,
+    /// What each stored blob got as its reference.
+    pub blobs: Vec<crate::model::BlobRef>,
 }
 
 /// A fake network account.
-#[derive(Debug)]
 pub struct FakeAdapter {
     account: AccountId,
     caps: Capabilities,
@@ -34,6 +64,20 @@ pub struct FakeAdapter {
     /// Every attempt, failed or not: (channel, text) for ordering checks.
     attempts: Mutex<Vec<String>>,
     sent: Mutex<Vec<Sent>>,
+    /// The receive script, consumed across restarts.
+    steps: Mutex<VecDeque<RunStep>>,
+    /// One record per start of `run`.
+    runs: Mutex<Vec<RunRecord>>,
+    /// The hub's handle, kept from `run` for reading blobs when sending.
+    host: Mutex<Option<Arc<dyn Host>>>,
+}
+
+impl std::fmt::Debug for FakeAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAdapter")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeAdapter {
@@ -46,7 +90,27 @@ impl FakeAdapter {
             script: Mutex::new(VecDeque::new()),
             attempts: Mutex::new(Vec::new()),
             sent: Mutex::new(Vec::new()),
+            steps: Mutex::new(VecDeque::new()),
+            runs: Mutex::new(Vec::new()),
+            host: Mutex::new(None),
         })
+    }
+
+    /// Appends steps to the receive script.
+    pub fn script(&self, steps: impl IntoIterator<Item = RunStep>) {
+        self.steps.lock().expect("fake lock").extend(steps);
+    }
+
+    /// One record per start of `run` so far.
+    #[must_use]
+    pub fn runs(&self) -> Vec<RunRecord> {
+        self.runs.lock().expect("fake lock").clone()
+    }
+
+    /// Steps of the receive script not played yet.
+    #[must_use]
+    pub fn steps_left(&self) -> usize {
+        self.steps.lock().expect("fake lock").len()
     }
 
     /// Queues failures for the next attempts.
@@ -77,11 +141,54 @@ impl Adapter for FakeAdapter {
         self.caps.clone()
     }
 
-    async fn run(
-        self: Arc<Self>,
-        _inbound: Arc<dyn Inbound>,
-        shutdown: Shutdown,
-    ) -> Result<(), SendError> {
+    async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
+        *self.host.lock().expect("fake lock") = Some(host.clone());
+        let cursor = loop {
+            match host.cursor("offset").await {
+                Ok(c) => break c,
+                Err(_) => tokio_free_sleep().await,
+            }
+        };
+        let run = {
+            let mut runs = self.runs.lock().expect("fake lock");
+            runs.push(RunRecord {
+                cursor_at_start: cursor,
+                delivered: Vec::new(),
+                blobs: Vec::new(),
+            });
+            runs.len() - 1
+        };
+        loop {
+            let step = self.steps.lock().expect("fake lock").pop_front();
+            match step {
+                None => break,
+                Some(RunStep::Fail(e)) => return Err(RunError(e)),
+                Some(RunStep::Panic) => panic!("the fake adapter panics, as scripted"),
+                Some(RunStep::PutBlob(mime, bytes)) => {
+                    let blob = loop {
+                        match host.put_blob(&mime, bytes.clone()).await {
+                            Ok(b) => break b,
+                            Err(_) => tokio_free_sleep().await,
+                        }
+                    };
+                    self.runs.lock().expect("fake lock")[run].blobs.push(blob);
+                }
+                Some(RunStep::Deliver(batch)) => {
+                    let answer = loop {
+                        match host.deliver(batch.clone()).await {
+                            Ok(a) => break a,
+                            Err(_) => {
+                                // Not acknowledged: wait and deliver again.
+                                tokio_free_sleep().await;
+                            }
+                        }
+                    };
+                    self.runs.lock().expect("fake lock")[run]
+                        .delivered
+                        .push(answer);
+                }
+            }
+        }
         shutdown.await;
         Ok(())
     }
@@ -94,13 +201,52 @@ impl Adapter for FakeAdapter {
         if let Some(e) = self.script.lock().expect("fake lock").pop_front() {
             return Err(e);
         }
+        let host = self.host.lock().expect("fake lock").clone();
+        let mut files = Vec::new();
+        if let (Some(host), crate::model::EventKind::Message { attachments, .. }) =
+            (host, &op.event.kind)
+        {
+            for a in attachments {
+                match host.blob(&a.content).await {
+                    Ok(Some(bytes)) => files.push(bytes),
+                    Ok(None) => return Err(SendError::permanent("attachment missing")),
+                    Err(e) => return Err(SendError::transient(e.to_string(), None)),
+                }
+            }
+        }
         let mut sent = self.sent.lock().expect("fake lock");
         let remote = RemoteId::new(format!("r{}", sent.len() + 1)).expect("valid");
         sent.push(Sent {
             op: op.clone(),
             key: key.to_owned(),
             remote: remote.clone(),
+            files,
         });
         Ok(remote)
+    }
+}
+
+/// A short pause without depending on a runtime's timer (this crate does no
+/// I/O and has no tokio): yields a few times.
+async fn tokio_free_sleep() {
+    for _ in 0..100 {
+        YieldNow(false).await;
+    }
+}
+
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

@@ -8,9 +8,12 @@
 //!
 //! # Layout
 //! - [`ids`]: newtype identifiers (accounts, channels, remote ids, event ids).
-//! - [`model`]: [`Event`], [`Origin`], [`Author`], [`EventKind`], [`Attachment`].
+//! - [`model`]: [`Event`], [`Origin`], [`Author`], [`EventKind`], [`Attachment`],
+//!   and [`NewEvent::validate`], the checks the hub applies before a commit.
 //! - [`richtext`]: [`RichText`] with style spans and UTF-16 offset conversion.
-//! - [`adapter`]: the [`Adapter`] and [`Inbound`] traits and the [`Outbound`] op.
+//! - [`adapter`]: the [`Adapter`] trait, the [`Host`] handle the hub gives
+//!   it, [`Batch`]es and what delivering them answers, the [`Outbound`] op;
+//!   its docs state the rules (when to acknowledge, what to report).
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
@@ -24,12 +27,15 @@ pub mod ids;
 pub mod model;
 pub mod richtext;
 
-pub use adapter::{Adapter, DeliverError, Delivered, Inbound, Outbound, Shutdown};
+pub use adapter::{
+    Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, ReceiveHealth, RunError,
+    Shutdown,
+};
 pub use caps::{degrade, Capabilities};
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
 pub use model::{
-    Attachment, AttachmentKind, Author, BlobRef, Event, EventKind, Membership, NewEvent, Origin,
-    TargetRef,
+    Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
+    Origin, TargetRef,
 };
 pub use richtext::{RichText, Span, Style};

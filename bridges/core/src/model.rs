@@ -37,12 +37,35 @@ pub struct Author {
     /// A handle, where the network has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// An avatar URL or media reference.
+    /// The author's picture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avatar: Option<String>,
+    pub avatar: Option<Avatar>,
     /// Whether the author is a bot.
     #[serde(default)]
     pub is_bot: bool,
+}
+
+/// An author's picture: bytes the hub stored (what network adapters give,
+/// since a network's own file URL may carry a secret, as Telegram's carry
+/// the bot token), or a public URL a bot named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Avatar {
+    /// Stored in the hub's blob store.
+    Blob(BlobRef),
+    /// A URL given by a bot through the API (older rows store this form).
+    Url(String),
+}
+
+impl Avatar {
+    /// A URL for clients: the URL itself, or the bot API's blob route.
+    #[must_use]
+    pub fn url(&self) -> String {
+        match self {
+            Self::Url(u) => u.clone(),
+            Self::Blob(b) => format!("/v1/blobs/{}", b.sha256),
+        }
+    }
 }
 
 /// A reference to another message.
@@ -210,11 +233,27 @@ pub struct Attachment {
     pub content: BlobRef,
 }
 
+/// Limits [`NewEvent::validate`] applies.
+pub mod limits {
+    /// Longest text body, in bytes.
+    pub const TEXT_BYTES: usize = 1 << 20;
+    /// Longest name, id or emoji field, in bytes.
+    pub const FIELD_BYTES: usize = 4096;
+    /// Most attachments on one message.
+    pub const ATTACHMENTS: usize = 100;
+}
+
 /// An event as an adapter hands it to the hub, before it has a hub id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Where it was said.
     pub origin: Origin,
+    /// The event's de-duplication key on its channel when the message id in
+    /// `origin.remote_id` does not identify the event itself (an edit
+    /// reuses the edited message's id; a reaction has none). `None`: the
+    /// remote id is the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Who said it.
     pub author: Author,
     /// When the network says it happened.
@@ -222,6 +261,87 @@ pub struct NewEvent {
     pub at: OffsetDateTime,
     /// What happened.
     pub kind: EventKind,
+}
+
+impl NewEvent {
+    /// The key a redelivery of this event is recognised by.
+    #[must_use]
+    pub fn dedupe_key(&self) -> &str {
+        self.key
+            .as_deref()
+            .unwrap_or(self.origin.remote_id.as_str())
+    }
+
+    /// Checks what every store and every network needs of an event: spans
+    /// on character boundaries, a time that can be written down, bounded
+    /// lengths, no control characters in keys. The hub rejects (skips and
+    /// logs) an event that fails, instead of failing its commit forever.
+    ///
+    /// # Errors
+    /// The first problem found, as a sentence.
+    pub fn validate(&self) -> Result<(), String> {
+        let year = self.at.year();
+        if !(1970..=9999).contains(&year) {
+            return Err(format!("timestamp year {year} is outside 1970-9999"));
+        }
+        if let Some(k) = &self.key {
+            if k.is_empty() || k.len() > 255 || k.chars().any(char::is_control) {
+                return Err("key must be 1-255 bytes without control characters".into());
+            }
+        }
+        let field = |what: &str, v: &str| {
+            if v.len() > limits::FIELD_BYTES {
+                Err(format!(
+                    "{what} is longer than {} bytes",
+                    limits::FIELD_BYTES
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        field("author id", &self.author.remote_id)?;
+        field("author name", &self.author.display_name)?;
+        if let Some(u) = &self.author.username {
+            field("author username", u)?;
+        }
+        if let Some(t) = &self.origin.thread {
+            field("thread", t)?;
+        }
+        let text = |body: &RichText| {
+            if body.text.len() > limits::TEXT_BYTES {
+                return Err(format!("text is longer than {} bytes", limits::TEXT_BYTES));
+            }
+            body.validate()
+        };
+        match &self.kind {
+            EventKind::Message {
+                body, attachments, ..
+            } => {
+                text(body)?;
+                if attachments.len() > limits::ATTACHMENTS {
+                    return Err(format!("more than {} attachments", limits::ATTACHMENTS));
+                }
+                for a in attachments {
+                    field("attachment name", &a.name)?;
+                    field("attachment type", &a.mime)?;
+                    let hex = &a.content.sha256;
+                    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err("attachment content is not a SHA-256 reference".into());
+                    }
+                }
+            }
+            EventKind::Edit { body, .. } | EventKind::Notice { body } => text(body)?,
+            EventKind::Reaction { emoji, .. } => {
+                if emoji.is_empty() {
+                    return Err("a reaction needs an emoji".into());
+                }
+                field("emoji", emoji)?;
+            }
+            EventKind::Unknown => return Err("unknown event kind".into()),
+            EventKind::Delete { .. } | EventKind::Membership { .. } => {}
+        }
+        Ok(())
+    }
 }
 
 /// An event the hub has committed.
@@ -244,6 +364,7 @@ impl Event {
     /// Gives a new event its committed id.
     #[must_use]
     pub fn from_new(id: EventId, new: NewEvent) -> Self {
+        // The dedupe key is the hub's business, not part of the event.
         Self {
             id,
             origin: new.origin,
@@ -257,6 +378,59 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_rejects_what_cannot_be_stored_or_sent() {
+        let ok = NewEvent {
+            origin: Origin {
+                account: "telegram.main".parse().unwrap(),
+                channel: crate::ids::ChannelId::new("-100").unwrap(),
+                remote_id: RemoteId::new("7").unwrap(),
+                thread: None,
+            },
+            key: None,
+            author: Author::default(),
+            at: OffsetDateTime::UNIX_EPOCH,
+            kind: EventKind::Message {
+                body: RichText::plain("héllo"),
+                attachments: Vec::new(),
+                reply_to: None,
+            },
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.dedupe_key(), "7");
+        let mut off_boundary = ok.clone();
+        off_boundary.kind = EventKind::Message {
+            body: RichText {
+                text: "héllo".into(),
+                spans: vec![crate::richtext::Span {
+                    start: 0,
+                    end: 2,
+                    style: crate::richtext::Style::Bold,
+                }],
+            },
+            attachments: Vec::new(),
+            reply_to: None,
+        };
+        assert!(off_boundary.validate().is_err());
+        let mut far = ok.clone();
+        far.at = OffsetDateTime::from_unix_timestamp(-70_000_000_000).unwrap();
+        assert!(far.validate().unwrap_err().contains("year"));
+        let mut keyed = ok;
+        keyed.key = Some("edit\u{0}".into());
+        assert!(keyed.validate().is_err());
+    }
+
+    #[test]
+    fn avatars_read_old_url_rows_and_blob_refs() {
+        let old: Avatar = serde_json::from_str(r#""https://x/a.png""#).unwrap();
+        assert_eq!(old, Avatar::Url("https://x/a.png".into()));
+        let blob = Avatar::Blob(BlobRef {
+            sha256: "ab".repeat(32),
+        });
+        let json = serde_json::to_string(&blob).unwrap();
+        assert_eq!(serde_json::from_str::<Avatar>(&json).unwrap(), blob);
+    }
 
     #[test]
     fn event_kinds_serialize_tagged_and_unknown_kinds_survive() {

@@ -76,6 +76,15 @@ pub struct IngestItem {
     pub check_echo: bool,
 }
 
+/// Events committed together, with the network cursor they cover.
+#[derive(Debug, Clone, Default)]
+pub struct IngestBatch {
+    /// The events.
+    pub items: Vec<IngestItem>,
+    /// The account's cursor after them, saved in the same commit.
+    pub cursor: Option<(AccountId, switchboard_core::Cursor)>,
+}
+
 /// What committing an [`IngestItem`] did.
 #[derive(Debug, Clone)]
 pub struct IngestOutcome {
@@ -132,11 +141,23 @@ pub struct MapEntry {
 
 /// A command for the writer.
 pub enum WriteCmd {
-    /// Commit a new event with its feed and outbox rows.
+    /// Commit new events with their feed and outbox rows, and the network
+    /// cursor they take their account to, all in one transaction.
     Ingest(
-        Box<IngestItem>,
-        oneshot::Sender<Result<IngestOutcome, StoreError>>,
+        Box<IngestBatch>,
+        oneshot::Sender<Result<Vec<IngestOutcome>, StoreError>>,
     ),
+    /// Set a value in an account's key-value space.
+    State {
+        /// The account.
+        account: AccountId,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Record the outcome of a send.
     Row(i64, RowUpdate, oneshot::Sender<Result<(), StoreError>>),
     /// Store attachment bytes.
@@ -184,8 +205,46 @@ impl WriterHandle {
     /// # Errors
     /// When the transaction failed or the writer stopped.
     pub async fn ingest(&self, item: IngestItem) -> Result<IngestOutcome, StoreError> {
+        let batch = IngestBatch {
+            items: vec![item],
+            cursor: None,
+        };
+        let mut outcomes = self.ingest_batch(batch).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no outcome for an ingest".into()))
+    }
+
+    /// Commits events and a cursor in one transaction; returns after the
+    /// commit, with one outcome per event.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn ingest_batch(&self, batch: IngestBatch) -> Result<Vec<IngestOutcome>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(WriteCmd::Ingest(Box::new(item), tx)).await?;
+        self.send(WriteCmd::Ingest(Box::new(batch), tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Sets a value in an account's key-value space; returns after the
+    /// commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn state(
+        &self,
+        account: AccountId,
+        key: String,
+        value: String,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteCmd::State {
+            account,
+            key,
+            value,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -275,8 +334,8 @@ pub fn spawn(
 
 enum Reply {
     Ingest(
-        oneshot::Sender<Result<IngestOutcome, StoreError>>,
-        IngestOutcome,
+        oneshot::Sender<Result<Vec<IngestOutcome>, StoreError>>,
+        Vec<IngestOutcome>,
     ),
     Unit(oneshot::Sender<Result<(), StoreError>>),
     None,
@@ -318,7 +377,7 @@ impl WriteConn {
     async fn commit(
         &mut self,
         batch: &[WriteCmd],
-    ) -> Result<Vec<Option<IngestOutcome>>, StoreError> {
+    ) -> Result<Vec<Option<Vec<IngestOutcome>>>, StoreError> {
         if self.conn.is_none() {
             self.conn = Some(self.store.pool().acquire().await?);
         }
@@ -459,7 +518,9 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
             WriteCmd::Ingest(_, r) => {
                 let _ = r.send(Err(err()));
             }
-            WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. } => {
+            WriteCmd::Row(_, _, r)
+            | WriteCmd::Blob { reply: r, .. }
+            | WriteCmd::State { reply: r, .. } => {
                 let _ = r.send(Err(err()));
             }
             WriteCmd::Cursor { reply, .. } => {
@@ -471,15 +532,20 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
     }
 }
 
-fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<IngestOutcome>>) {
-    let committed: Vec<IngestOutcome> = outcomes.iter().flatten().cloned().collect();
+fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<Vec<IngestOutcome>>>) {
+    let committed: Vec<IngestOutcome> = outcomes.iter().flatten().flatten().cloned().collect();
     if !committed.is_empty() {
         sink.committed(&committed);
     }
     for (cmd, outcome) in batch.into_iter().zip(outcomes) {
         let reply = match (cmd, outcome) {
             (WriteCmd::Ingest(_, r), Some(o)) => Reply::Ingest(r, o),
-            (WriteCmd::Row(_, _, r) | WriteCmd::Blob { reply: r, .. }, _)
+            (
+                WriteCmd::Row(_, _, r)
+                | WriteCmd::Blob { reply: r, .. }
+                | WriteCmd::State { reply: r, .. },
+                _,
+            )
             | (WriteCmd::Cursor { reply: Some(r), .. }, _) => Reply::Unit(r),
             _ => Reply::None,
         };

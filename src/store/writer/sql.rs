@@ -15,13 +15,20 @@ use crate::store::{now_ms, FeedItem, StoreError};
 /// Applies a batch in one transaction. New events and outbox rows marked
 /// sent are written with multi-row statements (a statement per table per
 /// batch, not per command); the rest go one by one.
-/// Returns one entry per command: the outcome of each ingest.
+/// Returns one entry per command: for an ingest, the outcome of each of
+/// its events.
 pub(super) async fn apply_all(
     tx: &mut Transaction<'_, Any>,
     batch: &[WriteCmd],
-) -> Result<Vec<Option<IngestOutcome>>, StoreError> {
+) -> Result<Vec<Option<Vec<IngestOutcome>>>, StoreError> {
     let now = now_ms();
-    let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; batch.len()];
+    let mut outcomes: Vec<Vec<Option<IngestOutcome>>> = batch
+        .iter()
+        .map(|c| match c {
+            WriteCmd::Ingest(b, _) => vec![None; b.items.len()],
+            _ => Vec::new(),
+        })
+        .collect();
     // Blobs first: an ingest in the same batch may refer to one.
     for cmd in batch.iter().filter(|c| matches!(c, WriteCmd::Blob { .. })) {
         apply(tx, cmd).await?;
@@ -42,6 +49,9 @@ pub(super) async fn apply_all(
             } => {
                 cursors.insert((token.as_str(), consumer.as_str()), i);
             }
+            WriteCmd::State { .. } => {
+                apply(tx, cmd).await?;
+            }
             WriteCmd::Ingest(..) | WriteCmd::Blob { .. } => {}
         }
     }
@@ -50,37 +60,65 @@ pub(super) async fn apply_all(
     // echo check, references by remote id) go one at a time after what
     // precedes them is inserted, so they see it; runs of the others (bot
     // API posts) share multi-row statements.
-    let mut run: Vec<(usize, Cow<'_, IngestItem>)> = Vec::new();
+    let mut run: Vec<((usize, usize), Cow<'_, IngestItem>)> = Vec::new();
     for (i, cmd) in batch.iter().enumerate() {
-        let WriteCmd::Ingest(item, _) = cmd else {
+        let WriteCmd::Ingest(ingest, _) = cmd else {
             continue;
         };
-        if !needs_lookup(item) {
-            run.push((i, Cow::Borrowed(&**item)));
-            continue;
-        }
-        insert_run(tx, &mut run, &mut outcomes, now).await?;
-        match prepare(tx, item).await? {
-            Some(p) => {
-                run.push((i, p));
-                insert_run(tx, &mut run, &mut outcomes, now).await?;
+        for (j, item) in ingest.items.iter().enumerate() {
+            if !needs_lookup(item) {
+                run.push(((i, j), Cow::Borrowed(item)));
+                continue;
             }
-            None => {
-                outcomes[i] = Some(IngestOutcome {
-                    delivered: Delivered::Ignored,
-                    feed: Vec::new(),
-                    lanes: Vec::new(),
-                });
+            insert_run(tx, &mut run, &mut outcomes, now).await?;
+            match prepare(tx, item).await? {
+                Some(p) => {
+                    run.push(((i, j), p));
+                    insert_run(tx, &mut run, &mut outcomes, now).await?;
+                }
+                None => {
+                    outcomes[i][j] = Some(IngestOutcome {
+                        delivered: Delivered::Ignored,
+                        feed: Vec::new(),
+                        lanes: Vec::new(),
+                    });
+                }
             }
         }
     }
     insert_run(tx, &mut run, &mut outcomes, now).await?;
+    // Network cursors after the events they cover, in the same commit.
+    for cmd in batch {
+        if let WriteCmd::Ingest(ingest, _) = cmd {
+            if let Some((account, cursor)) = &ingest.cursor {
+                sqlx::query(
+                    "INSERT INTO cursors (account, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account, name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(account.to_string())
+                .bind(cursor.name.as_str())
+                .bind(cursor.value.as_str())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+    }
     let mut last: Vec<usize> = cursors.into_values().collect();
     last.sort_unstable();
     for i in last {
         apply(tx, &batch[i]).await?;
     }
-    Ok(outcomes)
+    Ok(batch
+        .iter()
+        .zip(outcomes)
+        .map(|(cmd, o)| {
+            matches!(cmd, WriteCmd::Ingest(..)).then(|| {
+                o.into_iter()
+                    .map(|x| x.expect("every event has an outcome"))
+                    .collect()
+            })
+        })
+        .collect())
 }
 
 /// Whether an event needs lookups before its insert.
@@ -91,8 +129,8 @@ fn needs_lookup(item: &IngestItem) -> bool {
 /// Inserts a run of prepared events and records their outcomes.
 async fn insert_run(
     tx: &mut Transaction<'_, Any>,
-    run: &mut Vec<(usize, Cow<'_, IngestItem>)>,
-    outcomes: &mut [Option<IngestOutcome>],
+    run: &mut Vec<((usize, usize), Cow<'_, IngestItem>)>,
+    outcomes: &mut [Vec<Option<IngestOutcome>>],
     now: i64,
 ) -> Result<(), StoreError> {
     if run.is_empty() {
@@ -100,8 +138,8 @@ async fn insert_run(
     }
     let items: Vec<&IngestItem> = run.iter().map(|(_, p)| p.as_ref()).collect();
     let done = bulk_ingest(tx, &items, now).await?;
-    for ((i, _), o) in run.iter().zip(done) {
-        outcomes[*i] = Some(o);
+    for (((i, j), _), o) in run.iter().zip(done) {
+        outcomes[*i][*j] = Some(o);
     }
     run.clear();
     Ok(())
@@ -153,17 +191,17 @@ async fn bulk_ingest(
             (
                 o.account.to_string(),
                 o.channel.as_str().to_owned(),
-                o.remote_id.as_str().to_owned(),
+                it.event.dedupe_key().to_owned(),
             )
         })
         .collect();
     let mut inserted: HashMap<EventKey, i64> = HashMap::with_capacity(items.len());
     for range in chunks(items.len()) {
         let sql = format!(
-            "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms) \
+            "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms, message_id) \
              VALUES {} ON CONFLICT (account, channel, remote_id) DO NOTHING \
              RETURNING id, account, channel, remote_id",
-            values(8, range.len())
+            values(9, range.len())
         );
         let mut q = sqlx::query(&sql);
         for i in range {
@@ -180,7 +218,11 @@ async fn bulk_ingest(
                 .bind(at_ms)
                 .bind(it.origin_token.clone())
                 .bind(body)
-                .bind(now);
+                .bind(now)
+                .bind(
+                    creates_message(&it.event.kind)
+                        .then(|| it.event.origin.remote_id.as_str().to_owned()),
+                );
         }
         for row in q.fetch_all(&mut **tx).await? {
             inserted.insert(
@@ -343,6 +385,23 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
     let now = now_ms();
     match cmd {
         WriteCmd::Ingest(..) => Ok(()),
+        WriteCmd::State {
+            account,
+            key,
+            value,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO adapter_state (account, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(account.to_string())
+            .bind(key.as_str())
+            .bind(value.as_str())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
         WriteCmd::Row(id, update, _) => row_update(tx, *id, update, now).await,
         WriteCmd::Blob {
             sha256, mime, data, ..
@@ -427,7 +486,7 @@ async fn resolve_remote(
     remote: &RemoteId,
 ) -> Result<Option<EventId>, StoreError> {
     let row = sqlx::query(
-        "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3 \
+        "SELECT id FROM events WHERE account = $1 AND channel = $2 AND message_id = $3 \
          UNION ALL SELECT event_id FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6",
     )
     .bind(account)

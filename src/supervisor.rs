@@ -1,0 +1,103 @@
+//! Supervision: an adapter whose `run` returns an error, returns early or
+//! panics is started again with backoff, and so is an outbox lane task
+//! that panics; both show in account health. A `run` that kept going for a
+//! minute before failing starts again from the shortest wait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use switchboard_core::{Adapter, Host};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::health::HealthBoard;
+use crate::metrics::Metrics;
+
+/// Restart waits: from `initial`, doubling up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Restarts {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+}
+
+/// Runs `adapter` until shutdown, restarting it when it stops early.
+pub fn adapter(
+    adapter: Arc<dyn Adapter>,
+    host: Arc<dyn Host>,
+    health: Arc<HealthBoard>,
+    metrics: Arc<Metrics>,
+    restarts: Restarts,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let account = adapter.account().clone();
+    tokio::spawn(async move {
+        let mut wait = restarts.initial;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            health.starting(&account);
+            let mut rx = shutdown.clone();
+            let stop: switchboard_core::Shutdown = Box::pin(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            let started = Instant::now();
+            let run = tokio::spawn(adapter.clone().run(host.clone(), stop));
+            let error = match run.await {
+                Ok(Ok(())) if *shutdown.borrow() => return,
+                Ok(Ok(())) => "run returned before shutdown".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) if e.is_panic() => format!("panicked: {}", panic_text(e.into_panic())),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() > Duration::from_secs(60) {
+                wait = restarts.initial;
+            }
+            tracing::error!(%account, %error, retry_in = ?wait, "Adapter stopped; restarting it.");
+            health.crashed(&account, error);
+            metrics
+                .restarts
+                .get_or_create(&Metrics::label(&account))
+                .inc();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            wait = (wait * 2).min(restarts.max);
+        }
+    })
+}
+
+/// Runs the future `make()` builds until it completes, building and
+/// running it again after a panic (an outbox lane).
+pub fn task<F, Fut>(name: String, restarts: Restarts, make: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut wait = restarts.initial;
+        loop {
+            match std::panic::AssertUnwindSafe(make()).catch_unwind().await {
+                Ok(()) => return,
+                Err(panic) => {
+                    tracing::error!(task = %name, error = %panic_text(panic), retry_in = ?wait, "Task panicked; restarting it.");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(restarts.max);
+                }
+            }
+        }
+    })
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}

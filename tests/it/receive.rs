@@ -1,0 +1,404 @@
+//! The receive side of the adapter contract, through the whole hub in this
+//! process with the scripted FakeAdapter as a network account: batches
+//! committed with their cursor (and a crash between batches), rejected
+//! events skipped while the next ones flow, adapters that fail or panic
+//! restarted and shown in `status`, blobs both ways.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use switchboard::config::{Direction, Member};
+use switchboard_core::fake::{FakeAdapter, RunStep};
+use switchboard_core::{
+    Attachment, AttachmentKind, Author, Batch, BlobRef, Capabilities, ChannelId, Cursor, Delivered,
+    EventKind, NewEvent, Origin, RemoteId, RichText, Span, Style,
+};
+use tokio::sync::oneshot;
+
+use crate::harness::*;
+
+/// The hub running in a thread of its own, so a test can end it the hard
+/// way: its runtime dropped mid-flight, nothing flushed (as close to kill -9
+/// as one process gets; what was committed is on disk, nothing else).
+struct InProc {
+    api: String,
+    admin: String,
+    stop: Option<oneshot::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProc {
+    async fn start(dir: &std::path::Path, db: &Db, fake: Arc<FakeAdapter>) -> Self {
+        let (api_port, admin_port) = (free_port(), free_port());
+        let cfg = base_config(db, dir, api_port, admin_port)
+            + &token("reader", r#"["read", "write"]"#, r#"["g"]"#)
+            + &gateway("g");
+        let path = dir.join("inproc.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut settings = switchboard::config::load(Some(&path)).unwrap();
+        settings.gateways[0].members.push(Member {
+            account: "telegram.fake".parse().unwrap(),
+            channel: ChannelId::new("chat1").unwrap(),
+            direction: Direction::InOut,
+        });
+        let (stop, stopped) = oneshot::channel::<bool>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let graceful = rt.block_on(async move {
+                let (tx, rx) = oneshot::channel::<()>();
+                let run = switchboard::run_with(settings, vec![fake], async move {
+                    let _ = rx.await;
+                });
+                tokio::pin!(run);
+                tokio::select! {
+                    r = &mut run => { r.unwrap(); true }
+                    graceful = stopped => {
+                        if graceful.unwrap_or(false) {
+                            let _ = tx.send(());
+                            run.await.unwrap();
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                }
+            });
+            if !graceful {
+                // Abandon every task where it stands.
+                rt.shutdown_background();
+            }
+        });
+        let me = Self {
+            api: format!("http://127.0.0.1:{api_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        until("the in-process hub to listen", || async {
+            reqwest::get(format!("{}/healthz", me.api)).await.is_ok()
+        })
+        .await;
+        me
+    }
+
+    /// Ends the hub without letting it finish anything.
+    fn crash(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(false);
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    async fn status(&self) -> Value {
+        reqwest::get(format!("{}/v1/status", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for InProc {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn event(remote: &str, text: &str) -> NewEvent {
+    NewEvent {
+        origin: Origin {
+            account: "telegram.fake".parse().unwrap(),
+            channel: ChannelId::new("chat1").unwrap(),
+            remote_id: RemoteId::new(remote).unwrap(),
+            thread: None,
+        },
+        key: None,
+        author: Author {
+            remote_id: "u1".into(),
+            display_name: "Ann".into(),
+            ..Author::default()
+        },
+        at: time::OffsetDateTime::now_utc(),
+        kind: EventKind::Message {
+            body: RichText::plain(text),
+            attachments: Vec::new(),
+            reply_to: None,
+        },
+    }
+}
+
+fn batch(events: &[(&str, &str)], cursor: &str) -> Batch {
+    Batch {
+        events: events.iter().map(|(r, t)| event(r, t)).collect(),
+        cursor: Some(Cursor {
+            name: "offset".into(),
+            value: cursor.into(),
+        }),
+    }
+}
+
+/// Texts of the gateway's feed, from the start, as a bot reads them.
+async fn feed_texts(api: &str) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut all = Vec::new();
+    loop {
+        // matterbridge polling: each call returns what came after the last.
+        let got = poll_mb(&client, api, "reader").await;
+        if got.is_empty() {
+            return texts(&all);
+        }
+        all.extend(got);
+    }
+}
+
+fn fake() -> Arc<FakeAdapter> {
+    FakeAdapter::new("telegram.fake".parse().unwrap(), Capabilities::everything())
+}
+
+#[tokio::test]
+async fn batches_commit_with_their_cursor_across_a_crash_sqlite() {
+    batches_and_cursor(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn batches_commit_with_their_cursor_across_a_crash_postgres() {
+    batches_and_cursor(Backend::Postgres).await;
+}
+
+async fn batches_and_cursor(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let first = fake();
+    first.script([
+        RunStep::Deliver(batch(&[("1", "one"), ("2", "two"), ("3", "three")], "4")),
+        RunStep::Deliver(batch(&[("4", "four"), ("5", "five")], "6")),
+    ]);
+    let hub = InProc::start(dir.path(), &db, first.clone()).await;
+    eventually("both batches committed", || {
+        first.runs().first().is_some_and(|r| r.delivered.len() == 2)
+    })
+    .await;
+    hub.crash();
+    let run = &first.runs()[0];
+    assert_eq!(run.cursor_at_start, None);
+    assert!(run
+        .delivered
+        .iter()
+        .flatten()
+        .all(|d| matches!(d, Delivered::New(_))));
+
+    // After the crash the network redelivers from the saved cursor; the
+    // second batch's acknowledgement was (say) lost, so it comes again.
+    let second = fake();
+    second.script([
+        RunStep::Deliver(batch(&[("4", "four"), ("5", "five")], "6")),
+        RunStep::Deliver(batch(&[("6", "six")], "7")),
+    ]);
+    let hub = InProc::start(dir.path(), &db, second.clone()).await;
+    eventually("the batches after the restart", || {
+        second
+            .runs()
+            .first()
+            .is_some_and(|r| r.delivered.len() == 2)
+    })
+    .await;
+    let run = &second.runs()[0];
+    assert_eq!(
+        run.cursor_at_start.as_deref(),
+        Some("6"),
+        "the cursor came back"
+    );
+    assert!(matches!(
+        run.delivered[0][..],
+        [Delivered::Duplicate(_), Delivered::Duplicate(_)]
+    ));
+    assert!(matches!(run.delivered[1][..], [Delivered::New(_)]));
+    assert_eq!(
+        feed_texts(&hub.api).await,
+        ["one", "two", "three", "four", "five", "six"],
+        "every event once, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_event_is_skipped_while_the_next_ones_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let f = fake();
+    let mut bad = event("2", "é");
+    bad.kind = EventKind::Message {
+        body: RichText {
+            text: "é".into(),
+            // Inside the two bytes of "é": no store or network can take it.
+            spans: vec![Span {
+                start: 0,
+                end: 1,
+                style: Style::Bold,
+            }],
+        },
+        attachments: Vec::new(),
+        reply_to: None,
+    };
+    // Year -249: RFC 3339 (and so the store) cannot write it down.
+    let mut far = event("3", "from before the epoch");
+    far.at = time::OffsetDateTime::from_unix_timestamp(-70_000_000_000).unwrap();
+    f.script([
+        RunStep::Deliver(Batch {
+            events: vec![event("1", "before"), bad, far, event("4", "after")],
+            cursor: None,
+        }),
+        RunStep::Deliver(batch(&[("5", "next batch")], "6")),
+    ]);
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    eventually("both batches answered", || {
+        f.runs().first().is_some_and(|r| r.delivered.len() == 2)
+    })
+    .await;
+    let answers = &f.runs()[0].delivered[0];
+    assert!(matches!(answers[0], Delivered::New(_)));
+    assert!(
+        matches!(&answers[1], Delivered::Rejected(r) if r.contains("boundaries")),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[2], Delivered::Rejected(r) if r.contains("year")),
+        "{answers:?}"
+    );
+    assert!(matches!(answers[3], Delivered::New(_)));
+    assert_eq!(
+        feed_texts(&hub.api).await,
+        ["before", "after", "next batch"]
+    );
+}
+
+#[tokio::test]
+async fn an_adapter_that_fails_or_panics_is_restarted_and_shows_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let f = fake();
+    f.script([
+        RunStep::Fail("the network said no".into()),
+        RunStep::Panic,
+        RunStep::Deliver(batch(&[("1", "after two restarts")], "2")),
+    ]);
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    eventually("the third start to deliver", || {
+        f.runs().len() == 3 && f.runs()[2].delivered.len() == 1
+    })
+    .await;
+    assert_eq!(feed_texts(&hub.api).await, ["after two restarts"]);
+    let status = hub.status().await;
+    let fake_status = status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "telegram.fake")
+        .cloned()
+        .unwrap_or_else(|| panic!("telegram.fake in {status}"));
+    assert_eq!(fake_status["restarts"], 2, "{fake_status}");
+    let last = fake_status["last_error"].as_str().unwrap();
+    assert!(last.contains("panicked"), "{fake_status}");
+    let metrics = reqwest::get(format!("{}/metrics", hub.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_adapter_restarts_total{account=\"telegram.fake\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn blobs_go_both_ways_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let client = reqwest::Client::new();
+    // Send: a bot posts a file; the fake reads its bytes through its host
+    // when it sends the message on.
+    let f = fake();
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    let bytes: Vec<u8> = (0u8..=255).cycle().take(5000).collect();
+    let form = reqwest::multipart::Form::new()
+        .text("payload", serde_json::json!({"text": "a file"}).to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes.clone())
+                .file_name("f.bin")
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        );
+    let r = client
+        .post(format!("{}/v1/gateways/g/messages", hub.api))
+        .header("authorization", bearer("reader"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    eventually("the fake to send the file", || f.sent().len() == 1).await;
+    assert_eq!(f.sent()[0].files, vec![bytes], "the bytes the bot posted");
+
+    // And the other way: bytes the network gave, stored by the adapter
+    // through put_blob, reach a bot through the blob route.
+    drop(hub);
+    let g = fake();
+    let picture = b"\x89PNG not really".to_vec();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&picture))
+    };
+    let mut with_file = event("9", "a picture from the network");
+    with_file.kind = EventKind::Message {
+        body: RichText::plain("a picture from the network"),
+        attachments: vec![Attachment {
+            kind: AttachmentKind::Image,
+            name: "p.png".into(),
+            mime: "image/png".into(),
+            size: picture.len() as u64,
+            content: BlobRef {
+                sha256: sha.clone(),
+            },
+        }],
+        reply_to: None,
+    };
+    g.script([
+        RunStep::PutBlob("image/png".into(), picture.clone()),
+        RunStep::Deliver(Batch {
+            events: vec![with_file],
+            cursor: None,
+        }),
+    ]);
+    let hub = InProc::start(dir.path(), &db, g.clone()).await;
+    eventually("the picture delivered", || {
+        g.runs().first().is_some_and(|r| r.delivered.len() == 1)
+    })
+    .await;
+    assert_eq!(
+        g.runs()[0].blobs,
+        vec![BlobRef {
+            sha256: sha.clone()
+        }]
+    );
+    let got = client
+        .get(format!("{}/v1/blobs/{sha}", hub.api))
+        .header("authorization", bearer("reader"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), picture);
+}
