@@ -158,6 +158,10 @@ struct RawGateway {
     outbound: Vec<RawMember>,
     #[serde(default)]
     inout: Vec<RawMember>,
+    /// How long a member may be unreachable before the others are told.
+    notice_after: Option<String>,
+    /// Send outage notices at all (default true).
+    notices: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +169,9 @@ struct RawGateway {
 struct RawMember {
     account: Option<String>,
     channel: Option<String>,
+    /// Where people can join this channel (a t.me or matrix.to link):
+    /// named in the notices when another member of the gateway is down.
+    invite: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -359,6 +366,8 @@ pub struct Member {
     pub channel: ChannelId,
     /// Which way messages flow.
     pub direction: Direction,
+    /// Where people can join this channel, for outage notices.
+    pub invite: Option<String>,
 }
 
 /// A named set of channels mirrored to each other.
@@ -368,6 +377,9 @@ pub struct Gateway {
     pub name: GatewayName,
     /// Its members.
     pub members: Vec<Member>,
+    /// After how long unreachable a member's outage is announced to the
+    /// others; `None` when notices are off for this gateway.
+    pub notice_after: Option<Duration>,
 }
 
 // ---------------------------------------------------------------------------
@@ -910,15 +922,36 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
                     );
                     continue;
                 }
+                let invite = match m.invite.as_deref().map(reqwest::Url::parse) {
+                    None => None,
+                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u.to_string()),
+                    Some(_) => {
+                        c.issue(
+                            format!("{mkey}.invite"),
+                            "must be an http:// or https:// link",
+                        );
+                        None
+                    }
+                };
                 members.push(Member {
                     account,
                     channel,
                     direction,
+                    invite,
                 });
             }
         }
+        let notice_after = c.duration(
+            &format!("{gkey}.notice_after"),
+            g.notice_after.as_deref(),
+            secs(60),
+        );
         if g.enable != Some(false) {
-            gateways.push(Gateway { name, members });
+            gateways.push(Gateway {
+                name,
+                members,
+                notice_after: (g.notices != Some(false)).then_some(notice_after),
+            });
         }
     }
     for a in &api {
@@ -978,29 +1011,10 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h`, `7d`.
+/// Parses a duration like `250ms`, `10s`, `5m`, `2h`, `7d` or `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like \"10s\""))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{s}` has unknown unit `{unit}`; use ms, s, m, h or d"
-            ))
-        }
-    };
-    Ok(Duration::from_millis(ms))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like \"10s\", \"5m\" or \"7d\": {e}"))
 }
 
 #[cfg(test)]
@@ -1052,6 +1066,7 @@ name = "a"
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
     }
 }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
+
 use switchboard_core::{
-    AccountId, Batch, BlobRef, ChannelId, DeliverError, Delivered, Host, ReceiveHealth,
+    AccountId, Author, Batch, BlobRef, ChannelId, DeliverError, Delivered, EventKind, Host,
+    NewEvent, Origin, ReceiveHealth, RemoteId, RichText,
 };
 use tokio::sync::{broadcast, mpsc};
 
@@ -230,6 +233,128 @@ impl Hub {
         }
         states.sort_by(|a, b| a.account.cmp(&b.account));
         states
+    }
+}
+
+impl Hub {
+    /// Commits an outage or recovery notice for the other members of its
+    /// gateway, retrying while the store is unavailable (until shutdown).
+    pub async fn announce(&self, a: crate::outbox::notices::Announcement) {
+        use crate::outbox::notices::Announcement;
+        let (gateway, account, channel, text) = match &a {
+            Announcement::Down {
+                gateway,
+                account,
+                channel,
+                since,
+            } => {
+                let mut text = format!(
+                    "⚠️ {} is unreachable since {}. Messages to it are kept and will be delivered when it is back.",
+                    describe_destination(account, channel),
+                    since
+                        .format(time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute] UTC"
+                        ))
+                        .unwrap_or_default()
+                );
+                let invites: Vec<String> = self
+                    .router
+                    .gateway(gateway)
+                    .into_iter()
+                    .flat_map(|g| &g.members)
+                    .filter(|m| !(&m.account == account && &m.channel == channel))
+                    .filter_map(|m| m.invite.clone())
+                    .collect();
+                if !invites.is_empty() {
+                    text.push_str(&format!(
+                        " The conversation goes on at {}.",
+                        invites.join(", ")
+                    ));
+                }
+                (gateway, account, channel, text)
+            }
+            Announcement::Back {
+                gateway,
+                account,
+                channel,
+                outage,
+                delivered,
+            } => (
+                gateway,
+                account,
+                channel,
+                format!(
+                    "✅ {} is back after {}; {delivered} queued message{} delivered.",
+                    describe_destination(account, channel),
+                    humantime::format_duration(Duration::from_secs(outage.as_secs().max(1))),
+                    if *delivered == 1 { " was" } else { "s were" }
+                ),
+            ),
+        };
+        let route = self.router.route_notice(gateway, account, channel);
+        if route.is_empty() {
+            return;
+        }
+        tracing::info!(%gateway, %account, %channel, notice = %text, "Outage notice.");
+        let remote = format!("notice:{:032x}", rand::random::<u128>());
+        let item = IngestItem {
+            event: NewEvent {
+                origin: Origin {
+                    account: account.clone(),
+                    channel: channel.clone(),
+                    remote_id: RemoteId::new(remote).expect("valid"),
+                    thread: None,
+                },
+                key: None,
+                author: Author {
+                    remote_id: "switchboard".into(),
+                    display_name: "switchboard".into(),
+                    username: None,
+                    avatar: None,
+                    is_bot: true,
+                },
+                at: time::OffsetDateTime::now_utc(),
+                kind: EventKind::Notice {
+                    body: RichText::plain(text),
+                },
+            },
+            origin_token: None,
+            dests: route.dests,
+            feed: route.feed,
+            check_echo: false,
+        };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            match self.writer.ingest(item.clone()).await {
+                Ok(_) => return,
+                Err(e) if e.is_unavailable() && !matches!(e, StoreError::WriterGone) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Outage notice not stored.");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How a notice names a destination.
+fn describe_destination(account: &AccountId, channel: &ChannelId) -> String {
+    match channel.as_str().strip_prefix("webhook:") {
+        Some(hook) => format!("The webhook `{hook}` ({account})"),
+        None => {
+            let network = match account.network() {
+                switchboard_core::Network::Telegram => "Telegram",
+                switchboard_core::Network::Signal => "Signal",
+                switchboard_core::Network::Matrix => "Matrix",
+                _ => "The bot API",
+            };
+            format!("{network} ({account}, {channel})")
+        }
     }
 }
 

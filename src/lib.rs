@@ -131,6 +131,22 @@ pub async fn run_with(
         health: Arc::default(),
         shutdown: shutdown_rx.clone(),
     });
+    let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+    outbox.announce_to(&settings.gateways, notices_tx);
+    {
+        let hub = hub.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    a = notices_rx.recv() => a,
+                    _ = shutdown.wait_for(|s| *s) => None,
+                };
+                let Some(a) = next else { return };
+                hub.announce(a).await;
+            }
+        });
+    }
     outbox.start(pokes_rx).await.context("reading the outbox")?;
     store.spawn_checkpointer(shutdown_rx.clone());
     let restarts = supervisor::Restarts {

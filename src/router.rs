@@ -114,6 +114,22 @@ impl Router {
         Some(route)
     }
 
+    /// Routes a notice about destination `account`/`channel` to every other
+    /// member of gateway `gw`, never back to it.
+    #[must_use]
+    pub fn route_notice(
+        &self,
+        gw: &GatewayName,
+        account: &AccountId,
+        channel: &ChannelId,
+    ) -> Route {
+        let mut route = Route::default();
+        if let Some(g) = self.gateway(gw) {
+            self.fan_out(g, account, channel, None, &mut route);
+        }
+        route
+    }
+
     fn fan_out(
         &self,
         g: &Gateway,
@@ -131,8 +147,8 @@ impl Router {
                 }
                 for w in self.webhooks.get(&m.account).into_iter().flatten() {
                     let own = &m.account == account
-                        && token.is_some()
-                        && w.skip_token.as_deref() == token;
+                        && (token.is_some() && w.skip_token.as_deref() == token
+                            || &w.channel() == channel);
                     if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) && !own {
                         route.dests.push(Dest {
                             gateway: g.name.clone(),

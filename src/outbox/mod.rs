@@ -14,15 +14,17 @@
 //! - this file: the dispatcher and the lane loop.
 //! - [`backoff`]: the retry delay policy.
 //! - [`breaker`]: the per-account circuit breaker.
+//! - [`notices`]: outage and recovery announcements per destination.
 
 pub mod backoff;
 pub mod breaker;
+pub mod notices;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_core::{degrade, AccountId, Adapter, ChannelId, RetryKind, SendError};
+use switchboard_core::{degrade, AccountId, Adapter, ChannelId, GatewayName, RetryKind, SendError};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -56,6 +58,16 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The task following the writer's pokes; it never ends by itself.
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// Destinations that are failing, for outage notices.
+    outages: notices::Outages,
+    /// Where announcements go, and each gateway's `notice_after`; unset
+    /// (no notices) until [`Outbox::announce_to`].
+    notices: std::sync::OnceLock<Notices>,
+}
+
+struct Notices {
+    after: HashMap<GatewayName, Option<Duration>>,
+    tx: mpsc::UnboundedSender<notices::Announcement>,
 }
 
 /// Handle to the outbox; cheap to clone.
@@ -107,8 +119,24 @@ impl Outbox {
                 shutdown,
                 tasks: Mutex::new(Vec::new()),
                 follower: Mutex::new(None),
+                outages: notices::Outages::default(),
+                notices: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Turns outage notices on: announcements for the gateways'
+    /// `notice_after` go to `tx`. Call before [`start`](Self::start).
+    pub fn announce_to(
+        &self,
+        gateways: &[crate::config::Gateway],
+        tx: mpsc::UnboundedSender<notices::Announcement>,
+    ) {
+        let after = gateways
+            .iter()
+            .map(|g| (g.name.clone(), g.notice_after))
+            .collect();
+        let _ = self.inner.notices.set(Notices { after, tx });
     }
 
     /// Starts lanes for every channel with pending rows, then follows
@@ -142,6 +170,22 @@ impl Outbox {
             }
         });
         *self.inner.follower.lock().expect("follower lock") = Some(task);
+        if self.inner.notices.get().is_some() {
+            let inner = self.inner.clone();
+            let mut shutdown = self.inner.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                    let Some(n) = inner.notices.get() else { return };
+                    for a in inner.outages.due(&|g| n.after.get(g).copied().flatten()) {
+                        let _ = n.tx.send(a);
+                    }
+                }
+            });
+        }
         Ok(())
     }
 
@@ -239,6 +283,12 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
             }
         };
         if rows.is_empty() {
+            // Caught up: a destination that was announced down is back.
+            if let Some(a) = inner.outages.drained(&account, &channel) {
+                if let Some(n) = inner.notices.get() {
+                    let _ = n.tx.send(a);
+                }
+            }
             tokio::select! {
                 () = notify.notified() => {}
                 _ = shutdown.changed() => {}
@@ -425,6 +475,7 @@ async fn deliver(
                 return true;
             }
             inner.metrics.retries.get_or_create(&label).inc();
+            inner.outages.failed(account, channel, &row.gateway);
             tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
             let update = RowUpdate::Retry {
                 attempts,
@@ -459,6 +510,7 @@ async fn deliver(
     }
     // Counted once the row is marked sent, so a queue depth of 0 means
     // every row is settled in the store.
+    inner.outages.delivered(account, channel);
     inner.metrics.events_out.get_or_create(&label).inc();
     inner.metrics.queue_depth.get_or_create(&label).dec();
     true

@@ -7,6 +7,7 @@
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
 //! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
@@ -22,6 +23,7 @@ mod bots;
 mod crash;
 mod durability;
 mod harness;
+mod notices;
 mod outage;
 mod outbox;
 mod readme;

@@ -40,6 +40,7 @@ impl InProc {
             account: "telegram.fake".parse().unwrap(),
             channel: ChannelId::new("chat1").unwrap(),
             direction: Direction::InOut,
+            invite: None,
         });
         let (stop, stopped) = oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
