@@ -1,4 +1,4 @@
-//! The command line: `switchboard run | check | status`.
+//! The command line: `switchboard run | check | status | pause | resume`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +45,17 @@ pub enum Command {
     Check,
     /// Print each account's state, queue depth and last error.
     Status,
+    /// Hold delivery to an account (maintenance): its queue fills and
+    /// drains in order on `resume`. Remembered across restarts.
+    Pause {
+        /// `<network>.<name>`, e.g. `telegram.main`.
+        account: String,
+    },
+    /// Release an account paused with `pause`.
+    Resume {
+        /// `<network>.<name>`.
+        account: String,
+    },
 }
 
 /// Sets up logging. `RUST_LOG` overrides the default `info` level.
@@ -79,6 +90,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status => status(&settings).await,
+        Command::Pause { account } => pause(&settings, &account, true).await,
+        Command::Resume { account } => pause(&settings, &account, false).await,
         Command::Run => match crate::run(settings, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -171,6 +184,41 @@ pub fn check_report(s: &Settings) -> String {
         ));
     }
     out
+}
+
+/// `pause` / `resume`: asks the running switchboard on its admin listener.
+async fn pause(settings: &Settings, account: &str, paused: bool) -> ExitCode {
+    let Some(addr) = settings.admin_bind else {
+        eprintln!(
+            "error: {}: general.admin_bind is not set; pause and resume talk to the running switchboard there",
+            settings.source
+        );
+        return ExitCode::from(2);
+    };
+    let verb = if paused { "pause" } else { "resume" };
+    let url = format!("http://{addr}/v1/accounts/{account}/{verb}");
+    match reqwest::Client::new().post(&url).send().await {
+        Ok(r) if r.status().is_success() => {
+            println!(
+                "{account}: delivery {}.",
+                if paused { "paused" } else { "resumed" }
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            eprintln!(
+                "error: {status}: {}",
+                body["error"]["message"].as_str().unwrap_or("no details")
+            );
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("error: switchboard is not running (nothing answers on {addr})");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn status(settings: &Settings) -> ExitCode {

@@ -220,11 +220,23 @@ impl Hub {
     #[must_use]
     pub fn account_states(&self) -> Vec<crate::health::AccountHealth> {
         let mut states = self.health.states(&|a| self.outbox.is_down(a));
+        for s in &mut states {
+            if self.outbox.is_paused(&s.account) {
+                s.state = "paused";
+            }
+        }
         for s in self.outbox.states() {
             if !states.iter().any(|x| x.account == s.account) {
+                let paused = self.outbox.is_paused(&s.account);
                 states.push(crate::health::AccountHealth {
                     account: s.account,
-                    state: if s.state == "paused" { "down" } else { "up" },
+                    state: if paused {
+                        "paused"
+                    } else if s.state == "paused" {
+                        "down"
+                    } else {
+                        "up"
+                    },
                     since_ms: crate::store::now_ms(),
                     last_error: None,
                     restarts: 0,

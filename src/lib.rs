@@ -245,6 +245,24 @@ fn admin_router(hub: Arc<Hub>) -> axum::Router {
             ),
         )
         .route(
+            "/v1/accounts/{account}/pause",
+            axum::routing::post(
+                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+                 axum::extract::Path(account): axum::extract::Path<String>| async move {
+                    set_paused(&hub, &account, true).await
+                },
+            ),
+        )
+        .route(
+            "/v1/accounts/{account}/resume",
+            axum::routing::post(
+                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+                 axum::extract::Path(account): axum::extract::Path<String>| async move {
+                    set_paused(&hub, &account, false).await
+                },
+            ),
+        )
+        .route(
             "/v1/status",
             get(
                 |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
@@ -253,6 +271,28 @@ fn admin_router(hub: Arc<Hub>) -> axum::Router {
             ),
         )
         .with_state(hub)
+}
+
+/// Pauses or resumes delivery to an account (the admin listener's route).
+async fn set_paused(hub: &Hub, account: &str, paused: bool) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let Ok(id) = account.parse::<switchboard_core::AccountId>() else {
+        return api::error::error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no account `{account}`"),
+        );
+    };
+    match hub.outbox.set_paused(&id, paused).await {
+        Ok(true) => {
+            axum::Json(serde_json::json!({"account": account, "paused": paused})).into_response()
+        }
+        Ok(false) => api::error::error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no destination account `{account}`"),
+        ),
+        Err(e) => api::error::ApiError::Store(e).into_response(),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -30,6 +30,8 @@ pub struct Tracker {
     pub out_of_order: u64,
     /// Frames without a bench marker.
     pub foreign: u64,
+    /// Outage notices received: (down, back).
+    pub notices: (u64, u64),
     last_by_conn: Vec<Option<u64>>,
     last_key: Option<i64>,
     /// (sent, received) bench-clock ns of each first receipt.
@@ -49,6 +51,13 @@ impl Tracker {
     /// Records one received frame. `key` is its cursor or event id, which
     /// must increase from frame to frame. True for a first receipt.
     pub fn record(&mut self, frame: &str, key: Option<i64>, recv_ns: u64) -> bool {
+        if frame.contains("\"type\":\"notice\"") {
+            if frame.contains("unreachable") {
+                self.notices.0 += 1;
+            } else if frame.contains("is back") {
+                self.notices.1 += 1;
+            }
+        }
         let Some((conn, seq, sent)) = parse_marker(frame) else {
             self.foreign += 1;
             return false;

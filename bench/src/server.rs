@@ -162,7 +162,7 @@ impl Setup {
         for g in &spec.gateways {
             let _ = writeln!(
                 c,
-                "[[gateway]]\nname = \"{g}\"\n[[gateway.inout]]\naccount = \"api.bench\"\nchannel = \"api\"\n"
+                "[[gateway]]\nname = \"{g}\"\nnotice_after = \"5s\"\n[[gateway.inout]]\naccount = \"api.bench\"\nchannel = \"api\"\n"
             );
         }
         let config = dir.path().join("switchboard.toml");

@@ -35,6 +35,9 @@ use crate::store::writer::MapEntry;
 use crate::store::{now_ms, PendingRow, RowUpdate, Store, WriterHandle};
 use breaker::Breaker;
 
+/// Where an admin's pause is remembered (the account's key-value space).
+const PAUSED_KEY: &str = "switchboard.paused";
+
 /// Rows fetched per lane query.
 const LANE_BATCH: i64 = 64;
 
@@ -42,6 +45,9 @@ const LANE_BATCH: i64 = 64;
 struct AccountWorker {
     adapter: Arc<dyn Adapter>,
     breaker: Breaker,
+    /// Held by an admin (`switchboard pause`): lanes send nothing until
+    /// resumed; rows queue up and drain in order afterwards.
+    paused: watch::Sender<bool>,
     /// Lane wake-ups by channel; std mutex, never held across await.
     lanes: Mutex<HashMap<ChannelId, Arc<Notify>>>,
 }
@@ -104,6 +110,7 @@ impl Outbox {
                     AccountWorker {
                         adapter: a,
                         breaker: Breaker::new(settings.breaker_probe),
+                        paused: watch::Sender::new(false),
                         lanes: Mutex::new(HashMap::new()),
                     },
                 )
@@ -148,6 +155,19 @@ impl Outbox {
         &self,
         mut pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>,
     ) -> Result<(), crate::store::StoreError> {
+        for (account, w) in &self.inner.accounts {
+            if self
+                .inner
+                .store
+                .adapter_state(account, PAUSED_KEY)
+                .await?
+                .as_deref()
+                == Some("1")
+            {
+                tracing::warn!(%account, "Delivery stays paused (switchboard resume {account}).");
+                w.paused.send_replace(true);
+            }
+        }
         for (account, channel) in self.inner.store.lanes_with_pending().await? {
             match (account.parse::<AccountId>(), ChannelId::new(channel)) {
                 (Ok(a), Ok(c)) => self.poke(&a, &c),
@@ -214,6 +234,41 @@ impl Outbox {
             lane(inner.clone(), a.clone(), c.clone(), notify.clone())
         });
         self.inner.tasks.lock().expect("tasks lock").push(task);
+    }
+
+    /// Pauses or resumes delivery to `account`, remembered across restarts.
+    /// False when no such destination account exists.
+    ///
+    /// # Errors
+    /// When the store cannot record it.
+    pub async fn set_paused(
+        &self,
+        account: &AccountId,
+        paused: bool,
+    ) -> Result<bool, crate::store::StoreError> {
+        let Some(w) = self.inner.accounts.get(account) else {
+            return Ok(false);
+        };
+        self.inner
+            .writer
+            .state(
+                account.clone(),
+                PAUSED_KEY.into(),
+                if paused { "1" } else { "0" }.into(),
+            )
+            .await?;
+        w.paused.send_replace(paused);
+        tracing::info!(%account, paused, "Delivery {}.", if paused { "paused by an admin" } else { "resumed" });
+        Ok(true)
+    }
+
+    /// Whether an admin paused delivery to `account`.
+    #[must_use]
+    pub fn is_paused(&self, account: &str) -> bool {
+        self.inner
+            .accounts
+            .iter()
+            .any(|(a, w)| a.to_string() == account && *w.paused.borrow())
     }
 
     /// Whether `account`'s breaker is open (it is unreachable).
@@ -367,6 +422,12 @@ async fn deliver(
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
     let mut final_map = None;
     'attempt: loop {
+        // An admin's pause holds the lane before anything is sent.
+        let mut paused = worker.paused.subscribe();
+        tokio::select! {
+            r = paused.wait_for(|p| !*p) => if r.is_err() { return false; },
+            _ = shutdown.wait_for(|s| *s) => return false,
+        }
         // Held for this attempt: a probe that ends without a verdict (the
         // operation degraded to nothing, or failed before the network)
         // hands the probe to another lane when it drops.

@@ -9,6 +9,7 @@
 //! - `crash`: kill -9 with 5,000 messages in flight.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
+//! - `pause`: `switchboard pause` / `resume` hold and release a queue.
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `references`: edits, deletes, reactions across a restart.
@@ -26,6 +27,7 @@ mod harness;
 mod notices;
 mod outage;
 mod outbox;
+mod pause;
 mod readme;
 mod receive;
 mod references;

@@ -174,6 +174,7 @@ impl Outage {
             hook.dup.to_string(),
             hook.out_of_order.to_string(),
             requests.to_string(),
+            format!("{} / {}", seen.notices.0, seen.notices.1),
         ];
         Ok(Outcome {
             row,
@@ -213,6 +214,7 @@ impl Scenario for Outage {
                     "hook dup",
                     "hook out of order",
                     "hook requests",
+                    "WS notices (down / back)",
                 ],
             );
             let mut base = None;
