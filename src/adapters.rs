@@ -3,24 +3,40 @@
 //! Today the only push destinations are the bot API's webhooks; the
 //! Telegram, Signal and Matrix adapters plug in here.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
 use rand::Rng;
-use switchboard_core::Adapter;
+use switchboard_core::{AccountId, Adapter};
 
 use crate::api::webhook::WebhookAdapter;
 use crate::config::{ApiToken, Scopes, Secret, Settings};
 
+/// The adapters the configuration asks for.
+pub struct Built {
+    /// Every adapter, for the outbox and the supervisor.
+    pub all: Vec<Arc<dyn Adapter>>,
+    /// The webhook adapters by API account, for reloads.
+    pub webhooks: HashMap<AccountId, Arc<WebhookAdapter>>,
+}
+
 /// Every adapter the configuration asks for.
 #[must_use]
-pub fn build(settings: &Settings) -> Vec<Arc<dyn Adapter>> {
-    settings
+pub fn build(settings: &Settings) -> Built {
+    let webhooks: HashMap<AccountId, Arc<WebhookAdapter>> = settings
         .api
         .iter()
-        .map(|a| Arc::new(WebhookAdapter::new(a)) as Arc<dyn Adapter>)
-        .collect()
+        .map(|a| (a.id.clone(), Arc::new(WebhookAdapter::new(a))))
+        .collect();
+    Built {
+        all: webhooks
+            .values()
+            .map(|w| w.clone() as Arc<dyn Adapter>)
+            .collect(),
+        webhooks,
+    }
 }
 
 /// Gives every API account without tokens a generated one, kept in
@@ -36,6 +52,7 @@ pub fn ensure_tokens(mut settings: Settings) -> anyhow::Result<Settings> {
         }
         let path = settings.data_dir.join(format!("{}.token", account.id));
         let secret = if let Ok(existing) = std::fs::read_to_string(&path) {
+            tracing::info!(account = %account.id, file = %path.display(), "Using the generated token kept in its file.");
             existing.trim().to_owned()
         } else {
             std::fs::create_dir_all(&settings.data_dir)
@@ -49,13 +66,15 @@ pub fn ensure_tokens(mut settings: Settings) -> anyhow::Result<Settings> {
                 .open(&path)
                 .with_context(|| format!("writing {}", path.display()))?;
             writeln!(f, "{token}")?;
+            // Printed once, when created (stdout ends up in journals): it
+            // stays readable in its file, for its owner only.
+            println!(
+                "{} has no configured token; use this one (kept in {}):\n  Authorization: Bearer {token}",
+                account.id,
+                path.display()
+            );
             token
         };
-        println!(
-            "{} has no configured token; use this one (kept in {}):\n  Authorization: Bearer {secret}",
-            account.id,
-            path.display()
-        );
         account.tokens.push(ApiToken {
             name: "default".into(),
             secret: Secret::new(secret),

@@ -1,4 +1,5 @@
-//! The command line: `switchboard run | check | status | pause | resume`.
+//! The command line: `switchboard run | check | status | pause | resume |
+//! reload`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub enum Command {
         /// `<network>.<name>`.
         account: String,
     },
+    /// Make the running switchboard read its configuration again (as
+    /// SIGHUP does); prints what changed, or why nothing did.
+    Reload,
 }
 
 /// Sets up logging. `RUST_LOG` overrides the default `info` level.
@@ -92,6 +96,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Status => status(&settings).await,
         Command::Pause { account } => pause(&settings, &account, true).await,
         Command::Resume { account } => pause(&settings, &account, false).await,
+        Command::Reload => reload(&settings).await,
         Command::Run => match crate::run(settings, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -184,6 +189,44 @@ pub fn check_report(s: &Settings) -> String {
         ));
     }
     out
+}
+
+/// `reload`: asks the running switchboard on its admin listener.
+async fn reload(settings: &Settings) -> ExitCode {
+    let Some(addr) = settings.admin_bind else {
+        eprintln!(
+            "error: {}: general.admin_bind is not set; send SIGHUP to the process instead",
+            settings.source
+        );
+        return ExitCode::from(2);
+    };
+    match reqwest::Client::new()
+        .post(format!("http://{addr}/v1/reload"))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if ok {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: nothing changed: {}",
+                    body["error"]["message"].as_str().unwrap_or("no details")
+                );
+                ExitCode::from(2)
+            }
+        }
+        Err(_) => {
+            eprintln!("error: switchboard is not running (nothing answers on {addr})");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `pause` / `resume`: asks the running switchboard on its admin listener.

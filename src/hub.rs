@@ -30,8 +30,12 @@ use crate::store::{
 
 /// Everything a request handler or adapter needs.
 pub struct Hub {
-    /// The validated configuration.
-    pub settings: Arc<Settings>,
+    /// The configuration in force (replaced by a reload).
+    pub settings: std::sync::RwLock<Arc<Settings>>,
+    /// Each API account's tokens, replaced in place by a reload.
+    pub api_tokens: std::collections::HashMap<AccountId, Arc<crate::api::auth::Tokens>>,
+    /// Each API account's webhooks adapter, updated by a reload.
+    pub webhooks: std::collections::HashMap<AccountId, Arc<crate::api::webhook::WebhookAdapter>>,
     /// Reads.
     pub store: Store,
     /// Writes.
@@ -137,6 +141,7 @@ impl Hub {
             }
             let route = self
                 .router
+                .load()
                 .route_inbound(&event.origin.account, &event.origin.channel);
             if route.is_empty() {
                 answers[i] = Some(Delivered::Ignored);
@@ -271,6 +276,7 @@ impl Hub {
                 );
                 let invites: Vec<String> = self
                     .router
+                    .load()
                     .gateway(gateway)
                     .into_iter()
                     .flat_map(|g| &g.members)
@@ -303,7 +309,7 @@ impl Hub {
                 ),
             ),
         };
-        let route = self.router.route_notice(gateway, account, channel);
+        let route = self.router.load().route_notice(gateway, account, channel);
         if route.is_empty() {
             return;
         }

@@ -9,6 +9,8 @@
 //! - [`hub`]: the running pieces wired together; the adapters' `Host`.
 //! - [`supervisor`]: restarts adapters and lanes that fail or panic.
 //! - [`health`]: one state per account, for `status` and `/metrics`.
+//! - [`reload`]: SIGHUP and `switchboard reload`: a new configuration in
+//!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
 //! - [`adapters`]: the one place that maps an account to its adapter.
 //! - [`cli`]: `run`, `check`, `status`.
@@ -25,6 +27,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod reload;
 pub mod router;
 pub mod store;
 pub mod supervisor;
@@ -110,7 +113,8 @@ pub async fn run_with(
     });
     let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut adapters = adapters::build(&settings);
+    let built = adapters::build(&settings);
+    let mut adapters = built.all;
     adapters.extend(extra);
     let outbox = Outbox::new(
         store.clone(),
@@ -120,8 +124,20 @@ pub async fn run_with(
         adapters.clone(),
         shutdown_rx.clone(),
     );
+    let api_tokens = settings
+        .api
+        .iter()
+        .map(|a| {
+            (
+                a.id.clone(),
+                Arc::new(api::auth::Tokens::new(a.id.clone(), &a.tokens)),
+            )
+        })
+        .collect();
     let hub = Arc::new(Hub {
-        settings: settings.clone(),
+        settings: std::sync::RwLock::new(settings.clone()),
+        api_tokens,
+        webhooks: built.webhooks,
         store: store.clone(),
         writer,
         router: Router::new(&settings),
@@ -170,7 +186,7 @@ pub async fn run_with(
 
     let mut servers = Vec::new();
     for (account, listener) in settings.api.iter().zip(listeners) {
-        let app = api::router(hub.clone(), account);
+        let app = api::router(hub.clone(), account, hub.api_tokens[&account.id].clone());
         let mut rx = shutdown_rx.clone();
         tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
         servers.push(tokio::spawn(async move {
@@ -197,6 +213,26 @@ pub async fn run_with(
         gateways = settings.gateways.len(),
         "switchboard is running."
     );
+    #[cfg(unix)]
+    {
+        let hub = hub.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    got = hup.recv() => if got.is_none() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                // Errors are logged by reload itself; nothing changes.
+                let _ = hub.reload().await;
+            }
+        });
+    }
 
     stop.await;
     tracing::info!("Shutting down: finishing sends in flight.");
@@ -259,6 +295,24 @@ fn admin_router(hub: Arc<Hub>) -> axum::Router {
                 |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
                  axum::extract::Path(account): axum::extract::Path<String>| async move {
                     set_paused(&hub, &account, false).await
+                },
+            ),
+        )
+        .route(
+            "/v1/reload",
+            axum::routing::post(
+                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
+                    use axum::response::IntoResponse;
+                    match hub.reload().await {
+                        Ok(report) => axum::Json(report).into_response(),
+                        Err(e) => (
+                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                            axum::Json(serde_json::json!({
+                                "error": {"code": "invalid_configuration", "message": e.to_string()}
+                            })),
+                        )
+                            .into_response(),
+                    }
                 },
             ),
         )

@@ -29,9 +29,38 @@ impl Route {
     }
 }
 
+/// The routing tables, swapped whole on a reload ([`Router::load`] hands
+/// out the current ones; a request keeps the tables it started with).
+#[derive(Debug)]
+pub struct Router {
+    /// A std lock held only to clone or replace the `Arc`.
+    current: std::sync::RwLock<std::sync::Arc<Routes>>,
+}
+
+impl Router {
+    /// Builds the routing tables.
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            current: std::sync::RwLock::new(std::sync::Arc::new(Routes::new(settings))),
+        }
+    }
+
+    /// The tables in force now.
+    #[must_use]
+    pub fn load(&self) -> std::sync::Arc<Routes> {
+        self.current.read().expect("router lock").clone()
+    }
+
+    /// Replaces the tables (a reload).
+    pub fn replace(&self, settings: &Settings) {
+        *self.current.write().expect("router lock") = std::sync::Arc::new(Routes::new(settings));
+    }
+}
+
 /// The resolved gateways.
 #[derive(Debug, Clone)]
-pub struct Router {
+pub struct Routes {
     gateways: Vec<Gateway>,
     /// Webhooks per API account.
     webhooks: HashMap<AccountId, Vec<Webhook>>,
@@ -39,7 +68,7 @@ pub struct Router {
     sources: HashMap<(AccountId, ChannelId), Vec<usize>>,
 }
 
-impl Router {
+impl Routes {
     /// Builds the routing tables.
     #[must_use]
     pub fn new(settings: &Settings) -> Self {
@@ -61,6 +90,27 @@ impl Router {
                 .collect(),
             sources,
         }
+    }
+
+    /// Every destination channel some gateway writes to (network channels
+    /// and webhooks): what a reload compares to find removed ones.
+    #[must_use]
+    pub fn destinations(&self) -> std::collections::BTreeSet<(AccountId, ChannelId)> {
+        let mut out = std::collections::BTreeSet::new();
+        for g in &self.gateways {
+            for m in g.members.iter().filter(|m| m.direction.writes()) {
+                if m.account.network() == Network::Api {
+                    for w in self.webhooks.get(&m.account).into_iter().flatten() {
+                        if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) {
+                            out.insert((m.account.clone(), w.channel()));
+                        }
+                    }
+                } else {
+                    out.insert((m.account.clone(), m.channel.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// The gateways, in config order.

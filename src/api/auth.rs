@@ -68,21 +68,27 @@ impl Caller {
 }
 
 /// The tokens of one API account, keyed by the SHA-256 of the secret so
-/// the lookup does not compare secrets byte by byte.
+/// the lookup does not compare secrets byte by byte. Replaced whole on a
+/// reload.
 pub struct Tokens {
     account: AccountId,
-    by_hash: HashMap<[u8; 32], Arc<ApiToken>>,
+    /// A std lock held only for a lookup or a swap.
+    by_hash: std::sync::RwLock<HashMap<[u8; 32], Arc<ApiToken>>>,
 }
 
 impl Tokens {
     /// Indexes an account's tokens.
     #[must_use]
     pub fn new(account: AccountId, tokens: &[ApiToken]) -> Self {
-        let by_hash = tokens
-            .iter()
-            .map(|t| (hash(t.secret.expose()), Arc::new(t.clone())))
-            .collect();
-        Self { account, by_hash }
+        Self {
+            account,
+            by_hash: std::sync::RwLock::new(index(tokens)),
+        }
+    }
+
+    /// Puts a reloaded configuration's tokens in force.
+    pub fn replace(&self, tokens: &[ApiToken]) {
+        *self.by_hash.write().expect("tokens lock") = index(tokens);
     }
 
     /// Authenticates a request by its `Authorization: Bearer` header.
@@ -103,6 +109,8 @@ impl Tokens {
                 ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
             })?;
         self.by_hash
+            .read()
+            .expect("tokens lock")
             .get(&hash(secret.trim()))
             .map(|t| Caller {
                 account: self.account.clone(),
@@ -110,6 +118,13 @@ impl Tokens {
             })
             .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
     }
+}
+
+fn index(tokens: &[ApiToken]) -> HashMap<[u8; 32], Arc<ApiToken>> {
+    tokens
+        .iter()
+        .map(|t| (hash(t.secret.expose()), Arc::new(t.clone())))
+        .collect()
 }
 
 fn hash(secret: &str) -> [u8; 32] {

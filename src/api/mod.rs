@@ -41,10 +41,11 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
 }
 
-/// The routes of one API account.
-pub fn router(hub: Arc<Hub>, account: &ApiAccount) -> Router {
+/// The routes of one API account; `tokens` is the account's token table,
+/// which a reload replaces in place.
+pub fn router(hub: Arc<Hub>, account: &ApiAccount, tokens: Arc<Tokens>) -> Router {
     let state = ApiState {
-        tokens: Arc::new(Tokens::new(account.id.clone(), &account.tokens)),
+        tokens,
         account: Arc::new(account.clone()),
         hub,
     };

@@ -98,7 +98,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         files,
         idempotency_key,
     } = draft;
-    match hub.router.membership(&gateway, &caller.account) {
+    match hub.router.load().membership(&gateway, &caller.account) {
         None => {
             return Err(ApiError::NotFound(format!(
                 "no gateway `{gateway}` for {}",
@@ -169,6 +169,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
     };
     let route = hub
         .router
+        .load()
         .route_api(&gateway, &caller.account, &caller.token.name)
         .ok_or_else(|| ApiError::Forbidden(format!("may not post to gateway `{gateway}`")))?;
     let event = NewEvent {

@@ -265,6 +265,7 @@ pub fn readable(
         None => {
             let all: Vec<GatewayName> = hub
                 .router
+                .load()
                 .gateways()
                 .iter()
                 .filter(|g| check_readable(hub, caller, &g.name).is_ok())
@@ -287,7 +288,7 @@ pub fn readable(
 /// 404 for an unknown gateway or one the account is not an output member
 /// of, 403 for a token without access.
 pub fn check_readable(hub: &Hub, caller: &Caller, gw: &GatewayName) -> Result<(), ApiError> {
-    match hub.router.membership(gw, &caller.account) {
+    match hub.router.load().membership(gw, &caller.account) {
         Some(d) if d.writes() => caller.can_read(gw),
         Some(_) => Err(ApiError::Forbidden(format!(
             "{} is an `in` member of gateway `{gw}`: it may post but not read",

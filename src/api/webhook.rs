@@ -30,7 +30,8 @@ pub const DELIVERY_HEADER: &str = "x-switchboard-delivery";
 /// The push side of one API account.
 pub struct WebhookAdapter {
     account: AccountId,
-    hooks: HashMap<ChannelId, Webhook>,
+    /// Replaced whole on a reload; a std lock held only to clone one hook.
+    hooks: std::sync::RwLock<HashMap<ChannelId, Webhook>>,
     client: reqwest::Client,
 }
 
@@ -51,15 +52,26 @@ impl WebhookAdapter {
             .expect("HTTP client");
         Self {
             account: account.id.clone(),
-            hooks: account
-                .webhooks
-                .iter()
-                .map(|w| (w.channel(), w.clone()))
-                .collect(),
+            hooks: std::sync::RwLock::new(index(account)),
             client,
         }
     }
+
+    /// Puts a reloaded configuration's webhooks in force.
+    pub fn replace(&self, account: &ApiAccount) {
+        *self.hooks.write().expect("hooks lock") = index(account);
+    }
 }
+
+fn index(account: &ApiAccount) -> HashMap<ChannelId, Webhook> {
+    account
+        .webhooks
+        .iter()
+        .map(|w| (w.channel(), w.clone()))
+        .collect()
+}
+
+impl WebhookAdapter {}
 
 /// Signs `body` with `secret`: `sha256=<hex>`.
 #[must_use]
@@ -119,9 +131,15 @@ impl Adapter for WebhookAdapter {
     }
 
     async fn send(&self, op: &Outbound, key: &str) -> Result<RemoteId, SendError> {
-        let hook = self.hooks.get(&op.channel).ok_or_else(|| {
-            SendError::permanent(format!("no webhook for channel {}", op.channel))
-        })?;
+        let hook = self
+            .hooks
+            .read()
+            .expect("hooks lock")
+            .get(&op.channel)
+            .cloned()
+            .ok_or_else(|| {
+                SendError::permanent(format!("no webhook for channel {}", op.channel))
+            })?;
         let mut body = json::native(&op.event, &op.gateway, None);
         body["delivery_id"] = serde_json::Value::String(key.to_owned());
         // The delivery id this webhook got for the referenced message (from

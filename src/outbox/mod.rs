@@ -50,6 +50,10 @@ struct AccountWorker {
     paused: watch::Sender<bool>,
     /// Lane wake-ups by channel; std mutex, never held across await.
     lanes: Mutex<HashMap<ChannelId, Arc<Notify>>>,
+    /// Channels a reload removed from every gateway: their lanes
+    /// dead-letter what is queued ("removed from config"), each row through
+    /// the same path as any dead letter. Std mutex, never held across await.
+    retired: Mutex<std::collections::HashSet<ChannelId>>,
 }
 
 struct Inner {
@@ -72,7 +76,8 @@ struct Inner {
 }
 
 struct Notices {
-    after: HashMap<GatewayName, Option<Duration>>,
+    /// Replaced by a reload; a std lock held only for a lookup or a swap.
+    after: std::sync::RwLock<HashMap<GatewayName, Option<Duration>>>,
     tx: mpsc::UnboundedSender<notices::Announcement>,
 }
 
@@ -112,6 +117,7 @@ impl Outbox {
                         breaker: Breaker::new(settings.breaker_probe),
                         paused: watch::Sender::new(false),
                         lanes: Mutex::new(HashMap::new()),
+                        retired: Mutex::new(std::collections::HashSet::new()),
                     },
                 )
             })
@@ -143,7 +149,20 @@ impl Outbox {
             .iter()
             .map(|g| (g.name.clone(), g.notice_after))
             .collect();
-        let _ = self.inner.notices.set(Notices { after, tx });
+        let _ = self.inner.notices.set(Notices {
+            after: std::sync::RwLock::new(after),
+            tx,
+        });
+    }
+
+    /// Puts a reloaded configuration's `notice_after` settings in force.
+    pub fn set_notice_after(&self, gateways: &[crate::config::Gateway]) {
+        if let Some(n) = self.inner.notices.get() {
+            *n.after.write().expect("notices lock") = gateways
+                .iter()
+                .map(|g| (g.name.clone(), g.notice_after))
+                .collect();
+        }
     }
 
     /// Starts lanes for every channel with pending rows, then follows
@@ -200,7 +219,8 @@ impl Outbox {
                         _ = shutdown.wait_for(|s| *s) => return,
                     }
                     let Some(n) = inner.notices.get() else { return };
-                    for a in inner.outages.due(&|g| n.after.get(g).copied().flatten()) {
+                    let after = n.after.read().expect("notices lock").clone();
+                    for a in inner.outages.due(&|g| after.get(g).copied().flatten()) {
                         let _ = n.tx.send(a);
                     }
                 }
@@ -234,6 +254,25 @@ impl Outbox {
             lane(inner.clone(), a.clone(), c.clone(), notify.clone())
         });
         self.inner.tasks.lock().expect("tasks lock").push(task);
+    }
+
+    /// A reload removed `account`/`channel` from every gateway: its queued
+    /// rows become dead letters. `retired = false` takes it back (a later
+    /// reload added it again).
+    pub fn retire(&self, account: &AccountId, channel: &ChannelId, retired: bool) {
+        let Some(w) = self.inner.accounts.get(account) else {
+            return;
+        };
+        let mut set = w.retired.lock().expect("retired lock");
+        let changed = if retired {
+            set.insert(channel.clone())
+        } else {
+            set.remove(channel)
+        };
+        drop(set);
+        if changed && retired {
+            self.poke(account, channel);
+        }
     }
 
     /// Pauses or resumes delivery to `account`, remembered across restarts.
@@ -422,6 +461,20 @@ async fn deliver(
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
     let mut final_map = None;
     'attempt: loop {
+        if worker
+            .retired
+            .lock()
+            .expect("retired lock")
+            .contains(channel)
+        {
+            let reason = "removed from config".to_owned();
+            if !record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await {
+                return false;
+            }
+            inner.metrics.dead_letters.get_or_create(&label).inc();
+            inner.metrics.queue_depth.get_or_create(&label).dec();
+            return true;
+        }
         // An admin's pause holds the lane before anything is sent.
         let mut paused = worker.paused.subscribe();
         tokio::select! {

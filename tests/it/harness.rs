@@ -181,6 +181,11 @@ impl Sb {
         }
     }
 
+    /// The running process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("sb.{}.log", self.starts)))
             .unwrap_or_default()

@@ -12,6 +12,7 @@
 //! - `pause`: `switchboard pause` / `resume` hold and release a queue.
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
+//! - `reload`: SIGHUP and `switchboard reload` while messages flow.
 //! - `references`: edits, deletes, reactions across a restart.
 //! - `store`: the store's contract on both backends.
 //! - `receive`: the adapter contract's receive side with the scripted fake.
@@ -31,4 +32,5 @@ mod pause;
 mod readme;
 mod receive;
 mod references;
+mod reload;
 mod store;
