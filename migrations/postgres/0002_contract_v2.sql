@@ -13,3 +13,15 @@ CREATE TABLE adapter_state (
     value TEXT NOT NULL,
     PRIMARY KEY (account, key)
 );
+
+-- The second and later ids one destination gave an event (an album, a text
+-- split in pieces); the first stays in message_map. part orders them.
+CREATE TABLE message_parts (
+    event_id BIGINT NOT NULL REFERENCES events (id),
+    account TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    part BIGINT NOT NULL,
+    remote_id TEXT NOT NULL,
+    PRIMARY KEY (event_id, account, channel, part)
+);
+CREATE INDEX message_parts_remote ON message_parts (account, channel, remote_id);

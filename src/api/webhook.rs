@@ -15,8 +15,8 @@ use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use sha2::Sha256;
 use switchboard_core::{
-    AccountId, Adapter, Capabilities, ChannelId, Host, Outbound, ReceiveHealth, RemoteId, RunError,
-    SendError, Shutdown,
+    AccountId, Adapter, Capabilities, ChannelId, Host, Outbound, Receipt, ReceiveHealth, RemoteId,
+    RunError, SendError, Shutdown,
 };
 
 use super::json;
@@ -130,7 +130,7 @@ impl Adapter for WebhookAdapter {
         Ok(())
     }
 
-    async fn send(&self, op: &Outbound, key: &str) -> Result<RemoteId, SendError> {
+    async fn send(&self, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
         let hook = self
             .hooks
             .read()
@@ -146,7 +146,7 @@ impl Adapter for WebhookAdapter {
         // the message map), so a receiver can apply an edit or reply to what
         // it stored.
         if let Some(t) = &op.target {
-            body["target_delivery_id"] = serde_json::Value::String(t.to_string());
+            body["target_delivery_id"] = serde_json::Value::String(t.first().to_string());
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
         let signature = sign(hook.secret.expose().as_bytes(), &bytes);
@@ -173,7 +173,14 @@ impl Adapter for WebhookAdapter {
         };
         let status = resp.status();
         if status.is_success() {
-            return RemoteId::new(key).map_err(|e| SendError::permanent(e.to_string()));
+            // The delivery id is what a receiver knows a message by; only
+            // what creates a message is remembered.
+            if !crate::store::writer::creates_message(&op.event.kind) {
+                return Ok(Receipt::none());
+            }
+            return RemoteId::new(key)
+                .map(Receipt::one)
+                .map_err(|e| SendError::permanent(e.to_string()));
         }
         if status.is_redirection() {
             return Err(SendError::permanent(format!(

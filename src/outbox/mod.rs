@@ -30,7 +30,6 @@ use tokio::task::JoinHandle;
 
 use crate::config::OutboxSettings;
 use crate::metrics::Metrics;
-use crate::store::writer::creates_message;
 use crate::store::writer::MapEntry;
 use crate::store::{now_ms, PendingRow, RowUpdate, Store, WriterHandle};
 use breaker::Breaker;
@@ -418,6 +417,30 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
     }
 }
 
+/// Ids of one piece of a split message are numbered from `piece * PART_STRIDE`
+/// (an album of up to this many files per piece).
+const PART_STRIDE: i64 = 64;
+
+/// The referenced event as `account`/`channel` knows it, if it got it.
+async fn reference(
+    store: &Store,
+    id: switchboard_core::EventId,
+    account: &AccountId,
+    channel: &ChannelId,
+) -> Result<Option<switchboard_core::Reference>, crate::store::StoreError> {
+    let ids = store.remote_ids_at(id, account, channel).await?;
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    Ok(store
+        .event(id)
+        .await?
+        .map(|event| switchboard_core::Reference {
+            event: Box::new(event),
+            ids,
+        }))
+}
+
 /// Sleeps unless shutdown comes first; false on shutdown.
 async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
@@ -459,7 +482,7 @@ async fn deliver(
     let caps = worker.adapter.capabilities();
     let mut attempts = row.attempts;
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
-    let mut final_map = None;
+    let mut final_maps = Vec::new();
     'attempt: loop {
         if worker
             .retired
@@ -489,7 +512,7 @@ async fn deliver(
         };
         let target = match row.event.kind.target().and_then(|t| t.event_id()) {
             None => None,
-            Some(id) => match inner.store.remote_id_at(id, account, channel).await {
+            Some(id) => match reference(&inner.store, id, account, channel).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(error = %e, "Cannot resolve a reference; retrying.");
@@ -507,9 +530,6 @@ async fn deliver(
             target,
         };
         let parts = degrade(&op, &caps);
-        let maps = parts
-            .first()
-            .is_some_and(|p| creates_message(&p.event.kind));
         while parts_sent < parts.len() {
             let key = if parts.len() > 1 {
                 format!("{}.{parts_sent}", row.idempotency_key)
@@ -534,24 +554,35 @@ async fn deliver(
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());
             let error = match result {
-                Ok(remote) => {
+                Ok(receipt) => {
                     worker.breaker.reachable();
-                    let map = (parts_sent == 0 && maps).then(|| MapEntry {
-                        event_id: row.event.id,
-                        account: account.clone(),
-                        channel: channel.clone(),
-                        remote_id: remote,
-                    });
+                    // Each piece's ids numbered apart from the others', so
+                    // a resumed split numbers them the same way.
+                    let piece = i64::try_from(parts_sent).unwrap_or(i64::MAX);
+                    let maps: Vec<MapEntry> = receipt
+                        .ids
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, remote_id)| MapEntry {
+                            event_id: row.event.id,
+                            account: account.clone(),
+                            channel: channel.clone(),
+                            part: piece
+                                .saturating_mul(PART_STRIDE)
+                                .saturating_add(i64::try_from(i).unwrap_or(0)),
+                            remote_id,
+                        })
+                        .collect();
                     parts_sent += 1;
                     if parts_sent == parts.len() {
-                        final_map = map;
+                        final_maps = maps;
                         break;
                     }
-                    // Remember progress (and the first piece's id, so a later
-                    // edit or reply finds it) before sending the next piece.
+                    // Remember progress (and the piece's ids, so a later
+                    // edit or reply finds them) before sending the next one.
                     let update = RowUpdate::Progress {
                         parts_sent: i64::try_from(parts_sent).unwrap_or(i64::MAX),
-                        map,
+                        maps,
                     };
                     if !record(inner, row.id, update, shutdown).await {
                         return false;
@@ -619,7 +650,14 @@ async fn deliver(
         }
         break;
     }
-    if !record(inner, row.id, RowUpdate::Sent { map: final_map }, shutdown).await {
+    if !record(
+        inner,
+        row.id,
+        RowUpdate::Sent { maps: final_maps },
+        shutdown,
+    )
+    .await
+    {
         return false;
     }
     // Counted once the row is marked sent, so a queue depth of 0 means

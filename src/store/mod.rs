@@ -567,21 +567,24 @@ impl Store {
             .collect()
     }
 
-    /// The id a destination knows event `id` by: the id it gave when we
-    /// delivered it, or the original id if the event came from there.
+    /// Every id a destination knows event `id` by, first part first: the
+    /// ids it gave when we delivered it, or the original id if the event
+    /// came from there. Empty when it never got the event.
     ///
     /// # Errors
     /// On database failure.
-    pub async fn remote_id_at(
+    pub async fn remote_ids_at(
         &self,
         id: EventId,
         account: &AccountId,
         channel: &ChannelId,
-    ) -> Result<Option<RemoteId>, StoreError> {
-        let row = sqlx::query(
-            "SELECT remote_id FROM message_map WHERE event_id = $1 AND account = $2 AND channel = $3 \
-             UNION ALL SELECT message_id FROM events WHERE id = $4 AND account = $5 AND channel = $6 \
-             AND message_id IS NOT NULL",
+    ) -> Result<Vec<RemoteId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 0, remote_id FROM message_map WHERE event_id = $1 AND account = $2 AND channel = $3 \
+             UNION ALL SELECT part, remote_id FROM message_parts WHERE event_id = $4 AND account = $5 AND channel = $6 \
+             UNION ALL SELECT 0, message_id FROM events WHERE id = $7 AND account = $8 AND channel = $9 \
+             AND message_id IS NOT NULL \
+             ORDER BY 1",
         )
         .bind(id.0)
         .bind(account.to_string())
@@ -589,13 +592,17 @@ impl Store {
         .bind(id.0)
         .bind(account.to_string())
         .bind(channel.as_str())
-        .fetch_optional(&self.pool)
+        .bind(id.0)
+        .bind(account.to_string())
+        .bind(channel.as_str())
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|r| {
-            RemoteId::new(r.try_get::<String, _>(0)?)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
-        .transpose()
+        rows.iter()
+            .map(|r| {
+                RemoteId::new(r.try_get::<String, _>(1)?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     /// A stored blob's MIME type and bytes.

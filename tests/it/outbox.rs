@@ -217,7 +217,14 @@ async fn fallbacks(backend: Backend) {
     eventually("the corrected copy", || r.fake.sent().len() == 4).await;
     let copy = &r.fake.sent()[3];
     assert_eq!(text(&copy.op), "✏️ hi");
-    assert_eq!(copy.op.target.as_ref().map(RemoteId::as_str), Some("r1"));
+    let target = copy.op.target.as_ref().expect("a reference");
+    assert_eq!(target.first().as_str(), "r1");
+    assert_eq!(
+        target.ids.iter().map(RemoteId::as_str).collect::<Vec<_>>(),
+        ["r1", "r2", "r3"],
+        "every piece's id, in order"
+    );
+    assert_eq!(target.event.id, id, "and the referenced event itself");
     assert!(r
         .store
         .queues()

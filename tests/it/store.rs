@@ -111,35 +111,48 @@ async fn store_contract(backend: Backend) {
     // Say the hub delivered event `id` to chat 2, where it became "200".
     let tg: AccountId = "telegram.main".parse().unwrap();
     let chat2 = ChannelId::new("2").unwrap();
-    let map = MapEntry {
+    // In two parts (an album, a split text): "200", then "200b".
+    let part = |n: i64, remote: &str| MapEntry {
         event_id: id,
         account: tg.clone(),
         channel: chat2.clone(),
-        remote_id: RemoteId::new("200").unwrap(),
+        part: n,
+        remote_id: RemoteId::new(remote).unwrap(),
     };
-    w.row(rows[0].id, RowUpdate::Sent { map: Some(map) })
-        .await
-        .unwrap();
+    w.row(
+        rows[0].id,
+        RowUpdate::Sent {
+            maps: vec![part(0, "200"), part(64, "200b")],
+        },
+    )
+    .await
+    .unwrap();
     assert!(store.pending(&hook, &lane, 0, 10).await.unwrap().is_empty());
+    let ids = |v: Vec<RemoteId>| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
     assert_eq!(
-        store
-            .remote_id_at(id, &tg, &chat2)
-            .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        "200"
+        ids(store.remote_ids_at(id, &tg, &chat2).await.unwrap()),
+        ["200", "200b"],
+        "every part, first first"
     );
     assert_eq!(
-        store
-            .remote_id_at(id, &tg, &ChannelId::new("1").unwrap())
+        ids(store
+            .remote_ids_at(id, &tg, &ChannelId::new("1").unwrap())
             .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        "100",
+            .unwrap()),
+        ["100"],
         "the origin knows it by its own id"
     );
+    assert!(store
+        .remote_ids_at(id, &tg, &ChannelId::new("3").unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+    // An echo of the second part is ours too.
+    let echo = w
+        .ingest(from_chat("2", "200b", hello.clone()))
+        .await
+        .unwrap();
+    assert_eq!(echo.delivered, Delivered::Ignored);
 
     // Chat 2 echoing our own message back is dropped.
     let echo = w
@@ -168,10 +181,11 @@ async fn store_contract(backend: Backend) {
         event_id: id2,
         account: tg.clone(),
         channel: chat2.clone(),
+        part: 0,
         remote_id: RemoteId::new("210").unwrap(),
     };
     let (sent, echo) = tokio::join!(
-        w.row(row.id, RowUpdate::Sent { map: Some(map) }),
+        w.row(row.id, RowUpdate::Sent { maps: vec![map] }),
         w.ingest(from_chat("2", "210", hello))
     );
     sent.unwrap();

@@ -24,7 +24,10 @@
 //!   restarts `run` with backoff, also after a panic.
 //! - **Send** in [`Adapter::send`]: one attempt, no retry loop inside, an
 //!   error classified as [`SendError`] says whether to retry, pause the
-//!   account, or dead-letter.
+//!   account, or dead-letter. A success answers a [`Receipt`] with the ids of
+//!   what the send created; the hub maps them to the event, so later edits,
+//!   replies, deletes and reactions find every part. A reference arrives as a
+//!   [`Reference`]: the referenced event and all its ids on this network.
 //! - **Files** go through the hub's blob store: [`Host::put_blob`] when
 //!   receiving (so a queued message keeps its bytes across restarts, and no
 //!   URL with a token in it is ever stored), [`Host::blob`] when sending.
@@ -55,10 +58,59 @@ pub struct Outbound {
     pub channel: ChannelId,
     /// The event, possibly rewritten by [`crate::degrade`].
     pub event: Event,
-    /// The event's reference (reply, edit/delete/reaction target) resolved to
-    /// this destination's own message id; `None` when the destination never
-    /// received the referenced message.
-    pub target: Option<RemoteId>,
+    /// The message the event refers to (reply, edit, delete or reaction
+    /// target) as this destination knows it; `None` when the destination
+    /// never received it.
+    pub target: Option<Reference>,
+}
+
+/// A referenced message, with what a network needs to point at it: the
+/// event itself (its author and time, which a Signal quote or edit needs;
+/// its kind and attachments, which tell a Telegram caption edit from a text
+/// edit; its thread, which a Matrix thread reply needs) and every id this
+/// destination has for it, first part first (an album or a split text has
+/// several).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// The referenced event, as the hub stored it.
+    pub event: Box<Event>,
+    /// The destination's ids for it, in part order; never empty.
+    pub ids: Vec<RemoteId>,
+}
+
+impl Reference {
+    /// The id of the referenced message's first part.
+    #[must_use]
+    pub fn first(&self) -> &RemoteId {
+        &self.ids[0]
+    }
+}
+
+/// What a successful [`Adapter::send`] created on the network.
+///
+/// List the id of every message the send created (one for a text, several
+/// for an album or a text the network split), and the id of a reaction the
+/// network can only take back by that id (Matrix redacts the reaction
+/// event). List nothing for what creates nothing to refer to later: an
+/// edit applied in place, a delete, a reaction taken back by its emoji.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The ids, in order.
+    pub ids: Vec<RemoteId>,
+}
+
+impl Receipt {
+    /// One created message.
+    #[must_use]
+    pub fn one(id: RemoteId) -> Self {
+        Self { ids: vec![id] }
+    }
+
+    /// Nothing to remember.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
 }
 
 /// Events to commit in one transaction, with the network position they
@@ -202,5 +254,5 @@ pub trait Adapter: Send + Sync + 'static {
     /// # Errors
     /// A [`SendError`] whose [`retry_kind`](SendError::retry_kind) tells the
     /// outbox whether to retry, pause the account, or dead-letter.
-    async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<RemoteId, SendError>;
+    async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError>;
 }

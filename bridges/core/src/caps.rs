@@ -151,10 +151,28 @@ mod tests {
     use crate::model::{Author, Event, Origin};
 
     fn outbound(kind: EventKind, target: Option<&str>) -> Outbound {
+        let event = Event {
+            id: EventId(2),
+            origin: Origin {
+                account: "api.bots".parse().unwrap(),
+                channel: ChannelId::new("api").unwrap(),
+                remote_id: RemoteId::new("r").unwrap(),
+                thread: None,
+            },
+            author: Author {
+                display_name: "ann".into(),
+                ..Author::default()
+            },
+            at: OffsetDateTime::UNIX_EPOCH,
+            kind: kind.clone(),
+        };
         Outbound {
             gateway: GatewayName::new("gw").unwrap(),
             channel: ChannelId::new("c").unwrap(),
-            target: target.map(|t| RemoteId::new(t).unwrap()),
+            target: target.map(|t| crate::adapter::Reference {
+                event: Box::new(event.clone()),
+                ids: vec![RemoteId::new(t).unwrap()],
+            }),
             event: Event {
                 id: EventId(2),
                 origin: Origin {
@@ -193,7 +211,7 @@ mod tests {
         let parts = degrade(&outbound(edit, Some("m1")), &caps);
         assert_eq!(parts.len(), 1);
         assert_eq!(text_of(&parts[0]), "✏️ fixed");
-        assert_eq!(parts[0].target.as_ref().unwrap().as_str(), "m1");
+        assert_eq!(parts[0].target.as_ref().unwrap().first().as_str(), "m1");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::adapter::{Adapter, Batch, Delivered, Host, Outbound, RunError, Shutdown};
+use crate::adapter::{Adapter, Batch, Delivered, Host, Outbound, Receipt, RunError, Shutdown};
 use crate::caps::Capabilities;
 use crate::error::SendError;
 use crate::ids::{AccountId, RemoteId};
@@ -193,7 +193,7 @@ impl Adapter for FakeAdapter {
         Ok(())
     }
 
-    async fn send(&self, op: &Outbound, key: &str) -> Result<RemoteId, SendError> {
+    async fn send(&self, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
         self.attempts
             .lock()
             .expect("fake lock")
@@ -222,7 +222,17 @@ impl Adapter for FakeAdapter {
             remote: remote.clone(),
             files,
         });
-        Ok(remote)
+        // Like a network: messages get an id, the rest creates nothing.
+        Ok(
+            if matches!(
+                op.event.kind,
+                crate::model::EventKind::Message { .. } | crate::model::EventKind::Notice { .. }
+            ) {
+                Receipt::one(remote)
+            } else {
+                Receipt::none()
+            },
+        )
     }
 }
 

@@ -28,8 +28,8 @@ pub mod model;
 pub mod richtext;
 
 pub use adapter::{
-    Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, ReceiveHealth, RunError,
-    Shutdown,
+    Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, Receipt, ReceiveHealth,
+    Reference, RunError, Shutdown,
 };
 pub use caps::{degrade, Capabilities};
 pub use error::{RetryKind, SendError};

@@ -99,18 +99,19 @@ pub struct IngestOutcome {
 /// What happened to one outbox row.
 #[derive(Debug, Clone)]
 pub enum RowUpdate {
-    /// The network accepted it. `map` is the id to remember for later
-    /// edits, deletes and replies (None for ops that create no message).
+    /// The network accepted it. `maps` are the ids to remember for later
+    /// edits, deletes and replies (none for ops that create nothing).
     Sent {
-        /// The id the destination gave the message.
-        map: Option<MapEntry>,
+        /// The ids the destination gave.
+        maps: Vec<MapEntry>,
     },
     /// Some pieces of a split message were accepted.
     Progress {
         /// How many.
         parts_sent: i64,
-        /// The first piece's id, remembered as soon as it exists.
-        map: Option<MapEntry>,
+        /// The ids of the pieces sent so far, remembered as soon as they
+        /// exist.
+        maps: Vec<MapEntry>,
     },
     /// The attempt failed; it will be retried.
     Retry {
@@ -135,7 +136,9 @@ pub struct MapEntry {
     pub account: AccountId,
     /// The destination channel.
     pub channel: ChannelId,
-    /// The destination's id for the (first piece of the) message.
+    /// Which part of the event this id is (0 for the first).
+    pub part: i64,
+    /// The destination's id for that part.
     pub remote_id: RemoteId,
 }
 

@@ -39,7 +39,7 @@ pub(super) async fn apply_all(
     let mut cursors: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, cmd) in batch.iter().enumerate() {
         match cmd {
-            WriteCmd::Row(id, RowUpdate::Sent { map }, _) => sent.push((*id, map.as_ref())),
+            WriteCmd::Row(id, RowUpdate::Sent { maps }, _) => sent.push((*id, maps.as_slice())),
             WriteCmd::Row(..) => {
                 apply(tx, cmd).await?;
             }
@@ -344,7 +344,7 @@ async fn bulk_ingest(
 /// per chunk.
 async fn bulk_sent(
     tx: &mut Transaction<'_, Any>,
-    sent: &[(i64, Option<&MapEntry>)],
+    sent: &[(i64, &[MapEntry])],
     now: i64,
 ) -> Result<(), StoreError> {
     for range in chunks(sent.len()) {
@@ -359,7 +359,13 @@ async fn bulk_sent(
         }
         q.execute(&mut **tx).await?;
     }
-    let maps: Vec<&MapEntry> = sent.iter().filter_map(|(_, m)| *m).collect();
+    let all: Vec<&MapEntry> = sent.iter().flat_map(|(_, m)| m.iter()).collect();
+    let (firsts, rest): (Vec<&MapEntry>, Vec<&MapEntry>) =
+        all.into_iter().partition(|m| m.part == 0);
+    for m in rest {
+        insert_map(tx, m).await?;
+    }
+    let maps = firsts;
     for range in chunks(maps.len()) {
         let sql = format!(
             "INSERT INTO message_map (event_id, account, channel, remote_id) VALUES {} \
@@ -453,8 +459,13 @@ async fn prepare<'a>(
     let account = origin.account.to_string();
     if item.check_echo {
         let echo = sqlx::query(
-            "SELECT 1 FROM message_map WHERE account = $1 AND channel = $2 AND remote_id = $3 LIMIT 1",
+            "SELECT 1 FROM message_map WHERE account = $1 AND channel = $2 AND remote_id = $3 \
+             UNION ALL SELECT 1 FROM message_parts WHERE account = $4 AND channel = $5 AND remote_id = $6 \
+             LIMIT 1",
         )
+        .bind(account.as_str())
+        .bind(origin.channel.as_str())
+        .bind(origin.remote_id.as_str())
         .bind(account.as_str())
         .bind(origin.channel.as_str())
         .bind(origin.remote_id.as_str())
@@ -487,8 +498,12 @@ async fn resolve_remote(
 ) -> Result<Option<EventId>, StoreError> {
     let row = sqlx::query(
         "SELECT id FROM events WHERE account = $1 AND channel = $2 AND message_id = $3 \
-         UNION ALL SELECT event_id FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6",
+         UNION ALL SELECT event_id FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6 \
+         UNION ALL SELECT event_id FROM message_parts WHERE account = $7 AND channel = $8 AND remote_id = $9",
     )
+    .bind(account)
+    .bind(channel)
+    .bind(remote.as_str())
     .bind(account)
     .bind(channel)
     .bind(remote.as_str())
@@ -507,22 +522,26 @@ async fn row_update(
     now: i64,
 ) -> Result<(), StoreError> {
     match update {
-        RowUpdate::Sent { map } => {
+        RowUpdate::Sent { maps } => {
             sqlx::query("UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
-            insert_map(tx, map.as_ref()).await?;
+            for m in maps {
+                insert_map(tx, m).await?;
+            }
         }
-        RowUpdate::Progress { parts_sent, map } => {
+        RowUpdate::Progress { parts_sent, maps } => {
             sqlx::query("UPDATE outbox SET parts_sent = $1, updated_ms = $2 WHERE id = $3")
                 .bind(*parts_sent)
                 .bind(now)
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
-            insert_map(tx, map.as_ref()).await?;
+            for m in maps {
+                insert_map(tx, m).await?;
+            }
         }
         RowUpdate::Retry { attempts, error } => {
             sqlx::query(
@@ -549,21 +568,33 @@ async fn row_update(
     Ok(())
 }
 
-async fn insert_map(
-    tx: &mut Transaction<'_, Any>,
-    map: Option<&MapEntry>,
-) -> Result<(), StoreError> {
-    let Some(m) = map else { return Ok(()) };
-    sqlx::query(
-        "INSERT INTO message_map (event_id, account, channel, remote_id) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, account, channel) DO NOTHING",
-    )
-    .bind(m.event_id.0)
-    .bind(m.account.to_string())
-    .bind(m.channel.as_str())
-    .bind(m.remote_id.as_str())
-    .execute(&mut **tx)
-    .await?;
+/// Remembers one id: the first part in `message_map`, later ones in
+/// `message_parts`.
+async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), StoreError> {
+    if m.part == 0 {
+        sqlx::query(
+            "INSERT INTO message_map (event_id, account, channel, remote_id) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, account, channel) DO NOTHING",
+        )
+        .bind(m.event_id.0)
+        .bind(m.account.to_string())
+        .bind(m.channel.as_str())
+        .bind(m.remote_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO message_parts (event_id, account, channel, part, remote_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, account, channel, part) DO NOTHING",
+        )
+        .bind(m.event_id.0)
+        .bind(m.account.to_string())
+        .bind(m.channel.as_str())
+        .bind(m.part)
+        .bind(m.remote_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
