@@ -162,6 +162,9 @@ struct RawGateway {
     notice_after: Option<String>,
     /// Send outage notices at all (default true).
     notices: Option<bool>,
+    /// A message delivered this much later than it was written shows its
+    /// time on networks that render text only.
+    late_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +383,9 @@ pub struct Gateway {
     /// After how long unreachable a member's outage is announced to the
     /// others; `None` when notices are off for this gateway.
     pub notice_after: Option<Duration>,
+    /// A message delivered this much later than it was written shows its
+    /// original time where the network renders text only.
+    pub late_after: Option<Duration>,
 }
 
 // ---------------------------------------------------------------------------
@@ -946,11 +952,17 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
             g.notice_after.as_deref(),
             secs(60),
         );
+        let late_after = c.duration(
+            &format!("{gkey}.late_after"),
+            g.late_after.as_deref(),
+            secs(120),
+        );
         if g.enable != Some(false) {
             gateways.push(Gateway {
                 name,
                 members,
                 notice_after: (g.notices != Some(false)).then_some(notice_after),
+                late_after: Some(late_after),
             });
         }
     }

@@ -148,7 +148,8 @@ pub async fn run_with(
         shutdown: shutdown_rx.clone(),
     });
     let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
-    outbox.announce_to(&settings.gateways, notices_tx);
+    outbox.announce_to(notices_tx);
+    outbox.set_gateways(&settings.gateways);
     {
         let hub = hub.clone();
         let mut shutdown = shutdown_rx.clone();

@@ -87,7 +87,7 @@ impl Hub {
         let before = self.router.load().destinations();
         self.router.replace(&new);
         let after = self.router.load().destinations();
-        self.outbox.set_notice_after(&new.gateways);
+        self.outbox.set_gateways(&new.gateways);
         let mut removed_destinations = Vec::new();
         for (account, channel) in before.difference(&after) {
             removed_destinations.push(format!("{account} {channel}"));

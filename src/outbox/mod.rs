@@ -53,6 +53,38 @@ struct AccountWorker {
     /// dead-letter what is queued ("removed from config"), each row through
     /// the same path as any dead letter. Std mutex, never held across await.
     retired: Mutex<std::collections::HashSet<ChannelId>>,
+    /// Pacing slots; std mutex, never held across await.
+    next_send: Mutex<NextSend>,
+}
+
+impl AccountWorker {
+    /// Waits until the network's pacing lets this lane send: a least time
+    /// between sends on the channel and on the whole account.
+    async fn pace(&self, channel: &ChannelId, pacing: &switchboard_core::Pacing) {
+        if pacing.per_channel.is_none() && pacing.per_account.is_none() {
+            return;
+        }
+        let at = {
+            let mut next = self.next_send.lock().expect("pacing lock");
+            let now = Instant::now();
+            let lane = next.lanes.get(channel).copied().unwrap_or(now);
+            let at = now.max(lane).max(next.account);
+            if let Some(d) = pacing.per_channel {
+                next.lanes.insert(channel.clone(), at + d);
+            }
+            if let Some(d) = pacing.per_account {
+                next.account = at + d;
+            }
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// When each lane, and the account, may send next.
+struct NextSend {
+    account: Instant,
+    lanes: HashMap<ChannelId, Instant>,
 }
 
 struct Inner {
@@ -69,15 +101,21 @@ struct Inner {
     follower: Mutex<Option<JoinHandle<()>>>,
     /// Destinations that are failing, for outage notices.
     outages: notices::Outages,
-    /// Where announcements go, and each gateway's `notice_after`; unset
-    /// (no notices) until [`Outbox::announce_to`].
-    notices: std::sync::OnceLock<Notices>,
+    /// Where announcements go; unset (no notices) until
+    /// [`Outbox::announce_to`].
+    notices: std::sync::OnceLock<mpsc::UnboundedSender<notices::Announcement>>,
+    /// Each gateway's delivery policy; replaced by a reload. A std lock
+    /// held only for a lookup or a swap.
+    gateways: std::sync::RwLock<HashMap<GatewayName, GatewayPolicy>>,
 }
 
-struct Notices {
-    /// Replaced by a reload; a std lock held only for a lookup or a swap.
-    after: std::sync::RwLock<HashMap<GatewayName, Option<Duration>>>,
-    tx: mpsc::UnboundedSender<notices::Announcement>,
+/// What the outbox needs to know of a gateway.
+#[derive(Debug, Clone, Copy, Default)]
+struct GatewayPolicy {
+    /// After how long unreachable a destination is announced down.
+    notice_after: Option<Duration>,
+    /// After how long a message shows its original time.
+    late_after: Option<Duration>,
 }
 
 /// Handle to the outbox; cheap to clone.
@@ -117,6 +155,10 @@ impl Outbox {
                         paused: watch::Sender::new(false),
                         lanes: Mutex::new(HashMap::new()),
                         retired: Mutex::new(std::collections::HashSet::new()),
+                        next_send: Mutex::new(NextSend {
+                            account: Instant::now(),
+                            lanes: HashMap::new(),
+                        }),
                     },
                 )
             })
@@ -133,35 +175,32 @@ impl Outbox {
                 follower: Mutex::new(None),
                 outages: notices::Outages::default(),
                 notices: std::sync::OnceLock::new(),
+                gateways: std::sync::RwLock::new(HashMap::new()),
             }),
         }
     }
 
-    /// Turns outage notices on: announcements for the gateways'
-    /// `notice_after` go to `tx`. Call before [`start`](Self::start).
-    pub fn announce_to(
-        &self,
-        gateways: &[crate::config::Gateway],
-        tx: mpsc::UnboundedSender<notices::Announcement>,
-    ) {
-        let after = gateways
-            .iter()
-            .map(|g| (g.name.clone(), g.notice_after))
-            .collect();
-        let _ = self.inner.notices.set(Notices {
-            after: std::sync::RwLock::new(after),
-            tx,
-        });
+    /// Turns outage notices on: announcements go to `tx`. Call before
+    /// [`start`](Self::start).
+    pub fn announce_to(&self, tx: mpsc::UnboundedSender<notices::Announcement>) {
+        let _ = self.inner.notices.set(tx);
     }
 
-    /// Puts a reloaded configuration's `notice_after` settings in force.
-    pub fn set_notice_after(&self, gateways: &[crate::config::Gateway]) {
-        if let Some(n) = self.inner.notices.get() {
-            *n.after.write().expect("notices lock") = gateways
-                .iter()
-                .map(|g| (g.name.clone(), g.notice_after))
-                .collect();
-        }
+    /// Puts the gateways' delivery settings (`notice_after`, `late_after`)
+    /// in force: at start and on every reload.
+    pub fn set_gateways(&self, gateways: &[crate::config::Gateway]) {
+        *self.inner.gateways.write().expect("gateways lock") = gateways
+            .iter()
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    GatewayPolicy {
+                        notice_after: g.notice_after,
+                        late_after: g.late_after,
+                    },
+                )
+            })
+            .collect();
     }
 
     /// Starts lanes for every channel with pending rows, then follows
@@ -217,10 +256,15 @@ impl Outbox {
                         () = tokio::time::sleep(Duration::from_millis(250)) => {}
                         _ = shutdown.wait_for(|s| *s) => return,
                     }
-                    let Some(n) = inner.notices.get() else { return };
-                    let after = n.after.read().expect("notices lock").clone();
-                    for a in inner.outages.due(&|g| after.get(g).copied().flatten()) {
-                        let _ = n.tx.send(a);
+                    let Some(tx) = inner.notices.get() else {
+                        return;
+                    };
+                    let policies = inner.gateways.read().expect("gateways lock").clone();
+                    for a in inner
+                        .outages
+                        .due(&|g| policies.get(g).and_then(|p| p.notice_after))
+                    {
+                        let _ = tx.send(a);
                     }
                 }
             });
@@ -378,8 +422,8 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
         if rows.is_empty() {
             // Caught up: a destination that was announced down is back.
             if let Some(a) = inner.outages.drained(&account, &channel) {
-                if let Some(n) = inner.notices.get() {
-                    let _ = n.tx.send(a);
+                if let Some(tx) = inner.notices.get() {
+                    let _ = tx.send(a);
                 }
             }
             tokio::select! {
@@ -529,25 +573,37 @@ async fn deliver(
             event: row.event.clone(),
             target,
         };
-        let parts = degrade(&op, &caps);
+        let late_after = inner
+            .gateways
+            .read()
+            .expect("gateways lock")
+            .get(&row.gateway)
+            .and_then(|p| p.late_after);
+        let cx = switchboard_core::DegradeContext {
+            now: time::OffsetDateTime::now_utc(),
+            late_after,
+        };
+        let parts = degrade(&op, &caps, cx);
         while parts_sent < parts.len() {
             let key = if parts.len() > 1 {
                 format!("{}.{parts_sent}", row.idempotency_key)
             } else {
                 row.idempotency_key.clone()
             };
+            worker.pace(channel, &caps.pacing).await;
+            // A large upload gets longer than a text before it counts as
+            // stalled (and is sent again).
+            let timeout = caps.send_timeout(&parts[parts_sent], inner.settings.send_timeout);
             let started = Instant::now();
-            let result = tokio::time::timeout(
-                inner.settings.send_timeout,
-                worker.adapter.send(&parts[parts_sent], &key),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(SendError::transient(
-                    format!("no answer within {:?}", inner.settings.send_timeout),
-                    None,
-                ))
-            });
+            let result =
+                tokio::time::timeout(timeout, worker.adapter.send(&parts[parts_sent], &key))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SendError::transient(
+                            format!("no answer within {timeout:?}"),
+                            None,
+                        ))
+                    });
             inner
                 .metrics
                 .send_seconds

@@ -184,7 +184,10 @@ async fn fallbacks(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let caps = Capabilities {
         edits: false,
-        max_text_chars: 6,
+        text: switchboard_core::TextLimit {
+            max: 6,
+            unit: switchboard_core::TextUnit::Chars,
+        },
         ..Capabilities::everything()
     };
     let r = rig(backend, dir.path(), caps).await;
@@ -366,4 +369,39 @@ async fn an_absurd_retry_after_is_capped() {
     })
     .await;
     r.settled().await;
+}
+
+/// A send's timeout grows with its files: a large upload that takes longer
+/// than the base timeout completes once, instead of being cut off and
+/// uploaded again and again.
+#[tokio::test]
+async fn a_large_upload_gets_a_timeout_in_proportion_to_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Capabilities {
+        min_upload_rate: 1_000_000,
+        ..Capabilities::everything()
+    };
+    let r = rig(Backend::Sqlite, dir.path(), caps).await;
+    // The rig's base timeout is 2 s; this "upload" takes 3 s.
+    r.fake.delay_sends(Duration::from_secs(3));
+    r.post(
+        "c1",
+        EventKind::Message {
+            body: RichText::plain("a big file"),
+            attachments: vec![switchboard_core::Attachment {
+                kind: switchboard_core::AttachmentKind::File,
+                name: "big.bin".into(),
+                mime: "application/octet-stream".into(),
+                size: 3_000_000,
+                content: switchboard_core::BlobRef {
+                    sha256: "ab".repeat(32),
+                },
+            }],
+            reply_to: None,
+        },
+    )
+    .await;
+    eventually("the upload", || r.fake.sent().len() == 1).await;
+    r.settled().await;
+    assert_eq!(r.fake.attempts().len(), 1, "uploaded once, not cut off");
 }

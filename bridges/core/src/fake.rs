@@ -70,6 +70,8 @@ pub struct FakeAdapter {
     runs: Mutex<Vec<RunRecord>>,
     /// The hub's handle, kept from `run` for reading blobs when sending.
     host: Mutex<Option<Arc<dyn Host>>>,
+    /// How long each send takes.
+    delay: Mutex<std::time::Duration>,
 }
 
 impl std::fmt::Debug for FakeAdapter {
@@ -93,7 +95,13 @@ impl FakeAdapter {
             steps: Mutex::new(VecDeque::new()),
             runs: Mutex::new(Vec::new()),
             host: Mutex::new(None),
+            delay: Mutex::new(std::time::Duration::ZERO),
         })
+    }
+
+    /// Makes every send take `d` (a slow network, a large upload).
+    pub fn delay_sends(&self, d: std::time::Duration) {
+        *self.delay.lock().expect("fake lock") = d;
     }
 
     /// Appends steps to the receive script.
@@ -198,6 +206,10 @@ impl Adapter for FakeAdapter {
             .lock()
             .expect("fake lock")
             .push(op.channel.to_string());
+        let delay = *self.delay.lock().expect("fake lock");
+        if !delay.is_zero() {
+            ThreadSleep::new(delay).await;
+        }
         if let Some(e) = self.script.lock().expect("fake lock").pop_front() {
             return Err(e);
         }
@@ -257,6 +269,42 @@ impl std::future::Future for YieldNow {
         }
         self.0 = true;
         cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// Sleeps on a thread of its own and wakes the task (no runtime timer here).
+struct ThreadSleep {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    started: Option<std::time::Duration>,
+}
+
+impl ThreadSleep {
+    fn new(d: std::time::Duration) -> Self {
+        Self {
+            done: Arc::default(),
+            started: Some(d),
+        }
+    }
+}
+
+impl std::future::Future for ThreadSleep {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.done.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        if let Some(d) = self.started.take() {
+            let (done, waker) = (self.done.clone(), cx.waker().clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                waker.wake();
+            });
+        }
         std::task::Poll::Pending
     }
 }

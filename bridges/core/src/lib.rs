@@ -31,11 +31,11 @@ pub use adapter::{
     Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, Receipt, ReceiveHealth,
     Reference, RunError, Shutdown,
 };
-pub use caps::{degrade, Capabilities};
+pub use caps::{degrade, Capabilities, DegradeContext, Pacing, Reactions, TextLimit};
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
 pub use model::{
     Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
     Origin, TargetRef,
 };
-pub use richtext::{RichText, Span, Style};
+pub use richtext::{RichText, Span, Style, TextUnit};

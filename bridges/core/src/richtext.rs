@@ -66,6 +66,28 @@ pub struct RichText {
     pub spans: Vec<Span>,
 }
 
+/// What a network counts when it limits text length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TextUnit {
+    /// Unicode scalar values.
+    Chars,
+    /// UTF-16 code units (Telegram, Signal).
+    Utf16,
+    /// UTF-8 bytes (Matrix's event size).
+    Bytes,
+}
+
+impl TextUnit {
+    fn of(self, c: char) -> usize {
+        match self {
+            Self::Chars => 1,
+            Self::Utf16 => c.len_utf16(),
+            Self::Bytes => c.len_utf8(),
+        }
+    }
+}
+
 /// A span in UTF-16 code units, as Telegram and Signal count them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Utf16Span {
@@ -106,10 +128,16 @@ impl RichText {
         Ok(())
     }
 
-    /// Length in Unicode scalar values, the unit networks' text limits use.
+    /// Length in Unicode scalar values.
     #[must_use]
     pub fn char_len(&self) -> usize {
         self.text.chars().count()
+    }
+
+    /// Length in a network's unit.
+    #[must_use]
+    pub fn len_in(&self, unit: TextUnit) -> usize {
+        self.text.chars().map(|c| unit.of(c)).sum()
     }
 
     /// Spans in UTF-16 code units.
@@ -169,29 +197,42 @@ impl RichText {
         }
     }
 
-    /// Splits into pieces of at most `max_chars` characters, preferring a
-    /// line break, then a space, in the last fifth of each piece. Spans are
-    /// clipped to the pieces they cover.
+    /// Splits into pieces of at most `max_chars` characters; see
+    /// [`split_in`](Self::split_in).
     #[must_use]
     pub fn split(&self, max_chars: usize) -> Vec<Self> {
-        let max_chars = max_chars.max(1);
-        if self.char_len() <= max_chars {
+        self.split_in(max_chars, TextUnit::Chars)
+    }
+
+    /// Splits into pieces of at most `max` units, preferring a line break,
+    /// then a space, in the last fifth of each piece; never inside a
+    /// character (a piece holds at least one, even when one is wider than
+    /// `max`). Spans are clipped to the pieces they cover.
+    #[must_use]
+    pub fn split_in(&self, max: usize, unit: TextUnit) -> Vec<Self> {
+        let max = max.max(1);
+        if self.len_in(unit) <= max {
             return vec![self.clone()];
         }
+        // The byte offset where `units` units of `s` end (at least one char).
+        let end_after = |s: &str, units: usize| -> usize {
+            let mut seen = 0;
+            for (i, c) in s.char_indices() {
+                seen += unit.of(c);
+                if seen > units {
+                    return if i == 0 { c.len_utf8() } else { i };
+                }
+            }
+            s.len()
+        };
         let mut pieces = Vec::new();
         let mut start = 0;
         while start < self.text.len() {
             let rest = &self.text[start..];
-            let hard_end = rest
-                .char_indices()
-                .nth(max_chars)
-                .map_or(rest.len(), |(i, _)| i);
+            let hard_end = end_after(rest, max);
             let mut end = hard_end;
             if hard_end < rest.len() {
-                let window_from = rest[..hard_end]
-                    .char_indices()
-                    .nth(max_chars * 4 / 5)
-                    .map_or(0, |(i, _)| i);
+                let window_from = end_after(&rest[..hard_end], max * 4 / 5).min(hard_end);
                 let window = &rest[window_from..hard_end];
                 if let Some(i) = window.rfind('\n').or_else(|| window.rfind(' ')) {
                     end = window_from + i + 1;
