@@ -8,6 +8,8 @@
 //! - [`outbox`]: per-destination delivery lanes, backoff, circuit breakers.
 //! - [`hub`]: the running pieces wired together; the adapters' `Host`.
 //! - [`supervisor`]: restarts adapters and lanes that fail or panic.
+//! - [`ingress`]: listeners for the routes adapters serve (appservices,
+//!   network webhooks).
 //! - [`health`]: one state per account, for `status` and `/metrics`.
 //! - [`reload`]: SIGHUP and `switchboard reload`: a new configuration in
 //!   force without a restart.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod hub;
+pub mod ingress;
 pub mod metrics;
 pub mod outbox;
 pub mod reload;
@@ -170,11 +173,30 @@ pub async fn run_with(
         initial: settings.outbox.backoff_initial,
         max: settings.outbox.backoff_max,
     };
+    let mut servers = Vec::new();
     for adapter in adapters {
         let host = Arc::new(AccountHost {
             hub: hub.clone(),
             account: adapter.account().clone(),
         });
+        if let Some((addr, ingress)) = adapter.ingress() {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "{}: cannot listen on {addr} for its ingress",
+                    adapter.account()
+                )
+            })?;
+            let app = ingress::router(host.clone(), ingress);
+            let mut rx = shutdown_rx.clone();
+            tracing::info!(account = %adapter.account(), %addr, "Ingress listening.");
+            servers.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
         supervisor::adapter(
             adapter,
             host,
@@ -185,7 +207,6 @@ pub async fn run_with(
         );
     }
 
-    let mut servers = Vec::new();
     for (account, listener) in settings.api.iter().zip(listeners) {
         let app = api::router(hub.clone(), account, hub.api_tokens[&account.id].clone());
         let mut rx = shutdown_rx.clone();

@@ -197,6 +197,7 @@ pub fn matterbridge(item: &FeedItem, files: &[(String, Vec<u8>)]) -> Option<Valu
                 match change {
                     switchboard_core::Membership::Joined => "joined",
                     switchboard_core::Membership::Left => "left",
+                    _ => "changed",
                 }
             ),
             e.id.to_string(),

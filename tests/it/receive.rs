@@ -403,3 +403,31 @@ async fn blobs_go_both_ways_through_the_host() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), picture);
 }
+
+/// An adapter serves routes on a listener the hub runs (as an appservice
+/// or a network's webhook would): its handler checks its token and answers
+/// only after the hub committed what the request carried.
+#[tokio::test]
+async fn an_adapters_ingress_is_served_and_its_pushes_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let f = fake();
+    let port = free_port();
+    f.serve_ingress(format!("127.0.0.1:{port}").parse().unwrap());
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/push");
+    let push = |token: &'static str, remote: &'static str| {
+        client
+            .post(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .json(&serde_json::json!({"remote": remote, "text": format!("pushed {remote}")}))
+            .send()
+    };
+    assert_eq!(push("wrong", "1").await.unwrap().status(), 401);
+    assert_eq!(push("fake-ingress-token", "1").await.unwrap().status(), 200);
+    // Pushed again (the sender did not see the answer): not a second event.
+    assert_eq!(push("fake-ingress-token", "1").await.unwrap().status(), 200);
+    assert_eq!(push("fake-ingress-token", "2").await.unwrap().status(), 200);
+    assert_eq!(feed_texts(&hub.api).await, ["pushed 1", "pushed 2"]);
+}

@@ -241,6 +241,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// What the network can render.
     fn capabilities(&self) -> Capabilities;
 
+    /// Routes the network pushes to (an appservice, a webhook), with the
+    /// address the hub should listen on for them; `None` for none.
+    fn ingress(&self) -> Option<(std::net::SocketAddr, Arc<dyn crate::ingress::Ingress>)> {
+        None
+    }
+
     /// Receives from the network until `shutdown` resolves, handing events
     /// to `host` and acknowledging upstream only after it committed them.
     ///

@@ -72,6 +72,8 @@ pub struct FakeAdapter {
     host: Mutex<Option<Arc<dyn Host>>>,
     /// How long each send takes.
     delay: Mutex<std::time::Duration>,
+    /// Where its ingress listens, if it has one.
+    ingress: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl std::fmt::Debug for FakeAdapter {
@@ -96,7 +98,16 @@ impl FakeAdapter {
             runs: Mutex::new(Vec::new()),
             host: Mutex::new(None),
             delay: Mutex::new(std::time::Duration::ZERO),
+            ingress: Mutex::new(None),
         })
+    }
+
+    /// Serves ingress on `addr`: `POST /push` with `Authorization: Bearer
+    /// fake-ingress-token` and a JSON body `{"remote": .., "text": ..}`
+    /// delivers one message from channel `chat1`, answering 200 once it
+    /// is committed, 503 when it is not, 401 without the token.
+    pub fn serve_ingress(&self, addr: std::net::SocketAddr) {
+        *self.ingress.lock().expect("fake lock") = Some(addr);
     }
 
     /// Makes every send take `d` (a slow network, a large upload).
@@ -147,6 +158,16 @@ impl Adapter for FakeAdapter {
 
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
+    }
+
+    fn ingress(&self) -> Option<(std::net::SocketAddr, Arc<dyn crate::ingress::Ingress>)> {
+        let addr = (*self.ingress.lock().expect("fake lock"))?;
+        Some((
+            addr,
+            Arc::new(FakeIngress {
+                account: self.account.clone(),
+            }),
+        ))
     }
 
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
@@ -306,5 +327,66 @@ impl std::future::Future for ThreadSleep {
             });
         }
         std::task::Poll::Pending
+    }
+}
+
+/// The fake's pushed receive path.
+struct FakeIngress {
+    account: AccountId,
+}
+
+#[async_trait]
+impl crate::ingress::Ingress for FakeIngress {
+    async fn handle(
+        &self,
+        host: &dyn Host,
+        req: crate::ingress::IngressRequest,
+    ) -> crate::ingress::IngressResponse {
+        use crate::ingress::IngressResponse;
+        if req.header("authorization") != Some("Bearer fake-ingress-token") {
+            return IngressResponse::json(401, &serde_json::json!({"error": "unknown token"}));
+        }
+        if (req.method.as_str(), req.path.as_str()) != ("POST", "/push") {
+            return IngressResponse::json(404, &serde_json::json!({"error": "no such route"}));
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
+            return IngressResponse::json(400, &serde_json::json!({"error": "not JSON"}));
+        };
+        let (Some(remote), Some(text)) = (body["remote"].as_str(), body["text"].as_str()) else {
+            return IngressResponse::json(400, &serde_json::json!({"error": "remote and text"}));
+        };
+        let Ok(remote) = RemoteId::new(remote) else {
+            return IngressResponse::json(400, &serde_json::json!({"error": "bad remote id"}));
+        };
+        let event = crate::model::NewEvent {
+            origin: crate::model::Origin {
+                account: self.account.clone(),
+                channel: crate::ids::ChannelId::new("chat1").expect("valid"),
+                remote_id: remote,
+                thread: None,
+            },
+            key: None,
+            author: crate::model::Author {
+                remote_id: "pusher".into(),
+                display_name: "Pusher".into(),
+                ..crate::model::Author::default()
+            },
+            at: time::OffsetDateTime::now_utc(),
+            kind: crate::model::EventKind::Message {
+                body: crate::richtext::RichText::plain(text),
+                attachments: Vec::new(),
+                reply_to: None,
+            },
+        };
+        match host
+            .deliver(Batch {
+                events: vec![event],
+                cursor: None,
+            })
+            .await
+        {
+            Ok(_) => IngressResponse::json(200, &serde_json::json!({})),
+            Err(e) => IngressResponse::json(503, &serde_json::json!({"error": e.to_string()})),
+        }
     }
 }

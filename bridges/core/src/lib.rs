@@ -15,6 +15,7 @@
 //!   it, [`Batch`]es and what delivering them answers, the [`Outbound`] op;
 //!   its docs state the rules (when to acknowledge, what to report).
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
+//! - [`ingress`]: routes an adapter serves on a listener the hub runs.
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
 
@@ -24,6 +25,7 @@ pub mod error;
 #[cfg(feature = "test-util")]
 pub mod fake;
 pub mod ids;
+pub mod ingress;
 pub mod model;
 pub mod richtext;
 
@@ -34,6 +36,7 @@ pub use adapter::{
 pub use caps::{degrade, Capabilities, DegradeContext, Pacing, Reactions, TextLimit};
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
+pub use ingress::{Ingress, IngressRequest, IngressResponse};
 pub use model::{
     Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
     Origin, TargetRef,

@@ -93,11 +93,15 @@ impl TargetRef {
 /// A join or a leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Membership {
     /// Someone joined the channel.
     Joined,
     /// Someone left the channel.
     Left,
+    /// A change written by a newer switchboard.
+    #[serde(other)]
+    Other,
 }
 
 /// What happened.
@@ -195,6 +199,7 @@ impl EventKind {
 /// What sort of file an attachment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AttachmentKind {
     /// A picture.
     Image,
@@ -208,6 +213,9 @@ pub enum AttachmentKind {
     File,
     /// A sticker.
     Sticker,
+    /// A kind written by a newer switchboard: treated as a file.
+    #[serde(other)]
+    Other,
 }
 
 /// Content the hub stored by its SHA-256, so a queued message keeps its bytes
@@ -447,5 +455,12 @@ mod tests {
         assert_eq!(serde_json::from_str::<EventKind>(&json).unwrap(), kind);
         let future: EventKind = serde_json::from_str(r#"{"type":"poll"}"#).unwrap();
         assert_eq!(future, EventKind::Unknown);
+        // Every enum a stored row holds reads values a newer version wrote.
+        let style: crate::richtext::Style = serde_json::from_str(r#"{"style":"rainbow"}"#).unwrap();
+        assert_eq!(style, crate::richtext::Style::Unknown);
+        let kind: AttachmentKind = serde_json::from_str(r#""hologram""#).unwrap();
+        assert_eq!(kind, AttachmentKind::Other);
+        let change: Membership = serde_json::from_str(r#""banned""#).unwrap();
+        assert_eq!(change, Membership::Other);
     }
 }

@@ -42,6 +42,10 @@ pub enum Style {
         /// The user's id on the origin network.
         user_id: String,
     },
+    /// A style written by a newer switchboard; kept so stored rows still
+    /// decode after a rollback, and rendered as plain text.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A style over `start..end` (UTF-8 byte offsets).
