@@ -8,6 +8,7 @@
 //! - [`outbox`]: per-destination delivery lanes, backoff, circuit breakers.
 //! - [`hub`]: the running pieces wired together; the adapters' `Host`.
 //! - [`supervisor`]: restarts adapters and lanes that fail or panic.
+//! - [`moves`]: channels a network moved (a Telegram group upgraded).
 //! - [`ingress`]: listeners for the routes adapters serve (appservices,
 //!   network webhooks).
 //! - [`health`]: one state per account, for `status` and `/metrics`.
@@ -29,6 +30,7 @@ pub mod health;
 pub mod hub;
 pub mod ingress;
 pub mod metrics;
+pub mod moves;
 pub mod outbox;
 pub mod reload;
 pub mod router;
@@ -116,6 +118,15 @@ pub async fn run_with(
     });
     let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Channels networks moved earlier, before anything is routed.
+    let moves = Arc::new(moves::Moves::default());
+    for (account, from, to) in store
+        .channel_moves()
+        .await
+        .context("reading channel moves")?
+    {
+        moves.insert(&account, &from, &to);
+    }
     let built = adapters::build(&settings);
     let mut adapters = built.all;
     adapters.extend(extra);
@@ -143,7 +154,7 @@ pub async fn run_with(
         webhooks: built.webhooks,
         store: store.clone(),
         writer,
-        router: Router::new(&settings),
+        router: Router::new(&settings, moves.clone()),
         feed,
         outbox: outbox.clone(),
         metrics: metrics.clone(),
@@ -152,6 +163,7 @@ pub async fn run_with(
     });
     let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
     outbox.announce_to(notices_tx);
+    outbox.follow_moves(moves);
     outbox.set_gateways(&settings.gateways);
     {
         let hub = hub.clone();

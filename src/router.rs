@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use switchboard_core::{AccountId, ChannelId, GatewayName, Network};
 
 use crate::config::{Direction, Gateway, Settings, Webhook};
+use crate::moves::Moves;
 use crate::store::Dest;
 
 /// Where one event goes.
@@ -35,14 +36,21 @@ impl Route {
 pub struct Router {
     /// A std lock held only to clone or replace the `Arc`.
     current: std::sync::RwLock<std::sync::Arc<Routes>>,
+    /// Channels a network moved, read on every route.
+    moves: std::sync::Arc<Moves>,
 }
 
 impl Router {
-    /// Builds the routing tables.
+    /// Builds the routing tables; `moves` says which channels now live
+    /// under another id.
     #[must_use]
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, moves: std::sync::Arc<Moves>) -> Self {
         Self {
-            current: std::sync::RwLock::new(std::sync::Arc::new(Routes::new(settings))),
+            current: std::sync::RwLock::new(std::sync::Arc::new(Routes::new(
+                settings,
+                moves.clone(),
+            ))),
+            moves,
         }
     }
 
@@ -54,7 +62,8 @@ impl Router {
 
     /// Replaces the tables (a reload).
     pub fn replace(&self, settings: &Settings) {
-        *self.current.write().expect("router lock") = std::sync::Arc::new(Routes::new(settings));
+        *self.current.write().expect("router lock") =
+            std::sync::Arc::new(Routes::new(settings, self.moves.clone()));
     }
 }
 
@@ -66,12 +75,14 @@ pub struct Routes {
     webhooks: HashMap<AccountId, Vec<Webhook>>,
     /// For each readable (account, channel), the gateways it feeds.
     sources: HashMap<(AccountId, ChannelId), Vec<usize>>,
+    /// Channels a network moved: members keep their configured ids here.
+    moves: std::sync::Arc<Moves>,
 }
 
 impl Routes {
     /// Builds the routing tables.
     #[must_use]
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, moves: std::sync::Arc<Moves>) -> Self {
         let mut sources: HashMap<(AccountId, ChannelId), Vec<usize>> = HashMap::new();
         for (i, g) in settings.gateways.iter().enumerate() {
             for m in g.members.iter().filter(|m| m.direction.reads()) {
@@ -89,6 +100,7 @@ impl Routes {
                 .map(|a| (a.id.clone(), a.webhooks.clone()))
                 .collect(),
             sources,
+            moves,
         }
     }
 
@@ -106,7 +118,10 @@ impl Routes {
                         }
                     }
                 } else {
-                    out.insert((m.account.clone(), m.channel.clone()));
+                    out.insert((
+                        m.account.clone(),
+                        self.moves.current(&m.account, &m.channel),
+                    ));
                 }
             }
         }
@@ -139,9 +154,11 @@ impl Routes {
     #[must_use]
     pub fn route_inbound(&self, account: &AccountId, channel: &ChannelId) -> Route {
         let mut route = Route::default();
+        // A moved channel is still the member it was configured as.
+        let configured = self.moves.configured(account, channel);
         for &i in self
             .sources
-            .get(&(account.clone(), channel.clone()))
+            .get(&(account.clone(), configured))
             .into_iter()
             .flatten()
         {
@@ -207,11 +224,13 @@ impl Routes {
                         });
                     }
                 }
-            } else if !(&m.account == account && &m.channel == channel) {
+            } else if !(&m.account == account
+                && m.channel == self.moves.configured(account, channel))
+            {
                 route.dests.push(Dest {
                     gateway: g.name.clone(),
                     account: m.account.clone(),
-                    channel: m.channel.clone(),
+                    channel: self.moves.current(&m.account, &m.channel),
                 });
             }
         }

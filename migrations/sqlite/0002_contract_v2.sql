@@ -25,3 +25,13 @@ CREATE TABLE message_parts (
     PRIMARY KEY (event_id, account, channel, part)
 );
 CREATE INDEX message_parts_remote ON message_parts (account, channel, remote_id);
+
+-- Channels a network moved (a Telegram group upgraded to a supergroup):
+-- the gateway keeps the configured id, traffic goes to the new one.
+CREATE TABLE channel_moves (
+    account TEXT NOT NULL,
+    from_channel TEXT NOT NULL,
+    to_channel TEXT NOT NULL,
+    moved_ms BIGINT NOT NULL,
+    PRIMARY KEY (account, from_channel)
+);

@@ -107,6 +107,9 @@ struct Inner {
     /// Each gateway's delivery policy; replaced by a reload. A std lock
     /// held only for a lookup or a swap.
     gateways: std::sync::RwLock<HashMap<GatewayName, GatewayPolicy>>,
+    /// Channels that moved, shared with the router; unset (a move is a
+    /// dead letter) until [`Outbox::follow_moves`].
+    moves: std::sync::OnceLock<Arc<crate::moves::Moves>>,
 }
 
 /// What the outbox needs to know of a gateway.
@@ -176,8 +179,15 @@ impl Outbox {
                 outages: notices::Outages::default(),
                 notices: std::sync::OnceLock::new(),
                 gateways: std::sync::RwLock::new(HashMap::new()),
+                moves: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets a network move a channel: the move is recorded in `moves` (which
+    /// the router reads) and in the store.
+    pub fn follow_moves(&self, moves: Arc<crate::moves::Moves>) {
+        let _ = self.inner.moves.set(moves);
     }
 
     /// Turns outage notices on: announcements go to `tx`. Call before
@@ -515,7 +525,7 @@ async fn record(
 
 /// Delivers one row, retrying until it is sent or dead. False on shutdown.
 async fn deliver(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     worker: &AccountWorker,
     account: &AccountId,
     channel: &ChannelId,
@@ -653,7 +663,25 @@ async fn deliver(
             let expired = now_ms() - row.created_ms > max_age;
             let kind = error.retry_kind();
             let reason = error.message().to_owned();
-            if matches!(kind, RetryKind::Permanent) || expired {
+            if let (RetryKind::Moved { to }, Some(moves)) = (kind.clone(), inner.moves.get()) {
+                worker.breaker.reachable();
+                if let Err(e) = inner.store.move_channel(account, channel, &to).await {
+                    tracing::warn!(error = %e, "Cannot record a moved channel; retrying.");
+                    if !pause(shutdown, Duration::from_secs(1)).await {
+                        return false;
+                    }
+                    continue 'attempt;
+                }
+                moves.insert(account, channel, &to);
+                tracing::warn!(from = %channel, %to, %reason, "The channel moved; its queue and message map follow it.");
+                // This row and the rest of the queue are the new lane's now.
+                Outbox {
+                    inner: inner.clone(),
+                }
+                .poke(account, &to);
+                return true;
+            }
+            if matches!(kind, RetryKind::Permanent | RetryKind::Moved { .. }) || expired {
                 let reason = if expired {
                     format!("gave up after {attempts} attempts: {reason}")
                 } else {
@@ -664,9 +692,9 @@ async fn deliver(
                 // every lane of the account would wait for it forever.
                 match kind {
                     RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                    RetryKind::Transient { .. } | RetryKind::Permanent => {
-                        worker.breaker.reachable()
-                    }
+                    RetryKind::Transient { .. }
+                    | RetryKind::Permanent
+                    | RetryKind::Moved { .. } => worker.breaker.reachable(),
                 }
                 if !record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await {
                     return false;
@@ -700,7 +728,7 @@ async fn deliver(
                         return false;
                     }
                 }
-                RetryKind::Permanent => {}
+                RetryKind::Permanent | RetryKind::Moved { .. } => {}
             }
             continue 'attempt;
         }

@@ -638,6 +638,77 @@ impl Store {
             .collect()
     }
 
+    /// Moves a channel's queue and message map to its new id, and records
+    /// the move, in one transaction. It bypasses the writer task: it
+    /// assigns no feed sequence numbers, so commit order is untouched.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn move_channel(
+        &self,
+        account: &AccountId,
+        from: &ChannelId,
+        to: &ChannelId,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let a = account.to_string();
+        sqlx::query(
+            "INSERT INTO channel_moves (account, from_channel, to_channel, moved_ms) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account, from_channel) DO UPDATE SET to_channel = excluded.to_channel",
+        )
+        .bind(a.as_str())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for table in ["message_map", "message_parts"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET channel = $1 WHERE account = $2 AND channel = $3"
+            ))
+            .bind(to.as_str())
+            .bind(a.as_str())
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE outbox SET channel = $1 WHERE account = $2 AND channel = $3 AND state = 'pending'",
+        )
+        .bind(to.as_str())
+        .bind(a.as_str())
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every recorded channel move, oldest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn channel_moves(
+        &self,
+    ) -> Result<Vec<(AccountId, ChannelId, ChannelId)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account, from_channel, to_channel FROM channel_moves ORDER BY moved_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let bad = |e: switchboard_core::ParseIdError| StoreError::Corrupt(e.to_string());
+                Ok((
+                    r.try_get::<String, _>(0)?.parse().map_err(bad)?,
+                    ChannelId::new(r.try_get::<String, _>(1)?).map_err(bad)?,
+                    ChannelId::new(r.try_get::<String, _>(2)?).map_err(bad)?,
+                ))
+            })
+            .collect()
+    }
+
     /// A network cursor an adapter saved with its events.
     ///
     /// # Errors

@@ -431,3 +431,88 @@ async fn an_adapters_ingress_is_served_and_its_pushes_committed() {
     assert_eq!(push("fake-ingress-token", "2").await.unwrap().status(), 200);
     assert_eq!(feed_texts(&hub.api).await, ["pushed 1", "pushed 2"]);
 }
+
+/// A network answers a send with "this chat is now X" (Telegram upgrading
+/// a group): the queue, the message map and the routes move to X, also
+/// across a restart, and what X says reaches the gateway.
+#[tokio::test]
+async fn a_moved_channel_takes_its_queue_map_and_routes_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let client = reqwest::Client::new();
+    let f = fake();
+    let new_chat = ChannelId::new("chat9").unwrap();
+    f.fail_next([switchboard_core::SendError::moved(
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        new_chat.clone(),
+    )]);
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    let (status, body) = post_native(
+        &client,
+        &hub.api,
+        "reader",
+        "g",
+        serde_json::json!({"text": "m1"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let m1 = body["id"].as_str().unwrap().to_owned();
+    eventually("m1 sent to the new chat", || f.sent().len() == 1).await;
+    let (status, _) = post_native(
+        &client,
+        &hub.api,
+        "reader",
+        "g",
+        serde_json::json!({"text": "m2"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    eventually("m2", || f.sent().len() == 2).await;
+    assert_eq!(f.attempts(), ["chat1", "chat9", "chat9"]);
+    assert!(f.sent().iter().all(|s| s.op.channel == new_chat));
+    hub.crash();
+
+    // After a restart the move holds; an edit of m1 finds it in the moved
+    // map; the new chat's own messages reach the gateway.
+    let g = fake();
+    let mut from_new = event("70", "said in the new chat");
+    from_new.origin.channel = new_chat.clone();
+    g.script([RunStep::Deliver(Batch {
+        events: vec![from_new],
+        cursor: None,
+    })]);
+    let hub = InProc::start(dir.path(), &db, g.clone()).await;
+    let r = client
+        .patch(format!("{}/v1/gateways/g/messages/{m1}", hub.api))
+        .header("authorization", bearer("reader"))
+        .json(&serde_json::json!({"text": "m1, edited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    eventually("the edit", || g.sent().len() == 1).await;
+    let edit = &g.sent()[0];
+    assert_eq!(edit.op.channel, new_chat);
+    assert_eq!(
+        edit.op
+            .target
+            .as_ref()
+            .map(|t| t.first().as_str().to_owned()),
+        Some("r1".to_owned()),
+        "the first fake's id for m1, found through the moved map"
+    );
+    eventually("the new chat's message delivered", || {
+        g.runs().first().is_some_and(|r| r.delivered.len() == 1)
+    })
+    .await;
+    assert!(matches!(g.runs()[0].delivered[0][..], [Delivered::New(_)]));
+    let seen = feed_texts(&hub.api).await;
+    assert!(
+        seen.contains(&"said in the new chat".to_owned()),
+        "{seen:?}"
+    );
+}

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use crate::ids::ChannelId;
+
 /// What the outbox does after a failed send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryKind {
     /// Try this message again later; `retry_after` is the network's own
     /// instruction (HTTP `Retry-After`, Telegram's `retry_after`) when given.
@@ -19,6 +21,12 @@ pub enum RetryKind {
     },
     /// Retrying cannot help (bad request, chat gone, forbidden): dead-letter.
     Permanent,
+    /// The channel moved (Telegram's `migrate_to_chat_id`): the hub moves
+    /// the channel's queue, message map and routes to `to` and sends there.
+    Moved {
+        /// The channel's new id.
+        to: ChannelId,
+    },
 }
 
 /// One failed attempt to send, classified by the adapter that made it.
@@ -54,10 +62,18 @@ impl SendError {
         }
     }
 
+    /// The channel now lives under another id; send there instead.
+    pub fn moved(message: impl Into<String>, to: ChannelId) -> Self {
+        Self {
+            kind: RetryKind::Moved { to },
+            message: message.into(),
+        }
+    }
+
     /// What the outbox should do.
     #[must_use]
     pub fn retry_kind(&self) -> RetryKind {
-        self.kind
+        self.kind.clone()
     }
 
     /// The same failure with the network's retry-after no longer than
@@ -70,7 +86,7 @@ impl SendError {
                     *ra = (*ra).min(max);
                 }
             }
-            RetryKind::Permanent => {}
+            RetryKind::Permanent | RetryKind::Moved { .. } => {}
         }
         self
     }
