@@ -10,14 +10,15 @@ use std::sync::RwLock;
 
 use switchboard_core::{AccountId, ChannelId};
 
+/// Channel ids by (account, channel id).
+type ChannelMap = HashMap<(AccountId, ChannelId), ChannelId>;
+
 /// The moves in force, both ways; shared by the router and the outbox.
 #[derive(Debug, Default)]
 pub struct Moves {
-    /// A std lock held for a lookup or an insert.
-    both: RwLock<(
-        HashMap<(AccountId, ChannelId), ChannelId>,
-        HashMap<(AccountId, ChannelId), ChannelId>,
-    )>,
+    /// Configured or older id → current id, and current id → configured
+    /// id. A std lock held for a lookup or an insert.
+    both: RwLock<(ChannelMap, ChannelMap)>,
 }
 
 impl Moves {

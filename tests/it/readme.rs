@@ -106,6 +106,34 @@ async fn embedded_default_runs_relays_and_stops_cleanly() {
     // The token survives restarts.
     let kept = std::fs::read_to_string(dir.path().join("data/api.default.token")).unwrap();
     assert_eq!(kept.trim(), token);
+    // And is printed only when it is created: stdout ends up in journals.
+    let again = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{api}/healthz")).send().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the default API did not come up again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(again.id().to_string())
+        .status()
+        .unwrap();
+    let out = again.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !printed.contains(&token),
+        "the second start must not print the token: {printed}"
+    );
 }
 
 #[test]
