@@ -428,11 +428,33 @@ fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
             message,
         }])
     };
-    // The TOML parser gives line and column for syntax errors; check it first.
+    // The TOML parser gives line and column for syntax errors; check it
+    // first. Its caret diagram keeps its lines; a quoted line that sets a
+    // secret is masked.
     if let Err(e) = text.parse::<toml::Table>() {
+        return Err(issue("(syntax)".into(), mask_secrets(e.to_string().trim())));
+    }
+    // The file's own values with their types as written: the layering
+    // below coerces ("false" would pass as a boolean), which a file must
+    // not get away with. Environment overrides are strings and are coerced.
+    if let Err(e) = toml::Deserializer::parse(text)
+        .map_err(|e| e.to_string())
+        .and_then(|de| {
+            serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                format!("{path}\u{0}{}", inner.trim())
+            })
+        })
+    {
+        let (key, message) = e.split_once('\u{0}').unwrap_or(("(file)", e.as_str()));
         return Err(issue(
-            "(syntax)".into(),
-            e.to_string().trim().replace('\n', " "),
+            if key == "." {
+                "(top level)".into()
+            } else {
+                key.to_owned()
+            },
+            mask_secrets(message),
         ));
     }
     let built = config::Config::builder()
@@ -456,6 +478,36 @@ fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
             message,
         )
     })
+}
+
+/// Masks the value on any quoted config line whose key names a secret
+/// (`*secret*`, `*token*`, `*password*`), so an error message never shows
+/// one.
+fn mask_secrets(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let Some((key_part, _)) = line.split_once('=') else {
+                return line.to_owned();
+            };
+            let key = key_part
+                .rsplit(['|', ' '])
+                .find(|w| !w.is_empty())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if ["secret", "token", "password"]
+                .iter()
+                .any(|s| key.contains(s))
+                && !key.ends_with("_env")
+                && !key.ends_with("_file")
+            {
+                format!("{key_part}= ***")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 struct Checker<'a> {
@@ -1071,6 +1123,34 @@ name = "a"
         assert_eq!(err.0.len(), 2, "{err}");
         assert_eq!(err.0[0].key, "gateway[0].inout[0].account");
         assert_eq!(err.0[1].key, "gateway[1].name");
+    }
+
+    #[test]
+    fn wrong_types_are_errors_not_coercions() {
+        for (text, key) in [
+            (
+                "[[gateway]]\nname = \"g\"\nenable = \"false\"\n",
+                "gateway[0].enable",
+            ),
+            ("[outbox]\njitter = \"no\"\n", "outbox.jitter"),
+            ("[[gateway]]\nname = 42\n", "gateway[0].name"),
+        ] {
+            let err = check(text).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert_eq!(err.0[0].key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_its_diagram_and_masks_secrets() {
+        let err = check("[api.bots]\ntoken = \"hunter2-very-secret\" x\n").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains('\n'),
+            "the caret diagram keeps its lines: {text}"
+        );
+        assert!(text.contains("(syntax)"), "{text}");
     }
 
     #[test]
