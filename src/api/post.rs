@@ -187,6 +187,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
     // The same checks as every network's events: what one backend or one
     // network cannot take is refused here, for every backend.
     event.validate().map_err(ApiError::Invalid)?;
+    let asked = (event.kind.clone(), event.author.display_name.clone());
     let outcome = hub
         .ingest(IngestItem {
             event,
@@ -201,10 +202,24 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
             id,
             duplicate: false,
         }),
-        Delivered::Duplicate(id) => Ok(Posted {
-            id,
-            duplicate: true,
-        }),
+        Delivered::Duplicate(id) => {
+            // A repeat must be the same request; a key reused for another
+            // one would otherwise answer with the first one's result.
+            let same = hub
+                .store
+                .event(id)
+                .await?
+                .is_some_and(|e| (e.kind, e.author.display_name) == asked);
+            if !same {
+                return Err(ApiError::Invalid(
+                    "this Idempotency-Key was used for a different request".into(),
+                ));
+            }
+            Ok(Posted {
+                id,
+                duplicate: true,
+            })
+        }
         Delivered::Ignored => Err(ApiError::Invalid("the event was ignored".into())),
         Delivered::Rejected(reason) => Err(ApiError::Invalid(reason)),
     }

@@ -202,6 +202,10 @@ pub struct Store {
     /// SQLite's WAL length, shared by the background checkpointer (which
     /// measures it) and the writer (which resets it); see `writer::wal`.
     wal: Arc<WalSize>,
+    /// A random id of this database, made when it was created: generated
+    /// delivery keys carry it, so a receiver that deduplicates never takes a
+    /// new database's first messages for repeats of an old one's.
+    id: Arc<str>,
 }
 
 /// What the checkpointers know of SQLite's write-ahead log.
@@ -343,11 +347,25 @@ impl Store {
                 Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
                 Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
             }
+            sqlx::query(
+                "INSERT INTO cursors (account, name, value) VALUES ('switchboard', 'database_id', $1) \
+                 ON CONFLICT (account, name) DO NOTHING",
+            )
+            .bind(format!("{:08x}", rand::random::<u32>()))
+            .execute(&pool)
+            .await?;
         }
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM cursors WHERE account = 'switchboard' AND name = 'database_id'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap_or(None);
         Ok(Self {
             pool,
             backend,
             wal: Arc::default(),
+            id: id.unwrap_or_default().into(),
         })
     }
 
@@ -392,6 +410,12 @@ impl Store {
                 }
             }
         });
+    }
+
+    /// This database's random id (see the field).
+    #[must_use]
+    pub fn database_id(&self) -> &str {
+        &self.id
     }
 
     pub(crate) fn backend(&self) -> Backend {

@@ -81,6 +81,24 @@ async fn attachments_idempotency_and_openapi(backend: Backend) {
     let second: Value = r.json().await.unwrap();
     assert_eq!(first["id"], second["id"]);
     assert_eq!(second["duplicate"], true);
+    // The same key for a different body is a mistake, not a repeat.
+    let r = client
+        .post(&url)
+        .header("authorization", auth)
+        .header("idempotency-key", "k1")
+        .json(&json!({"text": "something else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different request"),
+        "{body}"
+    );
 
     // The native stream describes the files; the blob route serves them.
     let inbox = Inbox::default();
@@ -252,4 +270,39 @@ async fn sigterm_exits_even_with_a_client_that_stopped_reading() {
     sb.stop().await;
     assert!(started.elapsed() < PATIENCE);
     drop(stalled);
+}
+
+/// Generated delivery ids carry the database's own random id: a receiver
+/// that deduplicates by delivery id never takes a new database's first
+/// messages for repeats of an old one's.
+#[tokio::test]
+async fn delivery_ids_differ_across_a_database_reset() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Backend::Sqlite, dir.path()).await;
+        let (api, admin) = (free_port(), free_port());
+        let mut hook = Receiver::new();
+        hook.up().await;
+        let cfg = base_config(&db, dir.path(), api, admin)
+            + &token("producer", r#"["write"]"#, r#"["g"]"#)
+            + &webhook("hook", hook.port, r#"["g"]"#)
+            + &gateway("g");
+        let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+        let client = reqwest::Client::new();
+        let (status, _) = post_native(
+            &client,
+            &sb.api,
+            "producer",
+            "g",
+            json!({"text": "first"}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201);
+        eventually("the delivery", || hook.deliveries().len() == 1).await;
+        ids.push(hook.deliveries()[0].delivery_id.clone());
+    }
+    assert_ne!(ids[0], ids[1], "event 1 of two databases: {ids:?}");
 }

@@ -198,12 +198,14 @@ async fn fallbacks(backend: Backend) {
     assert_eq!(pieces.concat(), "hello world again");
     assert!(pieces.iter().all(|p| p.chars().count() <= 6), "{pieces:?}");
     let keys: Vec<&str> = sent.iter().map(|s| s.key.as_str()).collect();
+    let prefix = format!("sb-{}-", r.store.database_id());
+    assert_eq!(r.store.database_id().len(), 8);
     assert_eq!(
         keys,
         [
-            format!("sb-{id}-0.0"),
-            format!("sb-{id}-0.1"),
-            format!("sb-{id}-0.2")
+            format!("{prefix}{id}-0.0"),
+            format!("{prefix}{id}-0.1"),
+            format!("{prefix}{id}-0.2")
         ]
     );
 

@@ -387,7 +387,7 @@ impl WriteConn {
         let conn = self.conn.as_mut().expect("acquired above");
         let result = async {
             let mut tx = conn.begin().await?;
-            let outcomes = sql::apply_all(&mut tx, batch).await?;
+            let outcomes = sql::apply_all(&mut tx, batch, self.store.database_id()).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(outcomes)
         }

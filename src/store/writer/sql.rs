@@ -20,8 +20,10 @@ use crate::store::{now_ms, FeedItem, StoreError};
 pub(super) async fn apply_all(
     tx: &mut Transaction<'_, Any>,
     batch: &[WriteCmd],
+    database_id: &str,
 ) -> Result<Vec<Option<Vec<IngestOutcome>>>, StoreError> {
     let now = now_ms();
+    let cx = Cx { now, database_id };
     let mut outcomes: Vec<Vec<Option<IngestOutcome>>> = batch
         .iter()
         .map(|c| match c {
@@ -70,11 +72,11 @@ pub(super) async fn apply_all(
                 run.push(((i, j), Cow::Borrowed(item)));
                 continue;
             }
-            insert_run(tx, &mut run, &mut outcomes, now).await?;
+            insert_run(tx, &mut run, &mut outcomes, cx).await?;
             match prepare(tx, item).await? {
                 Some(p) => {
                     run.push(((i, j), p));
-                    insert_run(tx, &mut run, &mut outcomes, now).await?;
+                    insert_run(tx, &mut run, &mut outcomes, cx).await?;
                 }
                 None => {
                     outcomes[i][j] = Some(IngestOutcome {
@@ -86,7 +88,7 @@ pub(super) async fn apply_all(
             }
         }
     }
-    insert_run(tx, &mut run, &mut outcomes, now).await?;
+    insert_run(tx, &mut run, &mut outcomes, cx).await?;
     // Network cursors after the events they cover, in the same commit.
     for cmd in batch {
         if let WriteCmd::Ingest(ingest, _) = cmd {
@@ -127,17 +129,25 @@ fn needs_lookup(item: &IngestItem) -> bool {
 }
 
 /// Inserts a run of prepared events and records their outcomes.
+/// What every insert of a batch shares.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    now: i64,
+    /// Part of every generated delivery key.
+    database_id: &'a str,
+}
+
 async fn insert_run(
     tx: &mut Transaction<'_, Any>,
     run: &mut Vec<((usize, usize), Cow<'_, IngestItem>)>,
     outcomes: &mut [Vec<Option<IngestOutcome>>],
-    now: i64,
+    cx: Cx<'_>,
 ) -> Result<(), StoreError> {
     if run.is_empty() {
         return Ok(());
     }
     let items: Vec<&IngestItem> = run.iter().map(|(_, p)| p.as_ref()).collect();
-    let done = bulk_ingest(tx, &items, now).await?;
+    let done = bulk_ingest(tx, &items, cx).await?;
     for (((i, j), _), o) in run.iter().zip(done) {
         outcomes[*i][*j] = Some(o);
     }
@@ -182,8 +192,9 @@ type EventKey = (String, String, String);
 async fn bulk_ingest(
     tx: &mut Transaction<'_, Any>,
     items: &[&IngestItem],
-    now: i64,
+    cx: Cx<'_>,
 ) -> Result<Vec<IngestOutcome>, StoreError> {
+    let now = cx.now;
     let keys: Vec<EventKey> = items
         .iter()
         .map(|it| {
@@ -296,7 +307,7 @@ async fn bulk_ingest(
                 .bind(d.gateway.as_str())
                 .bind(d.account.to_string())
                 .bind(d.channel.as_str())
-                .bind(format!("sb-{}-{n}", id.0))
+                .bind(format!("sb-{}-{}-{n}", cx.database_id, id.0))
                 .bind(now)
                 .bind(now);
         }
