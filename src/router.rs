@@ -1,6 +1,8 @@
 //! The router: which destinations an event goes to.
 //!
-//! Pure and precomputed from the validated gateways. Bot API members are
+//! Pure and precomputed from the validated gateways. The rule for a channel
+//! in several gateways: one delivery per destination channel per event (the
+//! first gateway in config order carries it). Bot API members are
 //! special in two ways: they read a shared per-gateway feed (so every
 //! consumer has its own cursor and nobody steals anyone's messages), and
 //! their webhooks are push destinations like any network channel.
@@ -164,6 +166,12 @@ impl Routes {
         {
             self.fan_out(&self.gateways[i], account, channel, None, &mut route);
         }
+        // A channel in several of these gateways gets the event once (the
+        // first gateway's row carries it).
+        let mut seen = std::collections::HashSet::new();
+        route
+            .dests
+            .retain(|d| seen.insert((d.account.clone(), d.channel.clone())));
         route
     }
 

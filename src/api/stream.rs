@@ -76,6 +76,10 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<FeedItem>>,
     buf: VecDeque<Arc<FeedItem>>,
     live: bool,
+    /// The event of the last row handed out: an event routed through
+    /// several of this consumer's gateways has adjacent rows, and is handed
+    /// out once.
+    last_event: Option<switchboard_core::EventId>,
 }
 
 impl Subscription {
@@ -111,6 +115,7 @@ impl Subscription {
             rx,
             buf: VecDeque::new(),
             live: false,
+            last_event: None,
         })
     }
 
@@ -173,6 +178,9 @@ impl Subscription {
             }
             self.cursor = item.seq;
             if !self.echo && item.origin_token.as_deref() == Some(self.own.as_str()) {
+                continue;
+            }
+            if self.last_event.replace(item.event.id) == Some(item.event.id) {
                 continue;
             }
             return Some(item);

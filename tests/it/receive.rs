@@ -29,19 +29,26 @@ struct InProc {
 
 impl InProc {
     async fn start(dir: &std::path::Path, db: &Db, fake: Arc<FakeAdapter>) -> Self {
+        let cfg = token("reader", r#"["read", "write"]"#, r#"["g"]"#) + &gateway("g");
+        Self::start_with(dir, db, fake, &cfg).await
+    }
+
+    /// With `cfg` (tokens, webhooks, gateways) after the base; the fake's
+    /// chat1 joins every gateway.
+    async fn start_with(dir: &std::path::Path, db: &Db, fake: Arc<FakeAdapter>, cfg: &str) -> Self {
         let (api_port, admin_port) = (free_port(), free_port());
-        let cfg = base_config(db, dir, api_port, admin_port)
-            + &token("reader", r#"["read", "write"]"#, r#"["g"]"#)
-            + &gateway("g");
+        let cfg = base_config(db, dir, api_port, admin_port) + cfg;
         let path = dir.join("inproc.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut settings = switchboard::config::load(Some(&path)).unwrap();
-        settings.gateways[0].members.push(Member {
-            account: "telegram.fake".parse().unwrap(),
-            channel: ChannelId::new("chat1").unwrap(),
-            direction: Direction::InOut,
-            invite: None,
-        });
+        for g in &mut settings.gateways {
+            g.members.push(Member {
+                account: "telegram.fake".parse().unwrap(),
+                channel: ChannelId::new("chat1").unwrap(),
+                direction: Direction::InOut,
+                invite: None,
+            });
+        }
         let (stop, stopped) = oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -515,4 +522,83 @@ async fn a_moved_channel_takes_its_queue_map_and_routes_along() {
         seen.contains(&"said in the new chat".to_owned()),
         "{seen:?}"
     );
+}
+
+/// A channel in two gateways, and a webhook and a reader of both: each
+/// gets an event once, not once per gateway.
+#[tokio::test]
+async fn a_channel_in_two_gateways_gets_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let mut hook = Receiver::new();
+    hook.up().await;
+    let f = fake();
+    f.script([RunStep::Deliver(batch(&[("1", "to both gateways")], "2"))]);
+    let cfg = token("reader", r#"["read", "write"]"#, r#"["g", "h"]"#)
+        + &format!(
+            "\n[[api.bots.webhooks]]\nname = \"all\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"s\"\n",
+            hook.port
+        )
+        + &gateway("g")
+        + &gateway("h");
+    let hub = InProc::start_with(dir.path(), &db, f.clone(), &cfg).await;
+    let reader = Inbox::default();
+    let ws = hub.api.replace("http", "ws");
+    ws_reader(
+        &format!("{ws}/v1/ws?gateways=g,h&cursor=0"),
+        "reader",
+        reader.clone(),
+    )
+    .await;
+    eventually("the webhook's delivery", || !hook.deliveries().is_empty()).await;
+    reader.wait_len(1, "the reader").await;
+    // A second event as a marker: everything before it has arrived.
+    let client = reqwest::Client::new();
+    let (status, _) = post_native(
+        &client,
+        &hub.api,
+        "reader",
+        "g",
+        serde_json::json!({"text": "marker"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    eventually("the marker on the webhook", || {
+        texts(
+            &hook
+                .deliveries()
+                .into_iter()
+                .map(|d| d.body)
+                .collect::<Vec<_>>(),
+        )
+        .contains(&"marker".to_owned())
+    })
+    .await;
+    let hooked = texts(
+        &hook
+            .deliveries()
+            .into_iter()
+            .map(|d| d.body)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(hooked, ["to both gateways", "marker"], "once each");
+    let ws_reader_post = Inbox::default();
+    ws_reader(
+        &format!("{ws}/v1/ws?gateways=g,h&cursor=0&consumer=again"),
+        "reader",
+        ws_reader_post.clone(),
+    )
+    .await;
+    ws_reader_post
+        .wait_len(1, "a fresh reader of both gateways")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        texts(&ws_reader_post.all()),
+        ["to both gateways"],
+        "once, even read from the start"
+    );
+    assert_eq!(texts(&reader.all()), ["to both gateways"]);
 }
