@@ -4,7 +4,8 @@
 //! deliveries go through the outbox like any network's: one at a time and
 //! in order per webhook, retried with backoff that honours `Retry-After`,
 //! dead-lettered with the reason. Each POST carries the event's native JSON
-//! plus `delivery_id`, signed with HMAC-SHA256 over the exact body.
+//! plus `delivery_id`, signed with HMAC-SHA256 over the send time and the
+//! exact body (`t=<unix>,v1=<hex>`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use switchboard_core::{
 use super::json;
 use crate::config::{ApiAccount, Webhook};
 
-/// Header with `sha256=<hex HMAC of the body>`.
+/// Header with `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
 /// Header with the delivery id (stable across retries).
 pub const DELIVERY_HEADER: &str = "x-switchboard-delivery";
@@ -73,12 +74,17 @@ fn index(account: &ApiAccount) -> HashMap<ChannelId, Webhook> {
 
 impl WebhookAdapter {}
 
-/// Signs `body` with `secret`: `sha256=<hex>`.
+/// Signs `body` sent at `unix` seconds with `secret`: `t=<unix>,v1=<hex>`,
+/// where the HMAC-SHA256 covers `<unix>.<body>`. The time is inside the
+/// signed material, so a captured delivery cannot be replayed later: a
+/// receiver refuses a `t` too far from its clock (the README shows how).
 #[must_use]
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+pub fn sign(secret: &[u8], unix: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(unix.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("t={unix},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Reads `Retry-After` as seconds (HTTP dates are rare from webhooks and
@@ -149,7 +155,8 @@ impl Adapter for WebhookAdapter {
             body["target_delivery_id"] = serde_json::Value::String(t.first().to_string());
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
-        let signature = sign(hook.secret.expose().as_bytes(), &bytes);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = sign(hook.secret.expose().as_bytes(), now, &bytes);
         let result = self
             .client
             .post(hook.url.clone())
@@ -206,11 +213,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256_hex() {
-        // RFC 4231 test case 2.
+    fn signature_is_hmac_sha256_over_time_and_body() {
+        // Known answer, computed independently (Python's hmac module) for
+        // the key "Jefe" and the signed material "1700000000.{}".
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            sign(b"Jefe", 1_700_000_000, b"{}"),
+            "t=1700000000,v1=d3793e2b4103edfbd98cc19591832f5fad701d413db9fcae0ae7dab8184ed207"
         );
     }
 }

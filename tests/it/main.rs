@@ -14,6 +14,7 @@
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `reload`: SIGHUP and `switchboard reload` while messages flow.
 //! - `references`: edits, deletes, reactions across a restart.
+//! - `signatures`: the README's webhook verification examples, run.
 //! - `store`: the store's contract on both backends.
 //! - `receive`: the adapter contract's receive side with the scripted fake.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
@@ -33,4 +34,5 @@ mod readme;
 mod receive;
 mod references;
 mod reload;
+mod signatures;
 mod store;
