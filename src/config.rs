@@ -116,6 +116,10 @@ struct RawApi {
     max_body_bytes: Option<u64>,
     /// How many events `GET /api/messages` returns at most per call.
     buffer: Option<u32>,
+    /// Most connections this listener holds at once.
+    max_connections: Option<u32>,
+    /// Longest wait for a request's headers (also between requests).
+    header_timeout: Option<String>,
     #[serde(default)]
     tokens: Vec<RawToken>,
     #[serde(default)]
@@ -319,6 +323,10 @@ pub struct ApiAccount {
     pub max_body_bytes: usize,
     /// Most events per `GET /api/messages`.
     pub buffer: usize,
+    /// Most connections the listener holds at once.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (also between requests).
+    pub header_timeout: Duration,
     /// Tokens.
     pub tokens: Vec<ApiToken>,
     /// Outbound webhooks.
@@ -896,6 +904,12 @@ fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, Con
             max_body_bytes: usize::try_from(a.max_body_bytes.unwrap_or(16 << 20))
                 .unwrap_or(usize::MAX),
             buffer: a.buffer.unwrap_or(1000).max(1) as usize,
+            max_connections: a.max_connections.unwrap_or(1024).max(1) as usize,
+            header_timeout: c.duration(
+                &format!("{key}.header_timeout"),
+                a.header_timeout.as_deref(),
+                secs(10),
+            ),
             tokens,
             webhooks,
         });

@@ -16,7 +16,8 @@
 //!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
 //! - [`adapters`]: the one place that maps an account to its adapter.
-//! - [`cli`]: `run`, `check`, `status`.
+//! - [`cli`]: `run`, `check`, `status`, `pause`, `resume`, `reload`.
+//! - [`serve`]: the API listeners' accept loop (connection cap, timeouts).
 //! - [`metrics`]: Prometheus metrics.
 //!
 //! The normalized model and the adapter contract live in the
@@ -34,6 +35,7 @@ pub mod moves;
 pub mod outbox;
 pub mod reload;
 pub mod router;
+pub mod serve;
 pub mod store;
 pub mod supervisor;
 
@@ -221,15 +223,17 @@ pub async fn run_with(
 
     for (account, listener) in settings.api.iter().zip(listeners) {
         let app = api::router(hub.clone(), account, hub.api_tokens[&account.id].clone());
-        let mut rx = shutdown_rx.clone();
+        let limits = serve::Limits {
+            max_connections: account.max_connections,
+            header_timeout: account.header_timeout,
+        };
         tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
-        servers.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            app,
+            limits,
+            shutdown_rx.clone(),
+        )));
     }
     if let Some(listener) = admin_listener {
         let app = admin_router(hub.clone());

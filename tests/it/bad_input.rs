@@ -283,3 +283,64 @@ async fn bad_api_input_gets_json_errors_and_changes_nothing() {
     let got: Vec<Value> = poll_mb(&client, &sb.api, "ro").await;
     assert_eq!(texts(&got), vec!["the only one".to_owned()]);
 }
+
+/// Slow and idle clients cannot take the API down: 300 connections that
+/// never send a byte, against a listener that holds 100, while a normal
+/// client keeps posting and checking health. The idle ones are dropped after
+/// the header timeout; the normal client is served throughout.
+#[tokio::test]
+async fn idle_connections_cannot_starve_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        &format!("bind = \"127.0.0.1:{api}\"\n"),
+        &format!("bind = \"127.0.0.1:{api}\"\nmax_connections = 100\nheader_timeout = \"1s\"\n"),
+    ) + &token("rw", r#"["read", "write"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", api))
+                .await
+                .unwrap(),
+        );
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let (status, body) = post_native(
+            &client,
+            &sb.api,
+            "rw",
+            "g",
+            json!({"text": format!("m{i}")}),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("post {i} while 300 idle connections are open: {e}"));
+        assert_eq!(status, 201, "{body}");
+        let health = client
+            .get(format!("{}/api/health", sb.api))
+            .header("authorization", bearer("rw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The idle ones were disconnected: reading one ends (EOF or reset).
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1];
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), idle[0].read(&mut buf))
+        .await
+        .expect("the server closes an idle connection");
+    assert!(matches!(first, Ok(0) | Err(_)), "{first:?}");
+    assert!(
+        sb.log().contains("Connection limit reached"),
+        "the log says so"
+    );
+}
