@@ -113,10 +113,12 @@ async fn inject(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Result<Normaliz
         let data = base64::engine::general_purpose::STANDARD
             .decode(f.data.unwrap_or_default().as_bytes())
             .map_err(|_| ApiError::Invalid(format!("invalid format for data (Extra.file[{i}])")))?;
+        // matterbridge sends no type: guess it from the bytes and name.
+        let mime = super::post::guess_mime(&f.name, &data);
         files.push(Upload {
-            kind: kind_for("application/octet-stream"),
+            kind: kind_for(&mime),
             name: f.name,
-            mime: "application/octet-stream".into(),
+            mime,
             data,
         });
     }

@@ -138,7 +138,10 @@ fn decode_file(f: JsonFile) -> Result<Upload, ApiError> {
         .map_err(|e| {
             ApiError::Invalid(format!("attachment `{}`: data is not base64: {e}", f.name))
         })?;
-    let mime = f.mime.unwrap_or_else(|| "application/octet-stream".into());
+    let mime = f
+        .mime
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| super::post::guess_mime(&f.name, &data));
     Ok(Upload {
         kind: kind_for(&mime),
         name: f.name,
@@ -222,7 +225,9 @@ async fn read_post(req: Request) -> Result<(PostBody, Vec<Upload>), ApiError> {
                 });
             }
             (_, Some(file_name)) => {
-                let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
+                let mime = mime
+                    .filter(|m| m != "application/octet-stream")
+                    .unwrap_or_else(|| super::post::guess_mime(&file_name, &data));
                 files.push(Upload {
                     kind: kind_for(&mime),
                     name: file_name,

@@ -19,7 +19,8 @@ use crate::store::IngestItem;
 pub struct Upload {
     /// File name.
     pub name: String,
-    /// MIME type (guessed from the name when the client gave none).
+    /// MIME type (guessed from the bytes or the name when the client gave
+    /// none).
     pub mime: String,
     /// What sort of file.
     pub kind: AttachmentKind,
@@ -71,6 +72,35 @@ pub fn author(
             .filter(|s| !s.is_empty())
             .map(switchboard_core::Avatar::Url),
         is_bot: true,
+    }
+}
+
+/// The MIME type of a file a client sent without one: from its first
+/// bytes, else from its name, else `application/octet-stream`.
+#[must_use]
+pub fn guess_mime(name: &str, data: &[u8]) -> String {
+    infer::get(data).map_or_else(
+        || {
+            mime_guess::from_path(name)
+                .first_raw()
+                .unwrap_or("application/octet-stream")
+                .to_owned()
+        },
+        |t| t.mime_type().to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mime_types_come_from_bytes_then_names() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(super::guess_mime("whatever.bin", png), "image/png");
+        assert_eq!(super::guess_mime("notes.txt", b"hello"), "text/plain");
+        assert_eq!(
+            super::guess_mime("noext", b"\x01\x02"),
+            "application/octet-stream"
+        );
     }
 }
 
