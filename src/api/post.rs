@@ -90,20 +90,6 @@ pub fn guess_mime(name: &str, data: &[u8]) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mime_types_come_from_bytes_then_names() {
-        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-        assert_eq!(super::guess_mime("whatever.bin", png), "image/png");
-        assert_eq!(super::guess_mime("notes.txt", b"hello"), "text/plain");
-        assert_eq!(
-            super::guess_mime("noext", b"\x01\x02"),
-            "application/octet-stream"
-        );
-    }
-}
-
 /// Guesses an attachment kind from a MIME type.
 #[must_use]
 pub fn kind_for(mime: &str) -> AttachmentKind {
@@ -252,5 +238,19 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         }
         Delivered::Ignored => Err(ApiError::Invalid("the event was ignored".into())),
         Delivered::Rejected(reason) => Err(ApiError::Invalid(reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mime_types_come_from_bytes_then_names() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(super::guess_mime("whatever.bin", png), "image/png");
+        assert_eq!(super::guess_mime("notes.txt", b"hello"), "text/plain");
+        assert_eq!(
+            super::guess_mime("noext", b"\x01\x02"),
+            "application/octet-stream"
+        );
     }
 }
