@@ -39,6 +39,25 @@ pub fn build(settings: &Settings) -> Built {
     }
 }
 
+/// Checks a network account's section (`[telegram.<name>]`, ...) with
+/// the network's own configuration rules; the problems come back as
+/// (key under the section, message) pairs. Each network crate under
+/// `bridges/` owns its section's raw and validated forms; the hub only
+/// dispatches here. None is part of this build yet.
+///
+/// # Errors
+/// The section's problems.
+pub fn check_section(
+    network: switchboard_core::Network,
+    _name: &str,
+    _section: &toml::Value,
+) -> Result<(), Vec<(String, String)>> {
+    Err(vec![(
+        String::new(),
+        format!("the {network} adapter is not part of this build yet"),
+    )])
+}
+
 /// Gives every API account without tokens a generated one, kept in
 /// `<data_dir>/<account>.token` so it survives restarts, and prints it
 /// (to stdout, never to the logs).

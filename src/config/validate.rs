@@ -1,434 +1,22 @@
-//! Configuration: one TOML file, layered with environment variables.
-//!
-//! Two types per section, as everywhere in switchboard: the raw serde
-//! structs (`Raw*`, `deny_unknown_fields`, documented in
-//! `config/switchboard.example.toml`) and the validated [`Settings`] the rest
-//! of the hub uses. [`load`] reports every problem it finds, each naming the
-//! file and the key path, and changes nothing.
-//!
-//! Environment variables `SWITCHBOARD__<SECTION>__<KEY>` override the file
-//! (e.g. `SWITCHBOARD__DATABASE__URL`). Secrets are never written in the
-//! file in production: every secret key has `*_env` and `*_file` variants.
+//! Parsing and validation: from the file's text to [`Settings`], reporting
+//! every problem with the file and the key. Sections of the network
+//! adapters (`[telegram.<name>]`, ...) are handed to `crate::adapters`, the
+//! one place that knows each network's own configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use switchboard_core::{AccountId, ChannelId, GatewayName, Network};
 
-/// The configuration that runs as is: SQLite under `./data`, the bot API on
-/// 127.0.0.1:4242, one gateway `lobby`, a token generated at first start.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchboard.toml");
+use super::raw::RawConfig;
+use super::{
+    parse_duration, ApiAccount, ApiToken, ConfigError, ConfigIssue, DatabaseSettings, Direction,
+    Gateway, Member, OutboxSettings, Scopes, Secret, Settings, Webhook,
+};
 
-/// One problem in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// The file the problem is in (`<embedded default>` for the built-in one).
-    pub file: String,
-    /// The key path, e.g. `api.bots.tokens[0].scopes`.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file, self.key, self.message)
-    }
-}
-
-/// Every problem found; the configuration was not used.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError(pub Vec<ConfigIssue>);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "invalid configuration:\n  {}", lines.join("\n  "))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Raw form, exactly as written in TOML.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    general: RawGeneral,
-    #[serde(default)]
-    database: RawDatabase,
-    #[serde(default)]
-    outbox: RawOutbox,
-    #[serde(default)]
-    api: BTreeMap<String, RawApi>,
-    #[serde(default)]
-    telegram: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    signal: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    matrix: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    gateway: Vec<RawGateway>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGeneral {
-    /// Directory for the SQLite database and generated tokens.
-    data_dir: Option<String>,
-    /// Address of the admin listener (`/healthz`, `/metrics`, `/v1/status`).
-    admin_bind: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    /// `sqlite://path` or `postgres://...`; default SQLite under data_dir.
-    url: Option<String>,
-    url_env: Option<String>,
-    url_file: Option<String>,
-    /// Pool size for readers.
-    max_connections: Option<u32>,
-    /// SQLite only: largest database file, e.g. "20GiB".
-    max_size: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOutbox {
-    send_timeout: Option<String>,
-    backoff_initial: Option<String>,
-    backoff_max: Option<String>,
-    jitter: Option<bool>,
-    breaker_probe: Option<String>,
-    max_age: Option<String>,
-    max_retry_after: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApi {
-    bind: Option<String>,
-    max_body_bytes: Option<u64>,
-    /// How many events `GET /api/messages` returns at most per call.
-    buffer: Option<u32>,
-    /// Most connections this listener holds at once.
-    max_connections: Option<u32>,
-    /// Longest wait for a request's headers (also between requests).
-    header_timeout: Option<String>,
-    #[serde(default)]
-    tokens: Vec<RawToken>,
-    #[serde(default)]
-    webhooks: Vec<RawWebhook>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    name: Option<String>,
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<String>,
-    gateways: Option<Vec<String>>,
-    scopes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    name: Option<String>,
-    url: Option<String>,
-    gateways: Option<Vec<String>>,
-    secret: Option<String>,
-    secret_env: Option<String>,
-    secret_file: Option<String>,
-    timeout: Option<String>,
-    /// Events posted with this token of the same account are not sent here.
-    skip_token: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGateway {
-    name: Option<String>,
-    enable: Option<bool>,
-    #[serde(default, rename = "in")]
-    inbound: Vec<RawMember>,
-    #[serde(default, rename = "out")]
-    outbound: Vec<RawMember>,
-    #[serde(default)]
-    inout: Vec<RawMember>,
-    /// How long a member may be unreachable before the others are told.
-    notice_after: Option<String>,
-    /// Send outage notices at all (default true).
-    notices: Option<bool>,
-    /// A message delivered this much later than it was written shows its
-    /// time on networks that render text only.
-    late_after: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMember {
-    account: Option<String>,
-    channel: Option<String>,
-    /// Where people can join this channel (a t.me or matrix.to link):
-    /// named in the notices when another member of the gateway is down.
-    invite: Option<String>,
-}
-
-// ---------------------------------------------------------------------------
-// Validated form.
-
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    #[must_use]
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-
-    /// The secret itself; call only where it is used.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Everything the hub needs, validated.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Where the configuration came from, for messages.
-    pub source: String,
-    /// Directory for SQLite and generated tokens.
-    pub data_dir: PathBuf,
-    /// Admin listener, if any.
-    pub admin_bind: Option<SocketAddr>,
-    /// The store.
-    pub database: DatabaseSettings,
-    /// Delivery policy.
-    pub outbox: OutboxSettings,
-    /// Bot API accounts.
-    pub api: Vec<ApiAccount>,
-    /// Enabled gateways.
-    pub gateways: Vec<Gateway>,
-}
-
-/// Where events are stored.
-#[derive(Debug, Clone)]
-pub struct DatabaseSettings {
-    /// A `sqlite://` or `postgres://` URL.
-    pub url: Secret,
-    /// Reader pool size.
-    pub max_connections: u32,
-    /// SQLite only: the database file may not grow past this many bytes.
-    pub max_size: Option<u64>,
-}
-
-/// How the outbox retries.
-#[derive(Debug, Clone)]
-pub struct OutboxSettings {
-    /// Longest a single send may take before it counts as failed.
-    pub send_timeout: Duration,
-    /// First retry delay.
-    pub backoff_initial: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
-    /// Randomize delays (off in tests that count retries).
-    pub jitter: bool,
-    /// How long an open circuit breaker waits before probing.
-    pub breaker_probe: Duration,
-    /// A row older than this that still fails becomes a dead letter.
-    pub max_age: Duration,
-    /// The longest a network's retry-after is honoured.
-    pub max_retry_after: Duration,
-}
-
-/// Read and/or write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scopes {
-    /// May read events.
-    pub read: bool,
-    /// May post, edit, delete, react.
-    pub write: bool,
-}
-
-/// One API token.
-#[derive(Debug, Clone)]
-pub struct ApiToken {
-    /// Its name: the consumer identity and what `switchboard status` shows.
-    pub name: String,
-    /// The bearer secret.
-    pub secret: Secret,
-    /// Gateways it may use; `None` means every gateway of its account.
-    pub gateways: Option<BTreeSet<GatewayName>>,
-    /// What it may do.
-    pub scopes: Scopes,
-}
-
-impl ApiToken {
-    /// Whether this token may use `gw`.
-    #[must_use]
-    pub fn allows(&self, gw: &GatewayName) -> bool {
-        self.gateways.as_ref().is_none_or(|set| set.contains(gw))
-    }
-}
-
-/// One outbound webhook of an API account.
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    /// Its name; the outbox channel is `webhook:<name>`.
-    pub name: String,
-    /// Where events are POSTed.
-    pub url: reqwest::Url,
-    /// Gateways it receives; `None` means every gateway of its account.
-    pub gateways: Option<BTreeSet<GatewayName>>,
-    /// HMAC-SHA256 key for the signature header.
-    pub secret: Secret,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Events posted through this token are not sent to this webhook.
-    pub skip_token: Option<String>,
-}
-
-impl Webhook {
-    /// The outbox channel this webhook's deliveries queue under.
-    #[must_use]
-    pub fn channel(&self) -> ChannelId {
-        ChannelId::new(format!("webhook:{}", self.name)).expect("validated name")
-    }
-}
-
-/// One bot API account.
-#[derive(Debug, Clone)]
-pub struct ApiAccount {
-    /// `api.<name>`.
-    pub id: AccountId,
-    /// Listener address.
-    pub bind: SocketAddr,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Most events per `GET /api/messages`.
-    pub buffer: usize,
-    /// Most connections the listener holds at once.
-    pub max_connections: usize,
-    /// Longest wait for a request's headers (also between requests).
-    pub header_timeout: Duration,
-    /// Tokens.
-    pub tokens: Vec<ApiToken>,
-    /// Outbound webhooks.
-    pub webhooks: Vec<Webhook>,
-}
-
-/// Which way a member's messages flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Only read from.
-    In,
-    /// Only written to.
-    Out,
-    /// Both.
-    InOut,
-}
-
-impl Direction {
-    /// Messages from this member enter the gateway.
-    #[must_use]
-    pub fn reads(self) -> bool {
-        matches!(self, Self::In | Self::InOut)
-    }
-
-    /// Messages of the gateway are written to this member.
-    #[must_use]
-    pub fn writes(self) -> bool {
-        matches!(self, Self::Out | Self::InOut)
-    }
-
-    /// As written in config.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::In => "in",
-            Self::Out => "out",
-            Self::InOut => "inout",
-        }
-    }
-}
-
-/// A channel in a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Its account.
-    pub account: AccountId,
-    /// Its channel (`api` for bot API accounts).
-    pub channel: ChannelId,
-    /// Which way messages flow.
-    pub direction: Direction,
-    /// Where people can join this channel, for outage notices.
-    pub invite: Option<String>,
-}
-
-/// A named set of channels mirrored to each other.
-#[derive(Debug, Clone)]
-pub struct Gateway {
-    /// Its name.
-    pub name: GatewayName,
-    /// Its members.
-    pub members: Vec<Member>,
-    /// After how long unreachable a member's outage is announced to the
-    /// others; `None` when notices are off for this gateway.
-    pub notice_after: Option<Duration>,
-    /// A message delivered this much later than it was written shows its
-    /// original time where the network renders text only.
-    pub late_after: Option<Duration>,
-}
-
-// ---------------------------------------------------------------------------
-// Loading and validation.
-
-/// Loads `path`, or the embedded default when `path` is `None`, applies
-/// environment overrides, and validates.
-///
-/// # Errors
-/// Every problem found, each naming the file and key.
-pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-    let (file, text) = match path {
-        Some(p) => {
-            let name = p.display().to_string();
-            match std::fs::read_to_string(p) {
-                Ok(text) => (name, text),
-                Err(e) => {
-                    return Err(ConfigError(vec![ConfigIssue {
-                        file: name,
-                        key: "(file)".into(),
-                        message: format!("cannot read: {e}"),
-                    }]))
-                }
-            }
-        }
-        None => ("<embedded default>".to_owned(), EMBEDDED_DEFAULT.to_owned()),
-    };
-    let base_dir = path
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let raw = parse(&file, &text)?;
-    validate(&file, &base_dir, raw)
-}
-
-fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
+pub(super) fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
     let issue = |key: String, message: String| {
         ConfigError(vec![ConfigIssue {
             file: file.to_owned(),
@@ -644,23 +232,36 @@ impl Checker<'_> {
     }
 }
 
-fn validate(file: &str, base_dir: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
+pub(super) fn validate(
+    file: &str,
+    base_dir: &Path,
+    raw: RawConfig,
+) -> Result<Settings, ConfigError> {
     let mut c = Checker {
         file,
         base_dir,
         issues: Vec::new(),
     };
 
+    // Network sections belong to their adapters: each is validated by its
+    // own crate, through the one place that names them.
     for (network, table) in [
-        ("telegram", &raw.telegram),
-        ("signal", &raw.signal),
-        ("matrix", &raw.matrix),
+        (Network::Telegram, &raw.telegram),
+        (Network::Signal, &raw.signal),
+        (Network::Matrix, &raw.matrix),
     ] {
-        for name in table.keys() {
-            c.issue(
-                format!("{network}.{name}"),
-                format!("the {network} adapter is not part of this build yet"),
-            );
+        for (name, section) in table {
+            let key = format!("{network}.{name}");
+            if let Err(problems) = crate::adapters::check_section(network, name, section) {
+                for (sub, message) in problems {
+                    let key = if sub.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}.{sub}")
+                    };
+                    c.issue(key, message);
+                }
+            }
         }
     }
 
@@ -1089,12 +690,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Parses a duration like `250ms`, `10s`, `5m`, `2h`, `7d` or `1h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration like \"10s\", \"5m\" or \"7d\": {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1106,7 +701,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid() {
-        let s = load(None).unwrap();
+        let s = super::super::load(None).unwrap();
         assert_eq!(s.api.len(), 1);
         assert_eq!(s.gateways[0].name.as_str(), "lobby");
     }

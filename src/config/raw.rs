@@ -1,0 +1,135 @@
+//! The configuration exactly as written in TOML: serde structs with
+//! `deny_unknown_fields`, every option documented in
+//! `config/switchboard.example.toml`. [`super::validate`] turns them into
+//! [`super::Settings`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) general: RawGeneral,
+    #[serde(default)]
+    pub(super) database: RawDatabase,
+    #[serde(default)]
+    pub(super) outbox: RawOutbox,
+    #[serde(default)]
+    pub(super) api: BTreeMap<String, RawApi>,
+    #[serde(default)]
+    pub(super) telegram: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub(super) signal: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub(super) matrix: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub(super) gateway: Vec<RawGateway>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGeneral {
+    /// Directory for the SQLite database and generated tokens.
+    pub(super) data_dir: Option<String>,
+    /// Address of the admin listener (`/healthz`, `/metrics`, `/v1/status`).
+    pub(super) admin_bind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    /// `sqlite://path` or `postgres://...`; default SQLite under data_dir.
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url_file: Option<String>,
+    /// Pool size for readers.
+    pub(super) max_connections: Option<u32>,
+    /// SQLite only: largest database file, e.g. "20GiB".
+    pub(super) max_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbox {
+    pub(super) send_timeout: Option<String>,
+    pub(super) backoff_initial: Option<String>,
+    pub(super) backoff_max: Option<String>,
+    pub(super) jitter: Option<bool>,
+    pub(super) breaker_probe: Option<String>,
+    pub(super) max_age: Option<String>,
+    pub(super) max_retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub(super) bind: Option<String>,
+    pub(super) max_body_bytes: Option<u64>,
+    /// How many events `GET /api/messages` returns at most per call.
+    pub(super) buffer: Option<u32>,
+    /// Most connections this listener holds at once.
+    pub(super) max_connections: Option<u32>,
+    /// Longest wait for a request's headers (also between requests).
+    pub(super) header_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) tokens: Vec<RawToken>,
+    #[serde(default)]
+    pub(super) webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) name: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_file: Option<String>,
+    pub(super) gateways: Option<Vec<String>>,
+    pub(super) scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) name: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) gateways: Option<Vec<String>>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) timeout: Option<String>,
+    /// Events posted with this token of the same account are not sent here.
+    pub(super) skip_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    pub(super) name: Option<String>,
+    pub(super) enable: Option<bool>,
+    #[serde(default, rename = "in")]
+    pub(super) inbound: Vec<RawMember>,
+    #[serde(default, rename = "out")]
+    pub(super) outbound: Vec<RawMember>,
+    #[serde(default)]
+    pub(super) inout: Vec<RawMember>,
+    /// How long a member may be unreachable before the others are told.
+    pub(super) notice_after: Option<String>,
+    /// Send outage notices at all (default true).
+    pub(super) notices: Option<bool>,
+    /// A message delivered this much later than it was written shows its
+    /// time on networks that render text only.
+    pub(super) late_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMember {
+    pub(super) account: Option<String>,
+    pub(super) channel: Option<String>,
+    /// Where people can join this channel (a t.me or matrix.to link):
+    /// named in the notices when another member of the gateway is down.
+    pub(super) invite: Option<String>,
+}
