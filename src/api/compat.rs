@@ -219,11 +219,24 @@ async fn open(
 }
 
 /// `GET /api/messages`: what arrived since this token's last poll.
+///
+/// At least once: the stored cursor moves past a response only when the
+/// consumer polls again (it got that response), so a response lost to a
+/// crash of switchboard is offered again after the restart.
 pub async fn messages(
     State(st): State<ApiState>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let caller = st.tokens.caller(&headers)?;
+    let key = (caller.key(), q.consumer()?);
+    let confirmed = st.offered.lock().expect("offered lock").remove(&key);
+    if let Some(seq) = confirmed {
+        st.hub
+            .writer
+            .cursor(key.0.clone(), key.1.clone(), seq, true)
+            .await;
+    }
     let (_, mut sub) = open(&st, &headers, &q).await?;
     let items = sub.ready(st.account.buffer).await?;
     let mut out = Vec::with_capacity(items.len());
@@ -232,8 +245,10 @@ pub async fn messages(
             out.push(v);
         }
     }
-    sub.ack();
-    sub.save_now().await;
+    st.offered
+        .lock()
+        .expect("offered lock")
+        .insert(key, sub.position());
     let text = serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into());
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }

@@ -39,12 +39,18 @@ pub struct ApiState {
     pub account: Arc<ApiAccount>,
     /// Its tokens.
     pub tokens: Arc<Tokens>,
+    /// What each polling consumer (`<account>/<token>`, consumer name) was
+    /// last offered by `GET /api/messages`: saved as its cursor when it
+    /// polls again, so a response lost to a crash is offered again.
+    /// A std mutex, never held across await.
+    pub offered: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), i64>>>,
 }
 
 /// The routes of one API account; `tokens` is the account's token table,
 /// which a reload replaces in place.
 pub fn router(hub: Arc<Hub>, account: &ApiAccount, tokens: Arc<Tokens>) -> Router {
     let state = ApiState {
+        offered: Arc::default(),
         tokens,
         account: Arc::new(account.clone()),
         hub,

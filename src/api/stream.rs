@@ -203,6 +203,12 @@ impl Subscription {
         Ok(())
     }
 
+    /// The read position: after the last row taken from the feed.
+    #[must_use]
+    pub fn position(&self) -> i64 {
+        self.cursor
+    }
+
     /// Marks everything taken so far as delivered to the consumer.
     pub fn ack(&mut self) {
         self.acked = self.cursor;
@@ -219,16 +225,6 @@ impl Subscription {
             self.saved = self.acked;
             self.saved_at = Instant::now();
         }
-    }
-
-    /// Saves the delivered position and waits for the commit.
-    pub async fn save_now(&mut self) {
-        self.hub
-            .writer
-            .cursor(self.own.clone(), self.consumer.clone(), self.acked, true)
-            .await;
-        self.saved = self.acked;
-        self.saved_at = Instant::now();
     }
 }
 

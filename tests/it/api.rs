@@ -306,3 +306,54 @@ async fn delivery_ids_differ_across_a_database_reset() {
     }
     assert_ne!(ids[0], ids[1], "event 1 of two databases: {ids:?}");
 }
+
+/// matterbridge polling is at least once: the stored cursor moves past a
+/// response only when the bot polls again, so a response lost to a crash
+/// (kill -9 right after answering) is offered again after the restart.
+#[tokio::test]
+async fn a_poll_lost_to_a_crash_is_offered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &token("poller", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let (status, _) = post_native(
+            &client,
+            &sb.api,
+            "producer",
+            "g",
+            json!({"text": format!("m{i}")}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    let first = texts(&poll_mb(&client, &sb.api, "poller").await);
+    assert_eq!(first, ["m0", "m1", "m2"]);
+    // Say that answer never reached the bot: switchboard dies right after.
+    sb.kill9();
+    sb.restart().await;
+    let again = texts(&poll_mb(&client, &sb.api, "poller").await);
+    assert_eq!(again, ["m0", "m1", "m2"], "offered again, not lost");
+    // Polling again confirms it: nothing is repeated from here on.
+    assert!(poll_mb(&client, &sb.api, "poller").await.is_empty());
+    let (status, _) = post_native(
+        &client,
+        &sb.api,
+        "producer",
+        "g",
+        json!({"text": "m3"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(texts(&poll_mb(&client, &sb.api, "poller").await), ["m3"]);
+    assert!(poll_mb(&client, &sb.api, "poller").await.is_empty());
+}
