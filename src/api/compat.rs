@@ -206,12 +206,14 @@ async fn open(
     let caller = st.tokens.caller(headers)?;
     let gateways = readable(&st.hub, &caller, None)?;
     let consumer = q.consumer()?;
+    // Like matterbridge, a bot new to this server gets the last `buffer`
+    // messages, not the whole history.
     let sub = Subscription::open(
         st.hub.clone(),
         &caller,
         &consumer,
         gateways,
-        Start::Stored,
+        Start::StoredOrLast(st.account.buffer),
         q.echo(),
     )
     .await?;

@@ -34,6 +34,10 @@ pub enum Start {
     Latest,
     /// Where this consumer's stored cursor is (the beginning if none).
     Stored,
+    /// Where this consumer's stored cursor is; a consumer without one
+    /// starts this many events back (matterbridge's `buffer`), not at the
+    /// beginning of history.
+    StoredOrLast(usize),
 }
 
 impl Start {
@@ -101,6 +105,10 @@ impl Subscription {
             Start::After(n) => n,
             Start::Latest => hub.store.feed_head().await?,
             Start::Stored => hub.store.api_cursor(&own, consumer).await?.unwrap_or(0),
+            Start::StoredOrLast(n) => match hub.store.api_cursor(&own, consumer).await? {
+                Some(c) => c,
+                None => hub.store.feed_before_last(&gateways, n).await?,
+            },
         };
         Ok(Self {
             hub,

@@ -492,6 +492,37 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// The feed position `n` rows before the newest row of `gateways` (0
+    /// when there are fewer): where a consumer starts that may see at most
+    /// the last `n` events.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn feed_before_last(
+        &self,
+        gateways: &[GatewayName],
+        n: usize,
+    ) -> Result<i64, StoreError> {
+        if gateways.is_empty() {
+            return self.feed_head().await;
+        }
+        let marks: Vec<String> = (0..gateways.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!(
+            "SELECT seq FROM feed WHERE gateway IN ({}) ORDER BY seq DESC LIMIT 1 OFFSET ${}",
+            marks.join(", "),
+            gateways.len() + 1
+        );
+        let mut q = sqlx::query(&sql);
+        for g in gateways {
+            q = q.bind(g.as_str());
+        }
+        let row = q
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
+    }
+
     /// One event by id.
     ///
     /// # Errors

@@ -357,3 +357,49 @@ async fn a_poll_lost_to_a_crash_is_offered_again() {
     assert_eq!(texts(&poll_mb(&client, &sb.api, "poller").await), ["m3"]);
     assert!(poll_mb(&client, &sb.api, "poller").await.is_empty());
 }
+
+/// A matterbridge bot new to this server gets at most `buffer` past
+/// messages, as with matterbridge, not the whole history.
+#[tokio::test]
+async fn a_new_matterbridge_consumer_gets_at_most_buffer_past_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        &format!("bind = \"127.0.0.1:{api}\"\n"),
+        &format!("bind = \"127.0.0.1:{api}\"\nbuffer = 5\n"),
+    ) + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &token("poller", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    for i in 0..8 {
+        let (status, _) = post_native(
+            &client,
+            &sb.api,
+            "producer",
+            "g",
+            json!({"text": format!("m{i}")}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    assert_eq!(
+        texts(&poll_mb(&client, &sb.api, "poller").await),
+        ["m3", "m4", "m5", "m6", "m7"]
+    );
+    let (status, _) = post_native(
+        &client,
+        &sb.api,
+        "producer",
+        "g",
+        json!({"text": "m8"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(texts(&poll_mb(&client, &sb.api, "poller").await), ["m8"]);
+}
