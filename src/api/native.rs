@@ -78,6 +78,11 @@ pub struct StreamQuery {
     /// `true` to also receive the caller's own posts.
     #[serde(default)]
     echo: bool,
+    /// WebSocket only: `true` to move the stored cursor only as far as the
+    /// client acknowledges (`{"type": "ack", "cursor": N}`), so nothing in
+    /// flight when a connection drops is skipped on the next one.
+    #[serde(default)]
+    ack: bool,
 }
 
 impl StreamQuery {
@@ -414,7 +419,7 @@ pub async fn ws(
         .read_buffer_size(4096)
         // The same limit as a request body.
         .max_message_size(st.account.max_body_bytes)
-        .on_upgrade(move |socket| ws_loop(st, caller, sub, socket)))
+        .on_upgrade(move |socket| ws_loop(st, caller, sub, q.ack, socket)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,12 +434,20 @@ enum ClientFrame {
         #[serde(flatten)]
         body: Value,
     },
+    /// The client has everything up to `cursor` (with `?ack=true`).
+    Ack { cursor: i64 },
 }
 
 /// Most events written to a socket before a flush.
 pub const BURST: usize = 256;
 
-async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: WebSocket) {
+async fn ws_loop(
+    st: ApiState,
+    caller: Caller,
+    mut sub: Subscription,
+    client_acks: bool,
+    socket: WebSocket,
+) {
     let (mut tx, mut rx) = socket.split();
     loop {
         tokio::select! {
@@ -454,8 +467,12 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
                 if !sent || tx.flush().await.is_err() {
                     break;
                 }
-                sub.ack();
-                sub.save(false).await;
+                // Without client acknowledgements, what the kernel took
+                // counts as delivered.
+                if !client_acks {
+                    sub.ack();
+                    sub.save(false).await;
+                }
             }
             msg = rx.next() => {
                 let text = match msg {
@@ -463,6 +480,20 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
                     Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
+                if let Ok(ClientFrame::Ack { cursor }) = serde_json::from_slice(text.as_bytes()) {
+                    // Never past what was sent on this connection.
+                    if client_acks && sub.ack_to(cursor) {
+                        sub.save(false).await;
+                        continue;
+                    }
+                    let reply = json!({ "type": "error", "error": { "message": format!(
+                        "ack of cursor {cursor}: connect with ?ack=true, and acknowledge only what you received"
+                    ) } });
+                    if tx.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let reply = handle_frame(&st, &caller, text.as_bytes()).await;
                 if let Some(reply) = reply {
                     if tx.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
@@ -485,6 +516,7 @@ async fn handle_frame(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Option<Va
         }
     };
     match frame {
+        ClientFrame::Ack { .. } => None,
         ClientFrame::Post {
             gateway: gw,
             request_id,

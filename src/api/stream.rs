@@ -222,6 +222,16 @@ impl Subscription {
         self.acked = self.cursor;
     }
 
+    /// Marks everything up to `seq` as delivered, as the client says; false
+    /// when `seq` is beyond what was handed out (or behind what was).
+    pub fn ack_to(&mut self, seq: i64) -> bool {
+        if seq > self.cursor || seq < self.acked {
+            return false;
+        }
+        self.acked = seq;
+        true
+    }
+
     /// Saves the delivered position if it moved and enough time passed
     /// (or `force`).
     pub async fn save(&mut self, force: bool) {

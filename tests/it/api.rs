@@ -403,3 +403,91 @@ async fn a_new_matterbridge_consumer_gets_at_most_buffer_past_messages() {
     assert_eq!(status, 201);
     assert_eq!(texts(&poll_mb(&client, &sb.api, "poller").await), ["m8"]);
 }
+
+/// With `?ack=true` the stored cursor of a WebSocket consumer moves only as
+/// far as the client acknowledges: what was in flight when the connection
+/// dropped comes again on the next one.
+#[tokio::test]
+async fn websocket_acks_move_the_stored_cursor() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &token("reader", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let ws = sb.api.replace("http", "ws");
+    let url = format!("{ws}/v1/ws?gateways=g&ack=true&consumer=acker");
+    let (mut conn, ()) = ws_connect(&url, "reader").await;
+    for i in 0..3 {
+        let (status, _) = post_native(
+            &client,
+            &sb.api,
+            "producer",
+            "g",
+            json!({"text": format!("m{i}")}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Some(Ok(Message::Text(t))) = conn.next().await {
+            got.push(serde_json::from_str::<Value>(&t).unwrap());
+        }
+    }
+    // Acknowledging more than was sent is refused.
+    ws_send(&mut conn, &json!({"type": "ack", "cursor": 1_000_000})).await;
+    let Some(Ok(Message::Text(t))) = conn.next().await else {
+        panic!("an answer to a bad ack")
+    };
+    assert!(t.contains("acknowledge only what you received"), "{t}");
+    // The client confirms the first two, then its connection drops.
+    ws_send(
+        &mut conn,
+        &json!({"type": "ack", "cursor": got[1]["cursor"]}),
+    )
+    .await;
+    conn.close(None).await.unwrap();
+    drop(conn);
+    // Reconnecting without a cursor resumes after the acknowledged one
+    // (once the dropped connection's cursor is saved: it is written in the
+    // background as the connection ends).
+    until(
+        "the unacknowledged message first on a new connection",
+        || async {
+            let (mut again, ()) = ws_connect(&url, "reader").await;
+            let first = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                loop {
+                    match again.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            break Some(serde_json::from_str::<Value>(&t).unwrap())
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => break None,
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            let _ = again.close(None).await;
+            first.is_some_and(|f| f["text"] == "m2")
+        },
+    )
+    .await;
+    // Without ?ack=true, an ack is a mistake the client is told about.
+    let (mut plain, ()) =
+        ws_connect(&format!("{ws}/v1/ws?gateways=g&cursor=latest"), "reader").await;
+    ws_send(&mut plain, &json!({"type": "ack", "cursor": 1})).await;
+    let Some(Ok(Message::Text(t))) = plain.next().await else {
+        panic!("an answer")
+    };
+    assert!(t.contains("?ack=true"), "{t}");
+}
