@@ -409,7 +409,7 @@ async fn a_new_matterbridge_consumer_gets_at_most_buffer_past_messages() {
 /// dropped comes again on the next one.
 #[tokio::test]
 async fn websocket_acks_move_the_stored_cursor() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
     let db = Db::new(Backend::Sqlite, dir.path()).await;
