@@ -53,6 +53,20 @@ pub struct PostBody {
     attachments: Vec<JsonFile>,
 }
 
+impl PostBody {
+    /// Checks the text's spans as a post does before anything is stored.
+    ///
+    /// # Errors
+    /// What is wrong with a span.
+    pub fn validate_spans(&self) -> Result<(), String> {
+        RichText {
+            text: self.text.clone(),
+            spans: self.spans.clone(),
+        }
+        .validate()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EditBody {

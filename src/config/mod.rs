@@ -305,6 +305,16 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     validate::validate(&file, &base_dir, raw)
 }
 
+/// Validates a configuration given as text (`name` stands for the file in
+/// messages; relative paths are relative to the working directory).
+///
+/// # Errors
+/// Every problem found, each naming `name` and the key.
+pub fn from_text(name: &str, text: &str) -> Result<Settings, ConfigError> {
+    let raw = validate::parse(name, text)?;
+    validate::validate(name, Path::new("."), raw)
+}
+
 /// Parses a duration like `250ms`, `10s`, `5m`, `2h`, `7d` or `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())

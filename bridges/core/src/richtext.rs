@@ -168,12 +168,13 @@ impl RichText {
         for s in spans {
             let start = utf16_to_byte(&text, s.offset)
                 .ok_or_else(|| format!("UTF-16 offset {} is not a character boundary", s.offset))?;
-            let end = utf16_to_byte(&text, s.offset + s.length).ok_or_else(|| {
-                format!(
-                    "UTF-16 offset {} is not a character boundary",
-                    s.offset + s.length
-                )
-            })?;
+            // Offsets come from the network: add them without overflow.
+            let end_units = s
+                .offset
+                .checked_add(s.length)
+                .ok_or_else(|| format!("UTF-16 span {}+{} overflows", s.offset, s.length))?;
+            let end = utf16_to_byte(&text, end_units)
+                .ok_or_else(|| format!("UTF-16 offset {end_units} is not a character boundary"))?;
             out.push(Span {
                 start,
                 end,
@@ -311,6 +312,22 @@ mod tests {
             style: Style::Bold,
         }];
         assert!(RichText::from_utf16(text, &broken).is_err());
+    }
+
+    #[test]
+    fn absurd_utf16_spans_are_errors_not_panics() {
+        let huge = [Utf16Span {
+            offset: usize::MAX,
+            length: usize::MAX,
+            style: Style::Bold,
+        }];
+        assert!(RichText::from_utf16("abc", &huge).is_err());
+        let past = [Utf16Span {
+            offset: 1,
+            length: 99,
+            style: Style::Bold,
+        }];
+        assert!(RichText::from_utf16("abc", &past).is_err());
     }
 
     #[test]
