@@ -81,10 +81,15 @@ struct MbFile {
 }
 
 /// Renders a feed row in matterbridge's shape, with file bytes inlined.
+/// Files up to this size are inlined (base64 `Data`, as matterbridge
+/// does); larger ones only carry their `URL` (`/v1/blobs/<sha256>`), so a
+/// response stays small whatever bots post.
+const INLINE_MAX: u64 = 64 * 1024;
+
 async fn render(st: &ApiState, item: &FeedItem) -> Option<Value> {
     let mut files = Vec::new();
     if let EventKind::Message { attachments, .. } = &item.event.kind {
-        for a in attachments {
+        for a in attachments.iter().filter(|a| a.size <= INLINE_MAX) {
             if let Ok(Some((_, data))) = st.hub.store.blob(&a.content.sha256).await {
                 files.push((a.content.sha256.clone(), data));
             }
@@ -240,17 +245,31 @@ pub async fn messages(
             .await;
     }
     let (_, mut sub) = open(&st, &headers, &q).await?;
+    let start = sub.position();
     let items = sub.ready(st.account.buffer).await?;
     let mut out = Vec::with_capacity(items.len());
+    // The response stops before it would pass the byte cap (one message
+    // always goes); what is left comes with the next poll.
+    let mut offered = start;
+    let mut bytes = 2;
     for item in &items {
         if let Some(v) = render(&st, item).await {
+            // Exactly what it adds to the pretty-printed array: its lines,
+            // each indented two more, and the separator.
+            let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+            let size = pretty.len() + 2 * pretty.lines().count() + 2;
+            if !out.is_empty() && bytes + size > st.account.max_response_bytes {
+                break;
+            }
+            bytes += size;
             out.push(v);
         }
+        offered = item.seq;
     }
     st.offered
         .lock()
         .expect("offered lock")
-        .insert(key, sub.position());
+        .insert(key, offered);
     let text = serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into());
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }

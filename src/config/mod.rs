@@ -200,6 +200,8 @@ pub struct ApiAccount {
     pub max_body_bytes: usize,
     /// Most events per `GET /api/messages`.
     pub buffer: usize,
+    /// Largest `GET /api/messages` response in bytes.
+    pub max_response_bytes: usize,
     /// Most connections the listener holds at once.
     pub max_connections: usize,
     /// Longest wait for a request's headers (also between requests).

@@ -69,6 +69,8 @@ pub(super) struct RawApi {
     pub(super) max_body_bytes: Option<u64>,
     /// How many events `GET /api/messages` returns at most per call.
     pub(super) buffer: Option<u32>,
+    /// Largest `GET /api/messages` response, e.g. "8MiB".
+    pub(super) max_response_bytes: Option<String>,
     /// Most connections this listener holds at once.
     pub(super) max_connections: Option<u32>,
     /// Longest wait for a request's headers (also between requests).

@@ -505,6 +505,19 @@ pub(super) fn validate(
             max_body_bytes: usize::try_from(a.max_body_bytes.unwrap_or(16 << 20))
                 .unwrap_or(usize::MAX),
             buffer: a.buffer.unwrap_or(1000).max(1) as usize,
+            max_response_bytes: match a.max_response_bytes.as_deref() {
+                None => 8 << 20,
+                Some(raw_size) => match raw_size.parse::<bytesize::ByteSize>() {
+                    Ok(b) => usize::try_from(b.as_u64()).unwrap_or(usize::MAX),
+                    Err(_) => {
+                        c.issue(
+                            format!("{key}.max_response_bytes"),
+                            format!("`{raw_size}` is not a size like \"8MiB\""),
+                        );
+                        8 << 20
+                    }
+                },
+            },
             max_connections: a.max_connections.unwrap_or(1024).max(1) as usize,
             header_timeout: c.duration(
                 &format!("{key}.header_timeout"),

@@ -491,3 +491,82 @@ async fn websocket_acks_move_the_stored_cursor() {
     };
     assert!(t.contains("?ack=true"), "{t}");
 }
+
+/// `GET /api/messages` never builds a response past its byte cap: large
+/// files are referenced by URL instead of inlined, and what does not fit
+/// comes with the next poll, every message once and in order.
+#[tokio::test]
+async fn matterbridge_polls_stay_under_their_byte_cap() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        &format!("bind = \"127.0.0.1:{api}\"\n"),
+        &format!("bind = \"127.0.0.1:{api}\"\nmax_response_bytes = \"3KiB\"\n"),
+    ) + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &token("poller", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 200_000]);
+    let (status, _) = post_native(
+        &client,
+        &sb.api,
+        "producer",
+        "g",
+        json!({"text": "a big file", "attachments": [{"name": "big.bin", "data": big}]}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    for i in 0..6 {
+        let (status, _) = post_native(
+            &client,
+            &sb.api,
+            "producer",
+            "g",
+            json!({"text": format!("m{i} {}", "x".repeat(600))}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    let mut all = Vec::new();
+    let mut polls = 0;
+    loop {
+        let r = client
+            .get(format!("{}/api/messages", sb.api))
+            .header("authorization", bearer("poller"))
+            .send()
+            .await
+            .unwrap();
+        let raw = r.bytes().await.unwrap();
+        assert!(raw.len() <= 3 * 1024, "one response of {} bytes", raw.len());
+        let got: Vec<Value> = serde_json::from_slice(&raw).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        polls += 1;
+        all.extend(got);
+    }
+    assert!(polls >= 2, "the messages came over several polls ({polls})");
+    let file = &all[0]["Extra"]["file"][0];
+    assert!(file["Data"].is_null(), "a 200 KB file is not inlined");
+    assert_eq!(file["URL"].as_str().unwrap().len(), "/v1/blobs/".len() + 64);
+    let texts: Vec<String> = all
+        .iter()
+        .map(|m| {
+            m["text"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(texts, ["a", "m0", "m1", "m2", "m3", "m4", "m5"]);
+}
