@@ -191,6 +191,39 @@ pub fn check_report(s: &Settings) -> String {
     out
 }
 
+/// What a POST to the running switchboard's admin listener got.
+enum Admin {
+    /// 2xx, with the JSON answer.
+    Done(serde_json::Value),
+    /// Another status, with the error's message.
+    Refused(reqwest::StatusCode, String),
+    /// Nothing answers there.
+    NotRunning,
+}
+
+async fn admin_post(addr: std::net::SocketAddr, path: &str) -> Admin {
+    let Ok(r) = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .send()
+        .await
+    else {
+        return Admin::NotRunning;
+    };
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if status.is_success() {
+        Admin::Done(body)
+    } else {
+        let message = body["error"]["message"].as_str().unwrap_or("no details");
+        Admin::Refused(status, message.to_owned())
+    }
+}
+
+fn not_running(addr: std::net::SocketAddr) -> ExitCode {
+    eprintln!("error: switchboard is not running (nothing answers on {addr})");
+    ExitCode::FAILURE
+}
+
 /// `reload`: asks the running switchboard on its admin listener.
 async fn reload(settings: &Settings) -> ExitCode {
     let Some(addr) = settings.admin_bind else {
@@ -200,32 +233,19 @@ async fn reload(settings: &Settings) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    match reqwest::Client::new()
-        .post(format!("http://{addr}/v1/reload"))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let ok = r.status().is_success();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if ok {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            } else {
-                eprintln!(
-                    "error: nothing changed: {}",
-                    body["error"]["message"].as_str().unwrap_or("no details")
-                );
-                ExitCode::from(2)
-            }
+    match admin_post(addr, "/v1/reload").await {
+        Admin::Done(body) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
         }
-        Err(_) => {
-            eprintln!("error: switchboard is not running (nothing answers on {addr})");
-            ExitCode::FAILURE
+        Admin::Refused(_, message) => {
+            eprintln!("error: nothing changed: {message}");
+            ExitCode::from(2)
         }
+        Admin::NotRunning => not_running(addr),
     }
 }
 
@@ -239,28 +259,19 @@ async fn pause(settings: &Settings, account: &str, paused: bool) -> ExitCode {
         return ExitCode::from(2);
     };
     let verb = if paused { "pause" } else { "resume" };
-    let url = format!("http://{addr}/v1/accounts/{account}/{verb}");
-    match reqwest::Client::new().post(&url).send().await {
-        Ok(r) if r.status().is_success() => {
+    match admin_post(addr, &format!("/v1/accounts/{account}/{verb}")).await {
+        Admin::Done(_) => {
             println!(
                 "{account}: delivery {}.",
                 if paused { "paused" } else { "resumed" }
             );
             ExitCode::SUCCESS
         }
-        Ok(r) => {
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            eprintln!(
-                "error: {status}: {}",
-                body["error"]["message"].as_str().unwrap_or("no details")
-            );
+        Admin::Refused(status, message) => {
+            eprintln!("error: {status}: {message}");
             ExitCode::FAILURE
         }
-        Err(_) => {
-            eprintln!("error: switchboard is not running (nothing answers on {addr})");
-            ExitCode::FAILURE
-        }
+        Admin::NotRunning => not_running(addr),
     }
 }
 

@@ -452,12 +452,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
                     // One undecodable row must not block the lane behind it.
                     tracing::error!(row = poison.id, reason = %poison.reason, "Outbox row cannot be decoded; dead-lettered.");
                     let reason = format!("undecodable row: {}", poison.reason);
-                    if !record(&inner, poison.id, RowUpdate::Dead { reason }, &mut shutdown).await {
+                    if !dead_letter(&inner, &account, poison.id, reason, &mut shutdown).await {
                         return;
                     }
-                    let label = Metrics::label(&account);
-                    inner.metrics.dead_letters.get_or_create(&label).inc();
-                    inner.metrics.queue_depth.get_or_create(&label).dec();
                     after = poison.id;
                     continue;
                 }
@@ -503,6 +500,23 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     }
 }
 
+/// Marks a row dead with `reason` and counts it; false on shutdown.
+async fn dead_letter(
+    inner: &Inner,
+    account: &AccountId,
+    id: i64,
+    reason: String,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if !record(inner, id, RowUpdate::Dead { reason }, shutdown).await {
+        return false;
+    }
+    let label = Metrics::label(account);
+    inner.metrics.dead_letters.get_or_create(&label).inc();
+    inner.metrics.queue_depth.get_or_create(&label).dec();
+    true
+}
+
 /// Records a row update, retrying until the store takes it; false on shutdown.
 async fn record(
     inner: &Inner,
@@ -545,12 +559,7 @@ async fn deliver(
             .contains(channel)
         {
             let reason = "removed from config".to_owned();
-            if !record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await {
-                return false;
-            }
-            inner.metrics.dead_letters.get_or_create(&label).inc();
-            inner.metrics.queue_depth.get_or_create(&label).dec();
-            return true;
+            return dead_letter(inner, account, row.id, reason, shutdown).await;
         }
         // An admin's pause holds the lane before anything is sent.
         let mut paused = worker.paused.subscribe();
@@ -696,12 +705,7 @@ async fn deliver(
                     | RetryKind::Permanent
                     | RetryKind::Moved { .. } => worker.breaker.reachable(),
                 }
-                if !record(inner, row.id, RowUpdate::Dead { reason }, shutdown).await {
-                    return false;
-                }
-                inner.metrics.dead_letters.get_or_create(&label).inc();
-                inner.metrics.queue_depth.get_or_create(&label).dec();
-                return true;
+                return dead_letter(inner, account, row.id, reason, shutdown).await;
             }
             inner.metrics.retries.get_or_create(&label).inc();
             inner.outages.failed(account, channel, &row.gateway);
