@@ -166,6 +166,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
             });
         }
     }
+    let keyed = idempotency_key.is_some();
     let remote = match idempotency_key {
         Some(k) if k.is_empty() || k.len() > 200 => {
             return Err(ApiError::Invalid(
@@ -203,7 +204,8 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
     // The same checks as every network's events: what one backend or one
     // network cannot take is refused here, for every backend.
     event.validate().map_err(ApiError::Invalid)?;
-    let asked = (event.kind.clone(), event.author.display_name.clone());
+    // Only a client's key can make a repeat: keep what was asked for then.
+    let asked = keyed.then(|| (event.kind.clone(), event.author.display_name.clone()));
     let outcome = hub
         .ingest(IngestItem {
             event,
@@ -225,7 +227,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
                 .store
                 .event(id)
                 .await?
-                .is_some_and(|e| (e.kind, e.author.display_name) == asked);
+                .is_some_and(|e| Some((e.kind, e.author.display_name)) == asked);
             if !same {
                 return Err(ApiError::Invalid(
                     "this Idempotency-Key was used for a different request".into(),
