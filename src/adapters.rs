@@ -1,7 +1,6 @@
-//! The one place that maps configured accounts to adapters.
-//!
-//! Today the only push destinations are the bot API's webhooks; the
-//! Telegram, Signal and Matrix adapters plug in here.
+//! The one place that maps configured accounts to adapters: the bot API's
+//! webhooks, and each network crate under `bridges/` (its section checked
+//! by its own config module, its adapter built here).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,6 +21,23 @@ pub struct Built {
     pub webhooks: HashMap<AccountId, Arc<WebhookAdapter>>,
 }
 
+/// A network account's validated section.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkConfig {
+    /// `[telegram.<name>]`.
+    Telegram(switchboard_telegram::TelegramConfig),
+}
+
+impl NetworkConfig {
+    /// The account it configures.
+    #[must_use]
+    pub fn account(&self) -> &AccountId {
+        match self {
+            Self::Telegram(c) => &c.account,
+        }
+    }
+}
+
 /// Every adapter the configuration asks for.
 #[must_use]
 pub fn build(settings: &Settings) -> Built {
@@ -30,32 +46,61 @@ pub fn build(settings: &Settings) -> Built {
         .iter()
         .map(|a| (a.id.clone(), Arc::new(WebhookAdapter::new(a))))
         .collect();
-    Built {
-        all: webhooks
-            .values()
-            .map(|w| w.clone() as Arc<dyn Adapter>)
-            .collect(),
-        webhooks,
+    let mut all: Vec<Arc<dyn Adapter>> = webhooks
+        .values()
+        .map(|w| w.clone() as Arc<dyn Adapter>)
+        .collect();
+    for n in &settings.networks {
+        let channels = settings
+            .gateways
+            .iter()
+            .flat_map(|g| &g.members)
+            .filter(|m| &m.account == n.account())
+            .map(|m| m.channel.clone());
+        all.push(match n {
+            NetworkConfig::Telegram(c) => Arc::new(switchboard_telegram::TelegramAdapter::new(
+                c.clone(),
+                channels,
+            )),
+        });
     }
+    Built { all, webhooks }
 }
 
 /// Checks a network account's section (`[telegram.<name>]`, ...) with
 /// the network's own configuration rules; the problems come back as
 /// (key under the section, message) pairs. Each network crate under
 /// `bridges/` owns its section's raw and validated forms; the hub only
-/// dispatches here. None is part of this build yet.
+/// dispatches here.
 ///
 /// # Errors
 /// The section's problems.
 pub fn check_section(
     network: switchboard_core::Network,
-    _name: &str,
-    _section: &toml::Value,
-) -> Result<(), Vec<(String, String)>> {
-    Err(vec![(
-        String::new(),
-        format!("the {network} adapter is not part of this build yet"),
-    )])
+    name: &str,
+    section: &toml::Value,
+    secrets: &dyn switchboard_core::Secrets,
+) -> Result<NetworkConfig, Vec<(String, String)>> {
+    match network {
+        switchboard_core::Network::Telegram => {
+            switchboard_telegram::parse_config(name, section, secrets).map(NetworkConfig::Telegram)
+        }
+        _ => Err(vec![(
+            String::new(),
+            format!("the {network} adapter is not part of this build yet"),
+        )]),
+    }
+}
+
+/// Checks a gateway member's channel id with its network's rules.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_channel(network: switchboard_core::Network, channel: &str) -> Result<(), String> {
+    match network {
+        switchboard_core::Network::Telegram => switchboard_telegram::check_channel(channel),
+        _ => Ok(()),
+    }
 }
 
 /// Gives every API account without tokens a generated one, kept in

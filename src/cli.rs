@@ -313,6 +313,8 @@ async fn status(settings: &Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Channels a network moved (a Telegram group upgraded to a supergroup).
+    let moves = store.channel_moves().await.unwrap_or_default();
     store.close().await;
     let live: Option<serde_json::Value> = match settings.admin_bind {
         Some(addr) => match reqwest::get(format!("http://{addr}/v1/status")).await {
@@ -333,7 +335,12 @@ async fn status(settings: &Settings) -> ExitCode {
                 .to_owned(),
         }
     };
-    let mut accounts: Vec<String> = settings.api.iter().map(|a| a.id.to_string()).collect();
+    let mut accounts: Vec<String> = settings
+        .api
+        .iter()
+        .map(|a| a.id.to_string())
+        .chain(settings.networks.iter().map(|n| n.account().to_string()))
+        .collect();
     for q in &queues {
         if !accounts.contains(&q.account) {
             accounts.push(q.account.clone());
@@ -358,5 +365,13 @@ async fn status(settings: &Settings) -> ExitCode {
         ]);
     }
     print!("{}", table(&rows));
+    if !moves.is_empty() {
+        let mut rows = vec![vec!["ACCOUNT".into(), "CONFIGURED AS".into(), "NOW".into()]];
+        for (account, from, to) in &moves {
+            rows.push(vec![account.to_string(), from.to_string(), to.to_string()]);
+        }
+        println!("\nMoved channels (the network gave them a new id):");
+        print!("{}", table(&rows));
+    }
     ExitCode::SUCCESS
 }

@@ -441,6 +441,14 @@ impl Host for AccountHost {
             .map_err(unavailable)
     }
 
+    async fn moved(&self, from: &ChannelId, to: &ChannelId) -> Result<(), DeliverError> {
+        self.hub
+            .outbox
+            .record_move(&self.account, from, to)
+            .await
+            .map_err(unavailable)
+    }
+
     fn health(&self, health: ReceiveHealth) {
         self.hub.health.report(&self.account, health);
     }

@@ -83,6 +83,21 @@ impl Hub {
                 needs_restart.push(format!("{} (removed)", o.id));
             }
         }
+        // A network account's connection (token, server) is its adapter's
+        // own: changing it takes a restart of that adapter, today of the
+        // process.
+        for n in &new.networks {
+            match old.networks.iter().find(|o| o.account() == n.account()) {
+                None => needs_restart.push(format!("{} (a new account)", n.account())),
+                Some(o) if o != n => needs_restart.push(n.account().to_string()),
+                Some(_) => {}
+            }
+        }
+        for o in &old.networks {
+            if !new.networks.iter().any(|n| n.account() == o.account()) {
+                needs_restart.push(format!("{} (removed)", o.account()));
+            }
+        }
 
         let before = self.router.load().destinations();
         self.router.replace(&new);

@@ -100,6 +100,8 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// Bot API accounts.
     pub api: Vec<ApiAccount>,
+    /// Telegram, Signal and Matrix accounts, each validated by its crate.
+    pub networks: Vec<crate::adapters::NetworkConfig>,
     /// Enabled gateways.
     pub gateways: Vec<Gateway>,
 }
@@ -273,6 +275,9 @@ pub struct Gateway {
     /// A message delivered this much later than it was written shows its
     /// original time where the network renders text only.
     pub late_after: Option<Duration>,
+    /// How a relayed message shows its author where the bridge posts as
+    /// one account; `None`: the network's default (`**{NICK}**: `).
+    pub nick_format: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -124,6 +124,9 @@ pub(super) struct RawGateway {
     /// A message delivered this much later than it was written shows its
     /// time on networks that render text only.
     pub(super) late_after: Option<String>,
+    /// How relayed messages show their author (`{NICK}`, `{USERNAME}`,
+    /// `{NETWORK}`, `{CHANNEL}`, `{GATEWAY}`, `**bold**`).
+    pub(super) nick_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

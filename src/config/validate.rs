@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use switchboard_core::{AccountId, ChannelId, GatewayName, Network};
+use switchboard_core::{AccountId, ChannelId, GatewayName, Network, Secrets};
 
 use super::raw::RawConfig;
 use super::{
@@ -157,57 +157,22 @@ impl Checker<'_> {
         env: Option<&String>,
         file: Option<&String>,
     ) -> Option<Secret> {
-        let given = [inline.is_some(), env.is_some(), file.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if given > 1 {
-            self.issue(
-                key,
-                format!("set only one of `{key}`, `{key}_env`, `{key}_file`"),
-            );
-            return None;
+        let found = FileSecrets {
+            base_dir: self.base_dir,
         }
-        if let Some(s) = inline {
-            if s.is_empty() {
-                self.issue(key, "is empty");
-                return None;
+        .resolve(
+            key,
+            inline.map(String::as_str),
+            env.map(String::as_str),
+            file.map(String::as_str),
+        );
+        match found {
+            Ok(s) => s.map(Secret::new),
+            Err((key, message)) => {
+                self.issue(key, message);
+                None
             }
-            return Some(Secret::new(s.clone()));
         }
-        if let Some(var) = env {
-            return match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
-                    self.issue(
-                        format!("{key}_env"),
-                        format!("environment variable `{var}` is not set or empty"),
-                    );
-                    None
-                }
-            };
-        }
-        if let Some(path) = file {
-            let full = self.base_dir.join(path);
-            return match std::fs::read_to_string(&full) {
-                Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_owned())),
-                Ok(_) => {
-                    self.issue(
-                        format!("{key}_file"),
-                        format!("`{}` is empty", full.display()),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.issue(
-                        format!("{key}_file"),
-                        format!("cannot read `{}`: {e}", full.display()),
-                    );
-                    None
-                }
-            };
-        }
-        None
     }
 
     fn gateway_set(
@@ -232,6 +197,64 @@ impl Checker<'_> {
     }
 }
 
+/// Secrets the hub's way, for its own sections and the networks' alike:
+/// inline, from the environment, or from a file next to the configuration.
+pub(super) struct FileSecrets<'a> {
+    /// Where `*_file` paths start.
+    pub(super) base_dir: &'a Path,
+}
+
+impl Secrets for FileSecrets<'_> {
+    fn resolve(
+        &self,
+        key: &str,
+        inline: Option<&str>,
+        env: Option<&str>,
+        file: Option<&str>,
+    ) -> Result<Option<String>, (String, String)> {
+        let given = [inline.is_some(), env.is_some(), file.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if given > 1 {
+            return Err((
+                key.to_owned(),
+                format!("set only one of `{key}`, `{key}_env`, `{key}_file`"),
+            ));
+        }
+        if let Some(s) = inline {
+            if s.is_empty() {
+                return Err((key.to_owned(), "is empty".into()));
+            }
+            return Ok(Some(s.to_owned()));
+        }
+        if let Some(var) = env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(v)),
+                _ => Err((
+                    format!("{key}_env"),
+                    format!("environment variable `{var}` is not set or empty"),
+                )),
+            };
+        }
+        if let Some(path) = file {
+            let full = self.base_dir.join(path);
+            return match std::fs::read_to_string(&full) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+                Ok(_) => Err((
+                    format!("{key}_file"),
+                    format!("`{}` is empty", full.display()),
+                )),
+                Err(e) => Err((
+                    format!("{key}_file"),
+                    format!("cannot read `{}`: {e}", full.display()),
+                )),
+            };
+        }
+        Ok(None)
+    }
+}
+
 pub(super) fn validate(
     file: &str,
     base_dir: &Path,
@@ -245,6 +268,8 @@ pub(super) fn validate(
 
     // Network sections belong to their adapters: each is validated by its
     // own crate, through the one place that names them.
+    let mut networks = Vec::new();
+    let secrets = FileSecrets { base_dir };
     for (network, table) in [
         (Network::Telegram, &raw.telegram),
         (Network::Signal, &raw.signal),
@@ -252,14 +277,17 @@ pub(super) fn validate(
     ] {
         for (name, section) in table {
             let key = format!("{network}.{name}");
-            if let Err(problems) = crate::adapters::check_section(network, name, section) {
-                for (sub, message) in problems {
-                    let key = if sub.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{key}.{sub}")
-                    };
-                    c.issue(key, message);
+            match crate::adapters::check_section(network, name, section, &secrets) {
+                Ok(n) => networks.push(n),
+                Err(problems) => {
+                    for (sub, message) in problems {
+                        let key = if sub.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{key}.{sub}")
+                        };
+                        c.issue(key, message);
+                    }
                 }
             }
         }
@@ -529,7 +557,21 @@ pub(super) fn validate(
         });
     }
 
-    let known: BTreeSet<AccountId> = api.iter().map(|a| a.id.clone()).collect();
+    // Network sections with problems still count as configured: their own
+    // errors say what is wrong, not "no account".
+    let known: BTreeSet<AccountId> = api
+        .iter()
+        .map(|a| a.id.clone())
+        .chain(
+            [
+                (Network::Telegram, &raw.telegram),
+                (Network::Signal, &raw.signal),
+                (Network::Matrix, &raw.matrix),
+            ]
+            .into_iter()
+            .flat_map(|(n, t)| t.keys().filter_map(move |k| AccountId::new(n, k).ok())),
+        )
+        .collect();
     let mut gateways = Vec::new();
     let mut gnames = BTreeSet::new();
     for (i, g) in raw.gateway.iter().enumerate() {
@@ -586,10 +628,15 @@ pub(super) fn validate(
                         );
                         continue;
                     }
-                    (_, Some(ch)) => match ChannelId::new(ch) {
+                    (network, Some(ch)) => match ChannelId::new(ch)
+                        .map_err(|e| e.to_string())
+                        .and_then(|ch| {
+                            crate::adapters::check_channel(network, ch.as_str())?;
+                            Ok(ch)
+                        }) {
                         Ok(ch) => ch,
                         Err(e) => {
-                            c.issue(format!("{mkey}.channel"), e.to_string());
+                            c.issue(format!("{mkey}.channel"), e);
                             continue;
                         }
                     },
@@ -637,12 +684,22 @@ pub(super) fn validate(
             g.late_after.as_deref(),
             secs(120),
         );
+        let nick_format = g.nick_format.clone();
+        if let Some(f) = &nick_format {
+            if f.len() > 256 || f.chars().any(char::is_control) {
+                c.issue(
+                    format!("{gkey}.nick_format"),
+                    "must be at most 256 bytes, without control characters",
+                );
+            }
+        }
         if g.enable != Some(false) {
             gateways.push(Gateway {
                 name,
                 members,
                 notice_after: (g.notices != Some(false)).then_some(notice_after),
                 late_after: Some(late_after),
+                nick_format,
             });
         }
     }
@@ -679,6 +736,7 @@ pub(super) fn validate(
         database,
         outbox,
         api,
+        networks,
         gateways,
     })
 }

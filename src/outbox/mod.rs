@@ -113,12 +113,14 @@ struct Inner {
 }
 
 /// What the outbox needs to know of a gateway.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct GatewayPolicy {
     /// After how long unreachable a destination is announced down.
     notice_after: Option<Duration>,
     /// After how long a message shows its original time.
     late_after: Option<Duration>,
+    /// How relayed messages show their author (`nick_format`).
+    nick_format: Option<String>,
 }
 
 /// Handle to the outbox; cheap to clone.
@@ -207,6 +209,7 @@ impl Outbox {
                     GatewayPolicy {
                         notice_after: g.notice_after,
                         late_after: g.late_after,
+                        nick_format: g.nick_format.clone(),
                     },
                 )
             })
@@ -279,6 +282,30 @@ impl Outbox {
                 }
             });
         }
+        Ok(())
+    }
+
+    /// Records that `from` now lives as `to` (the network said so while
+    /// receiving): the store moves its queue and message map, the router
+    /// follows, and the new lane starts.
+    ///
+    /// # Errors
+    /// When the store cannot record it.
+    pub async fn record_move(
+        &self,
+        account: &AccountId,
+        from: &ChannelId,
+        to: &ChannelId,
+    ) -> Result<(), crate::store::StoreError> {
+        if from == to {
+            return Ok(());
+        }
+        self.inner.store.move_channel(account, from, to).await?;
+        if let Some(moves) = self.inner.moves.get() {
+            moves.insert(account, from, to);
+        }
+        tracing::warn!(%account, %from, %to, "The channel moved; its queue and message map follow it.");
+        self.poke(account, to);
         Ok(())
     }
 
@@ -586,18 +613,20 @@ async fn deliver(
                 }
             },
         };
+        let (late_after, nick_format) = inner
+            .gateways
+            .read()
+            .expect("gateways lock")
+            .get(&row.gateway)
+            .map(|p| (p.late_after, p.nick_format.clone()))
+            .unwrap_or_default();
         let op = switchboard_core::Outbound {
             gateway: row.gateway.clone(),
             channel: channel.clone(),
             event: row.event.clone(),
             target,
+            nick_format,
         };
-        let late_after = inner
-            .gateways
-            .read()
-            .expect("gateways lock")
-            .get(&row.gateway)
-            .and_then(|p| p.late_after);
         let cx = switchboard_core::DegradeContext {
             now: time::OffsetDateTime::now_utc(),
             late_after,

@@ -19,6 +19,7 @@
 //! - `receive`: the adapter contract's receive side with the scripted fake.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
+//! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
 mod api;
 mod bad_input;
@@ -36,3 +37,4 @@ mod references;
 mod reload;
 mod signatures;
 mod store;
+mod telegram;

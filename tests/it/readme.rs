@@ -149,6 +149,7 @@ fn example_config_documents_a_valid_configuration() {
         ])
         .env("RELAY_BOT_TOKEN", "0123456789abcdef0123")
         .env("MODERATION_HOOK_SECRET", "s3cret")
+        .env("TELEGRAM_TOKEN", "123456:ABC-example_token")
         .output()
         .unwrap();
     assert!(
@@ -158,4 +159,5 @@ fn example_config_documents_a_valid_configuration() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("webhook:moderation"), "{table}");
+    assert!(table.contains("telegram.main"), "{table}");
 }

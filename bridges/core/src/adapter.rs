@@ -62,6 +62,9 @@ pub struct Outbound {
     /// target) as this destination knows it; `None` when the destination
     /// never received it.
     pub target: Option<Reference>,
+    /// The gateway's template for showing who wrote a relayed message
+    /// (`nick_format`; see [`crate::nick`]); `None`: the adapter's default.
+    pub nick_format: Option<String>,
 }
 
 /// A referenced message, with what a network needs to point at it: the
@@ -218,6 +221,16 @@ pub trait Host: Send + Sync {
     /// # Errors
     /// When the store is unavailable.
     async fn set_state(&self, key: &str, value: &str) -> Result<(), DeliverError>;
+
+    /// Records that a channel of this account now lives under another id
+    /// (a Telegram group upgraded to a supergroup announces its new id):
+    /// the hub moves the channel's queue, message map and routes, as after
+    /// a send answered [`SendError::moved`](crate::SendError::moved), so
+    /// what arrives from the new id reaches the same gateways.
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn moved(&self, from: &ChannelId, to: &ChannelId) -> Result<(), DeliverError>;
 
     /// Reports how receiving goes; shown in `switchboard status`.
     fn health(&self, health: ReceiveHealth);

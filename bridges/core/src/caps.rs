@@ -43,6 +43,7 @@ pub enum Reactions {
     /// Any emoji.
     Any,
     /// Only these (Telegram's allowed set): others become a short reply.
+    /// Compared without variation selectors (U+FE0F).
     OneOf(Vec<String>),
 }
 
@@ -131,7 +132,11 @@ impl Capabilities {
         match &self.reactions {
             Reactions::None => false,
             Reactions::Any => true,
-            Reactions::OneOf(set) => set.iter().any(|e| e == emoji),
+            // "❤️" and "❤" are one reaction: networks differ on U+FE0F.
+            Reactions::OneOf(set) => {
+                let bare = |s: &str| s.replace('\u{FE0F}', "");
+                set.iter().any(|e| bare(e) == bare(emoji))
+            }
         }
     }
 }
@@ -322,6 +327,7 @@ mod tests {
         Outbound {
             gateway: GatewayName::new("gw").unwrap(),
             channel: ChannelId::new("c").unwrap(),
+            nick_format: None,
             target: target.map(|t| crate::adapter::Reference {
                 event: Box::new(event.clone()),
                 ids: vec![RemoteId::new(t).unwrap()],
@@ -456,6 +462,7 @@ mod more_tests {
                 ids: vec![RemoteId::new("m1").unwrap()],
             }),
             event: event(kind, at),
+            nick_format: None,
         }
     }
 

@@ -16,6 +16,8 @@
 //!   its docs state the rules (when to acknowledge, what to report).
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`ingress`]: routes an adapter serves on a listener the hub runs.
+//! - [`nick`]: [`render_nick`], the per-gateway "who wrote this" prefix.
+//! - [`secrets`]: [`Secrets`], how a network crate's config reads a secret.
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
 
@@ -27,7 +29,9 @@ pub mod fake;
 pub mod ids;
 pub mod ingress;
 pub mod model;
+pub mod nick;
 pub mod richtext;
+pub mod secrets;
 
 pub use adapter::{
     Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, Receipt, ReceiveHealth,
@@ -41,4 +45,6 @@ pub use model::{
     Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
     Origin, TargetRef,
 };
+pub use nick::{render_nick, with_nick, DEFAULT_NICK_FORMAT};
 pub use richtext::{RichText, Span, Style, TextUnit};
+pub use secrets::Secrets;

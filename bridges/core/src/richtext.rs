@@ -212,7 +212,8 @@ impl RichText {
     /// Splits into pieces of at most `max` units, preferring a line break,
     /// then a space, in the last fifth of each piece; never inside a
     /// character (a piece holds at least one, even when one is wider than
-    /// `max`). Spans are clipped to the pieces they cover.
+    /// `max`), and never through a span that would fit in one piece. Spans
+    /// longer than a piece are clipped to the pieces they cover.
     #[must_use]
     pub fn split_in(&self, max: usize, unit: TextUnit) -> Vec<Self> {
         let max = max.max(1);
@@ -241,6 +242,31 @@ impl RichText {
                 let window = &rest[window_from..hard_end];
                 if let Some(i) = window.rfind('\n').or_else(|| window.rfind(' ')) {
                     end = window_from + i + 1;
+                }
+                // Never through a span that fits in a piece of its own (a
+                // link or a code block cut in two is two broken halves):
+                // end before it instead.
+                // Bounded: crossing spans could otherwise move it back and
+                // forth.
+                for _ in 0..=self.spans.len() {
+                    let Some(s) = self.spans.iter().find(|s| {
+                        s.start >= start
+                            && s.start < start + end
+                            && start + end < s.end
+                            && self.text[s.start..s.end]
+                                .chars()
+                                .map(|c| unit.of(c))
+                                .sum::<usize>()
+                                <= max
+                    }) else {
+                        break;
+                    };
+                    end = if s.start > start {
+                        s.start - start
+                    } else {
+                        // It starts the piece and fits in it: end after it.
+                        s.end - start
+                    };
                 }
             }
             let (a, b) = (start, start + end);

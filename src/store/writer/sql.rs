@@ -468,7 +468,10 @@ async fn prepare<'a>(
 ) -> Result<Option<Cow<'a, IngestItem>>, StoreError> {
     let origin = &item.event.origin;
     let account = origin.account.to_string();
-    if item.check_echo {
+    // Only a new message can echo one the hub sent: an edit or a reaction
+    // names an existing message by its id, which may well be one the hub
+    // sent (a reaction to a bridged copy is the usual case).
+    if item.check_echo && creates_message(&item.event.kind) {
         let echo = sqlx::query(
             "SELECT 1 FROM message_map WHERE account = $1 AND channel = $2 AND remote_id = $3 \
              UNION ALL SELECT 1 FROM message_parts WHERE account = $4 AND channel = $5 AND remote_id = $6 \

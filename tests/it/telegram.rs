@@ -1,0 +1,579 @@
+//! Telegram through the real binary against the in-repo Bot API fake: a
+//! group and bots exchange formatted text, albums, replies, edits, deletes
+//! and reactions both ways, across restarts; 429 storms, an outage and a
+//! kill -9 mid-poll lose nothing; a group upgraded to a supergroup keeps
+//! going. SQLite only: the store's behaviour on both backends is proven
+//! by `store`, `references` and `durability`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_telegram::fake::{FakeOptions, FakeTelegram, Fault, Outage};
+
+use crate::harness::*;
+
+const GROUP: i64 = -1_001_000_000_001;
+
+async fn fake(limits: bool) -> FakeTelegram {
+    let mut opts = FakeOptions::default();
+    if !limits {
+        opts.per_chat_per_minute = None;
+        opts.per_bot_per_second = None;
+    }
+    let tg = FakeTelegram::start(opts).await.expect("fake Telegram");
+    tg.add_chat(GROUP, "supergroup", "Lobby", false);
+    // Reactions reach only a bot that is an admin of the group.
+    tg.set_bot_admin(GROUP, true);
+    tg
+}
+
+/// `[telegram.main]` for the fake, in gateway `g` with the bot API.
+fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
+    format!(
+        "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n{extra}\n",
+        tg.token(),
+        tg.api_url()
+    )
+}
+
+fn member(channel: &str) -> String {
+    format!("\n[[gateway.inout]]\naccount = \"telegram.main\"\nchannel = \"{channel}\"\n")
+}
+
+/// The bot's messages in the group, as (message_id, text).
+fn bot_texts(tg: &FakeTelegram, chat: i64) -> Vec<(i64, String)> {
+    let bot = tg.bot()["id"].as_i64().unwrap();
+    tg.messages(chat)
+        .into_iter()
+        .filter(|m| m["from"]["id"].as_i64() == Some(bot))
+        .map(|m| {
+            let text = m["text"]
+                .as_str()
+                .or(m["caption"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            (m["message_id"].as_i64().unwrap(), text)
+        })
+        .collect()
+}
+
+fn events_of(inbox: &Inbox, kind: &str) -> Vec<Value> {
+    inbox
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == kind && e["origin"]["account"] == "telegram.main")
+        .collect()
+}
+
+async fn start(dir: &std::path::Path, tg: &FakeTelegram, extra: &str) -> (Sb, Inbox) {
+    let db = Db::new(Backend::Sqlite, dir).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir, api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &telegram_config(tg, extra)
+        + &gateway("g")
+        + &member(&GROUP.to_string());
+    let sb = Sb::start(dir, &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    (sb, inbox)
+}
+
+#[tokio::test]
+async fn a_group_and_a_bot_exchange_everything_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(true).await;
+    let (mut sb, inbox) = start(dir.path(), &tg, "").await;
+    let client = reqwest::Client::new();
+    let alice = FakeTelegram::user(42, "Alice", Some("alice"));
+    let face = switchboard_telegram::fake::png(4, 4);
+    tg.set_avatar(42, face.clone());
+
+    // Telegram → bots: styled text with an emoji before the styled part
+    // (UTF-16 offsets), an album, a reply, an edit, a reaction.
+    let hello = tg.inject_message(
+        GROUP,
+        &alice,
+        json!({"text": "😀 hi *all*", "entities": [{"type": "bold", "offset": 6, "length": 5}]}),
+    );
+    inbox.wait_len(1, "the Telegram message at the bot").await;
+    let ev = &events_of(&inbox, "message")[0];
+    assert_eq!(ev["text"], "😀 hi *all*");
+    assert_eq!(ev["author"]["name"], "Alice");
+    assert_eq!(ev["author"]["username"], "alice");
+    let span = &ev["spans"][0];
+    assert_eq!(span["style"], "bold");
+    assert_eq!(
+        &"😀 hi *all*"
+            [span["start"].as_u64().unwrap() as usize..span["end"].as_u64().unwrap() as usize],
+        "*all*"
+    );
+    let hello_id = ev["id"].as_str().unwrap().to_owned();
+    // The avatar was fetched once and is served as a blob.
+    let avatar = ev["author"]["avatar"]
+        .as_str()
+        .expect("an avatar")
+        .to_owned();
+    let r = client
+        .get(format!("{}{avatar}", sb.api))
+        .header("authorization", bearer("ann"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), face.as_slice());
+
+    let (one, two) = (
+        switchboard_telegram::fake::png(3, 2),
+        switchboard_telegram::fake::png(2, 3),
+    );
+    let p1 = tg.store_photo(one.clone());
+    let p2 = tg.store_photo(two.clone());
+    tg.inject_message(
+        GROUP,
+        &alice,
+        json!({"media_group_id": "alb1", "photo": p1, "caption": "trip"}),
+    );
+    tg.inject_message(
+        GROUP,
+        &alice,
+        json!({"media_group_id": "alb1", "photo": p2}),
+    );
+    tg.inject_message(
+        GROUP,
+        &alice,
+        json!({"text": "re", "reply_to_message_id": hello}),
+    );
+    tg.inject_edit(GROUP, hello, json!({"text": "😀 hi everyone"}));
+    until("the album, the reply and the edit at the bot", || {
+        let n = events_of(&inbox, "message").len() + events_of(&inbox, "edit").len();
+        async move { n == 4 }
+    })
+    .await;
+    let msgs = events_of(&inbox, "message");
+    assert_eq!(msgs.len(), 3, "the album is one message: {msgs:#?}");
+    let album = &msgs[1];
+    assert_eq!(album["text"], "trip");
+    let files = album["attachments"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for (f, want) in files.iter().zip([&one, &two]) {
+        let r = client
+            .get(format!("{}{}", sb.api, f["url"].as_str().unwrap()))
+            .header("authorization", bearer("ann"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), want.as_slice());
+    }
+    assert_eq!(msgs[2]["reply_to"], hello_id.as_str());
+    let edit = &events_of(&inbox, "edit")[0];
+    assert_eq!(edit["target"], hello_id.as_str());
+    assert_eq!(edit["text"], "😀 hi everyone");
+
+    // Bots → Telegram: styled text with the author in bold.
+    let (s, posted) = post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "hello group", "username": "Ann", "spans": [{"start": 6, "end": 11, "style": "italic"}], "reply_to": hello_id}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{posted}");
+    let ann_id = posted["id"].as_str().unwrap().to_owned();
+    until("the post in the group", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n == 1 }
+    })
+    .await;
+    let sent = tg
+        .messages(GROUP)
+        .into_iter()
+        .find(|m| m["text"] == "Ann: hello group")
+        .expect("the post, with its author");
+    let ents = sent["entities"].as_array().unwrap();
+    assert!(
+        ents.contains(&json!({"type": "bold", "offset": 0, "length": 3})),
+        "{ents:?}"
+    );
+    assert!(
+        ents.contains(&json!({"type": "italic", "offset": 11, "length": 5})),
+        "{ents:?}"
+    );
+    assert_eq!(sent["reply_to_message"]["message_id"], hello);
+    let copy = sent["message_id"].as_i64().unwrap();
+
+    // A Telegram user reacts to the bridged copy: the bot sees it on the
+    // original.
+    tg.inject_reaction(GROUP, copy, &alice, &[], &["🔥"]);
+    until("the reaction at the bot", || {
+        let n = events_of(&inbox, "reaction").len();
+        async move { n == 1 }
+    })
+    .await;
+    let reaction = &events_of(&inbox, "reaction")[0];
+    assert_eq!(reaction["target"], ann_id.as_str());
+    assert_eq!(reaction["emoji"], "🔥");
+
+    // An album from a bot.
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (s, _) = post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "two pics", "username": "Ann", "attachments": [
+            {"name": "a.png", "mime": "image/png", "data": b64(&one)},
+            {"name": "b.png", "mime": "image/png", "data": b64(&two)}]}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201);
+    until("the album in the group", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n == 3 }
+    })
+    .await;
+    let album: Vec<Value> = tg
+        .messages(GROUP)
+        .into_iter()
+        .filter(|m| m["media_group_id"].is_string() && m["from"]["is_bot"] == true)
+        .collect();
+    assert_eq!(album.len(), 2);
+    assert_eq!(album[0]["caption"], "Ann: two pics");
+    assert_eq!(album[0]["media_group_id"], album[1]["media_group_id"]);
+    let photo = album[1]["photo"].as_array().unwrap().last().unwrap()["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(tg.file_bytes(&photo).unwrap(), two);
+
+    // After a restart, an edit, a reaction and a delete still find the copy.
+    sb.drained().await;
+    sb.kill9();
+    sb.restart().await;
+    let url = format!("{}/v1/gateways/g/messages/{ann_id}", sb.api);
+    let r = client
+        .patch(&url)
+        .header("authorization", bearer("ann"))
+        .json(&json!({"text": "hello all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{url}/reactions"))
+        .header("authorization", bearer("ann"))
+        .json(&json!({"emoji": "👍"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    until("the edit and the reaction in the group", || {
+        let edited = tg
+            .messages(GROUP)
+            .iter()
+            .any(|m| m["message_id"] == copy && m["text"] == "Ann: hello all");
+        let reacted = tg.bot_reactions(GROUP, copy) == ["👍"];
+        async move { edited && reacted }
+    })
+    .await;
+    let r = client
+        .delete(&url)
+        .header("authorization", bearer("ann"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    until("the copy deleted", || {
+        let gone = !tg.messages(GROUP).iter().any(|m| m["message_id"] == copy);
+        async move { gone }
+    })
+    .await;
+    // And from Telegram after the restart: the edit of an old message
+    // finds its original.
+    let after = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", after.clone()).await;
+    tg.inject_edit(GROUP, hello, json!({"text": "edited after restart"}));
+    until("the second edit at the bot", || {
+        let n = events_of(&after, "edit").len();
+        async move { n >= 1 }
+    })
+    .await;
+    assert_eq!(
+        events_of(&after, "edit").last().unwrap()["target"],
+        hello_id.as_str()
+    );
+    // Nothing reached the bot twice.
+    for inbox in [&inbox, &after] {
+        let ids: Vec<String> = inbox.all().iter().map(|e| e["id"].to_string()).collect();
+        let mut dedup = ids.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(ids.len(), dedup.len(), "no event twice: {ids:?}");
+    }
+    sb.stop().await;
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn storms_outages_and_kill9_lose_nothing_and_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let (mut sb, inbox) = start(dir.path(), &tg, "").await;
+    let client = reqwest::Client::new();
+    let bob = FakeTelegram::user(7, "Bob", None);
+
+    // Bots → Telegram through a 429 storm: every retry_after honoured,
+    // nothing lost, order kept.
+    tg.fail(
+        "sendMessage",
+        Fault::Error {
+            code: 429,
+            description: "Too Many Requests: retry after 1".into(),
+            retry_after: Some(1),
+            migrate_to_chat_id: None,
+        },
+        3,
+    );
+    for i in 0..10 {
+        let (s, _) = post_native(
+            &client,
+            &sb.api,
+            "ann",
+            "g",
+            json!({"text": format!("out {i}"), "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 201);
+    }
+    // Telegram → bots while polling fails: 5xx, then a hang, then a reset.
+    tg.fail(
+        "getUpdates",
+        Fault::Error {
+            code: 502,
+            description: "Bad Gateway".into(),
+            retry_after: None,
+            migrate_to_chat_id: None,
+        },
+        2,
+    );
+    for i in 0..5 {
+        tg.inject_message(GROUP, &bob, json!({"text": format!("in {i}")}));
+        // Between them, what is skipped without stalling anything: a
+        // malformed update, a kind nobody maps, a message with nothing
+        // bridgeable in it.
+        match i {
+            1 => {
+                tg.inject_update(json!({"message": {"message_id": "not a number", "chat": 5}}));
+            }
+            2 => {
+                tg.inject_update(json!({"poll": {"id": "1", "question": "?", "options": []}}));
+            }
+            3 => {
+                tg.inject_message(GROUP, &bob, json!({"dice": {"emoji": "🎲", "value": 4}}));
+            }
+            _ => {}
+        }
+    }
+    tg.fail("getUpdates", Fault::Reset, 1);
+    until("ten posts in the group", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n >= 10 }
+    })
+    .await;
+    inbox.wait_len(5, "five Telegram messages at the bot").await;
+
+    // An outage of the whole Bot API (connections refused), with traffic
+    // both ways queued meanwhile.
+    tg.set_outage(Outage::Refuse).await;
+    for i in 10..15 {
+        post_native(
+            &client,
+            &sb.api,
+            "ann",
+            "g",
+            json!({"text": format!("out {i}"), "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 5..10 {
+        tg.inject_message(GROUP, &bob, json!({"text": format!("in {i}")}));
+    }
+    tg.set_outage(Outage::Up).await;
+    until("the queued posts after the outage", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n >= 15 }
+    })
+    .await;
+    inbox.wait_len(10, "ten Telegram messages at the bot").await;
+
+    // kill -9 with updates waiting to be polled: each arrives once.
+    sb.kill9();
+    for i in 10..20 {
+        tg.inject_message(GROUP, &bob, json!({"text": format!("in {i}")}));
+    }
+    sb.restart().await;
+    let inbox2 = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(
+        &format!("{ws}/v1/ws?gateways=g&cursor=0"),
+        "ann",
+        inbox2.clone(),
+    )
+    .await;
+    until("twenty Telegram messages, from the start", || {
+        let n = events_of(&inbox2, "message").len();
+        async move { n >= 20 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<String> = events_of(&inbox2, "message")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("in {i}")).collect();
+    assert_eq!(got, want, "every Telegram message once, in order");
+    let out: Vec<String> = bot_texts(&tg, GROUP).into_iter().map(|(_, t)| t).collect();
+    let want: Vec<String> = (0..15).map(|i| format!("Ann: out {i}")).collect();
+    // Telegram has no idempotency: a send whose answer was lost may repeat;
+    // here no answer was lost, so none repeats.
+    assert_eq!(out, want, "every post once, in order");
+    let refused = tg
+        .calls()
+        .iter()
+        .filter(|c| c.method == "sendMessage" && c.status == Some(429))
+        .count();
+    assert_eq!(refused, 3, "the storm was answered, then honoured");
+    sb.stop().await;
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_upgraded_to_a_supergroup_keeps_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    const OLD: i64 = -4_000_000_001;
+    const NEW: i64 = -1_004_000_000_001;
+    tg.add_chat(OLD, "group", "Small group", false);
+    tg.add_chat(NEW, "supergroup", "Small group", false);
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &telegram_config(&tg, "")
+        + &gateway("g")
+        + &member(&OLD.to_string());
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let client = reqwest::Client::new();
+    let bob = FakeTelegram::user(7, "Bob", None);
+
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "before", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("the first post in the old group", || {
+        let n = bot_texts(&tg, OLD).len();
+        async move { n == 1 }
+    })
+    .await;
+    // Upgraded without switchboard hearing of it first: the next send is
+    // answered with migrate_to_chat_id and goes to the new id.
+    tg.migrate_unannounced(OLD, NEW);
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "after", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("the second post in the supergroup", || {
+        let n = bot_texts(&tg, NEW).len();
+        async move { n == 1 }
+    })
+    .await;
+    assert_eq!(bot_texts(&tg, NEW)[0].1, "Ann: after");
+    // And people in the supergroup reach the bot.
+    tg.inject_message(NEW, &bob, json!({"text": "hi from the supergroup"}));
+    until("the supergroup's message at the bot", || {
+        let ok = events_of(&inbox, "message")
+            .iter()
+            .any(|e| e["text"] == "hi from the supergroup");
+        async move { ok }
+    })
+    .await;
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn a_migration_announced_while_receiving_moves_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    const OLD: i64 = -4_000_000_002;
+    const NEW: i64 = -1_004_000_000_002;
+    tg.add_chat(OLD, "group", "Small group", false);
+    tg.add_chat(NEW, "supergroup", "Small group", false);
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &telegram_config(&tg, "")
+        + &gateway("g")
+        + &member(&OLD.to_string());
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let client = reqwest::Client::new();
+    let bob = FakeTelegram::user(7, "Bob", None);
+    // The service messages come first; then people write in the new chat
+    // before anything was sent there.
+    tg.migrate(OLD, NEW);
+    tg.inject_message(NEW, &bob, json!({"text": "first in the supergroup"}));
+    until("the supergroup's message at the bot", || {
+        let ok = events_of(&inbox, "message")
+            .iter()
+            .any(|e| e["text"] == "first in the supergroup");
+        async move { ok }
+    })
+    .await;
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "answer", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("the answer in the supergroup", || {
+        let n = bot_texts(&tg, NEW).len();
+        async move { n == 1 }
+    })
+    .await;
+    assert!(bot_texts(&tg, OLD).is_empty());
+    tg.stop().await;
+}
