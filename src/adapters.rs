@@ -58,10 +58,9 @@ pub fn build(settings: &Settings) -> Built {
             .filter(|m| &m.account == n.account())
             .map(|m| m.channel.clone());
         all.push(match n {
-            NetworkConfig::Telegram(c) => Arc::new(switchboard_telegram::TelegramAdapter::new(
-                c.clone(),
-                channels,
-            )),
+            NetworkConfig::Telegram(c) => {
+                switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
+            }
         });
     }
     Built { all, webhooks }

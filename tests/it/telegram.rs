@@ -577,3 +577,207 @@ async fn a_migration_announced_while_receiving_moves_the_channel() {
     assert!(bot_texts(&tg, OLD).is_empty());
     tg.stop().await;
 }
+
+#[tokio::test]
+async fn forum_topics_long_texts_large_files_and_unlisted_chats() {
+    const FORUM: i64 = -1_002_000_000_001;
+    const ELSEWHERE: i64 = -1_003_000_000_001;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    tg.add_chat(FORUM, "supergroup", "Forum", true);
+    tg.add_chat(ELSEWHERE, "supergroup", "Elsewhere", false);
+    tg.add_topic(FORUM, 3);
+    tg.add_topic(FORUM, 4);
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    // Gateway g: the forum as a whole (topic 4 arrives as a thread of it);
+    // gateway t: topic 3 on its own.
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g", "t"]"#)
+        + &telegram_config(&tg, "max_download = \"1KiB\"")
+        + &gateway("g")
+        + &member(&FORUM.to_string())
+        + &gateway("t")
+        + &member(&format!("{FORUM}/3"));
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let (g, t) = (Inbox::default(), Inbox::default());
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", g.clone()).await;
+    ws_reader(
+        &format!("{ws}/v1/ws?gateways=t&consumer=t"),
+        "ann",
+        t.clone(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let bob = FakeTelegram::user(7, "Bob", None);
+
+    tg.inject_message(
+        FORUM,
+        &bob,
+        json!({"text": "in topic 3", "message_thread_id": 3, "is_topic_message": true}),
+    );
+    tg.inject_message(
+        FORUM,
+        &bob,
+        json!({"text": "in topic 4", "message_thread_id": 4, "is_topic_message": true}),
+    );
+    let big = tg.store_file(vec![7; 2048], "application/pdf", Some("big.pdf"));
+    tg.inject_message(
+        FORUM,
+        &bob,
+        json!({"document": big, "caption": "the report"}),
+    );
+    tg.inject_message(ELSEWHERE, &bob, json!({"text": "nobody bridges this"}));
+    t.wait_len(1, "the topic's message in its own gateway")
+        .await;
+    g.wait_len(2, "the rest of the forum in the other gateway")
+        .await;
+    assert_eq!(t.all()[0]["text"], "in topic 3");
+    let rest = g.all();
+    assert_eq!(rest[0]["text"], "in topic 4");
+    assert_eq!(rest[0]["origin"]["thread"], "4");
+    assert_eq!(
+        rest[1]["text"],
+        "the report\n[file not bridged: big.pdf (2 KiB) is over the 1 KiB download limit]"
+    );
+    assert_eq!(rest[1]["attachments"].as_array().map(Vec::len), Some(0));
+    eventually("the unlisted chat named in the log", || {
+        sb.log().contains(&format!("channel = \"{ELSEWHERE}\""))
+    })
+    .await;
+
+    // A post into the topic's gateway goes into the topic; a long one is
+    // split at Telegram's limit, in UTF-16 units, on word boundaries.
+    let long: String = (0..1200).map(|i| format!("w{i}😀 ")).collect();
+    let (s, _) = post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "t",
+        json!({"text": long, "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201);
+    until("the long post in the topic", || {
+        let n = bot_texts(&tg, FORUM).len();
+        async move { n >= 2 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<Value> = tg
+        .messages(FORUM)
+        .into_iter()
+        .filter(|m| m["from"]["is_bot"] == true)
+        .collect();
+    assert!(sent.len() >= 2);
+    let mut joined = String::new();
+    for m in &sent {
+        assert_eq!(m["message_thread_id"], 3);
+        let text = m["text"].as_str().unwrap();
+        assert!(text.encode_utf16().count() <= 4096);
+        let body = text
+            .strip_prefix("Ann: ")
+            .expect("each part names its author");
+        joined.push_str(body);
+        if !body.ends_with(' ') {
+            joined.push(' ');
+        }
+    }
+    assert_eq!(
+        joined.split_whitespace().collect::<Vec<_>>(),
+        long.split_whitespace().collect::<Vec<_>>()
+    );
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_mode_checks_the_secret_and_answers_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let hook = free_port();
+    let (sb, inbox) = start(
+        dir.path(),
+        &tg,
+        &format!("receive = \"webhook\"\nwebhook_bind = \"127.0.0.1:{hook}\"\nwebhook_url = \"https://bridge.example.org/tg\"\nwebhook_secret = \"s3cret-Token_1\""),
+    )
+    .await;
+    eventually("the webhook set at Telegram", || {
+        tg.calls().iter().any(|c| {
+            c.method == "setWebhook"
+                && c.param("url").as_deref() == Some("https://bridge.example.org/tg")
+                && c.param("secret_token").as_deref() == Some("s3cret-Token_1")
+        })
+    })
+    .await;
+    assert_eq!(
+        tg.webhook_url().as_deref(),
+        Some("https://bridge.example.org/tg")
+    );
+    let update = json!({"update_id": 900, "message": {
+        "message_id": 77, "date": 1_764_000_000,
+        "from": {"id": 7, "is_bot": false, "first_name": "Bob"},
+        "chat": {"id": GROUP, "type": "supergroup", "title": "Lobby"},
+        "text": "via webhook"}});
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{hook}/");
+    let post = |secret: &'static str, body: String| {
+        client
+            .post(&url)
+            .header("x-telegram-bot-api-secret-token", secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post("wrong", update.to_string()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(post("", update.to_string()).await.unwrap().status(), 401);
+    // Answered 200 only once committed: the event is there when it answers.
+    assert_eq!(
+        post("s3cret-Token_1", update.to_string())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let polled = poll_mb(&client, &sb.api, "ann").await;
+    assert_eq!(texts(&polled), ["via webhook"], "committed before the 200");
+    inbox.wait_len(1, "the webhook's message at the bot").await;
+    // Telegram retries what it thinks failed: the repeat is acknowledged
+    // and dropped; something malformed is acknowledged and skipped.
+    assert_eq!(
+        post("s3cret-Token_1", update.to_string())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post("s3cret-Token_1", "{not json".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let next = json!({"update_id": 901, "message": {
+        "message_id": 78, "date": 1_764_000_001,
+        "from": {"id": 7, "is_bot": false, "first_name": "Bob"},
+        "chat": {"id": GROUP, "type": "supergroup"},
+        "text": "second"}});
+    assert_eq!(
+        post("s3cret-Token_1", next.to_string())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    inbox.wait_len(2, "the second webhook message").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts: Vec<Value> = inbox.all().iter().map(|e| e["text"].clone()).collect();
+    assert_eq!(texts, [json!("via webhook"), json!("second")]);
+    tg.stop().await;
+}

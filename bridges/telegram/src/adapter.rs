@@ -17,7 +17,7 @@
 //! Telegram's description; 5xx and timeouts are retried.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +30,7 @@ use switchboard_core::{
 };
 
 use crate::client::{CallError, Client};
-use crate::config::TelegramConfig;
+use crate::config::{Receive, TelegramConfig};
 use crate::convert::{self, Channels, Draft, PendingFile};
 use crate::wire::{File, Update, User};
 
@@ -145,26 +145,33 @@ pub struct TelegramAdapter {
     topics: HashSet<String>,
     /// Avatars fetched this run, by user id (`None`: the user has none).
     avatars: Mutex<HashMap<String, Option<BlobRef>>>,
+    /// Chats no gateway lists that were named in the log once already.
+    unlisted: Mutex<HashSet<ChannelId>>,
+    /// Itself, for the webhook's ingress handler.
+    this: Weak<TelegramAdapter>,
 }
 
 impl TelegramAdapter {
     /// An adapter for `cfg`; `channels` are the account's channels in the
     /// gateways (a forum topic listed as `<chat>/<thread>` gets its own).
     #[must_use]
-    pub fn new(cfg: TelegramConfig, channels: impl IntoIterator<Item = ChannelId>) -> Self {
+    pub fn new(cfg: TelegramConfig, channels: impl IntoIterator<Item = ChannelId>) -> Arc<Self> {
         let client = Client::new(&cfg.api_url, &cfg.token);
-        Self {
+        let topics = channels
+            .into_iter()
+            .map(|c| c.as_str().to_owned())
+            .filter(|c| c.contains('/'))
+            .collect();
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             cfg,
             client,
             host: OnceLock::new(),
             me: OnceLock::new(),
-            topics: channels
-                .into_iter()
-                .map(|c| c.as_str().to_owned())
-                .filter(|c| c.contains('/'))
-                .collect(),
+            topics,
             avatars: Mutex::new(HashMap::new()),
-        }
+            unlisted: Mutex::new(HashSet::new()),
+        })
     }
 
     /// The Bot API client (for tools and tests).
@@ -207,6 +214,19 @@ impl Adapter for TelegramAdapter {
         &self.cfg.account
     }
 
+    fn ingress(&self) -> Option<(std::net::SocketAddr, Arc<dyn switchboard_core::Ingress>)> {
+        match &self.cfg.receive {
+            Receive::Poll => None,
+            Receive::Webhook { bind, secret, .. } => Some((
+                *bind,
+                Arc::new(Webhook {
+                    adapter: self.this.clone(),
+                    secret: secret.clone(),
+                }),
+            )),
+        }
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             edits: true,
@@ -242,10 +262,27 @@ impl Adapter for TelegramAdapter {
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
         let _ = self.host.set(host.clone());
-        let Some(me) = self.hello(&host, &mut shutdown).await else {
+        let host: &dyn Host = host.as_ref();
+        let Some(me) = self.hello(host, &mut shutdown).await else {
             return Ok(());
         };
         let _ = self.me.set(me);
+        if let Receive::Webhook { url, secret, .. } = &self.cfg.receive {
+            return self.register_webhook(host, url, secret, shutdown).await;
+        }
+        // Polling takes the place of a webhook set earlier (Telegram
+        // refuses getUpdates while one is set); its queued updates stay.
+        if let Err(e) = self
+            .client
+            .call::<Value>(
+                "deleteWebhook",
+                &json!({"drop_pending_updates": false}),
+                CALL_TIMEOUT,
+            )
+            .await
+        {
+            tracing::debug!(account = %self.cfg.account, error = %e, "deleteWebhook failed; polling will say why.");
+        }
         let mut offset: i64 = loop {
             match host.cursor("offset").await {
                 Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -284,7 +321,7 @@ impl Adapter for TelegramAdapter {
                     raw
                 }
                 Err(e) => {
-                    let wait = self.report_poll_error(&host, &e, backoff);
+                    let wait = self.report_poll_error(host, &e, backoff);
                     if !nap(wait, &mut shutdown).await {
                         return Ok(());
                     }
@@ -304,11 +341,11 @@ impl Adapter for TelegramAdapter {
             if next == offset && take == 0 {
                 continue;
             }
-            let batch = match self.translate(&host, &updates[..take], &mut shutdown).await {
+            let batch = match self.translate(host, &updates[..take], &mut shutdown).await {
                 Some(b) => b,
                 None => return Ok(()),
             };
-            let Some(()) = self.commit(&host, batch, next, &mut shutdown).await else {
+            let Some(()) = self.commit(host, batch, next, &mut shutdown).await else {
                 return Ok(());
             };
             offset = next;
@@ -444,7 +481,7 @@ impl Adapter for TelegramAdapter {
 
 impl TelegramAdapter {
     /// `getMe` until it answers; warns when privacy mode hides messages.
-    async fn hello(&self, host: &Arc<dyn Host>, shutdown: &mut Shutdown) -> Option<User> {
+    async fn hello(&self, host: &dyn Host, shutdown: &mut Shutdown) -> Option<User> {
         let mut backoff = Duration::from_secs(1);
         let none = json!({});
         loop {
@@ -476,13 +513,48 @@ impl TelegramAdapter {
         }
     }
 
-    /// Reports a failed poll to the health board and says how long to wait.
-    fn report_poll_error(
+    /// Webhook mode: points Telegram at `url` (retrying until it agrees),
+    /// then waits; the updates arrive through the ingress listener. The
+    /// webhook stays set at shutdown, so Telegram keeps updates (for 24 h)
+    /// while switchboard is away.
+    async fn register_webhook(
         &self,
-        host: &Arc<dyn Host>,
-        e: &CallError,
-        backoff: Duration,
-    ) -> Duration {
+        host: &dyn Host,
+        url: &str,
+        secret: &str,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let params = json!({
+            "url": url,
+            "secret_token": secret,
+            "allowed_updates": ALLOWED_UPDATES,
+            "drop_pending_updates": false,
+        });
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let r = tokio::select! {
+                r = self.client.call::<Value>("setWebhook", &params, CALL_TIMEOUT) => r,
+                () = &mut shutdown => return Ok(()),
+            };
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    let wait = self.report_poll_error(host, &e, backoff);
+                    if !nap(wait, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        tracing::info!(account = %self.cfg.account, %url, "Telegram delivers updates to the webhook.");
+        host.health(ReceiveHealth::Connected);
+        shutdown.await;
+        Ok(())
+    }
+
+    /// Reports a failed poll to the health board and says how long to wait.
+    fn report_poll_error(&self, host: &dyn Host, e: &CallError, backoff: Duration) -> Duration {
         let account = &self.cfg.account;
         match e {
             CallError::Api {
@@ -535,7 +607,7 @@ impl TelegramAdapter {
     /// fetched into the blob store. `None` on shutdown.
     async fn translate(
         &self,
-        host: &Arc<dyn Host>,
+        host: &dyn Host,
         updates: &[Decoded],
         shutdown: &mut Shutdown,
     ) -> Option<Vec<switchboard_core::NewEvent>> {
@@ -622,11 +694,12 @@ impl TelegramAdapter {
     /// Commits events and the offset after them; `None` on shutdown.
     async fn commit(
         &self,
-        host: &Arc<dyn Host>,
+        host: &dyn Host,
         events: Vec<switchboard_core::NewEvent>,
         next: i64,
         shutdown: &mut Shutdown,
     ) -> Option<()> {
+        let channels: Vec<ChannelId> = events.iter().map(|e| e.origin.channel.clone()).collect();
         let batch = Batch {
             events,
             cursor: Some(Cursor {
@@ -637,9 +710,22 @@ impl TelegramAdapter {
         loop {
             match host.deliver(batch.clone()).await {
                 Ok(answers) => {
-                    for a in answers {
-                        if let Delivered::Rejected(reason) = a {
-                            tracing::warn!(account = %self.cfg.account, %reason, "Telegram update rejected by the hub; skipped.");
+                    for (a, channel) in answers.into_iter().zip(&channels) {
+                        match a {
+                            Delivered::Rejected(reason) => {
+                                tracing::warn!(account = %self.cfg.account, %channel, %reason, "Telegram update rejected by the hub; skipped.");
+                            }
+                            // How an admin finds a group's id: write there.
+                            Delivered::Ignored
+                                if self
+                                    .unlisted
+                                    .lock()
+                                    .expect("unlisted lock")
+                                    .insert(channel.clone()) =>
+                            {
+                                tracing::info!(account = %self.cfg.account, %channel, "A message from a chat no gateway lists; add it as a gateway member (channel = \"{channel}\") to bridge it.");
+                            }
+                            _ => {}
                         }
                     }
                     return Some(());
@@ -659,7 +745,7 @@ impl TelegramAdapter {
     /// A group became a supergroup: its messages now come from `to`.
     async fn follow_migration(
         &self,
-        host: &Arc<dyn Host>,
+        host: &dyn Host,
         from: i64,
         to: i64,
         shutdown: &mut Shutdown,
@@ -689,17 +775,23 @@ impl TelegramAdapter {
     /// `None` on shutdown.
     async fn fetch(
         &self,
-        host: &Arc<dyn Host>,
+        host: &dyn Host,
         f: &PendingFile,
         shutdown: &mut Shutdown,
     ) -> Option<Result<Attachment, String>> {
         let max = self.cfg.max_download;
-        let too_big = || {
-            format!(
-                "[file not bridged: {} is larger than the {} MB a bot may download]",
+        let too_big = || match f.size {
+            Some(size) => format!(
+                "[file not bridged: {} ({}) is over the {} download limit]",
                 f.name,
-                max / (1024 * 1024)
-            )
+                human_size(size),
+                human_size(max)
+            ),
+            None => format!(
+                "[file not bridged: {} is over the {} download limit]",
+                f.name,
+                human_size(max)
+            ),
         };
         if f.size.is_some_and(|s| s > max) {
             return Some(Err(too_big()));
@@ -771,7 +863,7 @@ impl TelegramAdapter {
 
     /// A user's profile photo, fetched once per user and run, kept as a
     /// blob. Best effort: a failure leaves the author without one.
-    async fn avatar(&self, host: &Arc<dyn Host>, user: &str) -> Option<switchboard_core::Avatar> {
+    async fn avatar(&self, host: &dyn Host, user: &str) -> Option<switchboard_core::Avatar> {
         if let Some(known) = self.avatars.lock().expect("avatars lock").get(user) {
             return known.clone().map(switchboard_core::Avatar::Blob);
         }
@@ -963,6 +1055,66 @@ impl TelegramAdapter {
     }
 }
 
+/// The webhook receiver: Telegram POSTs one update per request and retries
+/// until it gets a 2xx, so a 200 is answered only after the commit.
+struct Webhook {
+    adapter: Weak<TelegramAdapter>,
+    secret: String,
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl switchboard_core::Ingress for Webhook {
+    async fn handle(
+        &self,
+        host: &dyn Host,
+        req: switchboard_core::IngressRequest,
+    ) -> switchboard_core::IngressResponse {
+        use switchboard_core::IngressResponse;
+        let given = req.header("x-telegram-bot-api-secret-token").unwrap_or("");
+        if !same_secret(given.as_bytes(), self.secret.as_bytes()) {
+            return IngressResponse::json(401, &json!({"error": "wrong or missing secret token"}));
+        }
+        if req.method != "POST" {
+            return IngressResponse::json(405, &json!({"error": "Telegram POSTs updates"}));
+        }
+        let Some(adapter) = self.adapter.upgrade() else {
+            return IngressResponse::json(503, &json!({"error": "shutting down"}));
+        };
+        let update: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => {
+                // Telegram would send it again forever: acknowledge it.
+                tracing::warn!(account = %adapter.cfg.account, error = %e, "A webhook call that is not JSON; skipped.");
+                return IngressResponse::json(200, &json!({}));
+            }
+        };
+        let (updates, _) = decode_updates(&adapter.cfg.account, vec![update], 0);
+        let mut forever: Shutdown = Box::pin(std::future::pending());
+        let Some(events) = adapter.translate(host, &updates, &mut forever).await else {
+            return IngressResponse::json(503, &json!({"error": "shutting down"}));
+        };
+        if events.is_empty() {
+            return IngressResponse::json(200, &json!({}));
+        }
+        match host
+            .deliver(Batch {
+                events,
+                cursor: None,
+            })
+            .await
+        {
+            Ok(_) => IngressResponse::json(200, &json!({})),
+            // Not committed: Telegram sends it again.
+            Err(e) => IngressResponse::json(503, &json!({"error": e.to_string()})),
+        }
+    }
+}
+
 /// An update as polled: decoded, or `None` when malformed (logged, and
 /// confirmed like any other so it never blocks the poller).
 pub struct Decoded {
@@ -1047,6 +1199,18 @@ fn media_kind(a: &Attachment) -> (&'static str, Option<&'static str>) {
 fn upload_timeout(chunk: &[(&Attachment, &str)]) -> Duration {
     let bytes: u64 = chunk.iter().map(|(a, _)| a.size).sum();
     CALL_TIMEOUT + Duration::from_secs(bytes / (64 * 1024))
+}
+
+/// "20 MB", "2 KiB", "300 bytes": sizes in notes people read.
+fn human_size(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB {
+        format!("{} MB", n.div_ceil(MIB))
+    } else if n >= 1024 {
+        format!("{} KiB", n.div_ceil(1024))
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// Telegram writes its reactions without U+FE0F ("❤", not "❤️").

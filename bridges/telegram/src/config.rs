@@ -9,6 +9,10 @@
 //! # pace_per_chat = "3s"              # Telegram: about 20 messages/min per group
 //! # pace_per_bot = "35ms"             # and about 30 messages/s per bot; "0s" = off
 //! # max_download = "20MiB"
+//! # receive = "webhook"               # instead of long polling:
+//! # webhook_bind = "127.0.0.1:8443"   #   the listener switchboard runs
+//! # webhook_url = "https://bridge.example.org/telegram"  # what Telegram calls
+//! # webhook_secret_env = "TELEGRAM_WEBHOOK_SECRET"       # checked on every call
 //! ```
 
 use std::fmt;
@@ -29,6 +33,28 @@ struct RawTelegram {
     pace_per_chat: Option<String>,
     pace_per_bot: Option<String>,
     max_download: Option<String>,
+    receive: Option<String>,
+    webhook_bind: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<String>,
+}
+
+/// How updates reach switchboard.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Receive {
+    /// `getUpdates` long polling (the default; needs no public address).
+    Poll,
+    /// Telegram POSTs each update to `url`, which reaches `bind`.
+    Webhook {
+        /// The listener switchboard runs.
+        bind: std::net::SocketAddr,
+        /// The public HTTPS URL given to `setWebhook`.
+        url: String,
+        /// Telegram sends it in `X-Telegram-Bot-Api-Secret-Token`.
+        secret: String,
+    },
 }
 
 /// A validated `[telegram.<name>]` section.
@@ -48,6 +74,8 @@ pub struct TelegramConfig {
     pub pace_per_bot: Duration,
     /// Largest file downloaded (the public server serves bots up to 20 MB).
     pub max_download: u64,
+    /// Long polling or a webhook.
+    pub receive: Receive,
 }
 
 impl fmt::Debug for TelegramConfig {
@@ -58,6 +86,13 @@ impl fmt::Debug for TelegramConfig {
             .field("token", &"<secret>")
             .field("api_url", &self.api_url)
             .field("poll_timeout", &self.poll_timeout)
+            .field(
+                "receive",
+                &match &self.receive {
+                    Receive::Poll => "poll".to_owned(),
+                    Receive::Webhook { bind, url, .. } => format!("webhook {url} on {bind}"),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +192,90 @@ pub fn parse(
             0
         }
     };
+    let receive = match raw.receive.as_deref() {
+        None | Some("poll") => Receive::Poll,
+        Some("webhook") => {
+            let bind = match raw.webhook_bind.as_deref().map(str::parse) {
+                Some(Ok(a)) => Some(a),
+                Some(Err(_)) => {
+                    problems.push((
+                        "webhook_bind".into(),
+                        "is not an address like \"127.0.0.1:8443\"".into(),
+                    ));
+                    None
+                }
+                None => {
+                    problems.push((
+                        "webhook_bind".into(),
+                        "missing; the address switchboard listens on for Telegram's calls".into(),
+                    ));
+                    None
+                }
+            };
+            let url = match raw.webhook_url.as_deref().map(reqwest::Url::parse) {
+                Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => Some(u.to_string()),
+                Some(_) => {
+                    problems.push((
+                        "webhook_url".into(),
+                        "is not an https:// URL (Telegram calls only HTTPS on ports 443, 80, 88 or 8443)".into(),
+                    ));
+                    None
+                }
+                None => {
+                    problems.push((
+                        "webhook_url".into(),
+                        "missing; the public HTTPS URL Telegram calls (forwarded to webhook_bind)"
+                            .into(),
+                    ));
+                    None
+                }
+            };
+            let secret = match secrets.resolve(
+                "webhook_secret",
+                raw.webhook_secret.as_deref(),
+                raw.webhook_secret_env.as_deref(),
+                raw.webhook_secret_file.as_deref(),
+            ) {
+                Ok(Some(s))
+                    if (1..=256).contains(&s.len())
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                {
+                    Some(s)
+                }
+                Ok(Some(_)) => {
+                    problems.push((
+                        "webhook_secret".into(),
+                        "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+                            .into(),
+                    ));
+                    None
+                }
+                Ok(None) => {
+                    problems.push((
+                        "webhook_secret".into(),
+                        "missing; set `webhook_secret`, `webhook_secret_env` or `webhook_secret_file`".into(),
+                    ));
+                    None
+                }
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            };
+            match (bind, url, secret) {
+                (Some(bind), Some(url), Some(secret)) => Receive::Webhook { bind, url, secret },
+                _ => Receive::Poll,
+            }
+        }
+        Some(other) => {
+            problems.push((
+                "receive".into(),
+                format!("`{other}` is not \"poll\" or \"webhook\""),
+            ));
+            Receive::Poll
+        }
+    };
     match (account, token) {
         (Some(account), Some(token)) if problems.is_empty() => Ok(TelegramConfig {
             account,
@@ -166,6 +285,7 @@ pub fn parse(
             pace_per_chat,
             pace_per_bot,
             max_download,
+            receive,
         }),
         _ => Err(problems),
     }
@@ -274,6 +394,26 @@ mod tests {
         assert_eq!(keys, ["token", "api_url", "poll_timeout"]);
         let e = parse("main", &section("poll_timeout = 5"), &Inline).unwrap_err();
         assert_eq!(e[0].0, "poll_timeout");
+    }
+
+    #[test]
+    fn webhook_mode_needs_its_address_url_and_secret() {
+        let c = parse(
+            "main",
+            &section("token = \"1:a\"\nreceive = \"webhook\"\nwebhook_bind = \"127.0.0.1:8443\"\nwebhook_url = \"https://x.org/tg\"\nwebhook_secret = \"s3cr3t_-X\""),
+            &Inline,
+        )
+        .unwrap();
+        assert!(matches!(c.receive, Receive::Webhook { .. }));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let e = parse(
+            "main",
+            &section("token = \"1:a\"\nreceive = \"webhook\"\nwebhook_secret = \"no spaces\""),
+            &Inline,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(keys, ["webhook_bind", "webhook_url", "webhook_secret"]);
     }
 
     #[test]
