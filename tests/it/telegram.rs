@@ -781,3 +781,104 @@ async fn webhook_mode_checks_the_secret_and_answers_after_the_commit() {
     assert_eq!(texts, [json!("via webhook"), json!("second")]);
     tg.stop().await;
 }
+
+#[tokio::test]
+async fn pacing_spreads_a_burst_instead_of_drawing_429s() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    // A bot allowed 5 messages a second, paced at one per 210 ms.
+    tg.set_rate_limits(None, Some(5));
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &format!(
+            "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"210ms\"\n",
+            tg.token(),
+            tg.api_url()
+        )
+        + &gateway("g")
+        + &member(&GROUP.to_string());
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    for i in 0..12 {
+        post_native(&client, &sb.api, "ann", "g", json!({"text": format!("burst {i}"), "username": "Ann"}), None).await.unwrap();
+    }
+    until("the burst in the group", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n == 12 }
+    })
+    .await;
+    let refused = tg.calls().iter().filter(|c| c.status == Some(429)).count();
+    assert_eq!(refused, 0, "paced sends are never refused");
+    let texts: Vec<String> = bot_texts(&tg, GROUP).into_iter().map(|(_, t)| t).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("Ann: burst {i}")).collect();
+    assert_eq!(texts, want);
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_poller_is_a_health_error_that_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let (sb, _inbox) = start(dir.path(), &tg, "").await;
+    let client = reqwest::Client::new();
+    // Another program polls the same bot: Telegram ends one of the two
+    // polls with 409.
+    let rival = {
+        let url = format!("{}/bot{}/getUpdates", tg.api_url(), tg.token());
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let _ = client.post(&url).json(&json!({"timeout": 2})).send().await;
+            }
+        })
+    };
+    until("needs_action in the status", || {
+        let client = client.clone();
+        let url = format!("{}/v1/status", sb.admin);
+        async move {
+            let Ok(r) = client.get(&url).send().await else { return false };
+            let v: Value = r.json().await.unwrap_or_default();
+            v["accounts"].as_array().into_iter().flatten().any(|a| {
+                a["account"] == "telegram.main"
+                    && a["state"] == "needs_action"
+                    && a["last_error"].as_str().is_some_and(|e| e.contains("another client receives this bot's updates"))
+            })
+        }
+    })
+    .await;
+    rival.abort();
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_the_only_way_to_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let (sb, _inbox) = start(dir.path(), &tg, "").await;
+    let client = reqwest::Client::new();
+    // Telegram takes the message but answers after the outbox gave up
+    // (send_timeout is 2 s here): the outbox cannot know it arrived, and
+    // Telegram has no idempotency key, so the retry makes a second copy.
+    tg.fail("sendMessage", Fault::Hang(Duration::from_secs(3)), 1);
+    for i in 0..3 {
+        post_native(&client, &sb.api, "ann", "g", json!({"text": format!("m{i}"), "username": "Ann"}), None).await.unwrap();
+    }
+    until("three messages and the one duplicate", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n == 4 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let texts: Vec<String> = bot_texts(&tg, GROUP).into_iter().map(|(_, t)| t).collect();
+    let dups = texts.len() - {
+        let mut d = texts.clone();
+        d.sort();
+        d.dedup();
+        d.len()
+    };
+    assert_eq!(dups, 1, "one lost answer, one duplicate: {texts:?}");
+    assert!(texts.iter().filter(|t| *t == "Ann: m0").count() == 2);
+    tg.stop().await;
+}

@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use switchboard_core::{Span, TextUnit};
 
 use super::*;
-use crate::wire::Update;
+use crate::wire::{Message, Update};
 
 struct Plain(HashSet<String>);
 impl Channels for Plain {
@@ -91,6 +91,28 @@ fn recorded_updates_become_events() {
         message_draft(&account(), &ch, u[5].message.as_ref().unwrap(), false).is_none(),
         "dice are not bridged"
     );
+}
+
+#[test]
+fn joins_and_leaves_are_membership() {
+    let ch = Plain(HashSet::new());
+    let msg: Message = serde_json::from_value(serde_json::json!({
+        "message_id": 3, "date": 1, "chat": {"id": -5, "type": "group"},
+        "from": {"id": 1, "is_bot": false, "first_name": "Admin"},
+        "new_chat_members": [{"id": 9, "is_bot": false, "first_name": "Neo", "username": "neo"}]
+    }))
+    .unwrap();
+    let d = message_draft(&account(), &ch, &msg, false).unwrap();
+    assert_eq!(d.event.kind, EventKind::Membership { change: Membership::Joined });
+    assert_eq!(d.event.author.display_name, "Neo", "the one who joined, not who added them");
+    let msg: Message = serde_json::from_value(serde_json::json!({
+        "message_id": 4, "date": 1, "chat": {"id": -5, "type": "group"},
+        "from": {"id": 9, "is_bot": false, "first_name": "Neo"},
+        "left_chat_member": {"id": 9, "is_bot": false, "first_name": "Neo"}
+    }))
+    .unwrap();
+    let d = message_draft(&account(), &ch, &msg, false).unwrap();
+    assert_eq!(d.event.kind, EventKind::Membership { change: Membership::Left });
 }
 
 #[test]
