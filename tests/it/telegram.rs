@@ -391,7 +391,7 @@ async fn storms_outages_and_kill9_lose_nothing_and_keep_order() {
     .await;
     inbox.wait_len(5, "five Telegram messages at the bot").await;
 
-    // An outage of the whole Bot API (connections refused), with traffic
+    // A 60-second outage of the whole Bot API (connections refused), with traffic
     // both ways queued meanwhile.
     tg.set_outage(Outage::Refuse).await;
     for i in 10..15 {
@@ -406,7 +406,7 @@ async fn storms_outages_and_kill9_lose_nothing_and_keep_order() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
     for i in 5..10 {
         tg.inject_message(GROUP, &bob, json!({"text": format!("in {i}")}));
     }
@@ -802,7 +802,16 @@ async fn pacing_spreads_a_burst_instead_of_drawing_429s() {
     let sb = Sb::start(dir.path(), &cfg, api, admin).await;
     let client = reqwest::Client::new();
     for i in 0..12 {
-        post_native(&client, &sb.api, "ann", "g", json!({"text": format!("burst {i}"), "username": "Ann"}), None).await.unwrap();
+        post_native(
+            &client,
+            &sb.api,
+            "ann",
+            "g",
+            json!({"text": format!("burst {i}"), "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
     }
     until("the burst in the group", || {
         let n = bot_texts(&tg, GROUP).len();
@@ -814,6 +823,25 @@ async fn pacing_spreads_a_burst_instead_of_drawing_429s() {
     let texts: Vec<String> = bot_texts(&tg, GROUP).into_iter().map(|(_, t)| t).collect();
     let want: Vec<String> = (0..12).map(|i| format!("Ann: burst {i}")).collect();
     assert_eq!(texts, want);
+    tg.stop().await;
+}
+
+#[tokio::test]
+async fn privacy_mode_is_named_with_its_fix_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = FakeTelegram::start(FakeOptions {
+        can_read_all_group_messages: false,
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    tg.add_chat(GROUP, "supergroup", "Lobby", false);
+    let (sb, _inbox) = start(dir.path(), &tg, "").await;
+    eventually("the privacy warning", || {
+        let log = sb.log();
+        log.contains("Privacy mode is on") && log.contains("/setprivacy")
+    })
+    .await;
     tg.stop().await;
 }
 
@@ -838,12 +866,16 @@ async fn a_second_poller_is_a_health_error_that_names_the_cause() {
         let client = client.clone();
         let url = format!("{}/v1/status", sb.admin);
         async move {
-            let Ok(r) = client.get(&url).send().await else { return false };
+            let Ok(r) = client.get(&url).send().await else {
+                return false;
+            };
             let v: Value = r.json().await.unwrap_or_default();
             v["accounts"].as_array().into_iter().flatten().any(|a| {
                 a["account"] == "telegram.main"
                     && a["state"] == "needs_action"
-                    && a["last_error"].as_str().is_some_and(|e| e.contains("another client receives this bot's updates"))
+                    && a["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("another client receives this bot's updates"))
             })
         }
     })
@@ -863,7 +895,16 @@ async fn a_lost_answer_is_the_only_way_to_a_duplicate() {
     // Telegram has no idempotency key, so the retry makes a second copy.
     tg.fail("sendMessage", Fault::Hang(Duration::from_secs(3)), 1);
     for i in 0..3 {
-        post_native(&client, &sb.api, "ann", "g", json!({"text": format!("m{i}"), "username": "Ann"}), None).await.unwrap();
+        post_native(
+            &client,
+            &sb.api,
+            "ann",
+            "g",
+            json!({"text": format!("m{i}"), "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
     }
     until("three messages and the one duplicate", || {
         let n = bot_texts(&tg, GROUP).len();

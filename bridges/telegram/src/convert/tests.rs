@@ -103,8 +103,16 @@ fn joins_and_leaves_are_membership() {
     }))
     .unwrap();
     let d = message_draft(&account(), &ch, &msg, false).unwrap();
-    assert_eq!(d.event.kind, EventKind::Membership { change: Membership::Joined });
-    assert_eq!(d.event.author.display_name, "Neo", "the one who joined, not who added them");
+    assert_eq!(
+        d.event.kind,
+        EventKind::Membership {
+            change: Membership::Joined
+        }
+    );
+    assert_eq!(
+        d.event.author.display_name, "Neo",
+        "the one who joined, not who added them"
+    );
     let msg: Message = serde_json::from_value(serde_json::json!({
         "message_id": 4, "date": 1, "chat": {"id": -5, "type": "group"},
         "from": {"id": 9, "is_bot": false, "first_name": "Neo"},
@@ -112,7 +120,12 @@ fn joins_and_leaves_are_membership() {
     }))
     .unwrap();
     let d = message_draft(&account(), &ch, &msg, false).unwrap();
-    assert_eq!(d.event.kind, EventKind::Membership { change: Membership::Left });
+    assert_eq!(
+        d.event.kind,
+        EventKind::Membership {
+            change: Membership::Left
+        }
+    );
 }
 
 #[test]
