@@ -51,19 +51,37 @@ pub fn build(settings: &Settings) -> Built {
         .map(|w| w.clone() as Arc<dyn Adapter>)
         .collect();
     for n in &settings.networks {
-        let channels = settings
-            .gateways
-            .iter()
-            .flat_map(|g| &g.members)
-            .filter(|m| &m.account == n.account())
-            .map(|m| m.channel.clone());
-        all.push(match n {
-            NetworkConfig::Telegram(c) => {
-                switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
-            }
-        });
+        all.push(build_network(n, settings));
     }
     Built { all, webhooks }
+}
+
+/// The adapter for one network account.
+#[must_use]
+pub fn build_network(n: &NetworkConfig, settings: &Settings) -> Arc<dyn Adapter> {
+    let channels = channels_of(settings, n.account());
+    match n {
+        NetworkConfig::Telegram(c) => {
+            switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
+        }
+    }
+}
+
+/// The channels of `account` in the gateways: an adapter is built knowing
+/// them (a Telegram forum topic listed on its own), so a reload that
+/// changes them rebuilds it.
+#[must_use]
+pub fn channels_of(
+    settings: &Settings,
+    account: &AccountId,
+) -> std::collections::BTreeSet<switchboard_core::ChannelId> {
+    settings
+        .gateways
+        .iter()
+        .flat_map(|g| &g.members)
+        .filter(|m| &m.account == account)
+        .map(|m| m.channel.clone())
+        .collect()
 }
 
 /// Checks a network account's section (`[telegram.<name>]`, ...) with

@@ -341,6 +341,7 @@ async fn status(settings: &Settings) -> ExitCode {
         .map(|a| a.id.to_string())
         .chain(settings.networks.iter().map(|n| n.account().to_string()))
         .collect();
+    let configured = accounts.len();
     for q in &queues {
         if !accounts.contains(&q.account) {
             accounts.push(q.account.clone());
@@ -353,11 +354,16 @@ async fn status(settings: &Settings) -> ExitCode {
         "DEAD".into(),
         "LAST ERROR".into(),
     ]];
-    for a in accounts {
+    for (i, a) in accounts.into_iter().enumerate() {
         let q = queues.iter().find(|q| q.account == a);
         rows.push(vec![
             a.clone(),
-            state_of(&a),
+            // Rows of an account removed from the configuration.
+            if i < configured {
+                state_of(&a)
+            } else {
+                "not configured".into()
+            },
             q.map_or(0, |q| q.pending).to_string(),
             q.map_or(0, |q| q.dead).to_string(),
             q.and_then(|q| q.last_error.clone())

@@ -73,6 +73,11 @@ impl HealthBoard {
         }
     }
 
+    /// The account is gone (a reload removed it).
+    pub fn forget(&self, account: &AccountId) {
+        self.accounts.lock().expect("health lock").remove(account);
+    }
+
     /// The supervisor is (re)starting an adapter's `run`.
     pub fn starting(&self, account: &AccountId) {
         self.set(account, Receive::Starting);

@@ -53,6 +53,10 @@ pub struct Hub {
     pub health: Arc<HealthBoard>,
     /// Flips to true on shutdown; open streams end so listeners can close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Each adapter's receive side, by account; a reload starts and stops
+    /// them. A std lock held for an insert or a removal.
+    pub receivers:
+        std::sync::Mutex<std::collections::HashMap<AccountId, crate::receivers::Running>>,
 }
 
 impl Hub {

@@ -9,6 +9,8 @@
 //! - [`hub`]: the running pieces wired together; the adapters' `Host`.
 //! - [`supervisor`]: restarts adapters and lanes that fail or panic.
 //! - [`moves`]: channels a network moved (a Telegram group upgraded).
+//! - [`receivers`]: each adapter's receive side (its supervised `run` and
+//!   ingress listener), started and stopped per account.
 //! - [`ingress`]: listeners for the routes adapters serve (appservices,
 //!   network webhooks).
 //! - [`health`]: one state per account, for `status` and `/metrics`.
@@ -33,6 +35,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod moves;
 pub mod outbox;
+pub mod receivers;
 pub mod reload;
 pub mod router;
 pub mod serve;
@@ -49,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::Settings;
-use crate::hub::{AccountHost, FeedSink, Hub};
+use crate::hub::{FeedSink, Hub};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::router::Router;
@@ -162,6 +165,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         health: Arc::default(),
         shutdown: shutdown_rx.clone(),
+        receivers: std::sync::Mutex::default(),
     });
     let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
     outbox.announce_to(notices_tx);
@@ -183,42 +187,14 @@ pub async fn run_with(
     }
     outbox.start(pokes_rx).await.context("reading the outbox")?;
     store.spawn_checkpointer(shutdown_rx.clone());
-    let restarts = supervisor::Restarts {
-        initial: settings.outbox.backoff_initial,
-        max: settings.outbox.backoff_max,
-    };
     let mut servers = Vec::new();
     for adapter in adapters {
-        let host = Arc::new(AccountHost {
-            hub: hub.clone(),
-            account: adapter.account().clone(),
-        });
-        if let Some((addr, ingress)) = adapter.ingress() {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!(
-                    "{}: cannot listen on {addr} for its ingress",
-                    adapter.account()
-                )
-            })?;
-            let app = ingress::router(host.clone(), ingress);
-            let mut rx = shutdown_rx.clone();
-            tracing::info!(account = %adapter.account(), %addr, "Ingress listening.");
-            servers.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await;
-            }));
-        }
-        supervisor::adapter(
-            adapter,
-            host,
-            hub.health.clone(),
-            metrics.clone(),
-            restarts,
-            shutdown_rx.clone(),
-        );
+        let account = adapter.account().clone();
+        let running = receivers::start(&hub, adapter).await?;
+        hub.receivers
+            .lock()
+            .expect("receivers lock")
+            .insert(account, running);
     }
 
     for (account, listener) in settings.api.iter().zip(listeners) {

@@ -5,8 +5,10 @@
 //! gateway writes to any more has its pending rows dead-lettered with the
 //! reason "removed from config". A configuration with an error changes
 //! nothing; the log names the file and the key. What only a restart can
-//! change (the database, listeners, accounts added or removed) is named in
-//! the log and in the report, and the rest is applied.
+//! change (the database, the API and admin listeners, bot API accounts
+//! added or removed) is named in the log and in the report, and the rest
+//! is applied. Network accounts (Telegram, ...) added, changed or removed
+//! are started, rebuilt or stopped on their own; the others keep running.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,13 @@ pub struct ReloadReport {
     /// Destinations no longer written to (`<account> <channel>`); their
     /// queued rows become dead letters.
     pub removed_destinations: Vec<String>,
+    /// Network accounts started.
+    pub added_accounts: Vec<String>,
+    /// Network accounts whose section or channels changed: rebuilt, their
+    /// receive side restarted, their queues kept.
+    pub restarted_accounts: Vec<String>,
+    /// Network accounts no longer configured: stopped.
+    pub removed_accounts: Vec<String>,
     /// Settings that changed but take a restart (`<key>`).
     pub needs_restart: Vec<String>,
 }
@@ -33,7 +42,10 @@ impl Hub {
     ///
     /// # Errors
     /// The configuration's problems; nothing was changed.
-    pub async fn reload(&self) -> Result<ReloadReport, ConfigError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ConfigError> {
+        // One reload at a time (SIGHUP and `switchboard reload` may meet).
+        static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = RELOADING.lock().await;
         let old = self.settings.read().expect("settings lock").clone();
         let path = (old.source != "<embedded default>").then(|| PathBuf::from(&old.source));
         let refuse = |e: ConfigError| {
@@ -83,22 +95,34 @@ impl Hub {
                 needs_restart.push(format!("{} (removed)", o.id));
             }
         }
-        // A network account's connection (token, server) is its adapter's
-        // own: changing it takes a restart of that adapter, today of the
-        // process.
-        for n in &new.networks {
-            match old.networks.iter().find(|o| o.account() == n.account()) {
-                None => needs_restart.push(format!("{} (a new account)", n.account())),
-                Some(o) if o != n => needs_restart.push(n.account().to_string()),
-                Some(_) => {}
-            }
-        }
+        // Network accounts: a removed one stops receiving (its queue is
+        // dead-lettered below like any removed destination's); a changed
+        // one (its section, or its channels) is rebuilt and its receive
+        // side restarted, its queue kept; an added one starts. The others
+        // are not touched.
+        let mut stopped = Vec::new();
         for o in &old.networks {
-            if !new.networks.iter().any(|n| n.account() == o.account()) {
-                needs_restart.push(format!("{} (removed)", o.account()));
+            let account = o.account();
+            let changed = match new.networks.iter().find(|n| n.account() == account) {
+                None => true,
+                Some(n) => {
+                    n != o
+                        || crate::adapters::channels_of(&new, account)
+                            != crate::adapters::channels_of(&old, account)
+                }
+            };
+            if changed {
+                let running = self
+                    .receivers
+                    .lock()
+                    .expect("receivers lock")
+                    .remove(account);
+                if let Some(r) = running {
+                    r.stop().await;
+                }
+                stopped.push(account.clone());
             }
         }
-
         let before = self.router.load().destinations();
         self.router.replace(&new);
         let after = self.router.load().destinations();
@@ -112,7 +136,57 @@ impl Hub {
             self.outbox.retire(account, channel, false);
         }
         let gateways: Vec<String> = new.gateways.iter().map(|g| g.name.to_string()).collect();
-        *self.settings.write().expect("settings lock") = Arc::new(new);
+        // In force before an account starts: what it receives is routed
+        // with the new gateways.
+        *self.settings.write().expect("settings lock") = Arc::new(new.clone());
+        let mut started = Vec::new();
+        for n in &new.networks {
+            let account = n.account();
+            let known = old.networks.iter().any(|o| o.account() == account);
+            if known && !stopped.contains(account) {
+                continue;
+            }
+            let adapter = crate::adapters::build_network(n, &new);
+            let result = async {
+                self.outbox.install(adapter.clone()).await?;
+                crate::receivers::start(self, adapter).await
+            }
+            .await;
+            match result {
+                Ok(running) => {
+                    self.receivers
+                        .lock()
+                        .expect("receivers lock")
+                        .insert(account.clone(), running);
+                    started.push(account.clone());
+                }
+                Err(e) => {
+                    tracing::error!(%account, error = %format!("{e:#}"), "Cannot start the account.");
+                    needs_restart.push(format!("{account} (could not start: {e:#})"));
+                }
+            }
+        }
+        let restarted: Vec<String> = started
+            .iter()
+            .filter(|a| stopped.contains(a))
+            .map(ToString::to_string)
+            .collect();
+        let removed_accounts: Vec<String> = stopped
+            .iter()
+            .filter(|a| !started.contains(a))
+            .map(ToString::to_string)
+            .collect();
+        for a in &stopped {
+            if !started.contains(a) {
+                self.health.forget(a);
+            }
+        }
+        let added_accounts: Vec<String> = started
+            .iter()
+            .filter(|a| !stopped.contains(a))
+            .map(ToString::to_string)
+            .collect();
+
         if !needs_restart.is_empty() {
             tracing::warn!(settings = ?needs_restart, "Reloaded, but these changes take a restart.");
         }
@@ -121,9 +195,21 @@ impl Hub {
             removed = removed_destinations.len(),
             "Configuration reloaded."
         );
+        for a in &added_accounts {
+            tracing::info!(account = %a, "Account started.");
+        }
+        for a in &restarted {
+            tracing::info!(account = %a, "Account restarted with its new settings.");
+        }
+        for a in &removed_accounts {
+            tracing::info!(account = %a, "Account stopped; it is no longer configured.");
+        }
         Ok(ReloadReport {
             gateways,
             removed_destinations,
+            added_accounts,
+            restarted_accounts: restarted,
+            removed_accounts,
             needs_restart,
         })
     }

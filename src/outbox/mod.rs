@@ -42,7 +42,9 @@ const LANE_BATCH: i64 = 64;
 
 /// One destination account: its adapter, breaker and lanes.
 struct AccountWorker {
-    adapter: Arc<dyn Adapter>,
+    /// Replaced when a reload changes the account's connection; a send in
+    /// flight finishes with the adapter it started with.
+    adapter: std::sync::RwLock<Arc<dyn Adapter>>,
     breaker: Breaker,
     /// Held by an admin (`switchboard pause`): lanes send nothing until
     /// resumed; rows queue up and drain in order afterwards.
@@ -58,6 +60,25 @@ struct AccountWorker {
 }
 
 impl AccountWorker {
+    fn new(adapter: Arc<dyn Adapter>, probe: Duration) -> Self {
+        Self {
+            adapter: std::sync::RwLock::new(adapter),
+            breaker: Breaker::new(probe),
+            paused: watch::Sender::new(false),
+            lanes: Mutex::new(HashMap::new()),
+            retired: Mutex::new(std::collections::HashSet::new()),
+            next_send: Mutex::new(NextSend {
+                account: Instant::now(),
+                lanes: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The adapter in force.
+    fn adapter(&self) -> Arc<dyn Adapter> {
+        self.adapter.read().expect("adapter lock").clone()
+    }
+
     /// Waits until the network's pacing lets this lane send: a least time
     /// between sends on the channel and on the whole account.
     async fn pace(&self, channel: &ChannelId, pacing: &switchboard_core::Pacing) {
@@ -92,7 +113,9 @@ struct Inner {
     writer: WriterHandle,
     settings: OutboxSettings,
     metrics: Arc<Metrics>,
-    accounts: HashMap<AccountId, AccountWorker>,
+    /// Destination accounts; a reload adds accounts or swaps their
+    /// adapters. A std lock held only to look one up or insert one.
+    accounts: std::sync::RwLock<HashMap<AccountId, Arc<AccountWorker>>>,
     /// Flips to true on shutdown; lanes finish the send in flight and stop.
     shutdown: watch::Receiver<bool>,
     /// Lane tasks, awaited on shutdown.
@@ -154,17 +177,7 @@ impl Outbox {
             .map(|a| {
                 (
                     a.account().clone(),
-                    AccountWorker {
-                        adapter: a,
-                        breaker: Breaker::new(settings.breaker_probe),
-                        paused: watch::Sender::new(false),
-                        lanes: Mutex::new(HashMap::new()),
-                        retired: Mutex::new(std::collections::HashSet::new()),
-                        next_send: Mutex::new(NextSend {
-                            account: Instant::now(),
-                            lanes: HashMap::new(),
-                        }),
-                    },
+                    Arc::new(AccountWorker::new(a, settings.breaker_probe)),
                 )
             })
             .collect();
@@ -174,7 +187,7 @@ impl Outbox {
                 writer,
                 settings,
                 metrics,
-                accounts,
+                accounts: std::sync::RwLock::new(accounts),
                 shutdown,
                 tasks: Mutex::new(Vec::new()),
                 follower: Mutex::new(None),
@@ -225,7 +238,15 @@ impl Outbox {
         &self,
         mut pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>,
     ) -> Result<(), crate::store::StoreError> {
-        for (account, w) in &self.inner.accounts {
+        let accounts: Vec<(AccountId, Arc<AccountWorker>)> = self
+            .inner
+            .accounts
+            .read()
+            .expect("accounts lock")
+            .iter()
+            .map(|(a, w)| (a.clone(), w.clone()))
+            .collect();
+        for (account, w) in &accounts {
             if self
                 .inner
                 .store
@@ -309,9 +330,60 @@ impl Outbox {
         Ok(())
     }
 
+    /// Puts `adapter` in force for its account (a reload added the account
+    /// or changed its connection): a new account gets its worker, with an
+    /// admin's pause read back; a known one keeps its lanes, queue and
+    /// breaker, and its next send goes through the new adapter.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn install(&self, adapter: Arc<dyn Adapter>) -> Result<(), crate::store::StoreError> {
+        let account = adapter.account().clone();
+        let existing = self.worker(&account);
+        if let Some(w) = existing {
+            *w.adapter.write().expect("adapter lock") = adapter;
+            return Ok(());
+        }
+        let paused = self
+            .inner
+            .store
+            .adapter_state(&account, PAUSED_KEY)
+            .await?
+            .as_deref()
+            == Some("1");
+        let w = Arc::new(AccountWorker::new(
+            adapter,
+            self.inner.settings.breaker_probe,
+        ));
+        w.paused.send_replace(paused);
+        self.inner
+            .accounts
+            .write()
+            .expect("accounts lock")
+            .entry(account.clone())
+            .or_insert(w);
+        for (a, channel) in self.inner.store.lanes_with_pending().await? {
+            if a == account.to_string() {
+                if let Ok(c) = ChannelId::new(channel) {
+                    self.poke(&account, &c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn worker(&self, account: &AccountId) -> Option<Arc<AccountWorker>> {
+        self.inner
+            .accounts
+            .read()
+            .expect("accounts lock")
+            .get(account)
+            .cloned()
+    }
+
     /// Wakes (starting if needed) the lane of one destination channel.
     pub fn poke(&self, account: &AccountId, channel: &ChannelId) {
-        let Some(worker) = self.inner.accounts.get(account) else {
+        let Some(worker) = self.worker(account) else {
             tracing::warn!(%account, %channel, "No adapter for destination; rows stay queued.");
             return;
         };
@@ -340,7 +412,7 @@ impl Outbox {
     /// rows become dead letters. `retired = false` takes it back (a later
     /// reload added it again).
     pub fn retire(&self, account: &AccountId, channel: &ChannelId, retired: bool) {
-        let Some(w) = self.inner.accounts.get(account) else {
+        let Some(w) = self.worker(account) else {
             return;
         };
         let mut set = w.retired.lock().expect("retired lock");
@@ -365,7 +437,7 @@ impl Outbox {
         account: &AccountId,
         paused: bool,
     ) -> Result<bool, crate::store::StoreError> {
-        let Some(w) = self.inner.accounts.get(account) else {
+        let Some(w) = self.worker(account) else {
             return Ok(false);
         };
         self.inner
@@ -386,6 +458,8 @@ impl Outbox {
     pub fn is_paused(&self, account: &str) -> bool {
         self.inner
             .accounts
+            .read()
+            .expect("accounts lock")
             .iter()
             .any(|(a, w)| a.to_string() == account && *w.paused.borrow())
     }
@@ -395,6 +469,8 @@ impl Outbox {
     pub fn is_down(&self, account: &str) -> bool {
         self.inner
             .accounts
+            .read()
+            .expect("accounts lock")
             .iter()
             .any(|(a, w)| a.to_string() == account && w.breaker.is_open())
     }
@@ -405,6 +481,8 @@ impl Outbox {
         let mut v: Vec<AccountState> = self
             .inner
             .accounts
+            .read()
+            .expect("accounts lock")
             .iter()
             .map(|(a, w)| AccountState {
                 account: a.to_string(),
@@ -435,7 +513,15 @@ impl Outbox {
 
 #[tracing::instrument(name = "lane", skip(inner, notify), fields(%account, %channel))]
 async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify: Arc<Notify>) {
-    let worker = &inner.accounts[&account];
+    let Some(worker) = inner
+        .accounts
+        .read()
+        .expect("accounts lock")
+        .get(&account)
+        .cloned()
+    else {
+        return;
+    };
     let mut shutdown = inner.shutdown.clone();
     let mut after = 0;
     loop {
@@ -487,7 +573,7 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
                 }
             };
             let id = row.id;
-            if !deliver(&inner, worker, &account, &channel, row, &mut shutdown).await {
+            if !deliver(&inner, &worker, &account, &channel, row, &mut shutdown).await {
                 return;
             }
             after = id;
@@ -574,11 +660,13 @@ async fn deliver(
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let label = Metrics::label(account);
-    let caps = worker.adapter.capabilities();
     let mut attempts = row.attempts;
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
     let mut final_maps = Vec::new();
     'attempt: loop {
+        // Read each attempt: a reload may have changed the connection.
+        let adapter = worker.adapter();
+        let caps = adapter.capabilities();
         if worker
             .retired
             .lock()
@@ -643,15 +731,14 @@ async fn deliver(
             // stalled (and is sent again).
             let timeout = caps.send_timeout(&parts[parts_sent], inner.settings.send_timeout);
             let started = Instant::now();
-            let result =
-                tokio::time::timeout(timeout, worker.adapter.send(&parts[parts_sent], &key))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(SendError::transient(
-                            format!("no answer within {timeout:?}"),
-                            None,
-                        ))
-                    });
+            let result = tokio::time::timeout(timeout, adapter.send(&parts[parts_sent], &key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SendError::transient(
+                        format!("no answer within {timeout:?}"),
+                        None,
+                    ))
+                });
             inner
                 .metrics
                 .send_seconds

@@ -923,3 +923,110 @@ async fn a_lost_answer_is_the_only_way_to_a_duplicate() {
     assert!(texts.iter().filter(|t| *t == "Ann: m0").count() == 2);
     tg.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_adds_changes_and_removes_a_telegram_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let base = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let mut sb = Sb::start(dir.path(), &base, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let client = reqwest::Client::new();
+    let bob = FakeTelegram::user(7, "Bob", None);
+    let reload = |sb: &Sb| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&sb.config)
+            .arg("reload")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Added: the account starts and the group joins the conversation.
+    let with_tg = base.clone() + &telegram_config(&tg, "") + &member(&GROUP.to_string());
+    std::fs::write(&sb.config, &with_tg).unwrap();
+    let report = reload(&sb);
+    assert!(report.contains("telegram.main"), "{report}");
+    tg.inject_message(GROUP, &bob, json!({"text": "hello after the reload"}));
+    inbox.wait_len(1, "the new group's message").await;
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "welcome", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("the welcome in the group", || {
+        let n = bot_texts(&tg, GROUP).len();
+        async move { n == 1 }
+    })
+    .await;
+
+    // Changed (another poll timeout): restarted, nothing lost or repeated
+    // across the switch.
+    let changed = with_tg.replace("poll_timeout = \"2s\"", "poll_timeout = \"3s\"");
+    std::fs::write(&sb.config, &changed).unwrap();
+    for i in 0..3 {
+        tg.inject_message(GROUP, &bob, json!({"text": format!("during {i}")}));
+    }
+    reload(&sb);
+    for i in 3..6 {
+        tg.inject_message(GROUP, &bob, json!({"text": format!("during {i}")}));
+    }
+    inbox
+        .wait_len(7, "every message across the restart of the account")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<String> = inbox
+        .all()
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(str::to_owned))
+        .collect();
+    let mut want = vec!["hello after the reload".to_owned()];
+    want.extend((0..6).map(|i| format!("during {i}")));
+    assert_eq!(got, want);
+    assert!(
+        !sb.log().contains("Conflict"),
+        "the old poller was gone before the new one polled"
+    );
+
+    // Removed: the poller stops, and the account leaves the status.
+    std::fs::write(&sb.config, &base).unwrap();
+    reload(&sb);
+    let polls = tg.calls_to("getUpdates").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        tg.calls_to("getUpdates").len(),
+        polls,
+        "no poll after the account was removed"
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&sb.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("telegram.main"))
+        .expect("its past rows");
+    assert!(row.contains("not configured"), "{status}");
+    sb.stop().await;
+    tg.stop().await;
+}

@@ -1,0 +1,88 @@
+//! The receive side of each adapter: its supervised `run` and, when it
+//! asks for one, its ingress listener. Started for every adapter at start,
+//! and by a reload for an account it adds or changes; stopped by a reload
+//! for an account it removes or changes (the outbox keeps the account's
+//! queue either way).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_core::Adapter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::hub::{AccountHost, Hub};
+use crate::supervisor;
+
+/// One adapter's running receive side.
+pub struct Running {
+    stop: Arc<watch::Sender<bool>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops `run` and the ingress listener and waits (a bounded time) for
+    /// both to end, so a successor can take the same port and poller.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// Starts `adapter`'s receive side.
+///
+/// # Errors
+/// When its ingress address cannot be listened on.
+pub async fn start(hub: &Arc<Hub>, adapter: Arc<dyn Adapter>) -> anyhow::Result<Running> {
+    let account = adapter.account().clone();
+    let host = Arc::new(AccountHost {
+        hub: hub.clone(),
+        account: account.clone(),
+    });
+    // Stops on the hub's shutdown, or alone when a reload says so.
+    let stop = Arc::new(watch::Sender::new(false));
+    {
+        let stop = stop.clone();
+        let mut global = hub.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = global.wait_for(|s| *s) => { stop.send_replace(true); }
+                () = stop.closed() => {}
+            }
+        });
+    }
+    let mut tasks = Vec::new();
+    if let Some((addr, ingress)) = adapter.ingress() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{account}: cannot listen on {addr} for its ingress"))?;
+        let app = crate::ingress::router(host.clone(), ingress);
+        let mut rx = stop.subscribe();
+        tracing::info!(%account, %addr, "Ingress listening.");
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    let settings = hub.settings.read().expect("settings lock").clone();
+    let restarts = supervisor::Restarts {
+        initial: settings.outbox.backoff_initial,
+        max: settings.outbox.backoff_max,
+    };
+    tasks.push(supervisor::adapter(
+        adapter,
+        host,
+        hub.health.clone(),
+        hub.metrics.clone(),
+        restarts,
+        stop.subscribe(),
+    ));
+    Ok(Running { stop, tasks })
+}
