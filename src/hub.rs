@@ -33,9 +33,12 @@ pub struct Hub {
     /// The configuration in force (replaced by a reload).
     pub settings: std::sync::RwLock<Arc<Settings>>,
     /// Each API account's tokens, replaced in place by a reload.
-    pub api_tokens: std::collections::HashMap<AccountId, Arc<crate::api::auth::Tokens>>,
+    pub api_tokens:
+        std::sync::RwLock<std::collections::HashMap<AccountId, Arc<crate::api::auth::Tokens>>>,
     /// Each API account's webhooks adapter, updated by a reload.
-    pub webhooks: std::collections::HashMap<AccountId, Arc<crate::api::webhook::WebhookAdapter>>,
+    pub webhooks: std::sync::RwLock<
+        std::collections::HashMap<AccountId, Arc<crate::api::webhook::WebhookAdapter>>,
+    >,
     /// Reads.
     pub store: Store,
     /// Writes.
@@ -56,6 +59,10 @@ pub struct Hub {
     /// Each adapter's receive side, by account; a reload starts and stops
     /// them. A std lock held for an insert or a removal.
     pub receivers:
+        std::sync::Mutex<std::collections::HashMap<AccountId, crate::receivers::Running>>,
+    /// Each bot API account's listener, by account; a reload starts and
+    /// stops them.
+    pub listeners:
         std::sync::Mutex<std::collections::HashMap<AccountId, crate::receivers::Running>>,
 }
 

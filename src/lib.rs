@@ -155,8 +155,8 @@ pub async fn run_with(
         .collect();
     let hub = Arc::new(Hub {
         settings: std::sync::RwLock::new(settings.clone()),
-        api_tokens,
-        webhooks: built.webhooks,
+        api_tokens: std::sync::RwLock::new(api_tokens),
+        webhooks: std::sync::RwLock::new(built.webhooks),
         store: store.clone(),
         writer,
         router: Router::new(&settings, moves.clone()),
@@ -166,6 +166,7 @@ pub async fn run_with(
         health: Arc::default(),
         shutdown: shutdown_rx.clone(),
         receivers: std::sync::Mutex::default(),
+        listeners: std::sync::Mutex::default(),
     });
     let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
     outbox.announce_to(notices_tx);
@@ -198,18 +199,12 @@ pub async fn run_with(
     }
 
     for (account, listener) in settings.api.iter().zip(listeners) {
-        let app = api::router(hub.clone(), account, hub.api_tokens[&account.id].clone());
-        let limits = serve::Limits {
-            max_connections: account.max_connections,
-            header_timeout: account.header_timeout,
-        };
-        tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
-        servers.push(tokio::spawn(serve::serve(
-            listener,
-            app,
-            limits,
-            shutdown_rx.clone(),
-        )));
+        let tokens = hub.api_tokens.read().expect("tokens lock")[&account.id].clone();
+        let running = receivers::start_api(&hub, account, tokens, listener);
+        hub.listeners
+            .lock()
+            .expect("listeners lock")
+            .insert(account.id.clone(), running);
     }
     if let Some(listener) = admin_listener {
         let app = admin_router(hub.clone());

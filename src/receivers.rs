@@ -1,8 +1,8 @@
-//! The receive side of each adapter: its supervised `run` and, when it
-//! asks for one, its ingress listener. Started for every adapter at start,
-//! and by a reload for an account it adds or changes; stopped by a reload
-//! for an account it removes or changes (the outbox keeps the account's
-//! queue either way).
+//! The receive side of each account: an adapter's supervised `run` and,
+//! when it asks for one, its ingress listener; a bot API account's
+//! listener. Started for every account at start, and by a reload for an
+//! account it adds or changes; stopped by a reload for an account it
+//! removes or changes (the outbox keeps the account's queue either way).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +28,50 @@ impl Running {
     pub async fn stop(self) {
         self.stop.send_replace(true);
         for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            let abort = t.abort_handle();
+            // Open streams end only with the process: cut them after a while.
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
+    }
+}
+
+/// A stop signal that also follows the hub's shutdown.
+fn stop_signal(hub: &Hub) -> Arc<watch::Sender<bool>> {
+    let stop = Arc::new(watch::Sender::new(false));
+    let forward = stop.clone();
+    let mut global = hub.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = global.wait_for(|s| *s) => { forward.send_replace(true); }
+            () = forward.closed() => {}
+        }
+    });
+    stop
+}
+
+/// Serves a bot API account on `listener`.
+pub fn start_api(
+    hub: &Arc<Hub>,
+    account: &crate::config::ApiAccount,
+    tokens: Arc<crate::api::auth::Tokens>,
+    listener: TcpListener,
+) -> Running {
+    let stop = stop_signal(hub);
+    let app = crate::api::router(hub.clone(), account, tokens);
+    let limits = crate::serve::Limits {
+        max_connections: account.max_connections,
+        header_timeout: account.header_timeout,
+    };
+    tracing::info!(account = %account.id, addr = %account.bind, "Bot API listening.");
+    let task = tokio::spawn(crate::serve::serve(listener, app, limits, stop.subscribe()));
+    Running {
+        stop,
+        tasks: vec![task],
     }
 }
 
@@ -44,17 +86,7 @@ pub async fn start(hub: &Arc<Hub>, adapter: Arc<dyn Adapter>) -> anyhow::Result<
         account: account.clone(),
     });
     // Stops on the hub's shutdown, or alone when a reload says so.
-    let stop = Arc::new(watch::Sender::new(false));
-    {
-        let stop = stop.clone();
-        let mut global = hub.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = global.wait_for(|s| *s) => { stop.send_replace(true); }
-                () = stop.closed() => {}
-            }
-        });
-    }
+    let stop = stop_signal(hub);
     let mut tasks = Vec::new();
     if let Some((addr, ingress)) = adapter.ingress() {
         let listener = TcpListener::bind(addr)

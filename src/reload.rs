@@ -5,10 +5,10 @@
 //! gateway writes to any more has its pending rows dead-lettered with the
 //! reason "removed from config". A configuration with an error changes
 //! nothing; the log names the file and the key. What only a restart can
-//! change (the database, the API and admin listeners, bot API accounts
-//! added or removed) is named in the log and in the report, and the rest
-//! is applied. Network accounts (Telegram, ...) added, changed or removed
-//! are started, rebuilt or stopped on their own; the others keep running.
+//! change (the database, the admin listener, the data directory) is named
+//! in the log and in the report, and the rest is applied. Accounts added,
+//! changed or removed (a Telegram bot, a bot API listener) are started,
+//! rebuilt or stopped on their own; the others keep running.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,47 @@ use serde::Serialize;
 use crate::config::{self, ConfigError, ConfigIssue};
 use crate::hub::Hub;
 
+impl Hub {
+    /// Starts a bot API account a reload added (its tokens, webhooks and
+    /// listener), or only its listener again (`known`: its address or
+    /// limits changed).
+    async fn start_api(
+        self: &Arc<Self>,
+        a: &crate::config::ApiAccount,
+        known: bool,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let listener = tokio::net::TcpListener::bind(a.bind)
+            .await
+            .with_context(|| format!("{}.bind: cannot listen on {}", a.id, a.bind))?;
+        if !known {
+            let tokens = Arc::new(crate::api::auth::Tokens::new(a.id.clone(), &a.tokens));
+            self.api_tokens
+                .write()
+                .expect("tokens lock")
+                .insert(a.id.clone(), tokens);
+            let hooks = Arc::new(crate::api::webhook::WebhookAdapter::new(a));
+            self.webhooks
+                .write()
+                .expect("webhooks lock")
+                .insert(a.id.clone(), hooks.clone());
+            self.outbox.install(hooks.clone()).await?;
+            let running = crate::receivers::start(self, hooks).await?;
+            self.receivers
+                .lock()
+                .expect("receivers lock")
+                .insert(a.id.clone(), running);
+        }
+        let tokens = self.api_tokens.read().expect("tokens lock")[&a.id].clone();
+        let running = crate::receivers::start_api(self, a, tokens, listener);
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .insert(a.id.clone(), running);
+        Ok(())
+    }
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
@@ -26,12 +67,12 @@ pub struct ReloadReport {
     /// Destinations no longer written to (`<account> <channel>`); their
     /// queued rows become dead letters.
     pub removed_destinations: Vec<String>,
-    /// Network accounts started.
+    /// Accounts started (network and bot API).
     pub added_accounts: Vec<String>,
     /// Network accounts whose section or channels changed: rebuilt, their
     /// receive side restarted, their queues kept.
     pub restarted_accounts: Vec<String>,
-    /// Network accounts no longer configured: stopped.
+    /// Accounts no longer configured: stopped.
     pub removed_accounts: Vec<String>,
     /// Settings that changed but take a restart (`<key>`).
     pub needs_restart: Vec<String>,
@@ -73,26 +114,42 @@ impl Hub {
         if new.data_dir != old.data_dir {
             needs_restart.push("general.data_dir".to_owned());
         }
+        // Bot API accounts: tokens and webhooks change in place; a listener
+        // whose address or limits changed, or whose account is gone, stops
+        // (new and changed ones start below, once the routes are in force).
+        let mut api_stopped = Vec::new();
         for a in &new.api {
-            match old.api.iter().find(|o| o.id == a.id) {
-                None => needs_restart.push(format!("{} (a new account)", a.id)),
-                Some(o) => {
-                    if o.bind != a.bind || o.max_body_bytes != a.max_body_bytes {
-                        needs_restart.push(format!("{}.bind/max_body_bytes", a.id));
-                    }
-                    // Tokens and webhooks change in place.
-                    if let Some(t) = self.api_tokens.get(&a.id) {
-                        t.replace(&a.tokens);
-                    }
-                    if let Some(w) = self.webhooks.get(&a.id) {
-                        w.replace(a);
-                    }
+            if let Some(o) = old.api.iter().find(|o| o.id == a.id) {
+                if let Some(t) = self.api_tokens.read().expect("tokens lock").get(&a.id) {
+                    t.replace(&a.tokens);
+                }
+                if let Some(w) = self.webhooks.read().expect("webhooks lock").get(&a.id) {
+                    w.replace(a);
+                }
+                if o.bind != a.bind
+                    || o.max_body_bytes != a.max_body_bytes
+                    || o.max_connections != a.max_connections
+                    || o.header_timeout != a.header_timeout
+                    || o.buffer != a.buffer
+                    || o.max_response_bytes != a.max_response_bytes
+                {
+                    api_stopped.push(a.id.clone());
                 }
             }
         }
         for o in &old.api {
             if !new.api.iter().any(|a| a.id == o.id) {
-                needs_restart.push(format!("{} (removed)", o.id));
+                api_stopped.push(o.id.clone());
+                let running = self.receivers.lock().expect("receivers lock").remove(&o.id);
+                if let Some(r) = running {
+                    r.stop().await;
+                }
+            }
+        }
+        for id in &api_stopped {
+            let running = self.listeners.lock().expect("listeners lock").remove(id);
+            if let Some(r) = running {
+                r.stop().await;
             }
         }
         // Network accounts: a removed one stops receiving (its queue is
@@ -164,6 +221,28 @@ impl Hub {
                     tracing::error!(%account, error = %format!("{e:#}"), "Cannot start the account.");
                     needs_restart.push(format!("{account} (could not start: {e:#})"));
                 }
+            }
+        }
+        for a in &new.api {
+            let known = old.api.iter().any(|o| o.id == a.id);
+            if known && !api_stopped.contains(&a.id) {
+                continue;
+            }
+            match self.start_api(a, known).await {
+                Ok(()) if known => {
+                    tracing::info!(account = %a.id, addr = %a.bind, "Bot API listener restarted with its new settings.")
+                }
+                Ok(()) => started.push(a.id.clone()),
+                Err(e) => {
+                    tracing::error!(account = %a.id, error = %format!("{e:#}"), "Cannot start the bot API account.");
+                    needs_restart.push(format!("{} (could not start: {e:#})", a.id));
+                }
+            }
+        }
+        for o in &old.api {
+            if !new.api.iter().any(|a| a.id == o.id) {
+                self.api_tokens.write().expect("tokens lock").remove(&o.id);
+                stopped.push(o.id.clone());
             }
         }
         let restarted: Vec<String> = started

@@ -3,7 +3,9 @@
 //! and removes a webhook. No message is lost or repeated for the reader
 //! and the remaining webhook; the removed webhook's queue becomes dead
 //! letters "removed from config". A configuration with an error, reloaded
-//! with `switchboard reload`, changes nothing and says what is wrong.
+//! with `switchboard reload`, changes nothing and says what is wrong. A
+//! reload adds a bot API account (its listener, tokens and membership) and
+//! removes it again; network accounts are in `telegram`.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -175,4 +177,69 @@ async fn sighup_adds_a_gateway_and_removes_a_webhook_while_messages_flow() {
     .unwrap();
     assert_eq!(status, 201, "nothing changed: {body}");
     sb.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_a_bot_api_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin, more) = (free_port(), free_port(), free_port());
+    let base = base_config(&db, dir.path(), api, admin)
+        + &token("reader", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &base, api, admin).await;
+    let reader = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "reader", reader.clone()).await;
+    let reload = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&sb.config)
+            .arg("reload")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A second bot API account on its own port, a member of gateway g.
+    let with_more = base.clone()
+        + &format!(
+            "\n[api.more]\nbind = \"127.0.0.1:{more}\"\n[[api.more.tokens]]\nname = \"other\"\ntoken = \"{}\"\nscopes = [\"read\", \"write\"]\ngateways = [\"g\"]\n[[gateway.inout]]\naccount = \"api.more\"\nchannel = \"api\"\n",
+            secret("other")
+        );
+    std::fs::write(&sb.config, &with_more).unwrap();
+    let report = reload();
+    assert!(report.contains("api.more"), "{report}");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{more}");
+    let (status, body) = post_native(
+        &client,
+        &url,
+        "other",
+        "g",
+        json!({"text": "from the new account"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    reader.wait_len(1, "the new account's post").await;
+    assert_eq!(reader.all()[0]["origin"]["account"], "api.more");
+    // The first account was not disturbed: its stream is still open.
+    let (status, _) = post_native(&client, &sb.api, "reader", "g", json!({"text": "x"}), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "the reader token still reads only");
+
+    // Removed: its port stops answering.
+    std::fs::write(&sb.config, &base).unwrap();
+    reload();
+    eventually("the removed account's listener gone", || {
+        std::net::TcpStream::connect(("127.0.0.1", more)).is_err()
+    })
+    .await;
 }
