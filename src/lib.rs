@@ -208,15 +208,13 @@ pub async fn run_with(
     }
     if let Some(listener) = admin_listener {
         let app = admin_router(hub.clone());
-        let mut rx = shutdown_rx.clone();
         tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
-        servers.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            app,
+            serve::Limits::internal(),
+            shutdown_rx.clone(),
+        )));
     }
     tracing::info!(
         gateways = settings.gateways.len(),
@@ -249,6 +247,17 @@ pub async fn run_with(
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }
+    // The API listeners finish the requests in flight; receive loops stop
+    // (each already has the shutdown signal).
+    let running: Vec<receivers::Running> = {
+        let mut l = hub.listeners.lock().expect("listeners lock");
+        let mut r = hub.receivers.lock().expect("receivers lock");
+        l.drain()
+            .map(|(_, v)| v)
+            .chain(r.drain().map(|(_, v)| v))
+            .collect()
+    };
+    futures_util::future::join_all(running.into_iter().map(receivers::Running::stop)).await;
     outbox.join().await;
     drop(hub);
     drop(outbox);

@@ -93,15 +93,14 @@ pub async fn start(hub: &Arc<Hub>, adapter: Arc<dyn Adapter>) -> anyhow::Result<
             .await
             .with_context(|| format!("{account}: cannot listen on {addr} for its ingress"))?;
         let app = crate::ingress::router(host.clone(), ingress);
-        let mut rx = stop.subscribe();
         tracing::info!(%account, %addr, "Ingress listening.");
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        // The same connection cap and header deadline as the API's.
+        tasks.push(tokio::spawn(crate::serve::serve(
+            listener,
+            app,
+            crate::serve::Limits::internal(),
+            stop.subscribe(),
+        )));
     }
     let settings = hub.settings.read().expect("settings lock").clone();
     let restarts = supervisor::Restarts {

@@ -28,6 +28,18 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+impl Limits {
+    /// For listeners without settings of their own (an adapter's ingress,
+    /// the admin listener): 1,024 connections, 10 s for a request header.
+    #[must_use]
+    pub fn internal() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is true, then lets requests
 /// in flight finish (connections are closed after their response).
 pub async fn serve(
