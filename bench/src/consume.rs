@@ -91,6 +91,25 @@ impl Tracker {
         true
     }
 
+    /// Adds what a receiver of other sequence numbers saw (one tracker per
+    /// chat, say): counts add up and samples join; order stays judged per
+    /// receiver.
+    pub fn merge(&mut self, other: Tracker) {
+        if self.seen.len() < other.seen.len() {
+            self.seen.resize(other.seen.len(), 0);
+        }
+        for (mine, theirs) in self.seen.iter_mut().zip(&other.seen) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.unique += other.unique;
+        self.dup += other.dup;
+        self.out_of_order += other.out_of_order;
+        self.foreign += other.foreign;
+        self.notices.0 += other.notices.0;
+        self.notices.1 += other.notices.1;
+        self.samples.extend(other.samples);
+    }
+
     /// How many of the sequence numbers in `expected` never arrived.
     pub fn lost(&self, expected: impl Iterator<Item = u64>) -> u64 {
         expected
@@ -338,6 +357,12 @@ mod tests {
         assert!(t.record(&f(1, 3), Some(4), 14));
         assert_eq!((t.unique, t.dup, t.out_of_order), (4, 1, 2));
         assert_eq!(t.lost(0..5), 1);
+        let mut other = Tracker::new(10);
+        assert!(other.record(&f(2, 4), Some(1), 15));
+        t.merge(other);
+        assert_eq!((t.unique, t.dup, t.out_of_order), (5, 1, 2));
+        assert_eq!(t.lost(0..5), 0);
+        assert_eq!(t.last_ns(), 15);
         assert_eq!(json_int(r#"{"cursor":42,"id":"7"}"#, "id"), Some(7));
         assert_eq!(json_int(r#"{"cursor":42,"id":"7"}"#, "cursor"), Some(42));
     }

@@ -127,6 +127,19 @@ pub async fn produce(addr: SocketAddr, load: Load) -> Sent {
     total
 }
 
+/// Waits until message `seq` is due, at `rate` msg/s from `start` (bench
+/// ns); returns how far behind that schedule it already was, ns.
+pub async fn pace(start: u64, seq: u64, rate: f64) -> u64 {
+    let due = start + (seq as f64 * 1e9 / rate) as u64;
+    let now = now_ns();
+    if due > now {
+        tokio::time::sleep_until(instant_at(due).into()).await;
+        0
+    } else {
+        now - due
+    }
+}
+
 async fn worker(addr: SocketAddr, c: usize, next: &AtomicU64, load: &Load, start: u64) -> Sent {
     let mut conn = HttpConn::new(addr);
     let mut sent = Sent {
@@ -142,13 +155,7 @@ async fn worker(addr: SocketAddr, c: usize, next: &AtomicU64, load: &Load, start
             break;
         }
         if let Some(rate) = load.rate {
-            let due = start + (seq as f64 * 1e9 / rate) as u64;
-            let now = now_ns();
-            if due > now {
-                tokio::time::sleep_until(instant_at(due).into()).await;
-            } else {
-                sent.behind_ns = sent.behind_ns.max(now - due);
-            }
+            sent.behind_ns = sent.behind_ns.max(pace(start, seq, rate).await);
         }
         let gw = &load.gateways[usize::try_from(seq).unwrap_or(0) % load.gateways.len()];
         let t = now_ns();

@@ -32,20 +32,20 @@ struct Args {
     /// Smaller counts and shorter runs: a smoke test, not a measurement.
     #[arg(long)]
     quick: bool,
-    /// Also run scenarios 1, 2 and 5 on PostgreSQL. The URL names an
+    /// Also run scenarios 1, 2, 5 and 7 on PostgreSQL. The URL names an
     /// existing database the bench connects to (with psql) to create and
     /// drop a fresh database per run, e.g. postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
     /// Run only these scenarios (repeatable): 1 compat+WebSocket, 2
     /// native+SSE, 3 destination down, 4 fan-out, 5 start-up, 6 soak (only
-    /// when named).
+    /// when named), 7 Telegram against the fake Bot API.
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Requests in flight in scenarios 1 and 2 (the issue asks for 32).
+    /// Requests in flight in scenarios 1, 2 and 7 (the issue asks for 32).
     #[arg(long, value_name = "N", default_value_t = 32)]
     in_flight: usize,
     /// Write every run's (sent, received) latency samples as CSV files here.
@@ -191,9 +191,9 @@ fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     };
     // A binary older than the sources measures old code.
     let built = mtime(&bin);
-    if let Some(newer) = newest(&workspace.join("src"))
-        .into_iter()
-        .chain(newest(&workspace.join("bridges/core/src")))
+    if let Some(newer) = ["src", "bridges/core/src", "bridges/telegram/src"]
+        .iter()
+        .filter_map(|d| newest(&workspace.join(d)))
         .find(|(t, _)| Some(*t) > built)
     {
         eprintln!(

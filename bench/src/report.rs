@@ -14,7 +14,14 @@ pub fn start_clock() {
 /// Nanoseconds since the bench started. Producer and consumers share this
 /// clock (same process), so `received - sent` is a true one-way latency.
 pub fn now_ns() -> u64 {
-    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+    ns_at(Instant::now())
+}
+
+/// The bench-clock value of an `Instant` (e.g. one taken by an in-process
+/// fake server); 0 before the clock started.
+pub fn ns_at(t: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The `Instant` a bench-clock value stands for.

@@ -76,12 +76,18 @@ pub struct HookSpec {
 }
 
 /// What the generated config contains beyond the fixed parts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Spec {
     /// Gateway names; each has the API account as an `inout` member.
     pub gateways: Vec<String>,
     /// Webhooks of the API account.
     pub hooks: Vec<HookSpec>,
+    /// More `inout` members, as (gateway, account, channel): e.g. a
+    /// Telegram group of account `telegram.main`.
+    pub members: Vec<(String, String, String)>,
+    /// TOML appended to the config as is: the sections of the accounts
+    /// `members` name (e.g. `[telegram.main]`).
+    pub extra: String,
 }
 
 impl Spec {
@@ -89,7 +95,7 @@ impl Spec {
     pub fn simple() -> Self {
         Self {
             gateways: vec!["g0".into()],
-            hooks: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -164,7 +170,14 @@ impl Setup {
                 c,
                 "[[gateway]]\nname = \"{g}\"\nnotice_after = \"5s\"\n[[gateway.inout]]\naccount = \"api.bench\"\nchannel = \"api\"\n"
             );
+            for (_, account, channel) in spec.members.iter().filter(|m| m.0 == *g) {
+                let _ = writeln!(
+                    c,
+                    "[[gateway.inout]]\naccount = \"{account}\"\nchannel = \"{channel}\"\n"
+                );
+            }
         }
+        c.push_str(&spec.extra);
         let config = dir.path().join("switchboard.toml");
         fs::write(&config, c)?;
         Ok(Self {
@@ -344,6 +357,50 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+/// CPU use over the measured stretch of a run, from [`Meter::start`] to
+/// [`Meter::read`].
+pub struct Meter {
+    server0: Duration,
+    own0: Duration,
+    busy0: Duration,
+    wall0: Instant,
+}
+
+/// What a [`Meter`] read.
+#[derive(Debug, Clone, Copy)]
+pub struct Used {
+    /// The server's CPU time.
+    pub cpu: Duration,
+    /// This bench's (load generator, consumers, in-process fakes).
+    pub own: Duration,
+    /// CPUs busy with anything else meanwhile, on average: should be ~0.
+    pub others: f64,
+}
+
+impl Meter {
+    /// Starts measuring.
+    pub fn start(server: &Server) -> anyhow::Result<Self> {
+        Ok(Self {
+            server0: server.cpu()?,
+            own0: proc_cpu("self")?,
+            busy0: machine_busy(),
+            wall0: Instant::now(),
+        })
+    }
+
+    /// What was used since [`Meter::start`].
+    pub fn read(&self, server: &Server) -> anyhow::Result<Used> {
+        let cpu = server.cpu()? - self.server0;
+        let own = proc_cpu("self")? - self.own0;
+        let others = machine_busy()
+            .saturating_sub(self.busy0)
+            .saturating_sub(cpu + own)
+            .as_secs_f64()
+            / self.wall0.elapsed().as_secs_f64();
+        Ok(Used { cpu, own, others })
     }
 }
 

@@ -318,6 +318,9 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
         assert_eq!(ids.len(), dedup.len(), "no event twice: {ids:?}");
     }
     sb.stop().await;
+    // Nothing kept the hub alive past shutdown (an adapter holding its
+    // host did, once).
+    assert!(!sb.log().contains("did not finish in time"), "{}", sb.log());
     tg.stop().await;
 }
 

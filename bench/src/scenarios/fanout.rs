@@ -44,6 +44,7 @@ impl FanOut {
                     gateways: Some(vec![format!("g{gi}")]),
                 })
                 .collect(),
+            ..Spec::default()
         };
         let setup = Setup::new(&ctx.bin, &ctx.tmp, &Backend::Sqlite, &spec)?;
         let result = async {

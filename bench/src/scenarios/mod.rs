@@ -7,6 +7,7 @@ mod outage;
 mod relay;
 mod soak;
 mod startup;
+mod telegram;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -27,7 +28,7 @@ pub struct Ctx {
     pub quick: bool,
     /// SQLite, then PostgreSQL when a URL was given.
     pub backends: Vec<Backend>,
-    /// Requests in flight in scenarios 1 and 2.
+    /// Requests in flight in scenarios 1, 2 and 7.
     pub in_flight: usize,
     /// Where to write each run's latency samples, if anywhere.
     pub samples: Option<PathBuf>,
@@ -96,6 +97,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(fanout::FanOut),
         Box::new(startup::Startup),
         Box::new(soak::Soak),
+        Box::new(telegram::Telegram),
     ]
 }
 

@@ -58,6 +58,7 @@ impl Outage {
                 addr: hooks.addr,
                 gateways: None,
             }],
+            ..Spec::default()
         };
         let setup = Setup::new(&ctx.bin, &ctx.tmp, &Backend::Sqlite, &spec)?;
         let result = self.drive(ctx, &setup, &mut hooks, kind, run, total).await;

@@ -8,10 +8,10 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::{spawn, stop, us_per, Ctx, Scenario};
-use crate::consume::{self, Stream};
-use crate::load::{self, Load, Route};
-use crate::report::{mb, ms, Table};
-use crate::server::{machine_busy, proc_cpu, Backend, Setup, Spec, CONSUMER, PRODUCER};
+use crate::consume::{self, Stream, Tracker};
+use crate::load::{self, Load, Route, Sent};
+use crate::report::{mb, ms, Latency, Table};
+use crate::server::{Backend, Mem, Meter, Setup, Spec, Used, CONSUMER, PRODUCER};
 
 /// Posting route × consumer kind.
 pub struct Relay {
@@ -40,9 +40,46 @@ impl Relay {
     }
 }
 
+/// The columns of a relay table (scenarios 1, 2 and 7).
+pub const COLUMNS: [&str; 17] = [
+    "store",
+    "load",
+    "sent",
+    "received",
+    "msg/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "lost",
+    "dup",
+    "out of order",
+    "CPU µs/msg",
+    "RSS idle MB",
+    "RSS peak MB",
+    "ack p99 ms",
+    "bench CPU µs/msg",
+    "other load (CPUs)",
+];
+
+/// What one run measured, for [`RelayOutcome::of`].
+pub struct Measured {
+    /// Sequence numbers `0..total` were sent.
+    pub total: u64,
+    /// What the sender did.
+    pub sent: Sent,
+    /// What the receiver saw.
+    pub seen: Tracker,
+    /// CPU from the first send to the last receipt.
+    pub used: Used,
+    /// Memory before the load.
+    pub idle: Mem,
+    /// Memory at the end.
+    pub peak: Mem,
+}
+
 /// The outcome of one relay run.
 pub struct RelayOutcome {
-    /// Row for the table.
+    /// Row for the table ([`COLUMNS`]).
     pub row: Vec<String>,
     /// Messages per second end to end.
     pub throughput: f64,
@@ -58,8 +95,60 @@ pub struct RelayOutcome {
     pub peak_kb: u64,
 }
 
+impl RelayOutcome {
+    /// The figures of a run, in a row labelled `store` and `load`.
+    pub fn of(store: &str, load: String, m: &Measured) -> Self {
+        let (sent, seen) = (&m.sent, &m.seen);
+        if let Some(e) = &sent.first_error {
+            eprintln!("  {} failed posts; first: {e}", sent.failed.len());
+        }
+        let failed: std::collections::HashSet<u64> = sent.failed.iter().copied().collect();
+        let lost = seen.lost((0..m.total).filter(|s| !failed.contains(s)));
+        let lat = seen.latency();
+        let mut acks = sent.acks.clone();
+        let ack = Latency::of(&mut acks);
+        let secs = (seen.last_ns().saturating_sub(sent.first_ns)) as f64 / 1e9;
+        let throughput = if secs > 0.0 {
+            seen.unique as f64 / secs
+        } else {
+            0.0
+        };
+        let cpu_us = us_per(m.used.cpu, seen.unique);
+        let row = vec![
+            store.into(),
+            load,
+            sent.ok.to_string(),
+            seen.unique.to_string(),
+            format!("{throughput:.0}"),
+            ms(lat.p50, lat.n),
+            ms(lat.p99, lat.n),
+            ms(lat.max, lat.n),
+            lost.to_string(),
+            seen.dup.to_string(),
+            seen.out_of_order.to_string(),
+            format!("{cpu_us:.1}"),
+            mb(m.idle.rss_kb),
+            mb(m.peak.hwm_kb),
+            ms(ack.p99, ack.n),
+            format!("{:.1}", us_per(m.used.own, seen.unique)),
+            format!("{:.2}", m.used.others),
+        ];
+        Self {
+            row,
+            throughput,
+            p99: lat.p99,
+            faults: lost + seen.dup + seen.out_of_order + sent.failed.len() as u64,
+            cpu_us,
+            idle_kb: m.idle.rss_kb,
+            peak_kb: m.peak.hwm_kb,
+        }
+    }
+}
+
 impl Relay {
-    async fn once(
+    /// One run on a fresh server and database: `total` messages,
+    /// unthrottled or paced at `rate` msg/s.
+    pub async fn once(
         &self,
         ctx: &Ctx,
         backend: &Backend,
@@ -84,10 +173,7 @@ impl Relay {
         tokio::time::sleep(ctx.settle()).await;
         let idle = server.mem()?;
         let consumer = consume::connect(self.stream, server.api, CONSUMER, "g0", total).await?;
-        let cpu0 = server.cpu()?;
-        let own0 = proc_cpu("self")?;
-        let busy0 = machine_busy();
-        let wall0 = std::time::Instant::now();
+        let meter = Meter::start(&server)?;
         let sent = load::produce(
             server.api,
             Load {
@@ -104,19 +190,13 @@ impl Relay {
             .progress
             .wait_for(sent.ok, Duration::from_secs(10))
             .await;
-        let cpu = server.cpu()? - cpu0;
-        let own = proc_cpu("self")? - own0;
-        // Everything else the machine did meanwhile, in CPUs: should be ~0.
-        let others = machine_busy()
-            .saturating_sub(busy0)
-            .saturating_sub(cpu + own)
-            .as_secs_f64()
-            / wall0.elapsed().as_secs_f64();
+        let used = meter.read(&server)?;
         let peak = server.mem()?;
         let seen = consumer.finish().await;
         server.check_alive()?;
         stop(server).await;
         let seen = seen?;
+        let load = rate.map_or_else(|| "unthrottled".into(), |r| format!("{r:.0} msg/s"));
         ctx.save_samples(
             &format!(
                 "s{}-{}-{}",
@@ -126,49 +206,18 @@ impl Relay {
             ),
             &seen,
         );
-        if let Some(e) = &sent.first_error {
-            eprintln!("  {} failed posts; first: {e}", sent.failed.len());
-        }
-        let failed: std::collections::HashSet<u64> = sent.failed.iter().copied().collect();
-        let lost = seen.lost((0..total).filter(|s| !failed.contains(s)));
-        let lat = seen.latency();
-        let mut acks = sent.acks.clone();
-        let ack = crate::report::Latency::of(&mut acks);
-        let secs = (seen.last_ns().saturating_sub(sent.first_ns)) as f64 / 1e9;
-        let throughput = if secs > 0.0 {
-            seen.unique as f64 / secs
-        } else {
-            0.0
-        };
-        let cpu_us = us_per(cpu, seen.unique);
-        let row = vec![
-            backend.name().into(),
-            rate.map_or_else(|| "unthrottled".into(), |r| format!("{r:.0} msg/s")),
-            sent.ok.to_string(),
-            seen.unique.to_string(),
-            format!("{throughput:.0}"),
-            ms(lat.p50, lat.n),
-            ms(lat.p99, lat.n),
-            ms(lat.max, lat.n),
-            lost.to_string(),
-            seen.dup.to_string(),
-            seen.out_of_order.to_string(),
-            format!("{cpu_us:.1}"),
-            mb(idle.rss_kb),
-            mb(peak.hwm_kb),
-            ms(ack.p99, ack.n),
-            format!("{:.1}", us_per(own, seen.unique)),
-            format!("{others:.2}"),
-        ];
-        Ok(RelayOutcome {
-            row,
-            throughput,
-            p99: lat.p99,
-            faults: lost + seen.dup + seen.out_of_order + sent.failed.len() as u64,
-            cpu_us,
-            idle_kb: idle.rss_kb,
-            peak_kb: peak.hwm_kb,
-        })
+        Ok(RelayOutcome::of(
+            backend.name(),
+            load,
+            &Measured {
+                total,
+                sent,
+                seen,
+                used,
+                idle,
+                peak,
+            },
+        ))
     }
 }
 
@@ -189,25 +238,7 @@ impl Scenario for Relay {
             let total = ctx.pick(20_000, 2_000);
             let mut t = Table::new(
                 format!("Scenario {}: {}", self.number, self.title()),
-                &[
-                    "store",
-                    "load",
-                    "sent",
-                    "received",
-                    "msg/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "max ms",
-                    "lost",
-                    "dup",
-                    "out of order",
-                    "CPU µs/msg",
-                    "RSS idle MB",
-                    "RSS peak MB",
-                    "ack p99 ms",
-                    "bench CPU µs/msg",
-                    "other load (CPUs)",
-                ],
+                &COLUMNS,
             );
             for backend in &ctx.backends {
                 let store = backend.name();

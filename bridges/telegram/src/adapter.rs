@@ -138,7 +138,9 @@ pub struct TelegramAdapter {
     cfg: TelegramConfig,
     client: Client,
     /// The hub, kept from `run` for reading blobs when sending.
-    host: OnceLock<Arc<dyn Host>>,
+    /// Cleared when `run` ends: the host holds the hub, which holds this
+    /// adapter, and the cycle would keep the hub alive past shutdown.
+    host: Mutex<Option<Arc<dyn Host>>>,
     /// The bot itself, from `getMe`: its own updates are ignored.
     me: OnceLock<User>,
     /// Forum topics that are channels of their own (`<chat>/<thread>`).
@@ -166,7 +168,7 @@ impl TelegramAdapter {
             this: this.clone(),
             cfg,
             client,
-            host: OnceLock::new(),
+            host: Mutex::new(None),
             me: OnceLock::new(),
             topics,
             avatars: Mutex::new(HashMap::new()),
@@ -256,100 +258,11 @@ impl Adapter for TelegramAdapter {
         }
     }
 
-    async fn run(
-        self: Arc<Self>,
-        host: Arc<dyn Host>,
-        mut shutdown: Shutdown,
-    ) -> Result<(), RunError> {
-        let _ = self.host.set(host.clone());
-        let host: &dyn Host = host.as_ref();
-        let Some(me) = self.hello(host, &mut shutdown).await else {
-            return Ok(());
-        };
-        let _ = self.me.set(me);
-        if let Receive::Webhook { url, secret, .. } = &self.cfg.receive {
-            return self.register_webhook(host, url, secret, shutdown).await;
-        }
-        // Polling takes the place of a webhook set earlier (Telegram
-        // refuses getUpdates while one is set); its queued updates stay.
-        if let Err(e) = self
-            .client
-            .call::<Value>(
-                "deleteWebhook",
-                &json!({"drop_pending_updates": false}),
-                CALL_TIMEOUT,
-            )
-            .await
-        {
-            tracing::debug!(account = %self.cfg.account, error = %e, "deleteWebhook failed; polling will say why.");
-        }
-        let mut offset: i64 = loop {
-            match host.cursor("offset").await {
-                Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
-                Err(DeliverError::Stopping) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot read the update offset; retrying.");
-                    if !nap(Duration::from_secs(1), &mut shutdown).await {
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        let mut backoff = Duration::from_secs(1);
-        // The album whose updates were left unconfirmed by the last poll.
-        let mut held: Option<String> = None;
-        loop {
-            let wait = if held.is_some() {
-                1
-            } else {
-                self.cfg.poll_timeout.as_secs()
-            };
-            let params = json!({
-                "offset": offset,
-                "limit": 100,
-                "timeout": wait,
-                "allowed_updates": ALLOWED_UPDATES,
-            });
-            let polled = tokio::select! {
-                r = self.client.call::<Vec<Value>>("getUpdates", &params, Duration::from_secs(wait) + POLL_GRACE) => r,
-                () = &mut shutdown => return Ok(()),
-            };
-            let raw = match polled {
-                Ok(raw) => {
-                    backoff = Duration::from_secs(1);
-                    host.health(ReceiveHealth::Connected);
-                    raw
-                }
-                Err(e) => {
-                    let wait = self.report_poll_error(host, &e, backoff);
-                    if !nap(wait, &mut shutdown).await {
-                        return Ok(());
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            };
-            let (updates, next) = decode_updates(&self.cfg.account, raw, offset);
-            // An album still arriving: confirm what comes before it only.
-            let (take, next, hold) = match trailing_album(&updates) {
-                Some((first, group)) if held.as_deref() != Some(group.as_str()) => {
-                    (first, updates[first].update_id, Some(group))
-                }
-                _ => (updates.len(), next, None),
-            };
-            held = hold;
-            if next == offset && take == 0 {
-                continue;
-            }
-            let batch = match self.translate(host, &updates[..take], &mut shutdown).await {
-                Some(b) => b,
-                None => return Ok(()),
-            };
-            let Some(()) = self.commit(host, batch, next, &mut shutdown).await else {
-                return Ok(());
-            };
-            offset = next;
-        }
+    async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
+        *self.host.lock().expect("host lock") = Some(host.clone());
+        let result = self.clone().receive(host.as_ref(), shutdown).await;
+        self.host.lock().expect("host lock").take();
+        result
     }
 
     async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
@@ -480,6 +393,102 @@ impl Adapter for TelegramAdapter {
 }
 
 impl TelegramAdapter {
+    /// The receive loop: long polling, or the webhook registered and
+    /// served by the ingress.
+    async fn receive(
+        self: Arc<Self>,
+        host: &dyn Host,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let Some(me) = self.hello(host, &mut shutdown).await else {
+            return Ok(());
+        };
+        let _ = self.me.set(me);
+        if let Receive::Webhook { url, secret, .. } = &self.cfg.receive {
+            return self.register_webhook(host, url, secret, shutdown).await;
+        }
+        // Polling takes the place of a webhook set earlier (Telegram
+        // refuses getUpdates while one is set); its queued updates stay.
+        if let Err(e) = self
+            .client
+            .call::<Value>(
+                "deleteWebhook",
+                &json!({"drop_pending_updates": false}),
+                CALL_TIMEOUT,
+            )
+            .await
+        {
+            tracing::debug!(account = %self.cfg.account, error = %e, "deleteWebhook failed; polling will say why.");
+        }
+        let mut offset: i64 = loop {
+            match host.cursor("offset").await {
+                Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
+                Err(DeliverError::Stopping) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot read the update offset; retrying.");
+                    if !nap(Duration::from_secs(1), &mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let mut backoff = Duration::from_secs(1);
+        // The album whose updates were left unconfirmed by the last poll.
+        let mut held: Option<String> = None;
+        loop {
+            let wait = if held.is_some() {
+                1
+            } else {
+                self.cfg.poll_timeout.as_secs()
+            };
+            let params = json!({
+                "offset": offset,
+                "limit": 100,
+                "timeout": wait,
+                "allowed_updates": ALLOWED_UPDATES,
+            });
+            let polled = tokio::select! {
+                r = self.client.call::<Vec<Value>>("getUpdates", &params, Duration::from_secs(wait) + POLL_GRACE) => r,
+                () = &mut shutdown => return Ok(()),
+            };
+            let raw = match polled {
+                Ok(raw) => {
+                    backoff = Duration::from_secs(1);
+                    host.health(ReceiveHealth::Connected);
+                    raw
+                }
+                Err(e) => {
+                    let wait = self.report_poll_error(host, &e, backoff);
+                    if !nap(wait, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let (updates, next) = decode_updates(&self.cfg.account, raw, offset);
+            // An album still arriving: confirm what comes before it only.
+            let (take, next, hold) = match trailing_album(&updates) {
+                Some((first, group)) if held.as_deref() != Some(group.as_str()) => {
+                    (first, updates[first].update_id, Some(group))
+                }
+                _ => (updates.len(), next, None),
+            };
+            held = hold;
+            if next == offset && take == 0 {
+                continue;
+            }
+            let batch = match self.translate(host, &updates[..take], &mut shutdown).await {
+                Some(b) => b,
+                None => return Ok(()),
+            };
+            let Some(()) = self.commit(host, batch, next, &mut shutdown).await else {
+                return Ok(());
+            };
+            offset = next;
+        }
+    }
+
     /// `getMe` until it answers; warns when privacy mode hides messages.
     async fn hello(&self, host: &dyn Host, shutdown: &mut Shutdown) -> Option<User> {
         let mut backoff = Duration::from_secs(1);
@@ -950,8 +959,10 @@ impl TelegramAdapter {
     ) -> Result<Receipt, SendError> {
         let host = self
             .host
-            .get()
-            .ok_or_else(|| SendError::transient("the adapter has not started yet", None))?;
+            .lock()
+            .expect("host lock")
+            .clone()
+            .ok_or_else(|| SendError::transient("the adapter is not running", None))?;
         let mut groups: Vec<Vec<(&Attachment, &'static str)>> = Vec::new();
         let mut by_kind: HashMap<&'static str, usize> = HashMap::new();
         for a in attachments {
