@@ -26,6 +26,8 @@ pub struct Built {
 pub enum NetworkConfig {
     /// `[telegram.<name>]`.
     Telegram(switchboard_telegram::TelegramConfig),
+    /// `[signal.<name>]`.
+    Signal(switchboard_signal::SignalConfig),
 }
 
 impl NetworkConfig {
@@ -34,6 +36,7 @@ impl NetworkConfig {
     pub fn account(&self) -> &AccountId {
         match self {
             Self::Telegram(c) => &c.account,
+            Self::Signal(c) => &c.account,
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn build_network(n: &NetworkConfig, settings: &Settings) -> Arc<dyn Adapter>
         NetworkConfig::Telegram(c) => {
             switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
         }
+        NetworkConfig::Signal(c) => switchboard_signal::SignalAdapter::new(c.clone()),
     }
 }
 
@@ -102,6 +106,9 @@ pub fn check_section(
         switchboard_core::Network::Telegram => {
             switchboard_telegram::parse_config(name, section, secrets).map(NetworkConfig::Telegram)
         }
+        switchboard_core::Network::Signal => {
+            switchboard_signal::parse_config(name, section).map(NetworkConfig::Signal)
+        }
         _ => Err(vec![(
             String::new(),
             format!("the {network} adapter is not part of this build yet"),
@@ -116,6 +123,7 @@ pub fn check_section(
 pub fn check_channel(network: switchboard_core::Network, channel: &str) -> Result<(), String> {
     match network {
         switchboard_core::Network::Telegram => switchboard_telegram::check_channel(channel),
+        switchboard_core::Network::Signal => switchboard_signal::check_channel(channel),
         _ => Ok(()),
     }
 }

@@ -19,6 +19,7 @@
 //! - `receive`: the adapter contract's receive side with the scripted fake.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
+//! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
 mod api;
@@ -35,6 +36,7 @@ mod readme;
 mod receive;
 mod references;
 mod reload;
+mod signal;
 mod signatures;
 mod store;
 mod telegram;

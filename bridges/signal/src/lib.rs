@@ -1,10 +1,26 @@
-//! switchboard's Signal adapter (in progress): Signal groups and direct
-//! chats through signal-cli's JSON-RPC daemon.
+//! switchboard's Signal adapter: Signal groups and direct chats through
+//! signal-cli's JSON-RPC daemon (TCP or a UNIX socket).
 //!
 //! # Layout
+//! - [`config`]: `[signal.<name>]`, raw and validated.
+//! - [`client`]: one JSON-RPC connection: answers matched by id,
+//!   `receive` notifications handed on.
+//! - [`convert`]: envelopes ↔ the normalized model, no I/O.
+//! - [`adapter`]: [`SignalAdapter`]: the receive loop and sends.
 //! - `fake` (feature `fake`): a faithful fake of the signal-cli daemon
 //!   (JSON-RPC over TCP, a UNIX socket and HTTP with Server-Sent Events),
 //!   for tests and the benchmark.
+//!
+//! Hand-written JSON, no typed client: signal-cli publishes no Rust types,
+//! and its envelopes are read field by field with the defaults its own
+//! serializer leaves out.
 
+pub mod adapter;
+pub mod client;
+pub mod config;
+pub mod convert;
 #[cfg(feature = "fake")]
 pub mod fake;
+
+pub use adapter::SignalAdapter;
+pub use config::{check_channel, parse as parse_config, SignalConfig};

@@ -1,0 +1,567 @@
+//! [`SignalAdapter`]: receives `receive` notifications on a manual
+//! subscription and sends with `send`, `sendReaction` and `remoteDelete`.
+//!
+//! # Receiving, and the window that remains
+//! The daemon runs with `--receive-mode=manual`: it takes messages off
+//! Signal's server only while this adapter is subscribed, so nothing is
+//! taken while switchboard is away. signal-cli has no client
+//! acknowledgement: once it has handed a message over, it has already
+//! acknowledged it to Signal. A crash between that hand-over and the hub's
+//! commit (milliseconds; the notifications of one read are committed as one
+//! batch) loses those messages. The docs say so.
+//!
+//! # Sending
+//! One request per attempt. A send that reached some recipients is a
+//! success, logged with how many failed; one that reached none is an error
+//! classified from the daemon's code: -5 rate limit (retry after its
+//! `retryAfterSeconds`, else with the outbox's backoff), -3 IO and timeouts (retry), -4
+//! untrusted identity and unregistered recipients (permanent), a captcha
+//! challenge (the account needs an admin: health says which command to
+//! run), the daemon unreachable (account down).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::{json, Value};
+use switchboard_core::{
+    AccountId, Adapter, Attachment, Batch, Capabilities, DeliverError, Delivered, EventKind, Host,
+    Outbound, Pacing, Reactions, Receipt, ReceiveHealth, RemoteId, RunError, SendError, Shutdown,
+    TextLimit, TextUnit, DEFAULT_NICK_FORMAT,
+};
+
+use crate::client::{Conn, RpcError};
+use crate::config::SignalConfig;
+use crate::convert::{self, message_id};
+
+/// Signal accepts edits and deletes for everyone within 24 hours.
+const WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// One signal-cli account.
+pub struct SignalAdapter {
+    cfg: SignalConfig,
+    /// The connection in force; `None` while reconnecting.
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// Cleared when `run` ends (the host holds the hub, which holds this).
+    host: Mutex<Option<Arc<dyn Host>>>,
+    /// The account's own ids (number and ACI): its messages, and what it
+    /// sent from other devices, are never bridged back.
+    own: Mutex<Vec<String>>,
+}
+
+impl SignalAdapter {
+    /// An adapter for `cfg`.
+    #[must_use]
+    pub fn new(cfg: SignalConfig) -> Arc<Self> {
+        let own = vec![cfg.number.clone()];
+        Arc::new(Self {
+            cfg,
+            conn: Mutex::new(None),
+            host: Mutex::new(None),
+            own: Mutex::new(own),
+        })
+    }
+
+    fn conn(&self) -> Result<Arc<Conn>, SendError> {
+        self.conn
+            .lock()
+            .expect("conn lock")
+            .clone()
+            .filter(|c| c.is_open())
+            .ok_or_else(|| SendError::account_down("signal-cli is not connected", None))
+    }
+
+    /// The id this account's messages have (its ACI once known).
+    fn own_id(&self) -> String {
+        let own = self.own.lock().expect("own lock");
+        own.last().cloned().unwrap_or_default()
+    }
+}
+
+async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = shutdown => false,
+    }
+}
+
+#[async_trait]
+impl Adapter for SignalAdapter {
+    fn account(&self) -> &AccountId {
+        &self.cfg.account
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            edits: true,
+            edit_window: Some(WINDOW),
+            deletes: true,
+            delete_window: Some(WINDOW),
+            reactions: Reactions::Any,
+            replies: true,
+            threads: false,
+            formatting: true,
+            // Signal's own limit is about 2,000 characters per message body.
+            text: TextLimit {
+                max: 2000,
+                unit: TextUnit::Utf16,
+            },
+            caption: TextLimit {
+                max: 2000,
+                unit: TextUnit::Utf16,
+            },
+            max_upload_bytes: 100 * 1024 * 1024,
+            renders_time: false,
+            pacing: Pacing::default(),
+            min_upload_rate: 256 * 1024,
+        }
+    }
+
+    async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
+        *self.host.lock().expect("host lock") = Some(host.clone());
+        let r = self.clone().receive(host.as_ref(), shutdown).await;
+        self.host.lock().expect("host lock").take();
+        self.conn.lock().expect("conn lock").take();
+        r
+    }
+
+    async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
+        let conn = self.conn()?;
+        let mut params = target(&op.channel);
+        let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
+        let t = self.cfg.request_timeout;
+        match &op.event.kind {
+            EventKind::Message {
+                body,
+                attachments,
+                reply_to,
+            } => {
+                let text = switchboard_core::with_nick(template, op, body);
+                params["message"] = json!(text.text);
+                params["textStyle"] = json!(convert::text_styles(&text));
+                if let (Some(_), Some(target)) = (reply_to, &op.target) {
+                    if let Some((author, ts)) = split_id(target.first()) {
+                        params["quoteTimestamp"] = json!(ts);
+                        params["quoteAuthor"] = json!(author);
+                        if let EventKind::Message { body, .. } = &target.event.kind {
+                            params["quoteMessage"] = json!(body.text);
+                        }
+                    }
+                }
+                if !attachments.is_empty() {
+                    params["attachments"] = json!(self.data_uris(attachments).await?);
+                }
+                let result = call(&conn, "send", params, t).await?;
+                self.check_partial(&result);
+                let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+                Ok(Receipt::one(
+                    RemoteId::new(message_id(&self.own_id(), ts)).expect("an id"),
+                ))
+            }
+            EventKind::Notice { body } => {
+                params["message"] = json!(body.text);
+                let result = call(&conn, "send", params, t).await?;
+                let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+                Ok(Receipt::one(
+                    RemoteId::new(message_id(&self.own_id(), ts)).expect("an id"),
+                ))
+            }
+            EventKind::Edit { body, .. } => {
+                let Some((_, ts)) = op.target.as_ref().and_then(|t| split_id(t.first())) else {
+                    return Ok(Receipt::none());
+                };
+                // The prefix names the edited message's author.
+                let named = op.target.as_ref().map_or_else(
+                    || op.clone(),
+                    |t| Outbound {
+                        event: (*t.event).clone(),
+                        ..op.clone()
+                    },
+                );
+                let text = switchboard_core::with_nick(template, &named, body);
+                params["message"] = json!(text.text);
+                params["textStyle"] = json!(convert::text_styles(&text));
+                params["editTimestamp"] = json!(ts);
+                let result = call(&conn, "send", params, t).await?;
+                self.check_partial(&result);
+                Ok(Receipt::none())
+            }
+            EventKind::Delete { .. } => {
+                let Some(target) = &op.target else {
+                    return Ok(Receipt::none());
+                };
+                for id in &target.ids {
+                    if let Some((_, ts)) = split_id(id) {
+                        let mut p = params.clone();
+                        p["targetTimestamp"] = json!(ts);
+                        call(&conn, "remoteDelete", p, t).await?;
+                    }
+                }
+                Ok(Receipt::none())
+            }
+            EventKind::Reaction { emoji, removed, .. } => {
+                let Some((author, ts)) = op.target.as_ref().and_then(|t| split_id(t.first()))
+                else {
+                    return Ok(Receipt::none());
+                };
+                params["emoji"] = json!(emoji);
+                params["targetAuthor"] = json!(author);
+                params["targetTimestamp"] = json!(ts);
+                params["remove"] = json!(removed);
+                call(&conn, "sendReaction", params, t).await?;
+                Ok(Receipt::none())
+            }
+            _ => Ok(Receipt::none()),
+        }
+    }
+}
+
+impl SignalAdapter {
+    async fn receive(
+        self: Arc<Self>,
+        host: &dyn Host,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let account = self.cfg.account.clone();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let connected = tokio::select! {
+                c = Conn::connect(&self.cfg.daemon) => c,
+                () = &mut shutdown => return Ok(()),
+            };
+            let (conn, mut notes) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    let error = format!("cannot reach signal-cli: {e}");
+                    tracing::warn!(%account, %error, "Retrying.");
+                    host.health(ReceiveHealth::Reconnecting { error });
+                    if !nap(backoff, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            // The account's ACI: messages name it as author.
+            if let Ok(v) = conn
+                .call(
+                    "getUserStatus",
+                    json!({"recipient": [self.cfg.number]}),
+                    self.cfg.request_timeout,
+                )
+                .await
+            {
+                if let Some(uuid) = v.get(0).and_then(|s| s.get("uuid")).and_then(Value::as_str) {
+                    let mut own = self.own.lock().expect("own lock");
+                    if !own.iter().any(|o| o == uuid) {
+                        own.push(uuid.to_owned());
+                    }
+                }
+            }
+            match conn
+                .call("subscribeReceive", json!({}), self.cfg.request_timeout)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    let error = format!("cannot subscribe to messages: {e}");
+                    tracing::warn!(%account, %error, "Retrying.");
+                    host.health(ReceiveHealth::Reconnecting { error });
+                    if !nap(backoff, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            *self.conn.lock().expect("conn lock") = Some(conn.clone());
+            host.health(ReceiveHealth::Connected);
+            tracing::info!(%account, "Connected to signal-cli.");
+            backoff = Duration::from_secs(1);
+            loop {
+                let first = tokio::select! {
+                    n = notes.recv() => n,
+                    () = &mut shutdown => return Ok(()),
+                };
+                let Some(first) = first else { break };
+                // What arrived together is committed together.
+                let mut batch = vec![first];
+                while batch.len() < 100 {
+                    match notes.try_recv() {
+                        Ok(n) => batch.push(n),
+                        Err(_) => break,
+                    }
+                }
+                let Some(events) = self.translate(&conn, host, &batch, &mut shutdown).await else {
+                    return Ok(());
+                };
+                if events.is_empty() {
+                    continue;
+                }
+                loop {
+                    match host
+                        .deliver(Batch {
+                            events: events.clone(),
+                            cursor: None,
+                        })
+                        .await
+                    {
+                        Ok(answers) => {
+                            for a in answers {
+                                if let Delivered::Rejected(reason) = a {
+                                    tracing::warn!(%account, %reason, "Signal message rejected by the hub; skipped.");
+                                }
+                            }
+                            break;
+                        }
+                        Err(DeliverError::Stopping) => return Ok(()),
+                        Err(e) => {
+                            tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
+                            if !nap(Duration::from_secs(1), &mut shutdown).await {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            self.conn.lock().expect("conn lock").take();
+            let error = "the connection to signal-cli closed".to_owned();
+            tracing::warn!(%account, %error, "Reconnecting.");
+            host.health(ReceiveHealth::Reconnecting { error });
+            if !nap(backoff, &mut shutdown).await {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn translate(
+        &self,
+        conn: &Conn,
+        host: &dyn Host,
+        notes: &[Value],
+        shutdown: &mut Shutdown,
+    ) -> Option<Vec<switchboard_core::NewEvent>> {
+        let own = self.own.lock().expect("own lock").clone();
+        let mut out = Vec::new();
+        for n in notes {
+            let Some(mut d) = convert::envelope_draft(&self.cfg.account, &own, n) else {
+                tracing::debug!(account = %self.cfg.account, "An envelope not bridged (receipt, typing, sync, ...).");
+                continue;
+            };
+            let mut fetched = Vec::new();
+            for f in &d.files {
+                let got = conn
+                    .call(
+                        "getAttachment",
+                        json!({"id": f.id}),
+                        self.cfg.request_timeout,
+                    )
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("data").and_then(Value::as_str).map(str::to_owned))
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+                let Some(bytes) = got else {
+                    tracing::warn!(account = %self.cfg.account, id = %f.id, "An attachment could not be fetched; the message says so.");
+                    if let EventKind::Message { body, .. } = &mut d.event.kind {
+                        if !body.text.is_empty() {
+                            body.text.push('\n');
+                        }
+                        body.text.push_str(&format!(
+                            "[file not bridged: {} could not be fetched from signal-cli]",
+                            f.name
+                        ));
+                    }
+                    continue;
+                };
+                let size = bytes.len() as u64;
+                let content = loop {
+                    match host.put_blob(&f.mime, bytes.clone()).await {
+                        Ok(b) => break b,
+                        Err(DeliverError::Stopping) => return None,
+                        Err(_) => {
+                            if !nap(Duration::from_secs(1), shutdown).await {
+                                return None;
+                            }
+                        }
+                    }
+                };
+                fetched.push(Attachment {
+                    kind: f.kind,
+                    name: f.name.clone(),
+                    mime: f.mime.clone(),
+                    size,
+                    content,
+                });
+            }
+            if let EventKind::Message { attachments, .. } = &mut d.event.kind {
+                *attachments = fetched;
+            }
+            out.push(d.event);
+        }
+        Some(out)
+    }
+
+    /// Attachments as RFC 2397 data URIs (the daemon may not share our
+    /// file system).
+    async fn data_uris(&self, attachments: &[Attachment]) -> Result<Vec<String>, SendError> {
+        let host = self
+            .host
+            .lock()
+            .expect("host lock")
+            .clone()
+            .ok_or_else(|| SendError::transient("the adapter is not running", None))?;
+        let mut out = Vec::new();
+        for a in attachments {
+            let bytes = host
+                .blob(&a.content)
+                .await
+                .map_err(|e| SendError::transient(e.to_string(), None))?
+                .ok_or_else(|| {
+                    SendError::permanent(format!("the file {} is no longer stored", a.name))
+                })?;
+            let name: String = a
+                .name
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            out.push(format!(
+                "data:{};filename={name};base64,{}",
+                a.mime,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A send that reached only some recipients is a success: say how many
+    /// it missed.
+    fn check_partial(&self, result: &Value) {
+        let results = result.get("results").and_then(Value::as_array);
+        let failed = results
+            .into_iter()
+            .flatten()
+            .filter(|r| r.get("type").and_then(Value::as_str) != Some("SUCCESS"))
+            .count();
+        if failed > 0 {
+            tracing::warn!(account = %self.cfg.account, failed, of = results.map_or(0, Vec::len), "A Signal send did not reach every recipient.");
+        }
+    }
+}
+
+/// `groupId` for a group channel, `recipient` for a number.
+fn target(channel: &switchboard_core::ChannelId) -> Value {
+    if channel.as_str().starts_with('+') {
+        json!({"recipient": [channel.as_str()]})
+    } else {
+        json!({"groupId": channel.as_str()})
+    }
+}
+
+/// `<author>:<timestamp>` back into its parts.
+fn split_id(id: &RemoteId) -> Option<(String, i64)> {
+    let (author, ts) = id.as_str().rsplit_once(':')?;
+    Some((author.to_owned(), ts.parse().ok()?))
+}
+
+async fn call(conn: &Conn, method: &str, params: Value, t: Duration) -> Result<Value, SendError> {
+    conn.call(method, params, t).await.map_err(classify)
+}
+
+/// What the outbox should do after a failed request.
+fn classify(e: RpcError) -> SendError {
+    let text = e.to_string();
+    match e {
+        RpcError::Remote { code, data, .. } => {
+            let results: Vec<&Value> = data
+                .get("response")
+                .and_then(|r| r.get("results"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .collect();
+            let retry_after = results
+                .iter()
+                .filter_map(|r| r.get("retryAfterSeconds").and_then(Value::as_u64))
+                .max();
+            if results.iter().any(|r| r.get("token").is_some()) {
+                return SendError::account_down(
+                    format!("{text}: Signal asks for a captcha; solve one at https://signalcaptchas.org/challenge/generate and submit it with `signal-cli submitRateLimitChallenge --challenge <token> --captcha <captcha>`"),
+                    retry_after.map(Duration::from_secs),
+                );
+            }
+            match code {
+                // Without the daemon's hint (0.13.x gives none for a plain
+                // rate limit), the outbox's doubling backoff spaces retries.
+                -5 => SendError::transient(text, retry_after.map(Duration::from_secs)),
+                -3 | -32603 => SendError::transient(text, None),
+                -4 => SendError::permanent(text),
+                -1 if results
+                    .iter()
+                    .any(|r| r.get("type").and_then(Value::as_str) == Some("NETWORK_FAILURE")) =>
+                {
+                    SendError::transient(text, None)
+                }
+                _ => SendError::permanent(text),
+            }
+        }
+        RpcError::Closed(_) => SendError::account_down(text, None),
+        RpcError::Timeout(_) => SendError::transient(text, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_core::RetryKind;
+
+    fn remote(code: i64, data: Value) -> RpcError {
+        RpcError::Remote {
+            code,
+            message: "m".into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn failures_are_classified_from_the_daemons_answer() {
+        let k = |e| classify(e).retry_kind();
+        let rl = json!({"response": {"timestamp": 1, "results": [{"type": "RATE_LIMIT_FAILURE", "retryAfterSeconds": 42}]}});
+        assert_eq!(
+            k(remote(-5, rl)),
+            RetryKind::Transient {
+                retry_after: Some(Duration::from_secs(42))
+            }
+        );
+        assert_eq!(
+            k(remote(-5, Value::Null)),
+            RetryKind::Transient { retry_after: None }
+        );
+        assert_eq!(
+            k(remote(-3, Value::Null)),
+            RetryKind::Transient { retry_after: None }
+        );
+        assert_eq!(k(remote(-4, Value::Null)), RetryKind::Permanent);
+        assert_eq!(k(remote(-1, Value::Null)), RetryKind::Permanent);
+        let captcha = json!({"response": {"results": [{"type": "RATE_LIMIT_FAILURE", "token": "t", "retryAfterSeconds": 5}]}});
+        assert_eq!(
+            k(remote(-5, captcha)),
+            RetryKind::AccountDown {
+                retry_after: Some(Duration::from_secs(5))
+            }
+        );
+        assert_eq!(
+            k(RpcError::Closed("x".into())),
+            RetryKind::AccountDown { retry_after: None }
+        );
+        assert_eq!(
+            split_id(&RemoteId::new("u-1:1732480000000").unwrap()),
+            Some(("u-1".into(), 1_732_480_000_000))
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Signal through the real binary against the in-repo signal-cli daemon
+//! fake (manual receive mode over TCP): a group and a bot exchange styled
+//! text, files, replies, edits, deletes and reactions both ways; what the
+//! account itself sent from its phone, receipts and typing are not
+//! bridged; a rate limit and a dropped connection lose nothing.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_signal::fake::{FakeOptions, FakeSignal, Fault, ReceiveMode};
+
+use crate::harness::*;
+
+const ALICE: &str = "+15550000002";
+
+async fn fake() -> (FakeSignal, String) {
+    let signal = FakeSignal::start(FakeOptions {
+        receive_mode: ReceiveMode::Manual,
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("fake signal-cli");
+    signal.add_contact(ALICE, "6a1f7c1e-4c57-4e64-9a3c-2a6f6f0b1c11", Some("Alice"));
+    let group = signal.add_group("Bridge Test", &[ALICE]);
+    (signal, group)
+}
+
+fn sends(signal: &FakeSignal, method: &str) -> Vec<Value> {
+    signal
+        .sent()
+        .into_iter()
+        .filter(|s| s.method == method && s.error.is_none())
+        .map(|s| {
+            let mut p = s.params.clone();
+            p["_timestamp"] = json!(s.timestamp);
+            p
+        })
+        .collect()
+}
+
+fn of_signal(inbox: &Inbox, kind: &str) -> Vec<Value> {
+    inbox
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == kind && e["origin"]["account"] == "signal.main")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_group_and_a_bot_exchange_everything_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group) = fake().await;
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &format!(
+            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
+            signal.tcp_addr()
+        )
+        + &gateway("g")
+        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");
+    let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let client = reqwest::Client::new();
+    assert!(signal.wait_receivers(1, PATIENCE).await, "subscribed");
+
+    // Signal → bots: styled text with a mention, a file, a reply.
+    let hello = signal.inject_message(
+        ALICE,
+        Some(&group),
+        json!({"message": "hi \u{FFFC} 😀 bold", "textStyles": [{"style": "BOLD", "start": 8, "length": 4}],
+               "mentions": [{"number": "+15550000001", "start": 3, "length": 1}]}),
+    );
+    signal.inject_message(
+        ALICE,
+        Some(&group),
+        json!({"message": "a file", "attachments": [{"contentType": "text/plain", "filename": "notes.txt", "text": "some notes"}]}),
+    );
+    signal.inject_message(
+        ALICE,
+        Some(&group),
+        json!({"message": "re", "quote": {"id": hello, "author": ALICE, "text": "hi"}}),
+    );
+    // Not bridged: typing, receipts, what the owner sent from the phone.
+    signal.inject_typing(ALICE, Some(&group), true);
+    signal.inject_sync_sent(None, Some(&group), json!({"message": "from my phone"}));
+    inbox.wait_len(3, "three Signal messages at the bot").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let msgs = of_signal(&inbox, "message");
+    assert_eq!(msgs.len(), 3, "{msgs:#?}");
+    assert_eq!(msgs[0]["author"]["name"], "Alice");
+    let text = msgs[0]["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("hi @") && text.ends_with(" 😀 bold"),
+        "{text}"
+    );
+    let bold = msgs[0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["style"] == "bold")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        &text[bold["start"].as_u64().unwrap() as usize..bold["end"].as_u64().unwrap() as usize],
+        "bold"
+    );
+    let hello_id = msgs[0]["id"].as_str().unwrap().to_owned();
+    let file = &msgs[1]["attachments"][0];
+    assert_eq!(file["name"], "notes.txt");
+    let r = client
+        .get(format!("{}{}", sb.api, file["url"].as_str().unwrap()))
+        .header("authorization", bearer("ann"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"some notes");
+    assert_eq!(msgs[2]["reply_to"], hello_id.as_str());
+
+    // Bots → Signal: a reply with a style, as a quote; a file.
+    let (s, posted) = post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "hello group", "username": "Ann", "spans": [{"start": 6, "end": 11, "style": "italic"}], "reply_to": hello_id}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201, "{posted}");
+    let ann_id = posted["id"].as_str().unwrap().to_owned();
+    until("the post sent to the group", || {
+        let n = sends(&signal, "send").len();
+        async move { n == 1 }
+    })
+    .await;
+    let sent = &sends(&signal, "send")[0];
+    assert_eq!(sent["groupId"], group.as_str());
+    assert_eq!(sent["message"], "Ann: hello group");
+    assert_eq!(sent["textStyle"], json!(["0:3:BOLD", "11:5:ITALIC"]));
+    assert_eq!(sent["quoteTimestamp"], hello);
+    assert_eq!(sent["quoteAuthor"], "6a1f7c1e-4c57-4e64-9a3c-2a6f6f0b1c11");
+    let copy_ts = sent["_timestamp"].as_i64().unwrap();
+
+    // Alice reacts to the bridged copy, edits and deletes her own message.
+    signal.inject_reaction(ALICE, Some(&group), "🔥", "+15550000001", copy_ts, false);
+    signal.inject_edit(ALICE, Some(&group), hello, json!({"message": "hi all"}));
+    signal.inject_remote_delete(ALICE, Some(&group), hello);
+    until("the reaction, the edit and the delete at the bot", || {
+        let n = of_signal(&inbox, "reaction").len()
+            + of_signal(&inbox, "edit").len()
+            + of_signal(&inbox, "delete").len();
+        async move { n == 3 }
+    })
+    .await;
+    assert_eq!(of_signal(&inbox, "reaction")[0]["target"], ann_id.as_str());
+    assert_eq!(of_signal(&inbox, "edit")[0]["target"], hello_id.as_str());
+    assert_eq!(of_signal(&inbox, "delete")[0]["target"], hello_id.as_str());
+
+    // After a restart, the bot's edit, reaction and delete find the copy
+    // and Alice's message; a rate limit on the way is waited out.
+    sb.drained().await;
+    sb.kill9();
+    sb.restart().await;
+    assert!(signal.wait_receivers(1, PATIENCE).await, "subscribed again");
+    signal.fail(
+        "send",
+        Fault::RateLimit {
+            retry_after_seconds: 1,
+        },
+        1,
+    );
+    let url = format!("{}/v1/gateways/g/messages/{ann_id}", sb.api);
+    let r = client
+        .patch(&url)
+        .header("authorization", bearer("ann"))
+        .json(&json!({"text": "hello all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let alice_url = format!(
+        "{}/v1/gateways/g/messages/{}",
+        sb.api,
+        msgs[2]["id"].as_str().unwrap()
+    );
+    let r = client
+        .post(format!("{alice_url}/reactions"))
+        .header("authorization", bearer("ann"))
+        .json(&json!({"emoji": "👍"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .delete(&url)
+        .header("authorization", bearer("ann"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    until("the edit, the reaction and the delete at Signal", || {
+        let n = sends(&signal, "send").len()
+            + sends(&signal, "sendReaction").len()
+            + sends(&signal, "remoteDelete").len();
+        async move { n == 4 }
+    })
+    .await;
+    let edit = &sends(&signal, "send")[1];
+    assert_eq!(edit["editTimestamp"], copy_ts);
+    assert_eq!(edit["message"], "Ann: hello all");
+    let reaction = &sends(&signal, "sendReaction")[0];
+    assert_eq!(reaction["emoji"], "👍");
+    assert_eq!(
+        reaction["targetAuthor"],
+        "6a1f7c1e-4c57-4e64-9a3c-2a6f6f0b1c11"
+    );
+    assert_eq!(
+        sends(&signal, "remoteDelete")[0]["targetTimestamp"],
+        copy_ts
+    );
+    assert!(
+        signal.sent().iter().any(|s| s.error.is_some()),
+        "the rate limit was answered"
+    );
+
+    // A dropped connection: the adapter reconnects and nothing is lost.
+    signal.drop_connections().await;
+    let after = Inbox::default();
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", after.clone()).await;
+    signal.inject_message(ALICE, Some(&group), json!({"message": "after the drop"}));
+    until("the message after the drop", || {
+        let ok = of_signal(&after, "message")
+            .iter()
+            .any(|e| e["text"] == "after the drop");
+        async move { ok }
+    })
+    .await;
+    sb.stop().await;
+    assert!(!sb.log().contains("did not finish in time"), "{}", sb.log());
+    signal.stop().await;
+}
