@@ -244,3 +244,138 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
     assert!(!sb.log().contains("did not finish in time"), "{}", sb.log());
     signal.stop().await;
 }
+
+#[tokio::test]
+async fn captchas_partial_sends_and_unregistered_recipients() {
+    use switchboard_signal::fake::RecipientFailure;
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group) = fake().await;
+    const BOB: &str = "+15550000004";
+    const NOBODY: &str = "+15550000009";
+    signal.add_contact(BOB, "7b2e8d2f-5d68-4f75-8b4d-3b7f7f1c2d22", Some("Bob"));
+    signal.set_member(&group, BOB, true);
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g", "d"]"#)
+        + &format!(
+            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
+            signal.tcp_addr()
+        )
+        + &gateway("g")
+        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n")
+        + &gateway("d")
+        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{NOBODY}\"\n");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    let client = reqwest::Client::new();
+    let status = || {
+        let client = client.clone();
+        let url = format!("{}/v1/status", sb.admin);
+        async move {
+            let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            v["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["account"] == "signal.main")
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+
+    // A captcha challenge: the account needs an admin, the status says
+    // what to run; once a send gets through, it is up again.
+    signal.fail(
+        "send",
+        Fault::CaptchaRequired {
+            token: "tok-1".into(),
+            retry_after_seconds: 1,
+        },
+        1,
+    );
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "one", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("needs_action naming the captcha command", || {
+        let s = status();
+        async move {
+            let s = s.await;
+            s["state"] == "needs_action"
+                && s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("submitRateLimitChallenge"))
+        }
+    })
+    .await;
+    until("the message sent after the challenge", || {
+        let n = sends(&signal, "send").len();
+        async move { n == 1 }
+    })
+    .await;
+    until("up again", || {
+        let s = status();
+        async move { s.await["state"] == "up" }
+    })
+    .await;
+
+    // A group send that reaches only some members is a success.
+    signal.fail_recipient(BOB, RecipientFailure::Unregistered, 1);
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "g",
+        json!({"text": "two", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    until("the partial send", || {
+        let n = sends(&signal, "send").len();
+        async move { n == 2 }
+    })
+    .await;
+    eventually("the partial send logged", || {
+        sb.log().contains("did not reach every recipient")
+    })
+    .await;
+
+    // A direct chat with someone not on Signal: a dead letter with the
+    // daemon's reason, not endless retries.
+    post_native(
+        &client,
+        &sb.api,
+        "ann",
+        "d",
+        json!({"text": "hello?", "username": "Ann"}),
+        None,
+    )
+    .await
+    .unwrap();
+    sb.drained().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&sb.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("signal.main"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        row.contains("Failed to send message") || row.contains("not registered"),
+        "{table}"
+    );
+    signal.stop().await;
+}

@@ -48,6 +48,8 @@ pub struct SignalAdapter {
     /// The account's own ids (number and ACI): its messages, and what it
     /// sent from other devices, are never bridged back.
     own: Mutex<Vec<String>>,
+    /// Set while Signal asks for a captcha: the next success clears it.
+    captcha: std::sync::atomic::AtomicBool,
 }
 
 impl SignalAdapter {
@@ -60,6 +62,7 @@ impl SignalAdapter {
             conn: Mutex::new(None),
             host: Mutex::new(None),
             own: Mutex::new(own),
+            captcha: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -152,7 +155,7 @@ impl Adapter for SignalAdapter {
                 if !attachments.is_empty() {
                     params["attachments"] = json!(self.data_uris(attachments).await?);
                 }
-                let result = call(&conn, "send", params, t).await?;
+                let result = self.call(&conn, "send", params, t).await?;
                 self.check_partial(&result);
                 let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
                 Ok(Receipt::one(
@@ -161,7 +164,7 @@ impl Adapter for SignalAdapter {
             }
             EventKind::Notice { body } => {
                 params["message"] = json!(body.text);
-                let result = call(&conn, "send", params, t).await?;
+                let result = self.call(&conn, "send", params, t).await?;
                 let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
                 Ok(Receipt::one(
                     RemoteId::new(message_id(&self.own_id(), ts)).expect("an id"),
@@ -183,7 +186,7 @@ impl Adapter for SignalAdapter {
                 params["message"] = json!(text.text);
                 params["textStyle"] = json!(convert::text_styles(&text));
                 params["editTimestamp"] = json!(ts);
-                let result = call(&conn, "send", params, t).await?;
+                let result = self.call(&conn, "send", params, t).await?;
                 self.check_partial(&result);
                 Ok(Receipt::none())
             }
@@ -195,7 +198,7 @@ impl Adapter for SignalAdapter {
                     if let Some((_, ts)) = split_id(id) {
                         let mut p = params.clone();
                         p["targetTimestamp"] = json!(ts);
-                        call(&conn, "remoteDelete", p, t).await?;
+                        self.call(&conn, "remoteDelete", p, t).await?;
                     }
                 }
                 Ok(Receipt::none())
@@ -209,7 +212,7 @@ impl Adapter for SignalAdapter {
                 params["targetAuthor"] = json!(author);
                 params["targetTimestamp"] = json!(ts);
                 params["remove"] = json!(removed);
-                call(&conn, "sendReaction", params, t).await?;
+                self.call(&conn, "sendReaction", params, t).await?;
                 Ok(Receipt::none())
             }
             _ => Ok(Receipt::none()),
@@ -469,8 +472,49 @@ fn split_id(id: &RemoteId) -> Option<(String, i64)> {
     Some((author.to_owned(), ts.parse().ok()?))
 }
 
-async fn call(conn: &Conn, method: &str, params: Value, t: Duration) -> Result<Value, SendError> {
-    conn.call(method, params, t).await.map_err(classify)
+impl SignalAdapter {
+    /// One request; a captcha challenge also marks the account as needing
+    /// an admin (shown by `switchboard status`) until a send succeeds.
+    async fn call(
+        &self,
+        conn: &Conn,
+        method: &str,
+        params: Value,
+        t: Duration,
+    ) -> Result<Value, SendError> {
+        let host = || self.host.lock().expect("host lock").clone();
+        match conn.call(method, params, t).await {
+            Ok(v) => {
+                if self
+                    .captcha
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    if let Some(h) = host() {
+                        h.health(ReceiveHealth::Connected);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let captcha = matches!(&e, RpcError::Remote { data, .. } if data
+                    .pointer("/response/results")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|r| r.get("token").is_some())));
+                let err = classify(e);
+                if captcha {
+                    self.captcha
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(h) = host() {
+                        h.health(ReceiveHealth::NeedsAction {
+                            what: err.message().to_owned(),
+                        });
+                    }
+                    tracing::error!(account = %self.cfg.account, problem = %err.message(), "Signal needs a captcha solved.");
+                }
+                Err(err)
+            }
+        }
+    }
 }
 
 /// What the outbox should do after a failed request.
