@@ -47,7 +47,16 @@ fn of_signal(inbox: &Inbox, kind: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_group_and_a_bot_exchange_everything_both_ways() {
+async fn a_group_and_a_bot_exchange_everything_both_ways_over_tcp() {
+    exchange(|s| format!("tcp://{}", s.tcp_addr())).await;
+}
+
+#[tokio::test]
+async fn a_group_and_a_bot_exchange_everything_both_ways_over_http() {
+    exchange(|s| s.http_url()).await;
+}
+
+async fn exchange(daemon: fn(&FakeSignal) -> String) {
     let dir = tempfile::tempdir().unwrap();
     let (signal, group) = fake().await;
     let db = Db::new(Backend::Sqlite, dir.path()).await;
@@ -55,8 +64,8 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
         + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
-            signal.tcp_addr()
+            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"{}\"\nrequest_timeout = \"2s\"\n",
+            daemon(&signal)
         )
         + &gateway("g")
         + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");

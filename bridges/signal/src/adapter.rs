@@ -262,10 +262,14 @@ impl SignalAdapter {
                     }
                 }
             }
-            match conn
-                .call("subscribeReceive", json!({}), self.cfg.request_timeout)
-                .await
-            {
+            // Over HTTP the event stream is the subscription.
+            let subscribed = if matches!(self.cfg.daemon, crate::config::Daemon::Http(_)) {
+                Ok(Value::Null)
+            } else {
+                conn.call("subscribeReceive", json!({}), self.cfg.request_timeout)
+                    .await
+            };
+            match subscribed {
                 Ok(_) => {}
                 Err(e) => {
                     let error = format!("cannot subscribe to messages: {e}");

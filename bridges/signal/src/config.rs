@@ -4,7 +4,7 @@
 //! ```toml
 //! [signal.main]
 //! account = "+15550000001"                 # the number signal-cli is registered with
-//! daemon = "tcp://127.0.0.1:7583"          # or "unix:///run/signal-cli/socket"
+//! daemon = "tcp://127.0.0.1:7583"          # or "unix:///run/signal-cli/socket", "http://127.0.0.1:8080"
 //! # request_timeout = "30s"
 //! ```
 //!
@@ -32,6 +32,9 @@ pub enum Daemon {
     Tcp(String),
     /// `daemon --socket PATH`.
     Unix(PathBuf),
+    /// `daemon --http HOST:PORT`: `POST /api/v1/rpc` and the
+    /// `GET /api/v1/events` stream; the base URL.
+    Http(String),
 }
 
 /// A validated `[signal.<name>]` section.
@@ -90,13 +93,16 @@ pub fn parse(name: &str, section: &toml::Value) -> Result<SignalConfig, Problems
     };
     let daemon = match raw.daemon.as_deref() {
         Some(d) if d.starts_with("tcp://") && d.len() > 6 => Some(Daemon::Tcp(d[6..].to_owned())),
+        Some(d) if d.starts_with("http://") && d.len() > 7 => {
+            Some(Daemon::Http(d.trim_end_matches('/').to_owned()))
+        }
         Some(d) if d.starts_with("unix://") && d.len() > 7 => {
             Some(Daemon::Unix(PathBuf::from(&d[7..])))
         }
         Some(d) => {
             problems.push((
                 "daemon".into(),
-                format!("`{d}` is not \"tcp://HOST:PORT\" or \"unix:///path/to/socket\""),
+                format!("`{d}` is not \"tcp://HOST:PORT\", \"unix:///path/to/socket\" or \"http://HOST:PORT\""),
             ));
             None
         }
@@ -154,7 +160,7 @@ mod tests {
             toml::from_str("account = \"+15550000001\"\ndaemon = \"unix:///run/s.sock\"").unwrap();
         let c = parse("main", &ok).unwrap();
         assert_eq!(c.daemon, Daemon::Unix("/run/s.sock".into()));
-        let bad: toml::Value = toml::from_str("account = \"555\"\ndaemon = \"http://x\"").unwrap();
+        let bad: toml::Value = toml::from_str("account = \"555\"\ndaemon = \"https://x\"").unwrap();
         let keys: Vec<String> = parse("main", &bad)
             .unwrap_err()
             .into_iter()
