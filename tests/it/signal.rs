@@ -388,3 +388,34 @@ async fn captchas_partial_sends_and_unregistered_recipients() {
     );
     signal.stop().await;
 }
+
+#[tokio::test]
+async fn a_sender_without_a_name_in_the_envelope_gets_the_contacts_profile_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group) = fake().await;
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &format!(
+            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\n",
+            signal.tcp_addr()
+        )
+        + &gateway("g")
+        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    signal.inject_envelope(json!({
+        "source": ALICE, "sourceNumber": ALICE, "sourceUuid": "6a1f7c1e-4c57-4e64-9a3c-2a6f6f0b1c11",
+        "sourceName": null, "sourceDevice": 1, "timestamp": 1_764_000_000_000_i64,
+        "serverReceivedTimestamp": 1_764_000_000_100_i64, "serverDeliveredTimestamp": 1_764_000_000_150_i64,
+        "dataMessage": {"timestamp": 1_764_000_000_000_i64, "message": "no name given", "expiresInSeconds": 0, "viewOnce": false,
+            "groupInfo": {"groupId": group, "groupName": "Bridge Test", "revision": 1, "type": "DELIVER"}}
+    }));
+    inbox.wait_len(1, "the message").await;
+    assert_eq!(inbox.all()[0]["author"]["name"], "Alice");
+    signal.stop().await;
+}

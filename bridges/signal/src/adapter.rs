@@ -48,6 +48,11 @@ pub struct SignalAdapter {
     /// The account's own ids (number and ACI): its messages, and what it
     /// sent from other devices, are never bridged back.
     own: Mutex<Vec<String>>,
+    /// Contacts' profile names by number and ACI, for envelopes without a
+    /// `sourceName`; read at connect and when an unknown sender writes.
+    names: Mutex<std::collections::HashMap<String, String>>,
+    /// When the contacts were last read: at most once a minute.
+    names_read: Mutex<Option<std::time::Instant>>,
     /// Set while Signal asks for a captcha: the next success clears it.
     captcha: std::sync::atomic::AtomicBool,
 }
@@ -63,6 +68,8 @@ impl SignalAdapter {
             host: Mutex::new(None),
             own: Mutex::new(own),
             captcha: std::sync::atomic::AtomicBool::new(false),
+            names: Mutex::new(std::collections::HashMap::new()),
+            names_read: Mutex::new(None),
         })
     }
 
@@ -355,6 +362,19 @@ impl SignalAdapter {
                 tracing::debug!(account = %self.cfg.account, "An envelope not bridged (receipt, typing, sync, ...).");
                 continue;
             };
+            // No name in the envelope: the contact's profile name, else the
+            // number (what the envelope conversion left there).
+            let a = &d.event.author;
+            if a.display_name == a.remote_id || Some(&a.display_name) == a.username.as_ref() {
+                let mut name = self.known_name(a);
+                if name.is_none() {
+                    self.load_contacts(conn).await;
+                    name = self.known_name(&d.event.author);
+                }
+                if let Some(name) = name {
+                    d.event.author.display_name = name;
+                }
+            }
             let mut fetched = Vec::new();
             for f in &d.files {
                 let got = conn
@@ -406,6 +426,54 @@ impl SignalAdapter {
             out.push(d.event);
         }
         Some(out)
+    }
+
+    fn known_name(&self, a: &switchboard_core::Author) -> Option<String> {
+        let names = self.names.lock().expect("names lock");
+        names
+            .get(&a.remote_id)
+            .or_else(|| a.username.as_ref().and_then(|u| names.get(u)))
+            .cloned()
+    }
+
+    /// Reads the contacts' profile names (best effort).
+    async fn load_contacts(&self, conn: &Conn) {
+        {
+            let mut read = self.names_read.lock().expect("names lock");
+            if read.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+                return;
+            }
+            *read = Some(std::time::Instant::now());
+        }
+        let Ok(list) = conn
+            .call("listContacts", json!({}), self.cfg.request_timeout)
+            .await
+        else {
+            return;
+        };
+        let mut names = self.names.lock().expect("names lock");
+        for c in list.as_array().into_iter().flatten() {
+            let profile = c.get("profile");
+            let given = profile
+                .and_then(|p| p.get("givenName"))
+                .and_then(Value::as_str);
+            let family = profile
+                .and_then(|p| p.get("familyName"))
+                .and_then(Value::as_str);
+            let name = match (given, family) {
+                (Some(g), Some(f)) if !f.is_empty() => format!("{g} {f}"),
+                (Some(g), _) if !g.is_empty() => g.to_owned(),
+                _ => match c.get("name").and_then(Value::as_str) {
+                    Some(n) if !n.is_empty() => n.to_owned(),
+                    _ => continue,
+                },
+            };
+            for key in ["number", "uuid"] {
+                if let Some(k) = c.get(key).and_then(Value::as_str) {
+                    names.insert(k.to_owned(), name.clone());
+                }
+            }
+        }
     }
 
     /// Attachments as RFC 2397 data URIs (the daemon may not share our
