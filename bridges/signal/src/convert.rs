@@ -294,7 +294,12 @@ pub fn envelope_draft(account: &AccountId, own: &[String], params: &Value) -> Op
         let id = q.get("id").and_then(Value::as_i64)?;
         Some(TargetRef::Remote(remote(message_id(who, id))?))
     });
-    let rich = rich();
+    let mut rich = rich();
+    // A sticker's image lives in its pack, which the JSON-RPC API does not
+    // serve: say that one was sent.
+    if rich.text.is_empty() && files.is_empty() && data.get("sticker").is_some() {
+        rich = RichText::plain("[sticker]");
+    }
     if rich.text.is_empty() && files.is_empty() {
         return None;
     }
@@ -384,6 +389,11 @@ mod tests {
         let e = envelope_draft(&acct(), &[], &e).unwrap();
         assert!(matches!(e.event.kind, EventKind::Edit { .. }));
         assert_ne!(e.event.key, d.event.key);
+        let sticker = json!({"envelope": {"sourceNumber": "+1555", "sourceUuid": "u2", "timestamp": 1_732_480_000_012_i64, "dataMessage": {"timestamp": 1, "message": null, "sticker": {"packId": "ab", "stickerId": 3}}}});
+        let s = envelope_draft(&acct(), &[], &sticker).unwrap();
+        assert!(
+            matches!(&s.event.kind, EventKind::Message { body, .. } if body.text == "[sticker]")
+        );
         let typing = json!({"envelope": {"sourceNumber": "+1555", "timestamp": 1732480000010_i64, "typingMessage": {"action": "STARTED"}}});
         assert!(envelope_draft(&acct(), &[], &typing).is_none());
         let sync = json!({"envelope": {"sourceNumber": "+1000", "sourceUuid": "me", "timestamp": 1732480000011_i64, "syncMessage": {"sentMessage": {"message": "x"}}}});
