@@ -617,9 +617,16 @@ fn classify(e: RpcError) -> SendError {
                 -5 => SendError::transient(text, retry_after.map(Duration::from_secs)),
                 -3 | -32603 => SendError::transient(text, None),
                 -4 => SendError::permanent(text),
-                -1 if results
-                    .iter()
-                    .any(|r| r.get("type").and_then(Value::as_str) == Some("NETWORK_FAILURE")) =>
+                // Every recipient failed, for mixed reasons: retried, unless
+                // each is one that retrying cannot fix (not on Signal, an
+                // identity to trust first).
+                -1 if !results.is_empty()
+                    && !results.iter().all(|r| {
+                        matches!(
+                            r.get("type").and_then(Value::as_str),
+                            Some("UNREGISTERED_FAILURE" | "IDENTITY_FAILURE")
+                        )
+                    }) =>
                 {
                     SendError::transient(text, None)
                 }
@@ -664,6 +671,13 @@ mod tests {
         );
         assert_eq!(k(remote(-4, Value::Null)), RetryKind::Permanent);
         assert_eq!(k(remote(-1, Value::Null)), RetryKind::Permanent);
+        let mixed = json!({"response": {"results": [{"type": "NETWORK_FAILURE"}, {"type": "UNREGISTERED_FAILURE"}]}});
+        assert_eq!(
+            k(remote(-1, mixed)),
+            RetryKind::Transient { retry_after: None }
+        );
+        let gone = json!({"response": {"results": [{"type": "UNREGISTERED_FAILURE"}]}});
+        assert_eq!(k(remote(-1, gone)), RetryKind::Permanent);
         let captcha = json!({"response": {"results": [{"type": "RATE_LIMIT_FAILURE", "token": "t", "retryAfterSeconds": 5}]}});
         assert_eq!(
             k(remote(-5, captcha)),
