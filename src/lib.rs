@@ -188,6 +188,32 @@ pub async fn run_with(
     }
     outbox.start(pokes_rx).await.context("reading the outbox")?;
     store.spawn_checkpointer(shutdown_rx.clone());
+    {
+        // Asked before each pass, so a reload's `[retention]` applies; the
+        // hub is held weakly so the task never keeps it (and the writer)
+        // alive at shutdown.
+        let weak = Arc::downgrade(&hub);
+        let metrics = metrics.clone();
+        store::retention::spawn(
+            hub.writer.clone(),
+            move || {
+                let hub = weak.upgrade()?;
+                let settings = hub.settings.read().expect("settings lock");
+                settings.retention
+            },
+            move |pruned| {
+                for (table, n) in pruned.tables() {
+                    metrics
+                        .pruned
+                        .get_or_create(&metrics::TableLabel {
+                            table: table.to_owned(),
+                        })
+                        .inc_by(n);
+                }
+            },
+            shutdown_rx.clone(),
+        );
+    }
     let mut servers = Vec::new();
     for adapter in adapters {
         let account = adapter.account().clone();

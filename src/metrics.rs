@@ -14,6 +14,13 @@ pub struct AccountLabel {
     pub account: String,
 }
 
+/// The table a figure is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    /// A store table: `events`, `feed`, `outbox`, `blobs`, ...
+    pub table: String,
+}
+
 fn send_histogram() -> Histogram {
     Histogram::new([
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -41,6 +48,8 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// Duration of store transactions.
     pub commit_seconds: Histogram,
+    /// Rows deleted by retention, by table.
+    pub pruned: Family<TableLabel, Counter>,
 }
 
 impl Metrics {
@@ -106,6 +115,12 @@ impl Metrics {
             "Duration of one store transaction",
             commit_seconds.clone(),
         );
+        let pruned = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "pruned_rows",
+            "Rows deleted by retention, by table",
+            pruned.clone(),
+        );
         Self {
             registry,
             events_in,
@@ -117,6 +132,7 @@ impl Metrics {
             send_seconds,
             commit_batch,
             commit_seconds,
+            pruned,
         }
     }
 

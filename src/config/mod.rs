@@ -98,6 +98,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Delivery policy.
     pub outbox: OutboxSettings,
+    /// How long history is kept; `None` when nothing is ever deleted.
+    pub retention: Option<RetentionSettings>,
     /// Bot API accounts.
     pub api: Vec<ApiAccount>,
     /// Telegram, Signal and Matrix accounts, each validated by its crate.
@@ -134,6 +136,28 @@ pub struct OutboxSettings {
     pub max_age: Duration,
     /// The longest a network's retry-after is honoured.
     pub max_retry_after: Duration,
+}
+
+/// How long history is kept (`[retention]`); see
+/// [`crate::store::retention`] for what is deleted and what never is.
+/// Dead letters are also kept until their event is older than `keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Events, feed rows, delivered outbox rows and the message map.
+    pub keep: Duration,
+    /// Dead letters, from when they died.
+    pub dead_letters: Duration,
+    /// Blobs, from when they were stored and from the newest event using
+    /// them; at least [`RetentionSettings::MIN_BLOBS`].
+    pub blobs: Duration,
+    /// Time between pruning passes.
+    pub interval: Duration,
+}
+
+impl RetentionSettings {
+    /// The shortest blob retention: a file is stored before the message
+    /// that carries it is committed, and must not be collected in between.
+    pub const MIN_BLOBS: Duration = Duration::from_secs(600);
 }
 
 /// Read and/or write.

@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) outbox: RawOutbox,
     #[serde(default)]
+    pub(super) retention: RawRetention,
+    #[serde(default)]
     pub(super) api: BTreeMap<String, RawApi>,
     #[serde(default)]
     pub(super) telegram: BTreeMap<String, toml::Value>,
@@ -60,6 +62,22 @@ pub(super) struct RawOutbox {
     pub(super) breaker_probe: Option<String>,
     pub(super) max_age: Option<String>,
     pub(super) max_retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    /// Prune old history at all (default true).
+    pub(super) enabled: Option<bool>,
+    /// How long events, feed rows, delivered outbox rows and the message
+    /// map are kept (default "7d"); "0s" keeps everything.
+    pub(super) keep: Option<String>,
+    /// How long dead letters are kept after they died (default "30d").
+    pub(super) dead_letters: Option<String>,
+    /// How long blobs are kept (default: as long as `keep`, at least 10m).
+    pub(super) blobs: Option<String>,
+    /// Time between pruning passes (default "10m").
+    pub(super) interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,7 +13,7 @@ use switchboard_core::{AccountId, ChannelId, GatewayName, Network, Secrets};
 use super::raw::RawConfig;
 use super::{
     parse_duration, ApiAccount, ApiToken, ConfigError, ConfigIssue, DatabaseSettings, Direction,
-    Gateway, Member, OutboxSettings, Scopes, Secret, Settings, Webhook,
+    Gateway, Member, OutboxSettings, RetentionSettings, Scopes, Secret, Settings, Webhook,
 };
 
 pub(super) fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
@@ -369,6 +369,8 @@ pub(super) fn validate(
             secs(3600),
         ),
     };
+
+    let retention = retention(&mut c, &raw.retention);
 
     let mut api = Vec::new();
     let mut binds = BTreeMap::new();
@@ -735,9 +737,49 @@ pub(super) fn validate(
         admin_bind,
         database,
         outbox,
+        retention,
         api,
         networks,
         gateways,
+    })
+}
+
+/// `[retention]`: `None` when it is off (`enabled = false` or `keep = "0s"`).
+fn retention(c: &mut Checker<'_>, r: &super::raw::RawRetention) -> Option<RetentionSettings> {
+    let keep = c.duration("retention.keep", r.keep.as_deref(), secs(7 * 24 * 3600));
+    let dead_letters = c.duration(
+        "retention.dead_letters",
+        r.dead_letters.as_deref(),
+        secs(30 * 24 * 3600),
+    );
+    let interval = c.duration("retention.interval", r.interval.as_deref(), secs(600));
+    let blobs = match r.blobs.as_deref() {
+        None => keep.max(RetentionSettings::MIN_BLOBS),
+        Some(raw) => {
+            let blobs = c.duration("retention.blobs", Some(raw), keep);
+            if blobs < RetentionSettings::MIN_BLOBS {
+                c.issue(
+                    "retention.blobs",
+                    "must be at least \"10m\": a file is stored before its message is committed",
+                );
+            }
+            blobs
+        }
+    };
+    if r.dead_letters.is_some() && dead_letters.is_zero() {
+        c.issue(
+            "retention.dead_letters",
+            "must be longer than 0s (dead letters are kept at least as long as their event)",
+        );
+    }
+    if interval < secs(1) {
+        c.issue("retention.interval", "must be at least \"1s\"");
+    }
+    (r.enabled != Some(false) && !keep.is_zero()).then_some(RetentionSettings {
+        keep,
+        dead_letters,
+        blobs,
+        interval,
     })
 }
 
@@ -831,6 +873,56 @@ name = "a"
             "the caret diagram keeps its lines: {text}"
         );
         assert!(text.contains("(syntax)"), "{text}");
+    }
+
+    #[test]
+    fn retention_defaults_keep_a_week_and_can_be_switched_off() {
+        let r = check("").unwrap().retention.expect("on by default");
+        assert_eq!(
+            (r.keep, r.dead_letters, r.blobs, r.interval),
+            (
+                secs(7 * 86_400),
+                secs(30 * 86_400),
+                secs(7 * 86_400),
+                secs(600)
+            )
+        );
+        let r = check("[retention]\nkeep = \"2s\"\n")
+            .unwrap()
+            .retention
+            .unwrap();
+        assert_eq!(
+            (r.keep, r.blobs),
+            (secs(2), RetentionSettings::MIN_BLOBS),
+            "blobs follow keep, never below the minimum"
+        );
+        for off in ["enabled = false", "keep = \"0s\""] {
+            let s = check(&format!("[retention]\n{off}\n")).unwrap();
+            assert_eq!(s.retention, None, "{off}");
+        }
+    }
+
+    #[test]
+    fn retention_errors_name_file_and_key() {
+        for (text, key) in [
+            ("keep = \"a week\"", "retention.keep"),
+            ("dead_letters = \"0s\"", "retention.dead_letters"),
+            ("blobs = \"1m\"", "retention.blobs"),
+            ("interval = \"10ms\"", "retention.interval"),
+            ("enabled = \"no\"", "retention.enabled"),
+        ] {
+            let err = check(&format!("[retention]\n{text}\n")).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{text}: {err}");
+            assert_eq!(err.0[0].key, key, "{err}");
+            assert_eq!(err.0[0].file, "t.toml");
+        }
+        let err = check("[retention]\nkeepp = \"1d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml: retention") && err.contains("keepp"),
+            "{err}"
+        );
     }
 
     #[test]

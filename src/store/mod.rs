@@ -7,10 +7,16 @@
 //!   writes are group-committed (one transaction for whatever queued up while
 //!   the previous one committed) and feed sequence numbers are assigned in
 //!   commit order, which is what makes consumer cursors safe.
+//! - [`retention`]: what is deleted when, and the background task that
+//!   prunes old history through the writer.
+//! - `backfill`: the one-time pass at start that fills what a migration
+//!   added for events stored before it.
 //!
 //! Queries are written once with `$n` parameters in order, which both
 //! SQLite and PostgreSQL accept, and run through sqlx's `Any` driver.
 
+mod backfill;
+pub mod retention;
 pub mod writer;
 
 use std::path::Path;
@@ -20,7 +26,9 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Row};
-use switchboard_core::{AccountId, ChannelId, Event, EventId, GatewayName, NewEvent, RemoteId};
+use switchboard_core::{
+    AccountId, Avatar, ChannelId, Event, EventId, EventKind, GatewayName, NewEvent, RemoteId,
+};
 
 pub use writer::{Dest, IngestBatch, IngestItem, IngestOutcome, RowUpdate, WriteCmd, WriterHandle};
 
@@ -354,6 +362,7 @@ impl Store {
             .bind(format!("{:08x}", rand::random::<u32>()))
             .execute(&pool)
             .await?;
+            backfill::run(&pool).await?;
         }
         let id: Option<String> = sqlx::query_scalar(
             "SELECT value FROM cursors WHERE account = 'switchboard' AND name = 'database_id'",
@@ -672,17 +681,18 @@ impl Store {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
-    /// The gateways whose feed carries a message with this attachment.
-    /// (A scan of the event bodies: blob downloads are rare.)
+    /// The gateways whose feed carries an event using this blob (as an
+    /// attachment or as its author's avatar), found through `blob_refs`.
+    /// Empty once those feed rows were pruned.
     ///
     /// # Errors
     /// On database failure.
     pub async fn blob_gateways(&self, sha256: &str) -> Result<Vec<GatewayName>, StoreError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT f.gateway FROM events e JOIN feed f ON f.event_id = e.id \
-             WHERE e.kind = 'message' AND e.body LIKE $1",
+            "SELECT DISTINCT f.gateway FROM blob_refs r JOIN feed f ON f.event_id = r.event_id \
+             WHERE r.sha256 = $1",
         )
-        .bind(format!("%\"sha256\":\"{sha256}\"%"))
+        .bind(sha256)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -871,6 +881,21 @@ fn with_create_mode(url: &str) -> String {
         Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
         Some(_) => format!("{url}&mode=rwc"),
     }
+}
+
+/// The blobs an event uses, each once: its attachments and its author's
+/// avatar when the hub stored it. What `blob_refs` records.
+pub(crate) fn blobs_used(event: &NewEvent) -> Vec<&str> {
+    let mut shas: Vec<&str> = Vec::new();
+    if let EventKind::Message { attachments, .. } = &event.kind {
+        shas.extend(attachments.iter().map(|a| a.content.sha256.as_str()));
+    }
+    if let Some(Avatar::Blob(b)) = &event.author.avatar {
+        shas.push(b.sha256.as_str());
+    }
+    shas.sort_unstable();
+    shas.dedup();
+    shas
 }
 
 /// Decodes a stored event body.

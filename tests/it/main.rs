@@ -14,6 +14,8 @@
 //! - `bad_input`: bad configuration and bad API requests.
 //! - `reload`: SIGHUP and `switchboard reload` while messages flow.
 //! - `references`: edits, deletes, reactions across a restart.
+//! - `retention`: two simulated weeks stay bounded to one; what is still
+//!   needed survives pruning.
 //! - `signatures`: the README's webhook verification examples, run.
 //! - `store`: the store's contract on both backends.
 //! - `receive`: the adapter contract's receive side with the scripted fake.
@@ -36,6 +38,7 @@ mod readme;
 mod receive;
 mod references;
 mod reload;
+mod retention;
 mod signal;
 mod signatures;
 mod store;

@@ -130,6 +130,8 @@ const CAPTION_MAX: usize = 1024;
 const UPLOAD_MAX: u64 = 50 * 1024 * 1024;
 /// Longest wait for a poll beyond its own timeout.
 const POLL_GRACE: Duration = Duration::from_secs(15);
+/// How long a fetched avatar is used before it is fetched again.
+const AVATAR_TTL: Duration = Duration::from_secs(3600);
 /// How long a call other than a poll or an upload may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -146,7 +148,9 @@ pub struct TelegramAdapter {
     /// Forum topics that are channels of their own (`<chat>/<thread>`).
     topics: HashSet<String>,
     /// Avatars fetched this run, by user id (`None`: the user has none).
-    avatars: Mutex<HashMap<String, Option<BlobRef>>>,
+    /// Each entry is fetched again after [`AVATAR_TTL`]: a changed photo
+    /// shows, and storing it again keeps the blob from retention.
+    avatars: Mutex<HashMap<String, (Option<BlobRef>, std::time::Instant)>>,
     /// Chats no gateway lists that were named in the log once already.
     unlisted: Mutex<HashSet<ChannelId>>,
     /// Itself, for the webhook's ingress handler.
@@ -870,11 +874,13 @@ impl TelegramAdapter {
         }))
     }
 
-    /// A user's profile photo, fetched once per user and run, kept as a
-    /// blob. Best effort: a failure leaves the author without one.
+    /// A user's profile photo, fetched once per user and [`AVATAR_TTL`],
+    /// kept as a blob. Best effort: a failure leaves the author without one.
     async fn avatar(&self, host: &dyn Host, user: &str) -> Option<switchboard_core::Avatar> {
-        if let Some(known) = self.avatars.lock().expect("avatars lock").get(user) {
-            return known.clone().map(switchboard_core::Avatar::Blob);
+        if let Some((known, at)) = self.avatars.lock().expect("avatars lock").get(user) {
+            if at.elapsed() < AVATAR_TTL {
+                return known.clone().map(switchboard_core::Avatar::Blob);
+            }
         }
         let id: i64 = user.parse().ok().filter(|id| *id > 0)?;
         let got = async {
@@ -912,7 +918,7 @@ impl TelegramAdapter {
         self.avatars
             .lock()
             .expect("avatars lock")
-            .insert(user.to_owned(), found.clone());
+            .insert(user.to_owned(), (found.clone(), std::time::Instant::now()));
         found.map(switchboard_core::Avatar::Blob)
     }
 

@@ -26,12 +26,18 @@
 //! database rejects for itself (a constraint) is isolated by retrying the
 //! batch's commands one by one.
 //!
+//! Pruning steps ([`WriteCmd::Prune`]) commit in a transaction of their own
+//! after the batch they arrived with, so no acknowledgement waits for a
+//! delete, and the WAL checkpoints between batches cover them too.
+//!
 //! # Layout
 //! - this file: the commands, the handle, the task and its failure modes.
 //! - [`sql`]: what each command does in the transaction, with multi-row
 //!   statements per batch.
+//! - [`prune`]: one step of retention's deletes.
 //! - [`wal`]: SQLite checkpoints between batches, so the WAL stays bounded.
 
+pub mod prune;
 mod sql;
 mod wal;
 
@@ -43,6 +49,7 @@ use sqlx::{Acquire, Any};
 use switchboard_core::{AccountId, ChannelId, Delivered, EventId, GatewayName, NewEvent, RemoteId};
 use tokio::sync::{mpsc, oneshot};
 
+pub use prune::{PruneStep, StepDone};
 pub use sql::creates_message;
 
 use super::{FeedItem, Store, StoreError};
@@ -185,6 +192,9 @@ pub enum WriteCmd {
         /// New value.
         seq: i64,
     },
+    /// Delete one step of old history (see [`crate::store::retention`]),
+    /// in a transaction of its own.
+    Prune(PruneStep, oneshot::Sender<Result<StepDone, StoreError>>),
 }
 
 /// Called after each commit, in batch order.
@@ -305,6 +315,16 @@ impl WriterHandle {
         }
     }
 
+    /// Runs one pruning step; returns after its commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn prune(&self, step: PruneStep) -> Result<StepDone, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::Prune(step, tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     async fn send(&self, cmd: WriteCmd) -> Result<(), StoreError> {
         self.tx.send(cmd).await.map_err(|_| StoreError::WriterGone)
     }
@@ -329,10 +349,36 @@ pub fn spawn(
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            run_batch(&mut conn, sink.as_ref(), std::mem::take(&mut batch)).await;
+            let mut cmds = std::mem::take(&mut batch);
+            let prunes = take_prunes(&mut cmds);
+            if !cmds.is_empty() {
+                run_batch(&mut conn, sink.as_ref(), cmds).await;
+            }
+            for (step, reply) in prunes {
+                let _ = reply.send(conn.prune(step).await);
+            }
         }
     });
     (WriterHandle { tx }, task)
+}
+
+/// Takes the pruning steps out of a batch, in order.
+fn take_prunes(
+    cmds: &mut Vec<WriteCmd>,
+) -> Vec<(PruneStep, oneshot::Sender<Result<StepDone, StoreError>>)> {
+    if !cmds.iter().any(|c| matches!(c, WriteCmd::Prune(..))) {
+        return Vec::new();
+    }
+    let mut prunes = Vec::new();
+    let mut rest = Vec::with_capacity(cmds.len());
+    for cmd in cmds.drain(..) {
+        match cmd {
+            WriteCmd::Prune(step, reply) => prunes.push((step, reply)),
+            other => rest.push(other),
+        }
+    }
+    *cmds = rest;
+    prunes
 }
 
 enum Reply {
@@ -398,6 +444,40 @@ impl WriteConn {
             // next batch on a fresh one.
             if let Some(conn) = self.conn.take() {
                 drop(conn.detach());
+            }
+        }
+        result
+    }
+
+    /// Runs one pruning step in a transaction of its own. A failure counts
+    /// as the database's like a batch's does.
+    async fn prune(&mut self, step: PruneStep) -> Result<StepDone, StoreError> {
+        if let Some(error) = self.recovered() {
+            return Err(StoreError::Unavailable(error));
+        }
+        let result = async {
+            if self.conn.is_none() {
+                self.conn = Some(self.store.pool().acquire().await?);
+            }
+            let conn = self.conn.as_mut().expect("acquired above");
+            let mut tx = conn.begin().await?;
+            let done = prune::step(&mut tx, step).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(done)
+        }
+        .await;
+        match &result {
+            Ok(_) => self.wal.after_commit(self.conn.as_mut()).await,
+            Err(e) => {
+                // As in `commit`: never reuse the connection.
+                if let Some(conn) = self.conn.take() {
+                    drop(conn.detach());
+                }
+                if e.is_unavailable() {
+                    self.down(e);
+                } else {
+                    tracing::warn!(error = %e, "Pruning step refused.");
+                }
             }
         }
         result
@@ -530,6 +610,9 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
                 if let Some(r) = reply {
                     let _ = r.send(Err(err()));
                 }
+            }
+            WriteCmd::Prune(_, r) => {
+                let _ = r.send(Err(err()));
             }
         }
     }

@@ -10,7 +10,11 @@ use sqlx::{Any, Row, Transaction};
 use switchboard_core::{Delivered, Event, EventId, EventKind, RemoteId, TargetRef};
 
 use super::{IngestItem, IngestOutcome, MapEntry, RowUpdate, WriteCmd};
-use crate::store::{now_ms, FeedItem, StoreError};
+use crate::store::{blobs_used, now_ms, FeedItem, StoreError};
+
+/// A blob stored again is made young again when it is older than this (see
+/// [`crate::store::retention`]); the shortest blob retention is well above.
+const BLOB_REFRESH_MS: i64 = 60_000;
 
 /// Applies a batch in one transaction. New events and outbox rows marked
 /// sent are written with multi-row statements (a statement per table per
@@ -54,7 +58,8 @@ pub(super) async fn apply_all(
             WriteCmd::State { .. } => {
                 apply(tx, cmd).await?;
             }
-            WriteCmd::Ingest(..) | WriteCmd::Blob { .. } => {}
+            // Pruning steps never join a batch (see `take_prunes`).
+            WriteCmd::Ingest(..) | WriteCmd::Blob { .. } | WriteCmd::Prune(..) => {}
         }
     }
     bulk_sent(tx, &sent, now).await?;
@@ -209,10 +214,10 @@ async fn bulk_ingest(
     let mut inserted: HashMap<EventKey, i64> = HashMap::with_capacity(items.len());
     for range in chunks(items.len()) {
         let sql = format!(
-            "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms, message_id) \
+            "INSERT INTO events (account, channel, remote_id, kind, at_ms, origin_token, body, created_ms, message_id, target_id) \
              VALUES {} ON CONFLICT (account, channel, remote_id) DO NOTHING \
              RETURNING id, account, channel, remote_id",
-            values(9, range.len())
+            values(10, range.len())
         );
         let mut q = sqlx::query(&sql);
         for i in range {
@@ -233,6 +238,14 @@ async fn bulk_ingest(
                 .bind(
                     creates_message(&it.event.kind)
                         .then(|| it.event.origin.remote_id.as_str().to_owned()),
+                )
+                // Retention keeps the target of an undelivered reference.
+                .bind(
+                    it.event
+                        .kind
+                        .target()
+                        .and_then(TargetRef::event_id)
+                        .map(|id| id.0),
                 );
         }
         for row in q.fetch_all(&mut **tx).await? {
@@ -266,8 +279,14 @@ async fn bulk_ingest(
     }
     let mut feed_rows = Vec::new();
     let mut outbox_rows = Vec::new();
+    let mut blob_refs = Vec::new();
     for (i, d) in delivered.iter().enumerate() {
         if let Delivered::New(id) = d {
+            blob_refs.extend(
+                blobs_used(&items[i].event)
+                    .into_iter()
+                    .map(|sha| (sha, *id)),
+            );
             feed_rows.extend(items[i].feed.iter().map(|gw| (i, *id, gw)));
             outbox_rows.extend(
                 items[i]
@@ -310,6 +329,20 @@ async fn bulk_ingest(
                 .bind(format!("sb-{}-{}-{n}", cx.database_id, id.0))
                 .bind(now)
                 .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // Which blobs the new events use: blob downloads check their gateways
+    // here, and retention keeps what a kept event uses.
+    for range in chunks(blob_refs.len()) {
+        let sql = format!(
+            "INSERT INTO blob_refs (sha256, event_id) VALUES {} \
+             ON CONFLICT (sha256, event_id) DO NOTHING",
+            values(2, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for &(sha, id) in &blob_refs[range] {
+            q = q.bind(sha).bind(id.0);
         }
         q.execute(&mut **tx).await?;
     }
@@ -401,7 +434,7 @@ async fn bulk_sent(
 async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
     let now = now_ms();
     match cmd {
-        WriteCmd::Ingest(..) => Ok(()),
+        WriteCmd::Ingest(..) | WriteCmd::Prune(..) => Ok(()),
         WriteCmd::State {
             account,
             key,
@@ -423,14 +456,21 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
         WriteCmd::Blob {
             sha256, mime, data, ..
         } => {
+            // Storing a blob again makes it young again: an old blob that
+            // no kept event uses yet is about to be used by the event
+            // being committed, and retention must not collect it before.
+            // At most once a minute, since SQLite rewrites the whole row.
             sqlx::query(
-                "INSERT INTO blobs (sha256, mime, size, data) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sha256) DO NOTHING",
+                "INSERT INTO blobs (sha256, mime, size, data, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (sha256) DO UPDATE SET created_ms = excluded.created_ms \
+                 WHERE blobs.created_ms < excluded.created_ms - $6",
             )
             .bind(sha256.as_str())
             .bind(mime.as_str())
             .bind(i64::try_from(data.len()).unwrap_or(i64::MAX))
             .bind(data.clone())
+            .bind(now)
+            .bind(BLOB_REFRESH_MS)
             .execute(&mut **tx)
             .await?;
             Ok(())
