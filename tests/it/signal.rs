@@ -536,3 +536,158 @@ async fn outages_rate_limits_garbage_and_kill9_lose_nothing_and_keep_order() {
     sb.stop().await;
     signal.stop().await;
 }
+
+/// A Signal group, a Telegram group and a bot in one gateway: what each
+/// side does reaches the other two with ids mapped both ways, also after a
+/// restart.
+#[tokio::test]
+async fn signal_telegram_and_a_bot_mirror_each_other() {
+    use switchboard_telegram::fake::{FakeOptions as TgOptions, FakeTelegram};
+    const TG_GROUP: i64 = -1_005_000_000_001;
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group) = fake().await;
+    let tg = FakeTelegram::start(TgOptions {
+        per_chat_per_minute: None,
+        per_bot_per_second: None,
+        ..TgOptions::default()
+    })
+    .await
+    .unwrap();
+    tg.add_chat(TG_GROUP, "supergroup", "Lobby", false);
+    tg.set_bot_admin(TG_GROUP, true);
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
+        + &format!(
+            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\n",
+            signal.tcp_addr()
+        )
+        + &format!(
+            "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n",
+            tg.token(),
+            tg.api_url()
+        )
+        + &gateway("g")
+        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n")
+        + &format!("\n[[gateway.inout]]\naccount = \"telegram.main\"\nchannel = \"{TG_GROUP}\"\n");
+    let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    let bot_id = tg.bot()["id"].as_i64().unwrap();
+    let tg_copies = || -> Vec<Value> {
+        tg.messages(TG_GROUP)
+            .into_iter()
+            .filter(|m| m["from"]["id"].as_i64() == Some(bot_id))
+            .collect()
+    };
+
+    // Alice on Signal: styled text with a mention and a file.
+    let hello = signal.inject_message(
+        ALICE,
+        Some(&group),
+        json!({"message": "look \u{FFFC} here", "textStyles": [{"style": "ITALIC", "start": 7, "length": 4}],
+               "mentions": [{"number": "+15550000001", "start": 5, "length": 1}],
+               "attachments": [{"contentType": "text/plain", "filename": "plan.txt", "text": "the plan"}]}),
+    );
+    until("Alice's message in Telegram and at the bot", || {
+        let ok = !tg_copies().is_empty() && !of_signal(&inbox, "message").is_empty();
+        async move { ok }
+    })
+    .await;
+    let copy = tg_copies()[0].clone();
+    let caption = copy["caption"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        caption.starts_with("Alice: look @") && caption.ends_with(" here"),
+        "{copy}"
+    );
+    let doc = copy["document"]["file_id"]
+        .as_str()
+        .expect("the file, as a document");
+    assert_eq!(tg.file_bytes(doc).unwrap(), b"the plan");
+    let ents = copy["caption_entities"].as_array().unwrap();
+    assert!(ents.iter().any(|e| e["type"] == "italic"), "{ents:?}");
+    let copy_id = copy["message_id"].as_i64().unwrap();
+    let alice_event = of_signal(&inbox, "message")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Bob on Telegram answers the copy: Signal quotes Alice's message, the
+    // bot sees a reply to it.
+    let bob = FakeTelegram::user(7, "Bob", None);
+    let bob_msg = tg.inject_message(
+        TG_GROUP,
+        &bob,
+        json!({"text": "agreed", "reply_to_message_id": copy_id}),
+    );
+    until("Bob's answer at Signal", || {
+        let n = sends(&signal, "send").len();
+        async move { n == 1 }
+    })
+    .await;
+    let to_signal = &sends(&signal, "send")[0];
+    assert_eq!(to_signal["message"], "Bob: agreed");
+    assert_eq!(to_signal["quoteTimestamp"], hello);
+    assert_eq!(
+        to_signal["quoteAuthor"],
+        "6a1f7c1e-4c57-4e64-9a3c-2a6f6f0b1c11"
+    );
+    let bob_on_signal = to_signal["_timestamp"].as_i64().unwrap();
+    until("Bob's answer at the bot", || {
+        let ok = inbox
+            .all()
+            .iter()
+            .any(|e| e["text"] == "agreed" && e["reply_to"] == alice_event.as_str());
+        async move { ok }
+    })
+    .await;
+
+    // Alice reacts to Bob's copy on Signal, edits and deletes her message.
+    signal.inject_reaction(
+        ALICE,
+        Some(&group),
+        "👍",
+        "+15550000001",
+        bob_on_signal,
+        false,
+    );
+    signal.inject_edit(ALICE, Some(&group), hello, json!({"message": "look there"}));
+    until(
+        "the reaction on Bob's own message and the edit in Telegram",
+        || {
+            let reacted = tg.bot_reactions(TG_GROUP, bob_msg) == ["👍"];
+            let edited = tg
+                .messages(TG_GROUP)
+                .iter()
+                .any(|m| m["message_id"] == copy_id && m["caption"] == "Alice: look there");
+            async move { reacted && edited }
+        },
+    )
+    .await;
+
+    // After a restart: Bob edits on Telegram, Signal edits its copy;
+    // Alice deletes on Signal, Telegram deletes its copy.
+    sb.drained().await;
+    sb.kill9();
+    sb.restart().await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    tg.inject_edit(TG_GROUP, bob_msg, json!({"text": "agreed, mostly"}));
+    signal.inject_remote_delete(ALICE, Some(&group), hello);
+    until("the edit at Signal and the delete in Telegram", || {
+        let edited = sends(&signal, "send")
+            .iter()
+            .any(|s| s["editTimestamp"] == bob_on_signal && s["message"] == "Bob: agreed, mostly");
+        let deleted = !tg
+            .messages(TG_GROUP)
+            .iter()
+            .any(|m| m["message_id"] == copy_id);
+        async move { edited && deleted }
+    })
+    .await;
+    sb.stop().await;
+    tg.stop().await;
+    signal.stop().await;
+}
