@@ -25,6 +25,18 @@ async fn fake() -> (FakeSignal, String) {
     (signal, group)
 }
 
+/// `[signal.main]` for the fake's daemon address.
+fn signal_section(daemon: &str, request_timeout: Option<&str>) -> String {
+    let timeout =
+        request_timeout.map_or_else(String::new, |t| format!("request_timeout = \"{t}\"\n"));
+    format!("\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"{daemon}\"\n{timeout}")
+}
+
+/// The account's channel as a member of the gateway above it.
+fn signal_member(channel: &str) -> String {
+    format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{channel}\"\n")
+}
+
 fn sends(signal: &FakeSignal, method: &str) -> Vec<Value> {
     signal
         .sent()
@@ -63,12 +75,9 @@ async fn exchange(daemon: fn(&FakeSignal) -> String) {
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"{}\"\nrequest_timeout = \"2s\"\n",
-            daemon(&signal)
-        )
+        + &signal_section(&daemon(&signal), Some("2s"))
         + &gateway("g")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");
+        + &signal_member(&group);
     let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
     let inbox = Inbox::default();
     let ws = sb.api.replace("http", "ws");
@@ -267,14 +276,11 @@ async fn captchas_partial_sends_and_unregistered_recipients() {
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g", "d"]"#)
-        + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
-            signal.tcp_addr()
-        )
+        + &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("2s"))
         + &gateway("g")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n")
+        + &signal_member(&group)
         + &gateway("d")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{NOBODY}\"\n");
+        + &signal_member(&NOBODY);
     let sb = Sb::start(dir.path(), &cfg, api, admin).await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     let client = reqwest::Client::new();
@@ -397,12 +403,9 @@ async fn a_sender_without_a_name_in_the_envelope_gets_the_contacts_profile_name(
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\n",
-            signal.tcp_addr()
-        )
+        + &signal_section(&format!("tcp://{}", signal.tcp_addr()), None)
         + &gateway("g")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");
+        + &signal_member(&group);
     let sb = Sb::start(dir.path(), &cfg, api, admin).await;
     let inbox = Inbox::default();
     let ws = sb.api.replace("http", "ws");
@@ -429,12 +432,9 @@ async fn outages_rate_limits_garbage_and_kill9_lose_nothing_and_keep_order() {
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"10s\"\n",
-            signal.tcp_addr()
-        )
+        + &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("10s"))
         + &gateway("g")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n");
+        + &signal_member(&group);
     // A send answered after the outbox gave up is sent again (the
     // lost-answer window, which the lost-answer tests count); on a loaded
     // machine 2 s can pass, so this test gives sends time.
@@ -559,17 +559,14 @@ async fn signal_telegram_and_a_bot_mirror_each_other() {
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &format!(
-            "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\n",
-            signal.tcp_addr()
-        )
+        + &signal_section(&format!("tcp://{}", signal.tcp_addr()), None)
         + &format!(
             "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n",
             tg.token(),
             tg.api_url()
         )
         + &gateway("g")
-        + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n")
+        + &signal_member(&group)
         + &format!("\n[[gateway.inout]]\naccount = \"telegram.main\"\nchannel = \"{TG_GROUP}\"\n");
     let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
     let inbox = Inbox::default();
