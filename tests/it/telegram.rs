@@ -66,13 +66,19 @@ fn events_of(inbox: &Inbox, kind: &str) -> Vec<Value> {
 }
 
 async fn start(dir: &std::path::Path, tg: &FakeTelegram, extra: &str) -> (Sb, Inbox) {
+    start_in(dir, tg, extra, GROUP).await
+}
+
+/// switchboard with gateway `g` of the bot API and Telegram chat `chat`,
+/// and a WebSocket reader of `g`.
+async fn start_in(dir: &std::path::Path, tg: &FakeTelegram, extra: &str, chat: i64) -> (Sb, Inbox) {
     let db = Db::new(Backend::Sqlite, dir).await;
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir, api, admin)
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
         + &telegram_config(tg, extra)
         + &gateway("g")
-        + &member(&GROUP.to_string());
+        + &member(&chat.to_string());
     let sb = Sb::start(dir, &cfg, api, admin).await;
     let inbox = Inbox::default();
     let ws = sb.api.replace("http", "ws");
@@ -470,17 +476,7 @@ async fn a_group_upgraded_to_a_supergroup_keeps_going() {
     const NEW: i64 = -1_004_000_000_001;
     tg.add_chat(OLD, "group", "Small group", false);
     tg.add_chat(NEW, "supergroup", "Small group", false);
-    let db = Db::new(Backend::Sqlite, dir.path()).await;
-    let (api, admin) = (free_port(), free_port());
-    let cfg = base_config(&db, dir.path(), api, admin)
-        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &telegram_config(&tg, "")
-        + &gateway("g")
-        + &member(&OLD.to_string());
-    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
-    let inbox = Inbox::default();
-    let ws = sb.api.replace("http", "ws");
-    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let (sb, inbox) = start_in(dir.path(), &tg, "", OLD).await;
     let client = reqwest::Client::new();
     let bob = FakeTelegram::user(7, "Bob", None);
 
@@ -538,17 +534,7 @@ async fn a_migration_announced_while_receiving_moves_the_channel() {
     const NEW: i64 = -1_004_000_000_002;
     tg.add_chat(OLD, "group", "Small group", false);
     tg.add_chat(NEW, "supergroup", "Small group", false);
-    let db = Db::new(Backend::Sqlite, dir.path()).await;
-    let (api, admin) = (free_port(), free_port());
-    let cfg = base_config(&db, dir.path(), api, admin)
-        + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-        + &telegram_config(&tg, "")
-        + &gateway("g")
-        + &member(&OLD.to_string());
-    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
-    let inbox = Inbox::default();
-    let ws = sb.api.replace("http", "ws");
-    ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
+    let (sb, inbox) = start_in(dir.path(), &tg, "", OLD).await;
     let client = reqwest::Client::new();
     let bob = FakeTelegram::user(7, "Bob", None);
     // The service messages come first; then people write in the new chat
