@@ -32,20 +32,21 @@ struct Args {
     /// Smaller counts and shorter runs: a smoke test, not a measurement.
     #[arg(long)]
     quick: bool,
-    /// Also run scenarios 1, 2, 5 and 7 on PostgreSQL. The URL names an
+    /// Also run scenarios 1, 2, 5, 7 and 8 on PostgreSQL. The URL names an
     /// existing database the bench connects to (with psql) to create and
     /// drop a fresh database per run, e.g. postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
     /// Run only these scenarios (repeatable): 1 compat+WebSocket, 2
     /// native+SSE, 3 destination down, 4 fan-out, 5 start-up, 6 soak (only
-    /// when named), 7 Telegram against the fake Bot API.
+    /// when named), 7 Telegram against the fake Bot API, 8 Signal against
+    /// the fake signal-cli daemon.
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Requests in flight in scenarios 1, 2 and 7 (the issue asks for 32).
+    /// Requests in flight in scenarios 1, 2, 7 and 8 (the issue asks for 32).
     #[arg(long, value_name = "N", default_value_t = 32)]
     in_flight: usize,
     /// Write every run's (sent, received) latency samples as CSV files here.
@@ -191,10 +192,15 @@ fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     };
     // A binary older than the sources measures old code.
     let built = mtime(&bin);
-    if let Some(newer) = ["src", "bridges/core/src", "bridges/telegram/src"]
-        .iter()
-        .filter_map(|d| newest(&workspace.join(d)))
-        .find(|(t, _)| Some(*t) > built)
+    if let Some(newer) = [
+        "src",
+        "bridges/core/src",
+        "bridges/telegram/src",
+        "bridges/signal/src",
+    ]
+    .iter()
+    .filter_map(|d| newest(&workspace.join(d)))
+    .find(|(t, _)| Some(*t) > built)
     {
         eprintln!(
             "warning: {} is older than {}; rebuild with `cargo build --release -p switchboard`.",

@@ -194,6 +194,11 @@ impl Setup {
         self.dir.path().join("data")
     }
 
+    /// The server's whole log so far (also after it stopped).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("switchboard.log")).unwrap_or_default()
+    }
+
     /// Starts switchboard and waits until the bot API accepts connections.
     pub fn spawn(&self) -> anyhow::Result<Server> {
         let log_path = self.dir.path().join("switchboard.log");

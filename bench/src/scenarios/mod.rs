@@ -1,10 +1,13 @@
-//! The scenarios of the benchmark. Each is a [`Scenario`]; a new one (say,
-//! a network adapter against a fake server) is a new type in this folder
-//! added to [`all`].
+//! The scenarios of the benchmark. Each is a [`Scenario`]; a new one is a
+//! new type in this folder added to [`all`]. A network adapter against its
+//! fake server (scenarios 7 and 8) is a [`network::Fake`], whose scenario
+//! is a [`Network`] of it.
 
 mod fanout;
+mod network;
 mod outage;
 mod relay;
+mod signal;
 mod soak;
 mod startup;
 mod telegram;
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use self::network::Network;
 use crate::report::{Check, Table};
 use crate::server::{Backend, Server, Setup};
 
@@ -28,7 +32,7 @@ pub struct Ctx {
     pub quick: bool,
     /// SQLite, then PostgreSQL when a URL was given.
     pub backends: Vec<Backend>,
-    /// Requests in flight in scenarios 1, 2 and 7.
+    /// Requests in flight in scenarios 1, 2, 7 and 8.
     pub in_flight: usize,
     /// Where to write each run's latency samples, if anywhere.
     pub samples: Option<PathBuf>,
@@ -97,7 +101,8 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(fanout::FanOut),
         Box::new(startup::Startup),
         Box::new(soak::Soak),
-        Box::new(telegram::Telegram),
+        Box::new(Network::<telegram::Telegram>::new()),
+        Box::new(Network::<signal::Signal>::new()),
     ]
 }
 

@@ -529,9 +529,11 @@ impl SignalAdapter {
     }
 }
 
-/// `groupId` for a group channel, `recipient` for a number.
+/// `groupId` for a group channel, `recipient` for a number. A group id is
+/// base64 and may start with `+` too (1 in 64 do): a number is `+` and
+/// digits only.
 fn target(channel: &switchboard_core::ChannelId) -> Value {
-    if channel.as_str().starts_with('+') {
+    if crate::config::is_number(channel.as_str()) {
         json!({"recipient": [channel.as_str()]})
     } else {
         json!({"groupId": channel.as_str()})
@@ -693,5 +695,12 @@ mod tests {
             split_id(&RemoteId::new("u-1:1732480000000").unwrap()),
             Some(("u-1".into(), 1_732_480_000_000))
         );
+        let ch = |s: &str| switchboard_core::ChannelId::new(s).unwrap();
+        assert_eq!(
+            target(&ch("+15550000002")),
+            json!({"recipient": ["+15550000002"]})
+        );
+        let plus = "+2khZq0c9uD2m1YdJt7Xb3kZr0cQ9uD2m1YdJt7Xb3k=";
+        assert_eq!(target(&ch(plus)), json!({"groupId": plus}));
     }
 }

@@ -131,12 +131,21 @@ pub fn parse(name: &str, section: &toml::Value) -> Result<SignalConfig, Problems
     }
 }
 
+/// Whether a channel is a phone number (E.164: `+` and 5 to 15 digits)
+/// rather than a group id (base64, which may also start with `+`).
+#[must_use]
+pub fn is_number(channel: &str) -> bool {
+    channel
+        .strip_prefix('+')
+        .is_some_and(|d| (5..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Checks a gateway member's channel: a group id (base64) or a phone number.
 ///
 /// # Errors
 /// What is wrong with it.
 pub fn check_channel(channel: &str) -> Result<(), String> {
-    let number = channel.starts_with('+') && channel[1..].bytes().all(|b| b.is_ascii_digit());
+    let number = is_number(channel);
     let group = channel.len() >= 24
         && channel
             .bytes()
