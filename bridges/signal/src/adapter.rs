@@ -635,7 +635,10 @@ fn classify(e: RpcError) -> SendError {
                 _ => SendError::permanent(text),
             }
         }
-        RpcError::Closed(_) => SendError::account_down(text, None),
+        // The connection dropped under a request in flight: retried (the
+        // receive loop reconnects); no connection at all is `conn()`'s
+        // account-down.
+        RpcError::Closed(_) => SendError::transient(text, None),
         RpcError::Timeout(_) => SendError::transient(text, None),
     }
 }
@@ -689,7 +692,7 @@ mod tests {
         );
         assert_eq!(
             k(RpcError::Closed("x".into())),
-            RetryKind::AccountDown { retry_after: None }
+            RetryKind::Transient { retry_after: None }
         );
         assert_eq!(
             split_id(&RemoteId::new("u-1:1732480000000").unwrap()),
