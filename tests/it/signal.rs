@@ -280,7 +280,7 @@ async fn captchas_partial_sends_and_unregistered_recipients() {
         + &gateway("g")
         + &signal_member(&group)
         + &gateway("d")
-        + &signal_member(&NOBODY);
+        + &signal_member(NOBODY);
     let sb = Sb::start(dir.path(), &cfg, api, admin).await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     let client = reqwest::Client::new();

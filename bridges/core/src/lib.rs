@@ -45,6 +45,6 @@ pub use model::{
     Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
     Origin, TargetRef,
 };
-pub use nick::{render_nick, with_nick, DEFAULT_NICK_FORMAT};
+pub use nick::{render_nick, with_nick, with_nick_within, DEFAULT_NICK_FORMAT};
 pub use richtext::{RichText, Span, Style, TextUnit};
 pub use secrets::Secrets;

@@ -8,7 +8,7 @@
 //! default `**{NICK}**: ` shows the name in bold.
 
 use crate::adapter::Outbound;
-use crate::richtext::{RichText, Span, Style};
+use crate::richtext::{RichText, Span, Style, TextUnit};
 
 /// The template used when a gateway sets none.
 pub const DEFAULT_NICK_FORMAT: &str = "**{NICK}**: ";
@@ -60,12 +60,53 @@ pub fn render_nick(template: &str, out: &Outbound) -> RichText {
 /// `body` with the author's prefix from `template` in front of it.
 #[must_use]
 pub fn with_nick(template: &str, out: &Outbound, body: &RichText) -> RichText {
-    let prefix = render_nick(template, out);
+    with_nick_within(template, out, body, usize::MAX, TextUnit::Chars)
+}
+
+/// As [`with_nick`], with the prefix cut to `budget` units (ending in
+/// `…: `), so a network's length limit minus the budget is room enough
+/// for any author's name.
+#[must_use]
+pub fn with_nick_within(
+    template: &str,
+    out: &Outbound,
+    body: &RichText,
+    budget: usize,
+    unit: TextUnit,
+) -> RichText {
+    let mut prefix = render_nick(template, out);
+    fit(&mut prefix, budget, unit);
     let mut all = body.prefixed(&prefix.text);
     let mut spans = prefix.spans;
     spans.append(&mut all.spans);
     all.spans = spans;
     all
+}
+
+/// Cuts `prefix` to `budget` units, ending it in `…: `.
+fn fit(prefix: &mut RichText, budget: usize, unit: TextUnit) {
+    if prefix.len_in(unit) <= budget {
+        return;
+    }
+    let tail = "…: ";
+    let room = budget.saturating_sub(RichText::plain(tail).len_in(unit));
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in prefix.text.char_indices() {
+        let w = RichText::plain(c.to_string()).len_in(unit);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        end = i + c.len_utf8();
+    }
+    prefix.text.truncate(end);
+    prefix.text.push_str(tail);
+    for s in &mut prefix.spans {
+        s.start = s.start.min(end);
+        s.end = s.end.min(end);
+    }
+    prefix.spans.retain(|s| s.start < s.end);
 }
 
 #[cfg(test)]
@@ -136,6 +177,25 @@ mod tests {
                 style: Style::Italic
             }
         );
+    }
+
+    #[test]
+    fn a_long_prefix_is_cut_to_its_budget() {
+        let body = RichText::plain("hi");
+        let full = with_nick_within(
+            DEFAULT_NICK_FORMAT,
+            &out(&"😀".repeat(80)),
+            &body,
+            96,
+            TextUnit::Utf16,
+        );
+        let prefix = &full.text[..full.text.len() - 2];
+        assert!(RichText::plain(prefix).len_in(TextUnit::Utf16) <= 96);
+        assert!(prefix.ends_with("…: "));
+        full.validate().unwrap();
+        assert_eq!(&full.text[full.text.len() - 2..], "hi");
+        let short = with_nick_within(DEFAULT_NICK_FORMAT, &out("Ann"), &body, 96, TextUnit::Utf16);
+        assert_eq!(short, with_nick(DEFAULT_NICK_FORMAT, &out("Ann"), &body));
     }
 
     #[test]

@@ -286,12 +286,7 @@ impl Adapter for TelegramAdapter {
             _ => std::borrow::Cow::Borrowed(op),
         };
         let with_nick = |body: &RichText| -> RichText {
-            let mut prefix = switchboard_core::render_nick(template, &named);
-            fit_prefix(&mut prefix);
-            let mut all = body.prefixed(&prefix.text);
-            prefix.spans.append(&mut all.spans);
-            all.spans = prefix.spans;
-            all
+            switchboard_core::with_nick_within(template, &named, body, NICK_BUDGET, TextUnit::Utf16)
         };
         let first_target = op.target.as_ref().map(|t| t.first().as_str().to_owned());
         match &op.event.kind {
@@ -1239,29 +1234,6 @@ fn telegram_emoji(e: &str) -> String {
         .map_or_else(|| e.to_owned(), |r| (*r).to_owned())
 }
 
-/// Cuts an author prefix to [`NICK_BUDGET`] UTF-16 units.
-fn fit_prefix(prefix: &mut RichText) {
-    if prefix.len_in(TextUnit::Utf16) <= NICK_BUDGET {
-        return;
-    }
-    let mut units = 0;
-    let mut end = 0;
-    for (i, c) in prefix.text.char_indices() {
-        if units + c.len_utf16() > NICK_BUDGET - 3 {
-            break;
-        }
-        units += c.len_utf16();
-        end = i + c.len_utf8();
-    }
-    prefix.text.truncate(end);
-    prefix.text.push_str("…: ");
-    for s in &mut prefix.spans {
-        s.start = s.start.min(end);
-        s.end = s.end.min(end);
-    }
-    prefix.spans.retain(|s| s.start < s.end);
-}
-
 fn message_id_of(v: &Value) -> RemoteId {
     let id = v.get("message_id").and_then(Value::as_i64).unwrap_or(0);
     RemoteId::new(id.to_string()).expect("digits")
@@ -1378,21 +1350,6 @@ mod tests {
             k(CallError::Timeout("t".into())),
             RetryKind::Transient { retry_after: None }
         );
-    }
-
-    #[test]
-    fn a_long_prefix_is_cut_to_its_budget() {
-        let mut p = RichText {
-            text: format!("{}: ", "😀".repeat(80)),
-            spans: vec![switchboard_core::Span {
-                start: 0,
-                end: 320,
-                style: switchboard_core::Style::Bold,
-            }],
-        };
-        fit_prefix(&mut p);
-        assert!(p.len_in(TextUnit::Utf16) <= NICK_BUDGET);
-        p.validate().unwrap();
     }
 
     #[test]
