@@ -13,10 +13,15 @@ use crate::richtext::{RichText, Span, Style, TextUnit};
 /// The template used when a gateway sets none.
 pub const DEFAULT_NICK_FORMAT: &str = "**{NICK}**: ";
 
-/// The prefix `template` gives `out`'s author, as rich text.
+/// The prefix `template` gives `out`'s author, as rich text. An edit keeps
+/// the prefix of the message it changes: its author, not the editor (who
+/// may be a moderator or a bot).
 #[must_use]
 pub fn render_nick(template: &str, out: &Outbound) -> RichText {
-    let ev = &out.event;
+    let ev = match (&out.event.kind, &out.target) {
+        (crate::model::EventKind::Edit { .. }, Some(t)) => &*t.event,
+        _ => &out.event,
+    };
     let nick = if ev.author.display_name.is_empty() {
         ev.author
             .username
@@ -196,6 +201,21 @@ mod tests {
         assert_eq!(&full.text[full.text.len() - 2..], "hi");
         let short = with_nick_within(DEFAULT_NICK_FORMAT, &out("Ann"), &body, 96, TextUnit::Utf16);
         assert_eq!(short, with_nick(DEFAULT_NICK_FORMAT, &out("Ann"), &body));
+    }
+
+    #[test]
+    fn an_edit_keeps_the_edited_messages_author() {
+        let original = out("Ally").event;
+        let mut edit = out("Moderator");
+        edit.event.kind = EventKind::Edit {
+            target: crate::model::TargetRef::Event(crate::EventId(1)),
+            body: RichText::plain("fixed"),
+        };
+        edit.target = Some(crate::adapter::Reference {
+            event: Box::new(original),
+            ids: vec![crate::RemoteId::new("9").unwrap()],
+        });
+        assert_eq!(render_nick(DEFAULT_NICK_FORMAT, &edit).text, "Ally: ");
     }
 
     #[test]

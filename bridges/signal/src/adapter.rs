@@ -181,15 +181,7 @@ impl Adapter for SignalAdapter {
                 let Some((_, ts)) = op.target.as_ref().and_then(|t| split_id(t.first())) else {
                     return Ok(Receipt::none());
                 };
-                // The prefix names the edited message's author.
-                let named = op.target.as_ref().map_or_else(
-                    || op.clone(),
-                    |t| Outbound {
-                        event: (*t.event).clone(),
-                        ..op.clone()
-                    },
-                );
-                let text = switchboard_core::with_nick(template, &named, body);
+                let text = switchboard_core::with_nick(template, op, body);
                 params["message"] = json!(text.text);
                 params["textStyle"] = json!(convert::text_styles(&text));
                 params["editTimestamp"] = json!(ts);

@@ -273,20 +273,8 @@ impl Adapter for TelegramAdapter {
         let (chat, thread) = split_channel(&op.channel)?;
         let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
         let same_network = op.event.origin.account.network() == switchboard_core::Network::Telegram;
-        // The prefix names who wrote the message: for an edit, the author
-        // of the edited message (the editor may be a moderator or a bot).
-        let named = match (&op.event.kind, &op.target) {
-            (EventKind::Edit { .. }, Some(t)) => std::borrow::Cow::Owned(Outbound {
-                gateway: op.gateway.clone(),
-                channel: op.channel.clone(),
-                event: (*t.event).clone(),
-                target: None,
-                nick_format: None,
-            }),
-            _ => std::borrow::Cow::Borrowed(op),
-        };
         let with_nick = |body: &RichText| -> RichText {
-            switchboard_core::with_nick_within(template, &named, body, NICK_BUDGET, TextUnit::Utf16)
+            switchboard_core::with_nick_within(template, op, body, NICK_BUDGET, TextUnit::Utf16)
         };
         let first_target = op.target.as_ref().map(|t| t.first().as_str().to_owned());
         match &op.event.kind {
