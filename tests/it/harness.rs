@@ -591,6 +591,15 @@ async fn serve(
 }
 
 /// Texts of message events, in arrival order.
+/// The events of one kind that came from `account`.
+pub fn events_from(inbox: &Inbox, account: &str, kind: &str) -> Vec<Value> {
+    inbox
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == kind && e["origin"]["account"] == account)
+        .collect()
+}
+
 pub fn texts(events: &[Value]) -> Vec<String> {
     events
         .iter()

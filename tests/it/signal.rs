@@ -50,14 +50,6 @@ fn sends(signal: &FakeSignal, method: &str) -> Vec<Value> {
         .collect()
 }
 
-fn of_signal(inbox: &Inbox, kind: &str) -> Vec<Value> {
-    inbox
-        .all()
-        .into_iter()
-        .filter(|e| e["type"] == kind && e["origin"]["account"] == "signal.main")
-        .collect()
-}
-
 #[tokio::test]
 async fn a_group_and_a_bot_exchange_everything_both_ways_over_tcp() {
     exchange(|s| format!("tcp://{}", s.tcp_addr())).await;
@@ -107,7 +99,7 @@ async fn exchange(daemon: fn(&FakeSignal) -> String) {
     signal.inject_sync_sent(None, Some(&group), json!({"message": "from my phone"}));
     inbox.wait_len(3, "three Signal messages at the bot").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let msgs = of_signal(&inbox, "message");
+    let msgs = events_from(&inbox, "signal.main", "message");
     assert_eq!(msgs.len(), 3, "{msgs:#?}");
     assert_eq!(msgs[0]["author"]["name"], "Alice");
     let text = msgs[0]["text"].as_str().unwrap().to_owned();
@@ -169,15 +161,24 @@ async fn exchange(daemon: fn(&FakeSignal) -> String) {
     signal.inject_edit(ALICE, Some(&group), hello, json!({"message": "hi all"}));
     signal.inject_remote_delete(ALICE, Some(&group), hello);
     until("the reaction, the edit and the delete at the bot", || {
-        let n = of_signal(&inbox, "reaction").len()
-            + of_signal(&inbox, "edit").len()
-            + of_signal(&inbox, "delete").len();
+        let n = events_from(&inbox, "signal.main", "reaction").len()
+            + events_from(&inbox, "signal.main", "edit").len()
+            + events_from(&inbox, "signal.main", "delete").len();
         async move { n == 3 }
     })
     .await;
-    assert_eq!(of_signal(&inbox, "reaction")[0]["target"], ann_id.as_str());
-    assert_eq!(of_signal(&inbox, "edit")[0]["target"], hello_id.as_str());
-    assert_eq!(of_signal(&inbox, "delete")[0]["target"], hello_id.as_str());
+    assert_eq!(
+        events_from(&inbox, "signal.main", "reaction")[0]["target"],
+        ann_id.as_str()
+    );
+    assert_eq!(
+        events_from(&inbox, "signal.main", "edit")[0]["target"],
+        hello_id.as_str()
+    );
+    assert_eq!(
+        events_from(&inbox, "signal.main", "delete")[0]["target"],
+        hello_id.as_str()
+    );
 
     // After a restart, the bot's edit, reaction and delete find the copy
     // and Alice's message; a rate limit on the way is waited out.
@@ -252,7 +253,7 @@ async fn exchange(daemon: fn(&FakeSignal) -> String) {
     ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", after.clone()).await;
     signal.inject_message(ALICE, Some(&group), json!({"message": "after the drop"}));
     until("the message after the drop", || {
-        let ok = of_signal(&after, "message")
+        let ok = events_from(&after, "signal.main", "message")
             .iter()
             .any(|e| e["text"] == "after the drop");
         async move { ok }
@@ -515,12 +516,12 @@ async fn outages_rate_limits_garbage_and_kill9_lose_nothing_and_keep_order() {
     )
     .await;
     until("fifteen Signal messages, from the start", || {
-        let n = of_signal(&inbox, "message").len();
+        let n = events_from(&inbox, "signal.main", "message").len();
         async move { n >= 15 }
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got: Vec<String> = of_signal(&inbox, "message")
+    let got: Vec<String> = events_from(&inbox, "signal.main", "message")
         .iter()
         .map(|e| e["text"].as_str().unwrap().to_owned())
         .collect();
@@ -590,7 +591,8 @@ async fn signal_telegram_and_a_bot_mirror_each_other() {
                "attachments": [{"contentType": "text/plain", "filename": "plan.txt", "text": "the plan"}]}),
     );
     until("Alice's message in Telegram and at the bot", || {
-        let ok = !tg_copies().is_empty() && !of_signal(&inbox, "message").is_empty();
+        let ok =
+            !tg_copies().is_empty() && !events_from(&inbox, "signal.main", "message").is_empty();
         async move { ok }
     })
     .await;
@@ -607,7 +609,7 @@ async fn signal_telegram_and_a_bot_mirror_each_other() {
     let ents = copy["caption_entities"].as_array().unwrap();
     assert!(ents.iter().any(|e| e["type"] == "italic"), "{ents:?}");
     let copy_id = copy["message_id"].as_i64().unwrap();
-    let alice_event = of_signal(&inbox, "message")[0]["id"]
+    let alice_event = events_from(&inbox, "signal.main", "message")[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -57,14 +57,6 @@ fn bot_texts(tg: &FakeTelegram, chat: i64) -> Vec<(i64, String)> {
         .collect()
 }
 
-fn events_of(inbox: &Inbox, kind: &str) -> Vec<Value> {
-    inbox
-        .all()
-        .into_iter()
-        .filter(|e| e["type"] == kind && e["origin"]["account"] == "telegram.main")
-        .collect()
-}
-
 async fn start(dir: &std::path::Path, tg: &FakeTelegram, extra: &str) -> (Sb, Inbox) {
     start_in(dir, tg, extra, GROUP).await
 }
@@ -104,7 +96,7 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
         json!({"text": "😀 hi *all*", "entities": [{"type": "bold", "offset": 6, "length": 5}]}),
     );
     inbox.wait_len(1, "the Telegram message at the bot").await;
-    let ev = &events_of(&inbox, "message")[0];
+    let ev = &events_from(&inbox, "telegram.main", "message")[0];
     assert_eq!(ev["text"], "😀 hi *all*");
     assert_eq!(ev["author"]["name"], "Alice");
     assert_eq!(ev["author"]["username"], "alice");
@@ -152,11 +144,12 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
     );
     tg.inject_edit(GROUP, hello, json!({"text": "😀 hi everyone"}));
     until("the album, the reply and the edit at the bot", || {
-        let n = events_of(&inbox, "message").len() + events_of(&inbox, "edit").len();
+        let n = events_from(&inbox, "telegram.main", "message").len()
+            + events_from(&inbox, "telegram.main", "edit").len();
         async move { n == 4 }
     })
     .await;
-    let msgs = events_of(&inbox, "message");
+    let msgs = events_from(&inbox, "telegram.main", "message");
     assert_eq!(msgs.len(), 3, "the album is one message: {msgs:#?}");
     let album = &msgs[1];
     assert_eq!(album["text"], "trip");
@@ -172,7 +165,7 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), want.as_slice());
     }
     assert_eq!(msgs[2]["reply_to"], hello_id.as_str());
-    let edit = &events_of(&inbox, "edit")[0];
+    let edit = &events_from(&inbox, "telegram.main", "edit")[0];
     assert_eq!(edit["target"], hello_id.as_str());
     assert_eq!(edit["text"], "😀 hi everyone");
 
@@ -215,11 +208,11 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
     // original.
     tg.inject_reaction(GROUP, copy, &alice, &[], &["🔥"]);
     until("the reaction at the bot", || {
-        let n = events_of(&inbox, "reaction").len();
+        let n = events_from(&inbox, "telegram.main", "reaction").len();
         async move { n == 1 }
     })
     .await;
-    let reaction = &events_of(&inbox, "reaction")[0];
+    let reaction = &events_from(&inbox, "telegram.main", "reaction")[0];
     assert_eq!(reaction["target"], ann_id.as_str());
     assert_eq!(reaction["emoji"], "🔥");
 
@@ -307,12 +300,12 @@ async fn a_group_and_a_bot_exchange_everything_both_ways() {
     ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", after.clone()).await;
     tg.inject_edit(GROUP, hello, json!({"text": "edited after restart"}));
     until("the second edit at the bot", || {
-        let n = events_of(&after, "edit").len();
+        let n = events_from(&after, "telegram.main", "edit").len();
         async move { n >= 1 }
     })
     .await;
     assert_eq!(
-        events_of(&after, "edit").last().unwrap()["target"],
+        events_from(&after, "telegram.main", "edit").last().unwrap()["target"],
         hello_id.as_str()
     );
     // Nothing reached the bot twice.
@@ -442,12 +435,12 @@ async fn storms_outages_and_kill9_lose_nothing_and_keep_order() {
     )
     .await;
     until("twenty Telegram messages, from the start", || {
-        let n = events_of(&inbox2, "message").len();
+        let n = events_from(&inbox2, "telegram.main", "message").len();
         async move { n >= 20 }
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got: Vec<String> = events_of(&inbox2, "message")
+    let got: Vec<String> = events_from(&inbox2, "telegram.main", "message")
         .iter()
         .map(|e| e["text"].as_str().unwrap().to_owned())
         .collect();
@@ -517,7 +510,7 @@ async fn a_group_upgraded_to_a_supergroup_keeps_going() {
     // And people in the supergroup reach the bot.
     tg.inject_message(NEW, &bob, json!({"text": "hi from the supergroup"}));
     until("the supergroup's message at the bot", || {
-        let ok = events_of(&inbox, "message")
+        let ok = events_from(&inbox, "telegram.main", "message")
             .iter()
             .any(|e| e["text"] == "hi from the supergroup");
         async move { ok }
@@ -542,7 +535,7 @@ async fn a_migration_announced_while_receiving_moves_the_channel() {
     tg.migrate(OLD, NEW);
     tg.inject_message(NEW, &bob, json!({"text": "first in the supergroup"}));
     until("the supergroup's message at the bot", || {
-        let ok = events_of(&inbox, "message")
+        let ok = events_from(&inbox, "telegram.main", "message")
             .iter()
             .any(|e| e["text"] == "first in the supergroup");
         async move { ok }
