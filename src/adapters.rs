@@ -28,6 +28,8 @@ pub enum NetworkConfig {
     Telegram(switchboard_telegram::TelegramConfig),
     /// `[signal.<name>]`.
     Signal(switchboard_signal::SignalConfig),
+    /// `[matrix.<name>]`.
+    Matrix(switchboard_matrix::MatrixConfig),
 }
 
 impl NetworkConfig {
@@ -37,6 +39,7 @@ impl NetworkConfig {
         match self {
             Self::Telegram(c) => &c.account,
             Self::Signal(c) => &c.account,
+            Self::Matrix(c) => &c.account,
         }
     }
 }
@@ -68,6 +71,7 @@ pub fn build_network(n: &NetworkConfig, settings: &Settings) -> Arc<dyn Adapter>
             switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
         }
         NetworkConfig::Signal(c) => switchboard_signal::SignalAdapter::new(c.clone()),
+        NetworkConfig::Matrix(c) => switchboard_matrix::MatrixAdapter::new(c.clone(), channels),
     }
 }
 
@@ -109,6 +113,9 @@ pub fn check_section(
         switchboard_core::Network::Signal => {
             switchboard_signal::parse_config(name, section).map(NetworkConfig::Signal)
         }
+        switchboard_core::Network::Matrix => {
+            switchboard_matrix::parse_config(name, section, secrets).map(NetworkConfig::Matrix)
+        }
         _ => Err(vec![(
             String::new(),
             format!("the {network} adapter is not part of this build yet"),
@@ -124,6 +131,7 @@ pub fn check_channel(network: switchboard_core::Network, channel: &str) -> Resul
     match network {
         switchboard_core::Network::Telegram => switchboard_telegram::check_channel(channel),
         switchboard_core::Network::Signal => switchboard_signal::check_channel(channel),
+        switchboard_core::Network::Matrix => switchboard_matrix::check_channel(channel),
         _ => Ok(()),
     }
 }

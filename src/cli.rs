@@ -60,6 +60,27 @@ pub enum Command {
     /// Make the running switchboard read its configuration again (as
     /// SIGHUP does); prints what changed, or why nothing did.
     Reload,
+    /// Matrix helpers.
+    #[command(subcommand)]
+    Matrix(MatrixCommand),
+}
+
+/// `switchboard matrix ...`.
+#[derive(Debug, Subcommand)]
+pub enum MatrixCommand {
+    /// Write the application service registration of a `mode =
+    /// "appservice"` account (random tokens, the ghosts' namespace, the
+    /// URL) to the file its `registration` key names, for the homeserver's
+    /// `app_service_config_files`.
+    Registration {
+        /// `matrix.<name>`.
+        #[arg(long)]
+        account: String,
+        /// Replace an existing file (new tokens: the homeserver must be
+        /// given the new file and restarted).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Sets up logging. `RUST_LOG` overrides the default `info` level.
@@ -84,6 +105,20 @@ fn load(cli: &Cli) -> Result<Settings, ExitCode> {
 
 /// Runs the parsed command.
 pub async fn main(cli: Cli) -> ExitCode {
+    // Before the configuration is loaded: it cannot load without the
+    // registration file this writes.
+    if let Command::Matrix(MatrixCommand::Registration { account, force }) = &cli.command {
+        return match matrix_registration(cli.config.as_deref(), account, *force) {
+            Ok(msg) => {
+                print!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match load(&cli) {
         Ok(s) => s,
         Err(code) => return code,
@@ -97,6 +132,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Pause { account } => pause(&settings, &account, true).await,
         Command::Resume { account } => pause(&settings, &account, false).await,
         Command::Reload => reload(&settings).await,
+        Command::Matrix(_) => unreachable!("handled before loading"),
         Command::Run => match crate::run(settings, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -380,4 +416,67 @@ async fn status(settings: &Settings) -> ExitCode {
         print!("{}", table(&rows));
     }
     ExitCode::SUCCESS
+}
+
+/// `switchboard matrix registration`: writes the registration file and
+/// says what to do with it.
+fn matrix_registration(
+    config: Option<&std::path::Path>,
+    account: &str,
+    force: bool,
+) -> Result<String, String> {
+    let Some(path) = config else {
+        return Err("give the configuration file with --config".into());
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let name = account
+        .strip_prefix("matrix.")
+        .ok_or_else(|| format!("`{account}` is not a Matrix account like `matrix.main`"))?;
+    let section = doc
+        .get("matrix")
+        .and_then(|m| m.get(name))
+        .ok_or_else(|| format!("{file}: there is no [matrix.{name}] section"))?;
+    let plan =
+        switchboard_matrix::config::registration_plan(name, section).map_err(|problems| {
+            problems
+                .iter()
+                .map(|(k, m)| format!("{file}: matrix.{name}.{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let out = base.join(&plan.path);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    // The file holds both tokens: readable by its owner only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "{} exists; keep it, or write new tokens with --force (then give it to the homeserver again)",
+                out.display()
+            )
+        } else {
+            format!("cannot write {}: {e}", out.display())
+        }
+    })?;
+    std::io::Write::write_all(
+        &mut f,
+        switchboard_matrix::config::registration_yaml(&plan).as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let abs = std::fs::canonicalize(&out).unwrap_or(out);
+    Ok(format!(
+        "Wrote {abs}.\nAdd it to the homeserver's homeserver.yaml and restart the homeserver:\n  app_service_config_files:\n    - {abs}\nThe homeserver will push to {url}.\n",
+        abs = abs.display(),
+        url = plan.url,
+    ))
 }

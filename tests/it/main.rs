@@ -21,7 +21,9 @@
 //! - `receive`: the adapter contract's receive side with the scripted fake.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
+//! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
+//! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
 mod api;
@@ -30,6 +32,7 @@ mod bots;
 mod crash;
 mod durability;
 mod harness;
+mod matrix;
 mod notices;
 mod outage;
 mod outbox;
@@ -42,4 +45,5 @@ mod retention;
 mod signal;
 mod signatures;
 mod store;
+mod synapse;
 mod telegram;

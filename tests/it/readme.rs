@@ -150,6 +150,7 @@ fn example_config_documents_a_valid_configuration() {
         .env("RELAY_BOT_TOKEN", "0123456789abcdef0123")
         .env("MODERATION_HOOK_SECRET", "s3cret")
         .env("TELEGRAM_TOKEN", "123456:ABC-example_token")
+        .env("MATRIX_PASSWORD", "correct horse")
         .output()
         .unwrap();
     assert!(

@@ -1,0 +1,29 @@
+//! switchboard's Matrix adapter: Matrix rooms through a relay bot on any
+//! homeserver, or through an application service with one ghost user per
+//! remote author.
+//!
+//! # Layout
+//! - [`config`]: `[matrix.<name>]`, raw and validated; the appservice
+//!   registration file.
+//! - [`client`]: the client-server API with ruma's request and response
+//!   types over reqwest; errors classified once.
+//! - [`html`]: `formatted_body` sanitized (ammonia) and read into rich
+//!   text; rich text written as HTML.
+//! - [`convert`]: ruma events ↔ the normalized model, no I/O.
+//! - [`adapter`]: [`MatrixAdapter`]: joins, the `/sync` loop (bot mode),
+//!   sends.
+//! - [`appservice`]: the routes the homeserver pushes transactions to, and
+//!   ghost users.
+//!
+//! There is no fake: the tests run against a real Synapse (see
+//! `tests/it/synapse.rs` in the workspace).
+
+pub mod adapter;
+pub mod appservice;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod html;
+
+pub use adapter::MatrixAdapter;
+pub use config::{check_channel, parse as parse_config, MatrixConfig};
