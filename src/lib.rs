@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: TOML + environment, raw and validated forms.
+//! - [`fuzzing`]: the fuzz targets' entry points (`fuzz/`), replayed on
+//!   their seed corpus by the tests.
 //! - [`store`]: sqlx storage (SQLite or PostgreSQL) and its single writer.
 //! - [`router`]: which destinations an event goes to.
 //! - [`outbox`]: per-destination delivery lanes, backoff, circuit breakers.
@@ -29,6 +31,7 @@ pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fuzzing;
 pub mod health;
 pub mod hub;
 pub mod ingress;

@@ -19,6 +19,7 @@
 //! - `signatures`: the README's webhook verification examples, run.
 //! - `store`: the store's contract on both backends.
 //! - `receive`: the adapter contract's receive side with the scripted fake.
+//! - `fuzz_corpus`: the fuzz targets' seed corpus, replayed.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
@@ -31,6 +32,7 @@ mod bad_input;
 mod bots;
 mod crash;
 mod durability;
+mod fuzz_corpus;
 mod harness;
 mod matrix;
 mod notices;

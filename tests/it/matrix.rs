@@ -364,14 +364,23 @@ async fn exchange(mode: Mode) {
         }
     }
 
-    // Alice reacts to the bridged copy: it reaches the original post.
-    alice
+    // Alice reacts to the bridged copy: it reaches the original post; she
+    // takes it back (a redaction of the reaction): a removed reaction.
+    let party = alice
         .react(&room, text["event_id"].as_str().unwrap(), "🎉")
         .await;
     until("Alice's reaction to the copy", || {
         let ok = events_from(&inbox, "matrix.main", "reaction")
             .iter()
             .any(|r| r["emoji"] == "🎉" && r["target"] == ann_id.as_str());
+        async move { ok }
+    })
+    .await;
+    alice.redact(&room, &party, None).await;
+    until("Alice's reaction taken back", || {
+        let ok = events_from(&inbox, "matrix.main", "reaction")
+            .iter()
+            .any(|r| r["emoji"] == "🎉" && r["target"] == ann_id.as_str() && r["removed"] == true);
         async move { ok }
     })
     .await;

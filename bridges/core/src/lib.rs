@@ -22,6 +22,8 @@
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
 
 pub mod adapter;
+#[cfg(feature = "proptest")]
+pub mod arb;
 pub mod caps;
 pub mod error;
 #[cfg(feature = "test-util")]

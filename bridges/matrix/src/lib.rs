@@ -12,6 +12,7 @@
 //! - [`convert`]: ruma events ↔ the normalized model, no I/O.
 //! - [`adapter`]: [`MatrixAdapter`]: joins, the `/sync` loop (bot mode),
 //!   sends.
+//! - [`fuzzing`]: fuzz entry points for events and transactions.
 //! - [`appservice`]: the routes the homeserver pushes transactions to, and
 //!   ghost users.
 //!
@@ -23,6 +24,7 @@ pub mod appservice;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod fuzzing;
 pub mod html;
 
 pub use adapter::MatrixAdapter;

@@ -343,3 +343,40 @@ fn splitting_for_telegram_never_cuts_an_entity_or_a_character() {
         }
     }
 }
+
+fn telegram_styles() -> impl proptest::strategy::Strategy<Value = Style> + Clone {
+    proptest::sample::select(vec![
+        Style::Bold,
+        Style::Italic,
+        Style::Underline,
+        Style::Strike,
+        Style::Spoiler,
+        Style::Code,
+        Style::Pre {
+            language: Some("rust".into()),
+        },
+        Style::Link {
+            url: "https://example.org/p?q=1&r=2".into(),
+        },
+        Style::Blockquote,
+        Style::Mention {
+            user_id: "4242".into(),
+        },
+    ])
+}
+
+proptest::proptest! {
+    /// Whatever Telegram can render survives the trip to entities (UTF-16
+    /// offsets) and back: every style on the same characters.
+    #[test]
+    fn rich_text_round_trips_through_entities_property(
+        rt in switchboard_core::arb::rich_text(telegram_styles())
+    ) {
+        let back = entities_to_rich(&rt.text, &rich_to_entities(&rt, true));
+        proptest::prop_assert_eq!(back.text.as_str(), rt.text.as_str());
+        proptest::prop_assert_eq!(
+            switchboard_core::arb::coverage(&back),
+            switchboard_core::arb::coverage(&rt)
+        );
+    }
+}
