@@ -82,10 +82,11 @@ fn registration(dir: &Path, config: &Path) -> String {
 }
 
 async fn setup(mode: Mode, backend: Backend) -> Setup {
-    setup_room(mode, backend, false).await
+    setup_room(mode, backend, false, "").await
 }
 
-async fn setup_room(mode: Mode, backend: Backend, encrypted: bool) -> Setup {
+/// `extra_yaml` goes into Synapse's configuration (a stricter rate limit).
+async fn setup_room(mode: Mode, backend: Backend, encrypted: bool, extra_yaml: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::new(backend, dir.path()).await;
     let (api, admin, listen) = (free_port(), free_port(), free_port());
@@ -106,7 +107,8 @@ async fn setup_room(mode: Mode, backend: Backend, encrypted: bool) -> Setup {
         assert!(reg.contains("\"regex\": \"@sb_.*:localhost\""), "{reg}");
     }
     std::fs::create_dir_all(dir.path().join("synapse")).unwrap();
-    let synapse = Synapse::start(&dir.path().join("synapse"), &registrations).await;
+    let synapse =
+        Synapse::start_with(&dir.path().join("synapse"), &registrations, extra_yaml).await;
     let alice = synapse.register("alice", false).await;
     alice.set_displayname("Alice").await;
     let bridge = match mode {
@@ -760,7 +762,7 @@ async fn an_encrypted_room_gets_a_notice_and_nothing_crosses() {
         bridge,
         _dir,
         synapse,
-    } = setup_room(Mode::Bot, Backend::Sqlite, true).await;
+    } = setup_room(Mode::Bot, Backend::Sqlite, true, "").await;
     let _ = &synapse;
     let notice = alice
         .wait_for(&room, "the notice", |e| {
@@ -802,4 +804,54 @@ async fn an_encrypted_room_gets_a_notice_and_nothing_crosses() {
         .iter()
         .all(|b| !b.contains("secret?")));
     assert!(sb.log().contains("end-to-end encrypted"), "{}", sb.log());
+}
+
+/// Synapse answering M_LIMIT_EXCEEDED with retry_after_ms: the bot waits
+/// it out; every message arrives once, in order.
+#[tokio::test]
+async fn rate_limited_sends_wait_and_arrive_once_in_order() {
+    let Setup {
+        sb,
+        alice,
+        room,
+        _dir,
+        synapse,
+        ..
+    } = setup_room(
+        Mode::Bot,
+        Backend::Sqlite,
+        false,
+        "rc_message: {per_second: 1, burst_count: 3}\n",
+    )
+    .await;
+    let _ = &synapse;
+    let client = reqwest::Client::new();
+    for n in 1..=10 {
+        let (s, _) = post_native(
+            &client,
+            &sb.api,
+            "ann",
+            "g",
+            json!({"text": format!("burst {n:02}"), "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 201);
+    }
+    let want: Vec<String> = (1..=10).map(|n| format!("Ann: burst {n:02}")).collect();
+    until("the burst in the room", || {
+        let (alice, room) = (alice.clone(), room.clone());
+        async move { bridged_bodies(&alice, &room).await.len() >= 10 }
+    })
+    .await;
+    assert_eq!(bridged_bodies(&alice, &room).await, want);
+    let retries: f64 = sb
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("switchboard_retries_total{") && l.contains("matrix.main"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    assert!(retries >= 1.0, "Synapse's limit was hit and waited out");
 }
