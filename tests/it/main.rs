@@ -20,6 +20,7 @@
 //! - `store`: the store's contract on both backends.
 //! - `receive`: the adapter contract's receive side with the scripted fake.
 //! - `fuzz_corpus`: the fuzz targets' seed corpus, replayed.
+//! - `drills`: outage drills across Telegram, Signal, Matrix and the bot API.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
@@ -31,6 +32,7 @@ mod api;
 mod bad_input;
 mod bots;
 mod crash;
+mod drills;
 mod durability;
 mod fuzz_corpus;
 mod harness;
