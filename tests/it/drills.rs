@@ -55,10 +55,13 @@ impl Drill {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::new(backend, dir.path()).await;
         let (api, admin) = (free_port(), free_port());
-        let mut opts = TelegramOptions::default();
-        opts.per_chat_per_minute = None;
-        opts.per_bot_per_second = None;
-        let tg = FakeTelegram::start(opts).await.expect("fake Telegram");
+        let tg = FakeTelegram::start(TelegramOptions {
+            per_chat_per_minute: None,
+            per_bot_per_second: None,
+            ..TelegramOptions::default()
+        })
+        .await
+        .expect("fake Telegram");
         tg.add_chat(GROUP, "supergroup", "Lobby", false);
         let signal = FakeSignal::start(SignalOptions {
             receive_mode: ReceiveMode::Manual,
