@@ -855,3 +855,89 @@ async fn rate_limited_sends_wait_and_arrive_once_in_order() {
         .sum();
     assert!(retries >= 1.0, "Synapse's limit was hit and waited out");
 }
+
+/// A Telegram forum topic (a thread of the chat) becomes one Matrix
+/// thread, rooted at its first message bridged into the room.
+#[tokio::test]
+async fn a_telegram_topic_becomes_a_matrix_thread() {
+    use switchboard_telegram::fake::{FakeOptions, FakeTelegram};
+    const FORUM: i64 = -1_002_000_000_009;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = FakeTelegram::start(FakeOptions {
+        per_chat_per_minute: None,
+        per_bot_per_second: None,
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("fake Telegram");
+    tg.add_chat(FORUM, "supergroup", "Forum", true);
+    tg.add_topic(FORUM, 4);
+    std::fs::create_dir_all(dir.path().join("synapse")).unwrap();
+    let synapse = Synapse::start(&dir.path().join("synapse"), &[]).await;
+    let alice = synapse.register("alice", false).await;
+    synapse.register("bridge", false).await;
+    let bridge = synapse.user_id("bridge");
+    let room = alice
+        .create_room(None, &[bridge.as_str()], Some("private_chat"))
+        .await;
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &format!(
+            "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n",
+            tg.token(),
+            tg.api_url()
+        )
+        + &format!(
+            "\n[matrix.main]\nhomeserver = \"{}\"\nuser = \"{bridge}\"\npassword = \"pw-bridge\"\nsync_timeout = \"5s\"\n",
+            synapse.url()
+        )
+        + "\n[[gateway]]\nname = \"g\"\n"
+        + &format!("\n[[gateway.inout]]\naccount = \"telegram.main\"\nchannel = \"{FORUM}\"\n")
+        + &member(&room);
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    until("the bridge in the room", || {
+        let (alice, room, bridge) = (alice.clone(), room.clone(), bridge.clone());
+        async move { alice.members(&room).await.contains(&bridge) }
+    })
+    .await;
+    let bob = FakeTelegram::user(7, "Bob", None);
+    for text in ["topic start", "topic reply", "outside"] {
+        let fields = if text == "outside" {
+            json!({"text": text})
+        } else {
+            json!({"text": text, "message_thread_id": 4, "is_topic_message": true})
+        };
+        tg.inject_message(FORUM, &bob, fields);
+        alice
+            .wait_for(&room, text, |e| {
+                e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with(text))
+            })
+            .await;
+    }
+    let by_body = |events: &[Value], text: &str| -> Value {
+        events
+            .iter()
+            .find(|e| {
+                e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with(text))
+            })
+            .cloned()
+            .unwrap()
+    };
+    let events = alice.messages(&room).await;
+    let start = by_body(&events, "topic start");
+    let reply = by_body(&events, "topic reply");
+    let outside = by_body(&events, "outside");
+    assert!(start["content"]["m.relates_to"].is_null(), "{start}");
+    assert_eq!(reply["content"]["m.relates_to"]["rel_type"], "m.thread");
+    assert_eq!(
+        reply["content"]["m.relates_to"]["event_id"],
+        start["event_id"]
+    );
+    assert!(outside["content"]["m.relates_to"].is_null(), "{outside}");
+    drop(sb);
+}

@@ -974,11 +974,28 @@ impl MatrixAdapter {
                     (Some(_), Some(t)) => ruma::EventId::parse(t.first().as_str()).ok(),
                     _ => None,
                 };
+                // A thread of another network (a Telegram forum topic)
+                // becomes a Matrix thread rooted at the first message of it
+                // bridged here.
+                let thread_key = op.event.origin.thread.as_ref().map(|t| {
+                    format!(
+                        "thread:{}:{}:{t}:{room}",
+                        op.event.origin.account, op.event.origin.channel
+                    )
+                });
+                let root = match &thread_key {
+                    Some(k) => host
+                        .state(k)
+                        .await
+                        .map_err(|e| SendError::transient(e.to_string(), None))?
+                        .and_then(|id| ruma::EventId::parse(id).ok()),
+                    None => None,
+                };
                 let mut ids = Vec::new();
                 let text = named(body);
                 if !body.text.is_empty() || attachments.is_empty() {
                     let mut content = convert::text_content(&text, false);
-                    convert::set_reply(&mut content, reply.clone(), None);
+                    convert::set_reply(&mut content, reply.clone(), root.clone());
                     let id = self
                         .send_content(&room, sender, &content, txn(key, 0))
                         .await
@@ -999,13 +1016,19 @@ impl MatrixAdapter {
                         .await?;
                     let mut content = convert::media_content(a, mxc);
                     if ids.is_empty() {
-                        convert::set_reply(&mut content, reply.clone(), None);
+                        convert::set_reply(&mut content, reply.clone(), root.clone());
+                    } else if root.is_some() {
+                        convert::set_reply(&mut content, None, root.clone());
                     }
                     let id = self
                         .send_content(&room, sender, &content, txn(key, i + 1))
                         .await
                         .map_err(err)?;
                     ids.push(id);
+                }
+                if let (Some(k), None, Some(first)) = (&thread_key, &root, ids.first()) {
+                    // Not fatal: without it the next message starts a new thread.
+                    let _ = host.set_state(k, first.as_str()).await;
                 }
                 let ids = ids
                     .into_iter()
@@ -1093,8 +1116,7 @@ impl Adapter for MatrixAdapter {
             delete_window: None,
             reactions: Reactions::Any,
             replies: true,
-            // Threads are read; sending into a thread is not done yet.
-            threads: false,
+            threads: true,
             formatting: true,
             text: TextLimit {
                 max: TEXT_MAX,
