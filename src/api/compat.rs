@@ -3,12 +3,13 @@
 //! matterbridge, each token has its own cursor (nobody drains anyone else's
 //! messages), messages carry stable ids, and history survives restarts.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,7 +21,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::json;
 use super::native::{parse, StreamQuery};
-use super::post::{author, kind_for, post, Draft, Upload};
+use super::post::{author, check_postable, post, store_base64, Draft};
 use super::stream::{readable, Start, Subscription};
 use super::ApiState;
 use crate::store::FeedItem;
@@ -28,7 +29,7 @@ use crate::store::FeedItem;
 /// matterbridge's `config.Message`, inbound. Go decodes JSON keys
 /// case-insensitively, so `Extra` and `extra` are both accepted.
 #[derive(Debug, Default, Deserialize)]
-struct MbMessage {
+struct MbMessage<'a> {
     #[serde(default)]
     text: String,
     #[serde(default)]
@@ -41,8 +42,8 @@ struct MbMessage {
     event: String,
     #[serde(default)]
     gateway: String,
-    #[serde(default, alias = "extra", rename = "Extra")]
-    extra: Option<MbExtra>,
+    #[serde(default, alias = "extra", rename = "Extra", borrow)]
+    extra: Option<MbExtra<'a>>,
     // Fields matterbridge overwrites on input; accepted and ignored.
     #[serde(default)]
     #[allow(dead_code)]
@@ -65,19 +66,21 @@ struct MbMessage {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct MbExtra {
-    #[serde(default)]
-    file: Vec<MbFile>,
+struct MbExtra<'a> {
+    #[serde(default, borrow)]
+    file: Vec<MbFile<'a>>,
 }
 
+/// A file, base64 in `Data`: borrowed from the request where it can be,
+/// and decoded into the blob store step by step.
 #[derive(Debug, Default, Deserialize)]
-struct MbFile {
+struct MbFile<'a> {
     #[serde(default, alias = "name")]
     #[serde(rename = "Name")]
     name: String,
-    #[serde(default, alias = "data")]
+    #[serde(default, alias = "data", borrow)]
     #[serde(rename = "Data")]
-    data: Option<String>,
+    data: Option<Cow<'a, str>>,
 }
 
 /// Renders a feed row in matterbridge's shape, with file bytes inlined.
@@ -115,17 +118,16 @@ async fn inject(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Result<Normaliz
     let gw = GatewayName::new(m.gateway.clone()).map_err(|e| ApiError::NotFound(e.to_string()))?;
     let mut files = Vec::new();
     for (i, f) in m.extra.into_iter().flat_map(|e| e.file).enumerate() {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(f.data.unwrap_or_default().as_bytes())
-            .map_err(|_| ApiError::Invalid(format!("invalid format for data (Extra.file[{i}])")))?;
-        // matterbridge sends no type: guess it from the bytes and name.
-        let mime = super::post::guess_mime(&f.name, &data);
-        files.push(Upload {
-            kind: kind_for(&mime),
-            name: f.name,
-            mime,
-            data,
-        });
+        // Before anything is stored.
+        check_postable(&st.hub, caller, &gw)?;
+        // matterbridge sends no type: it is guessed from the bytes and name.
+        let data = f.data.unwrap_or_default();
+        files.push(
+            store_base64(&st.hub, f.name, None, &data, |_| {
+                ApiError::Invalid(format!("invalid format for data (Extra.file[{i}])"))
+            })
+            .await?,
+        );
     }
     let text = if m.event == "user_action" {
         format!("/me {}", m.text)
@@ -199,7 +201,7 @@ pub async fn message(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let caller = st.tokens.caller(req.headers())?;
-    let body = super::native::read_body(req).await?;
+    let body = super::native::read_body(req, st.account.max_body_bytes).await?;
     Ok(axum::Json(inject(&st, &caller, &body).await?).into_response())
 }
 
@@ -357,7 +359,7 @@ async fn ws_loop(st: ApiState, caller: Caller, mut sub: Subscription, socket: We
                 };
                 // matterbridge sends no reply frame; errors are logged only.
                 if let Err(e) = inject(&st, &caller, text.as_bytes()).await {
-                    tracing::info!(token = %caller.token.name, error = %e, "Rejected a WebSocket message.");
+                    tracing::info!(token = %caller.token.name, error = %super::error::bounded(&e.to_string()), "Rejected a WebSocket message.");
                 }
             }
         }

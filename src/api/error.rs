@@ -1,6 +1,8 @@
 //! API errors: every failure is a 4xx/5xx with a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
@@ -61,9 +63,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON error response.
+/// Longest error message sent, in bytes: messages quote what was wrong
+/// (a field name, a value), and a client's input is not echoed back whole.
+pub const MAX_MESSAGE: usize = 500;
+
+/// `text` cut to [`MAX_MESSAGE`] bytes (on a character boundary), marked
+/// with `…` where it was cut.
+#[must_use]
+pub fn bounded(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_MESSAGE {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// A JSON error response; the message is cut to [`MAX_MESSAGE`] bytes.
 #[must_use]
 pub fn error_response(status: StatusCode, message: &str) -> Response {
+    let message = bounded(message);
     let code = status
         .canonical_reason()
         .unwrap_or("error")

@@ -1,5 +1,6 @@
 //! The native bot API under `/v1`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 use axum::body::Bytes;
@@ -9,7 +10,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,25 +18,29 @@ use switchboard_core::{EventId, EventKind, GatewayName, RichText, Span, TargetRe
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json;
-use super::post::{author, kind_for, post, Draft, Upload};
+use super::post::{author, check_postable, post, store_base64, Draft, FileUpload, Upload};
 use super::stream::{check_readable, readable, Start, Subscription};
 use super::ApiState;
+use crate::hub::Hub;
+use crate::store::blobs::BlobContent;
 
-/// A file in a JSON post, base64-encoded.
+/// A file in a JSON post, base64-encoded; the text is borrowed from the
+/// request where it can be, and decoded into the blob store step by step.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonFile {
+struct JsonFile<'a> {
     name: String,
     #[serde(default)]
     mime: Option<String>,
-    data: String,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
 }
 
 /// Body of `POST /v1/gateways/{gw}/messages` (also the `payload` part of a
 /// multipart post, and a WebSocket `post` frame).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostBody {
+pub struct PostBody<'a> {
     #[serde(default)]
     text: String,
     #[serde(default)]
@@ -49,11 +53,11 @@ pub struct PostBody {
     avatar: Option<String>,
     #[serde(default)]
     reply_to: Option<String>,
-    #[serde(default)]
-    attachments: Vec<JsonFile>,
+    #[serde(default, borrow)]
+    attachments: Vec<JsonFile<'a>>,
 }
 
-impl PostBody {
+impl PostBody<'_> {
     /// Checks the text's spans as a post does before anything is stored.
     ///
     /// # Errors
@@ -119,7 +123,7 @@ impl StreamQuery {
 }
 
 /// Parses a JSON body with a 422 that says where it is wrong.
-pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -151,47 +155,73 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
-fn decode_file(f: JsonFile) -> Result<Upload, ApiError> {
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(f.data.as_bytes())
-        .map_err(|e| {
-            ApiError::Invalid(format!("attachment `{}`: data is not base64: {e}", f.name))
-        })?;
-    let mime = f
-        .mime
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| super::post::guess_mime(&f.name, &data));
-    Ok(Upload {
-        kind: kind_for(&mime),
-        name: f.name,
-        mime,
-        data,
+async fn store_file(hub: &Hub, f: JsonFile<'_>) -> Result<Upload, ApiError> {
+    let name = super::error::bounded(&f.name).into_owned();
+    store_base64(hub, f.name, f.mime, &f.data, |e| {
+        ApiError::Invalid(format!("attachment `{name}`: data is not base64: {e}"))
     })
+    .await
 }
 
-/// Reads a request body (after the caller was authenticated, so an unknown
-/// client cannot make the server buffer one).
+/// Reads a request body of at most `max` bytes into one buffer (after the
+/// caller was authenticated, so an unknown client cannot make the server
+/// buffer one), sized from `Content-Length` so it is never copied to grow.
 ///
 /// # Errors
-/// 413 over the size limit.
-pub async fn read_body(req: Request) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::Status(r.status(), r.body_text()))
+/// 413 over the size limit, 400 when the client's body breaks off.
+pub async fn read_body(req: Request, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = req.into_body().into_data_stream();
+    while let Some(data) = body.next().await {
+        let data = data.map_err(|e| {
+            ApiError::Status(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if buf.len() + data.len() > max {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.into())
 }
 
-/// Turns a post body into a draft for `gw`.
-pub fn draft(
+/// Turns a post body into a draft for `gw`, storing its files (once the
+/// caller is known to be allowed to post there).
+///
+/// # Errors
+/// 403/404 for a gateway the caller may not post to, 422 for a bad body,
+/// 503 when the store cannot take the files.
+pub async fn draft(
+    hub: &Hub,
     caller: &Caller,
     gw: GatewayName,
-    body: PostBody,
+    body: PostBody<'_>,
     files: Vec<Upload>,
     key: Option<String>,
 ) -> Result<Draft, ApiError> {
     let reply_to = body.reply_to.as_deref().map(event_id).transpose()?;
     let mut uploads = files;
+    if !body.attachments.is_empty() {
+        check_postable(hub, caller, &gw)?;
+    }
     for f in body.attachments {
-        uploads.push(decode_file(f)?);
+        uploads.push(store_file(hub, f).await?);
     }
     Ok(Draft {
         gateway: gw,
@@ -209,59 +239,64 @@ pub fn draft(
     })
 }
 
-async fn read_post(req: Request) -> Result<(PostBody, Vec<Upload>), ApiError> {
+/// A post as it came: the JSON (the body, or a multipart `payload` part),
+/// a multipart `text` part, and the multipart files, stored already.
+struct RawPost {
+    json: Option<Bytes>,
+    text: Option<String>,
+    files: Vec<Upload>,
+}
+
+/// Reads a post. A multipart post's files are streamed into the blob store
+/// part by part as they arrive, never held whole.
+async fn read_post(st: &ApiState, req: Request) -> Result<RawPost, ApiError> {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let mut raw = RawPost {
+        json: None,
+        text: None,
+        files: Vec::new(),
+    };
     if !is_multipart {
-        return Ok((parse(&read_body(req).await?)?, Vec::new()));
+        raw.json = Some(read_body(req, st.account.max_body_bytes).await?);
+        return Ok(raw);
     }
+    let status =
+        |e: axum::extract::multipart::MultipartError| ApiError::Status(e.status(), e.body_text());
     let mut form = Multipart::from_request(req, &())
         .await
         .map_err(|r| ApiError::Status(r.status(), r.body_text()))?;
-    let mut body = None;
-    let mut files = Vec::new();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::Status(e.status(), e.body_text()))?
-    {
+    while let Some(mut field) = form.next_field().await.map_err(status)? {
         let name = field.name().unwrap_or_default().to_owned();
-        let file_name = field.file_name().map(str::to_owned);
-        let mime = field.content_type().map(str::to_owned);
-        let data = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Status(e.status(), e.body_text()))?;
-        match (name.as_str(), file_name) {
-            ("payload", None) => body = Some(parse::<PostBody>(&data)?),
+        match (name.as_str(), field.file_name().map(str::to_owned)) {
+            ("payload", None) => raw.json = Some(field.bytes().await.map_err(status)?),
             ("text", None) => {
-                body = Some(PostBody {
-                    text: String::from_utf8_lossy(&data).into_owned(),
-                    ..parse(b"{}")?
-                });
+                let data = field.bytes().await.map_err(status)?;
+                raw.text = Some(String::from_utf8_lossy(&data).into_owned());
             }
             (_, Some(file_name)) => {
-                let mime = mime
-                    .filter(|m| m != "application/octet-stream")
-                    .unwrap_or_else(|| super::post::guess_mime(&file_name, &data));
-                files.push(Upload {
-                    kind: kind_for(&mime),
-                    name: file_name,
-                    mime,
-                    data: data.to_vec(),
-                });
+                let mime = field
+                    .content_type()
+                    .filter(|m| *m != "application/octet-stream")
+                    .map(str::to_owned);
+                let mut upload = FileUpload::new(&st.hub, file_name, mime);
+                while let Some(chunk) = field.chunk().await.map_err(status)? {
+                    upload.write(&chunk).await?;
+                }
+                raw.files.push(upload.finish().await?);
             }
             (other, None) => {
                 return Err(ApiError::Invalid(format!(
-                    "unknown form field `{other}`; use `payload` (JSON), `text`, or file parts"
+                    "unknown form field `{}`; use `payload` (JSON), `text`, or file parts",
+                    super::error::bounded(other)
                 )))
             }
         }
     }
-    Ok((body.unwrap_or(parse(b"{}")?), files))
+    Ok(raw)
 }
 
 /// `POST /v1/gateways/{gw}/messages`
@@ -273,13 +308,15 @@ pub async fn create(
     let caller = st.tokens.caller(req.headers())?;
     let gw = gateway(&gw)?;
     let key = idempotency_key(req.headers())?;
-    let (body, files) = read_post(req).await?;
-    let posted = post(
-        &st.hub,
-        &caller,
-        draft(&caller, gw.clone(), body, files, key)?,
-    )
-    .await?;
+    // Before the body: files are stored as they arrive.
+    check_postable(&st.hub, &caller, &gw)?;
+    let raw = read_post(&st, req).await?;
+    let mut body: PostBody = parse(raw.json.as_deref().unwrap_or(b"{}"))?;
+    if let Some(text) = raw.text {
+        body.text = text;
+    }
+    let d = draft(&st.hub, &caller, gw.clone(), body, raw.files, key).await?;
+    let posted = post(&st.hub, &caller, d).await?;
     let status = if posted.duplicate {
         StatusCode::OK
     } else {
@@ -324,7 +361,7 @@ pub async fn edit(
 ) -> Result<Response, ApiError> {
     st.tokens.caller(req.headers())?;
     let headers = req.headers().clone();
-    let body = read_body(req).await?;
+    let body = read_body(req, st.account.max_body_bytes).await?;
     let b: EditBody = parse(&body)?;
     let target = TargetRef::Event(event_id(&id)?);
     let text = RichText {
@@ -354,7 +391,7 @@ pub async fn react(
 ) -> Result<Response, ApiError> {
     st.tokens.caller(req.headers())?;
     let headers = req.headers().clone();
-    let body = read_body(req).await?;
+    let body = read_body(req, st.account.max_body_bytes).await?;
     let b: ReactBody = parse(&body)?;
     if b.emoji.is_empty() || b.emoji.chars().count() > 16 {
         return Err(ApiError::Invalid("emoji must be 1-16 characters".into()));
@@ -375,6 +412,13 @@ pub async fn react(
 
 /// `GET /v1/gateways/{gw}/events`: Server-Sent Events, resumable with
 /// `Last-Event-ID` or `?cursor=`.
+///
+/// The stored cursor is at least once: it moves only on the client's
+/// evidence, a reconnection with `Last-Event-ID: N` (the client has
+/// everything up to `N`), which is saved before the stream resumes after
+/// `N`. Events written to the connection never move it, so those still in
+/// buffers when a connection drops come again to a client that reconnects
+/// on its stored cursor.
 pub async fn sse(
     State(st): State<ApiState>,
     Path(gw): Path<String>,
@@ -384,21 +428,33 @@ pub async fn sse(
     let caller = st.tokens.caller(&headers)?;
     let gw = gateway(&gw)?;
     check_readable(&st.hub, &caller, &gw)?;
-    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let consumer = q.consumer()?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
     let start = Start::parse(last.or(q.cursor.as_deref()))?;
+    if let (Some(_), Start::After(had)) = (last, start) {
+        // Never past what exists: an id from another server (or made up)
+        // must not make this consumer skip events still to come.
+        let head = st.hub.store.feed_head().await?;
+        st.hub
+            .writer
+            .cursor(caller.key(), consumer.clone(), had.min(head), true)
+            .await;
+    }
     let sub = Subscription::open(
         st.hub.clone(),
         &caller,
-        &q.consumer()?,
+        &consumer,
         vec![gw],
         start,
         q.echo(),
     )
     .await?;
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        // Asked for the next event: the server took the previous one.
-        sub.ack();
-        sub.save(false).await;
+        // Nothing is acknowledged here: what the connection took is not
+        // what the client has (see above).
         let item = sub.next().await.ok()?;
         let ev = SseEvent::default()
             .id(item.seq.to_string())
@@ -525,7 +581,7 @@ async fn handle_frame(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Option<Va
         Ok(f) => f,
         Err(e) => {
             return Some(
-                json!({ "type": "error", "error": { "code": "unprocessable_entity", "message": e.to_string() } }),
+                json!({ "type": "error", "error": { "code": "unprocessable_entity", "message": super::error::bounded(&e.to_string()) } }),
             )
         }
     };
@@ -538,9 +594,17 @@ async fn handle_frame(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Option<Va
             body,
         } => {
             let result = async {
-                let body: PostBody =
-                    serde_json::from_value(body).map_err(|e| ApiError::Invalid(e.to_string()))?;
-                let d = draft(caller, gateway(&gw)?, body, Vec::new(), idempotency_key)?;
+                let body =
+                    PostBody::deserialize(&body).map_err(|e| ApiError::Invalid(e.to_string()))?;
+                let d = draft(
+                    &st.hub,
+                    caller,
+                    gateway(&gw)?,
+                    body,
+                    Vec::new(),
+                    idempotency_key,
+                )
+                .await?;
                 post(&st.hub, caller, d).await
             }
             .await;
@@ -549,7 +613,7 @@ async fn handle_frame(st: &ApiState, caller: &Caller, bytes: &[u8]) -> Option<Va
                     json!({ "type": "posted", "request_id": request_id, "id": p.id.to_string(), "duplicate": p.duplicate })
                 }
                 Err(e) => {
-                    json!({ "type": "error", "request_id": request_id, "error": { "message": e.to_string() } })
+                    json!({ "type": "error", "request_id": request_id, "error": { "message": super::error::bounded(&e.to_string()) } })
                 }
             })
         }
@@ -581,8 +645,34 @@ pub async fn blob(
     if !readable {
         return Err(not_found());
     }
-    let (mime, data) = st.hub.store.blob(&sha).await?.ok_or_else(not_found)?;
-    Ok(([(header::CONTENT_TYPE, mime)], data).into_response())
+    let row = st.hub.store.blob_row(&sha).await?.ok_or_else(not_found)?;
+    let upload = match row.content {
+        BlobContent::Inline(data) => {
+            return Ok(([(header::CONTENT_TYPE, row.mime)], data).into_response())
+        }
+        BlobContent::Chunks(upload) => upload,
+    };
+    // A large file goes out a chunk at a time, never whole in memory.
+    let store = st.hub.store.clone();
+    let chunks = futures_util::stream::try_unfold(0_i64, move |seq| {
+        let (store, upload) = (store.clone(), upload.clone());
+        async move {
+            Ok::<_, crate::store::StoreError>(
+                store
+                    .blob_chunk(&upload, seq)
+                    .await?
+                    .map(|chunk| (Bytes::from(chunk), seq + 1)),
+            )
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, row.mime),
+            (header::CONTENT_LENGTH, row.size.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// `GET /v1/openapi.json`

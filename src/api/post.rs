@@ -12,9 +12,10 @@ use time::OffsetDateTime;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::hub::Hub;
+use crate::store::blobs::{BlobUpload, StoredBlob};
 use crate::store::IngestItem;
 
-/// A file uploaded with a message.
+/// A file uploaded with a message, already in the blob store.
 #[derive(Debug)]
 pub struct Upload {
     /// File name.
@@ -24,8 +25,100 @@ pub struct Upload {
     pub mime: String,
     /// What sort of file.
     pub kind: AttachmentKind,
-    /// The bytes.
-    pub data: Vec<u8>,
+    /// Its bytes in the store.
+    pub blob: StoredBlob,
+}
+
+/// A file being uploaded: its bytes go to the blob store as they arrive
+/// (see [`crate::store::blobs`]), so a request holds at most a chunk of it.
+pub struct FileUpload {
+    name: String,
+    mime: Option<String>,
+    blob: BlobUpload,
+}
+
+impl FileUpload {
+    /// Starts storing file `name`; `mime` is the client's, if it gave one
+    /// (otherwise it is guessed from the first bytes and the name).
+    #[must_use]
+    pub fn new(hub: &Hub, name: String, mime: Option<String>) -> Self {
+        Self {
+            name,
+            mime: mime.filter(|m| !m.is_empty()),
+            blob: BlobUpload::new(hub.writer.clone()),
+        }
+    }
+
+    /// Adds bytes.
+    ///
+    /// # Errors
+    /// 503 when the store cannot take them.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        Ok(self.blob.write(bytes).await?)
+    }
+
+    /// Stores the rest; the file is ready to attach.
+    ///
+    /// # Errors
+    /// 503 when the store cannot take it.
+    pub async fn finish(self) -> Result<Upload, ApiError> {
+        let mime = self
+            .mime
+            .unwrap_or_else(|| guess_mime(&self.name, self.blob.head()));
+        let blob = self.blob.finish(mime.clone()).await?;
+        Ok(Upload {
+            kind: kind_for(&mime),
+            name: self.name,
+            mime,
+            blob,
+        })
+    }
+}
+
+/// Base64 characters decoded per step: a multiple of 4, so every step but
+/// the last decodes whole groups.
+const BASE64_STEP: usize = 4 * 64 * 1024;
+
+/// Decodes a base64 file into the blob store a step at a time, so neither
+/// the decoded file nor a second copy of the text is ever held. `bad` says
+/// what is wrong with data that is not base64.
+///
+/// # Errors
+/// What `bad` makes of a decoding error; 503 when the store cannot take
+/// the file.
+pub async fn store_base64(
+    hub: &Hub,
+    name: String,
+    mime: Option<String>,
+    data: &str,
+    bad: impl Fn(base64::DecodeError) -> ApiError,
+) -> Result<Upload, ApiError> {
+    use base64::{DecodeError, Engine};
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut upload = FileUpload::new(hub, name, mime);
+    let mut buf = Vec::with_capacity(BASE64_STEP / 4 * 3);
+    let bytes = data.as_bytes();
+    for (i, step) in bytes.chunks(BASE64_STEP).enumerate() {
+        let at = i * BASE64_STEP;
+        let last = at + step.len() == bytes.len();
+        // Padding only at the very end, as a decoder of the whole would say.
+        if let Some(pos) = step.iter().position(|b| *b == b'=').filter(|_| !last) {
+            return Err(bad(DecodeError::InvalidByte(at + pos, b'=')));
+        }
+        buf.clear();
+        engine.decode_vec(step, &mut buf).map_err(|e| {
+            bad(match e {
+                DecodeError::InvalidByte(pos, b) => DecodeError::InvalidByte(at + pos, b),
+                DecodeError::InvalidLastSymbol(pos, b) => {
+                    DecodeError::InvalidLastSymbol(at + pos, b)
+                }
+                DecodeError::InvalidLength(_) => DecodeError::InvalidLength(bytes.len()),
+                other => other,
+            })
+        })?;
+        upload.write(&buf).await?;
+    }
+    upload.finish().await
 }
 
 /// What a bot wants to post.
@@ -101,7 +194,27 @@ pub fn kind_for(mime: &str) -> AttachmentKind {
     }
 }
 
-/// Checks, stores and commits a post; returns after the commit.
+/// Checks that `caller` may post into `gateway`; done before a request's
+/// files are read, so nothing is stored for a post that cannot be made.
+///
+/// # Errors
+/// 404 for a gateway the account is not in, 403 for one it may not post to.
+pub fn check_postable(hub: &Hub, caller: &Caller, gateway: &GatewayName) -> Result<(), ApiError> {
+    match hub.router.load().membership(gateway, &caller.account) {
+        None => Err(ApiError::NotFound(format!(
+            "no gateway `{gateway}` for {}",
+            caller.account
+        ))),
+        Some(d) if !d.reads() => Err(ApiError::Forbidden(format!(
+            "{} is an `out` member of gateway `{gateway}`: it may read but not post",
+            caller.account
+        ))),
+        Some(_) => caller.can_write(gateway),
+    }
+}
+
+/// Checks and commits a post (its files are stored already); returns after
+/// the commit.
 ///
 /// # Errors
 /// 403/404/422 for what the caller may not do or got wrong; 503 when the
@@ -114,21 +227,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         files,
         idempotency_key,
     } = draft;
-    match hub.router.load().membership(&gateway, &caller.account) {
-        None => {
-            return Err(ApiError::NotFound(format!(
-                "no gateway `{gateway}` for {}",
-                caller.account
-            )))
-        }
-        Some(d) if !d.reads() => {
-            return Err(ApiError::Forbidden(format!(
-                "{} is an `out` member of gateway `{gateway}`: it may read but not post",
-                caller.account
-            )))
-        }
-        Some(_) => caller.can_write(&gateway)?,
-    }
+    check_postable(hub, caller, &gateway)?;
     if let Some(target) = kind.target().and_then(TargetRef::event_id) {
         let owner = hub
             .store
@@ -154,15 +253,14 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
             return Err(ApiError::Invalid("a message needs text or a file".into()));
         }
         for f in files {
-            let sha = hex::encode(Sha256::digest(&f.data));
-            let size = f.data.len() as u64;
-            hub.writer.blob(sha.clone(), f.mime.clone(), f.data).await?;
             attachments.push(Attachment {
                 kind: f.kind,
                 name: f.name,
                 mime: f.mime,
-                size,
-                content: BlobRef { sha256: sha },
+                size: f.blob.size,
+                content: BlobRef {
+                    sha256: f.blob.sha256,
+                },
             });
         }
     }

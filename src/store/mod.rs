@@ -9,6 +9,8 @@
 //!   commit order, which is what makes consumer cursors safe.
 //! - [`retention`]: what is deleted when, and the background task that
 //!   prunes old history through the writer.
+//! - [`blobs`]: attachment bytes, large ones written and read a chunk at
+//!   a time.
 //! - `backfill`: the one-time pass at start that fills what a migration
 //!   added for events stored before it.
 //!
@@ -16,6 +18,7 @@
 //! SQLite and PostgreSQL accept, and run through sqlx's `Any` driver.
 
 mod backfill;
+pub mod blobs;
 pub mod retention;
 pub mod writer;
 
@@ -667,18 +670,6 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
-    }
-
-    /// A stored blob's MIME type and bytes.
-    ///
-    /// # Errors
-    /// On database failure.
-    pub async fn blob(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT mime, data FROM blobs WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
     /// The gateways whose feed carries an event using this blob (as an

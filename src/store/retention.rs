@@ -6,17 +6,21 @@
 //! never races one that makes an old event needed again):
 //! - delivered outbox rows older than `keep`, and dead letters that died
 //!   more than `dead_letters` ago (once their event is older than `keep`);
-//! - feed rows of events older than `keep` (a consumer whose cursor points
-//!   at a deleted row reads on from the oldest row kept, since it reads
-//!   `seq > cursor`);
+//! - feed rows of events older than `keep` that no destination still
+//!   waits for (a consumer whose cursor points at a deleted row reads on
+//!   from the oldest row kept, since it reads `seq > cursor`);
 //! - events older than `keep`, with their message map, their extra parts
 //!   and their blob references, once no outbox row is left for them;
 //! - blobs stored more than `blobs` ago that no event younger than that
-//!   uses and no undelivered event needs (orphans included).
+//!   uses and no undelivered event needs (orphans included), with their
+//!   chunks, and the chunks of uploads that never finished (older than
+//!   [`super::blobs::UNFINISHED`]).
 //!
 //! Never deleted: a pending outbox row or a dead letter younger than
-//! `dead_letters`, the event of any outbox row still there, the blobs of an
-//! undelivered event, and the target of an edit, delete, reaction or reply
+//! `dead_letters`, the event of any outbox row still there, the feed rows
+//! and blobs of an undelivered event (a bot may still edit or delete its
+//! pending post and fetch its files, which is checked through the feed),
+//! and the target of an edit, delete, reaction or reply
 //! still to be delivered (its delivery looks the target up in the message
 //! map); the message map of any event that is kept; consumer cursors,
 //! network cursors, adapter state and channel moves (small, and each is
@@ -54,12 +58,14 @@ pub struct Pruned {
     pub blob_refs: u64,
     /// `blobs`.
     pub blobs: u64,
+    /// `blob_chunks` (of deleted blobs and of uploads that never finished).
+    pub blob_chunks: u64,
 }
 
 impl Pruned {
     /// Each table with its count, for metrics.
     #[must_use]
-    pub fn tables(&self) -> [(&'static str, u64); 7] {
+    pub fn tables(&self) -> [(&'static str, u64); 8] {
         [
             ("events", self.events),
             ("feed", self.feed),
@@ -68,6 +74,7 @@ impl Pruned {
             ("message_parts", self.message_parts),
             ("blob_refs", self.blob_refs),
             ("blobs", self.blobs),
+            ("blob_chunks", self.blob_chunks),
         ]
     }
 
@@ -85,6 +92,7 @@ impl Pruned {
         self.message_parts += other.message_parts;
         self.blob_refs += other.blob_refs;
         self.blobs += other.blobs;
+        self.blob_chunks += other.blob_chunks;
     }
 }
 
@@ -127,10 +135,15 @@ pub async fn prune(
             None => break,
         }
     }
-    let cutoff_ms = ago(policy.blobs);
+    let (cutoff_ms, unfinished_ms) = (ago(policy.blobs), ago(super::blobs::UNFINISHED));
     loop {
         let started = Instant::now();
-        let done = writer.prune(PruneStep::Blobs { cutoff_ms }).await?;
+        let done = writer
+            .prune(PruneStep::Blobs {
+                cutoff_ms,
+                unfinished_ms,
+            })
+            .await?;
         tally(&mut total, &done, started).await;
         if done.next.is_none() {
             break;
@@ -187,6 +200,7 @@ pub fn spawn(
                         message_map = p.message_map + p.message_parts,
                         blob_refs = p.blob_refs,
                         blobs = p.blobs,
+                        blob_chunks = p.blob_chunks,
                         took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                         "Retention pass done: rows older than the retention ages deleted."
                     );

@@ -570,3 +570,314 @@ async fn matterbridge_polls_stay_under_their_byte_cap() {
         .collect();
     assert_eq!(texts, ["a", "m0", "m1", "m2", "m3", "m4", "m5"]);
 }
+
+/// One SSE connection of `reader` (consumer `s`) on gateway `g`.
+struct SseConn {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    id: Option<String>,
+}
+
+impl SseConn {
+    /// Connects, sending `Last-Event-ID: last` when given.
+    async fn open(client: &reqwest::Client, api: &str, last: Option<&str>) -> Self {
+        let mut req = client
+            .get(format!("{api}/v1/gateways/g/events?consumer=s"))
+            .header("authorization", bearer("reader"));
+        if let Some(last) = last {
+            req = req.header("last-event-id", last);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        Self {
+            resp,
+            buf: Vec::new(),
+            id: None,
+        }
+    }
+
+    /// The next `n` events as (id, text): what the client processes.
+    async fn take(&mut self, n: usize) -> Vec<(String, String)> {
+        // One deadline for all: keep-alive comments arrive meanwhile.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut got = Vec::new();
+        while got.len() < n {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_owned();
+                if let Some(v) = line.strip_prefix("id:") {
+                    self.id = Some(v.trim().to_owned());
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    let v: Value = serde_json::from_str(data.trim()).unwrap();
+                    let text = v["text"].as_str().unwrap().to_owned();
+                    got.push((self.id.take().expect("an id before the data"), text));
+                    if got.len() == n {
+                        return got;
+                    }
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .expect("the next SSE event in time")
+                .unwrap()
+                .expect("the stream goes on");
+            self.buf.extend_from_slice(&chunk);
+        }
+        got
+    }
+}
+
+fn texts_of(got: &[(String, String)]) -> Vec<String> {
+    got.iter().map(|g| g.1.clone()).collect()
+}
+
+/// An SSE consumer's stored cursor is at least once: events written to a
+/// connection whose client never processed them (in its buffers when it
+/// died) come again to a client reconnecting on its stored cursor; the
+/// cursor moves only when a client reconnects with `Last-Event-ID: N` (it
+/// has N), and never past the newest event.
+#[tokio::test]
+async fn sse_stored_cursors_move_only_on_last_event_id() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &token("reader", r#"["read"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let post = |text: &str| {
+        let (client, api, text) = (client.clone(), sb.api.clone(), text.to_owned());
+        async move {
+            let (status, _) =
+                post_native(&client, &api, "producer", "g", json!({"text": text}), None)
+                    .await
+                    .unwrap();
+            assert_eq!(status, 201);
+        }
+    };
+    // A client processes two events, then hangs while events keep coming
+    // for a while (the server writes them to its connection), and dies.
+    let mut first = SseConn::open(&client, &sb.api, None).await;
+    post("m0").await;
+    post("m1").await;
+    assert_eq!(texts_of(&first.take(2).await), ["m0", "m1"]);
+    for i in 2..=5 {
+        post(&format!("m{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post("m6").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post("m7").await;
+    // Reconnecting on the stored cursor: nothing was acknowledged, so
+    // everything comes again, none of it skipped.
+    let mut again = SseConn::open(&client, &sb.api, None).await;
+    post("m8").await;
+    let mut got = again.take(1).await;
+    assert_eq!(
+        texts_of(&got),
+        ["m0"],
+        "the stored cursor did not move on what was only written"
+    );
+    got.extend(again.take(3).await);
+    assert_eq!(texts_of(&got), ["m0", "m1", "m2", "m3"]);
+    drop(again);
+    // Reconnecting with Last-Event-ID of m2: the stream resumes after it,
+    // and that is saved as what the client has.
+    let mut resumed = SseConn::open(&client, &sb.api, Some(&got[2].0)).await;
+    assert_eq!(texts_of(&resumed.take(1).await), ["m3"]);
+    drop(resumed);
+    let mut stored = SseConn::open(&client, &sb.api, None).await;
+    assert_eq!(
+        texts_of(&stored.take(1).await),
+        ["m3"],
+        "resumes after the Last-Event-ID"
+    );
+    drop(stored);
+    // An id beyond the newest event is saved as the newest (before the
+    // response starts), so nothing posted later is skipped.
+    drop(SseConn::open(&client, &sb.api, Some("1000000000")).await);
+    post("m9").await;
+    let mut after = SseConn::open(&client, &sb.api, None).await;
+    assert_eq!(texts_of(&after.take(1).await), ["m9"]);
+}
+
+#[tokio::test]
+async fn large_uploads_are_stored_once_in_chunks_and_round_trip_sqlite() {
+    large_uploads(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn large_uploads_are_stored_once_in_chunks_and_round_trip_postgres() {
+    large_uploads(Backend::Postgres).await;
+}
+
+/// A file of several megabytes, posted as multipart and as base64 JSON,
+/// is stored once, in chunks of at most 1 MiB (written as it arrives, not
+/// held whole), and comes back byte for byte; an upload cut off by the size
+/// limit leaves nothing behind; and error bodies do not echo a large input.
+async fn large_uploads(backend: Backend) {
+    use sha2::Digest;
+    use sqlx::Row;
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        &format!("bind = \"127.0.0.1:{api}\"\n"),
+        &format!("bind = \"127.0.0.1:{api}\"\nmax_body_bytes = {}\n", 8 * MIB),
+    ) + &token("bot", r#"["read", "write"]"#, r#"["g"]"#)
+        + &gateway("g");
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/gateways/g/messages", sb.api);
+    // Not a multiple of the chunk size, and no two chunks alike.
+    let mut x = 0x2545_f491_u32;
+    let file: Vec<u8> = (0..5 * MIB + 123_457)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    let sha = hex::encode(sha2::Sha256::digest(&file));
+    let multipart = |data: Vec<u8>| {
+        reqwest::multipart::Form::new().text("text", "big").part(
+            "file",
+            reqwest::multipart::Part::bytes(data)
+                .file_name("big.bin")
+                .mime_str("application/x-big")
+                .unwrap(),
+        )
+    };
+    let r = client
+        .post(&url)
+        .header("authorization", bearer("bot"))
+        .multipart(multipart(file.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&file);
+    let (status, body) = post_native(
+        &client,
+        &sb.api,
+        "bot",
+        "g",
+        json!({"text": "again", "attachments": [{"name": "big.bin", "data": b64}]}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    let r = client
+        .get(format!("{}/v1/blobs/{sha}", sb.api))
+        .header("authorization", bearer("bot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-big");
+    assert_eq!(r.content_length(), Some(file.len() as u64));
+    let got = r.bytes().await.unwrap();
+    assert!(
+        got[..] == file[..],
+        "the download is the upload, byte for byte"
+    );
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .try_get::<i64, _>(0)
+                .unwrap()
+        }
+    };
+    let chunks = file.len().div_ceil(MIB);
+    assert_eq!(count("SELECT COUNT(*) FROM blobs").await, 1, "stored once");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM blob_chunks").await,
+        chunks as i64,
+        "in chunks, once"
+    );
+    assert!(count("SELECT MAX(LENGTH(data)) FROM blob_chunks").await <= MIB as i64);
+
+    // Over the limit: refused, and what was written of it is deleted.
+    let r = client
+        .post(&url)
+        .header("authorization", bearer("bot"))
+        .multipart(multipart(vec![7; 9 * MIB]))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    until("the cut-off upload's chunks deleted", || async {
+        count("SELECT COUNT(*) FROM blob_chunks").await == chunks as i64
+    })
+    .await;
+    assert_eq!(count("SELECT COUNT(*) FROM blobs").await, 1);
+
+    // Bad base64 past the first decoding step is found where it is.
+    let mut bad = base64::engine::general_purpose::STANDARD.encode(&file[..400_000]);
+    bad.replace_range(300_000..300_001, "!");
+    let (status, body) = post_native(
+        &client,
+        &sb.api,
+        "bot",
+        "g",
+        json!({"text": "bad", "attachments": [{"name": "bad.bin", "data": bad}]}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 422);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("offset 300000"), "{message}");
+
+    // Errors quote what was wrong, but not a megabyte of it.
+    let huge = "x".repeat(MIB);
+    for (what, body) in [
+        (
+            "a value of the wrong type",
+            json!({"text": "t", "spans": huge}),
+        ),
+        (
+            "an unknown field",
+            Value::Object([(huge.clone(), json!(1))].into_iter().collect()),
+        ),
+        (
+            "a file name",
+            json!({"text": "t", "attachments": [{"name": huge, "data": "!"}]}),
+        ),
+    ] {
+        let r = client
+            .post(&url)
+            .header("authorization", bearer("bot"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{what}");
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 1024, "{what}: {} bytes of error", text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().ends_with('…'),
+            "{what}: {v}"
+        );
+    }
+    pool.close().await;
+}

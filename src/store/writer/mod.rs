@@ -181,6 +181,8 @@ pub enum WriteCmd {
         /// Answer.
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Store a piece of a large blob (see [`crate::store::blobs`]).
+    BlobPart(BlobPart, oneshot::Sender<Result<(), StoreError>>),
     /// Move a consumer's cursor.
     Cursor {
         /// Answer, when the caller waits for the commit.
@@ -195,6 +197,40 @@ pub enum WriteCmd {
     /// Delete one step of old history (see [`crate::store::retention`]),
     /// in a transaction of its own.
     Prune(PruneStep, oneshot::Sender<Result<StepDone, StoreError>>),
+}
+
+/// A step of a large blob's upload (see [`crate::store::blobs`]).
+#[derive(Debug)]
+pub enum BlobPart {
+    /// Chunk `seq` of an upload.
+    Chunk {
+        /// The upload's id.
+        upload: String,
+        /// From 0 on.
+        seq: i64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The upload is complete: check that its chunks are all there and
+    /// write the blob's row (or keep the blob stored before with the same
+    /// bytes, and delete the new chunks).
+    Finish {
+        /// The upload's id.
+        upload: String,
+        /// Hex SHA-256 of the whole.
+        sha256: String,
+        /// MIME type.
+        mime: String,
+        /// Bytes in all.
+        size: u64,
+        /// Chunks written.
+        chunks: i64,
+    },
+    /// The upload will not finish: delete its chunks.
+    Abort {
+        /// The upload's id.
+        upload: String,
+    },
 }
 
 /// Called after each commit, in batch order.
@@ -289,6 +325,17 @@ impl WriterHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a piece of a large blob; returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed (a finish whose chunks are not all
+    /// there is refused) or the writer stopped.
+    pub async fn blob_part(&self, part: BlobPart) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteCmd::BlobPart(part, tx)).await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -603,6 +650,7 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
             }
             WriteCmd::Row(_, _, r)
             | WriteCmd::Blob { reply: r, .. }
+            | WriteCmd::BlobPart(_, r)
             | WriteCmd::State { reply: r, .. } => {
                 let _ = r.send(Err(err()));
             }
@@ -629,6 +677,7 @@ fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<Vec<
             (
                 WriteCmd::Row(_, _, r)
                 | WriteCmd::Blob { reply: r, .. }
+                | WriteCmd::BlobPart(_, r)
                 | WriteCmd::State { reply: r, .. },
                 _,
             )

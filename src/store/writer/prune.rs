@@ -34,11 +34,15 @@ pub enum PruneStep {
         /// Dead letters that died before this may go.
         dead_cutoff_ms: i64,
     },
-    /// Up to [`BLOBS`] blobs nothing needs any more.
+    /// Up to [`BLOBS`] blobs nothing needs any more, with their chunks,
+    /// and the chunks of up to [`BLOBS`] uploads that never finished.
     Blobs {
         /// Blobs stored before this, and used by no event committed since,
         /// may go.
         cutoff_ms: i64,
+        /// Chunks written before this that no blob points at belong to an
+        /// upload that will not finish.
+        unfinished_ms: i64,
     },
 }
 
@@ -74,7 +78,10 @@ pub(super) async fn step(
             cutoff_ms,
             dead_cutoff_ms,
         } => events(tx, after, cutoff_ms, dead_cutoff_ms).await,
-        PruneStep::Blobs { cutoff_ms } => blobs(tx, cutoff_ms).await,
+        PruneStep::Blobs {
+            cutoff_ms,
+            unfinished_ms,
+        } => blobs(tx, cutoff_ms, unfinished_ms).await,
     }
 }
 
@@ -112,13 +119,18 @@ async fn events(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    // Feed rows go with age alone: an event kept for an undelivered row
-    // is not read by consumers again. A cursor on a deleted row still
-    // works: consumers read `seq > cursor`.
+    // Feed rows go with age, except those of an event still pending
+    // somewhere: its author may still edit or delete it, and fetch its
+    // files, which is checked through its feed row. A cursor on a deleted
+    // row still works: consumers read `seq > cursor`.
     let feed = in_window(
         tx,
         w,
-        &format!("DELETE FROM feed WHERE event_id IN ({old})"),
+        &format!(
+            "DELETE FROM feed WHERE event_id IN ({old}) \
+             AND NOT EXISTS (SELECT 1 FROM outbox o \
+                             WHERE o.event_id = feed.event_id AND o.state = 'pending')"
+        ),
     )
     .await?;
     // The map goes with its event, never before: a later edit or reply
@@ -155,6 +167,7 @@ async fn events(
         message_parts,
         blob_refs,
         blobs: 0,
+        blob_chunks: 0,
     };
     let last = count < WINDOW || newest >= cutoff;
     Ok(StepDone {
@@ -180,28 +193,61 @@ async fn in_window(
 }
 
 /// Deletes blobs stored before the cutoff that no event committed since
-/// uses and no undelivered event needs. A blob just stored for a message
-/// not committed yet is young, so it stays.
-async fn blobs(tx: &mut Transaction<'_, Any>, cutoff: i64) -> Result<StepDone, StoreError> {
-    let n = sqlx::query(
-        "DELETE FROM blobs WHERE sha256 IN (SELECT b.sha256 FROM blobs b \
+/// uses and no undelivered event needs, with their chunks. A blob just
+/// stored for a message not committed yet is young, so it stays. Then the
+/// chunks of uploads that never finished.
+async fn blobs(
+    tx: &mut Transaction<'_, Any>,
+    cutoff: i64,
+    unfinished: i64,
+) -> Result<StepDone, StoreError> {
+    let rows = sqlx::query(
+        "SELECT b.sha256, b.upload FROM blobs b \
            WHERE b.created_ms < $1 \
            AND NOT EXISTS (SELECT 1 FROM blob_refs r JOIN events e ON e.id = r.event_id \
                WHERE r.sha256 = b.sha256 AND (e.created_ms >= $2 \
                  OR EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id AND o.state <> 'sent'))) \
-           ORDER BY b.created_ms LIMIT $3)",
+           ORDER BY b.created_ms LIMIT $3",
     )
     .bind(cutoff)
     .bind(cutoff)
     .bind(BLOBS)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut pruned = Pruned::default();
+    for row in &rows {
+        let (sha, upload): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(upload) = upload {
+            pruned.blob_chunks += sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+                .bind(upload)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+        pruned.blobs += sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+            .bind(sha)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    let abandoned = sqlx::query(
+        "SELECT DISTINCT c.upload FROM blob_chunks c WHERE c.created_ms < $1 \
+           AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.upload = c.upload) LIMIT $2",
+    )
+    .bind(unfinished)
+    .bind(BLOBS)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &abandoned {
+        pruned.blob_chunks += sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+            .bind(row.try_get::<String, _>(0)?)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    let more = rows.len() as i64 == BLOBS || abandoned.len() as i64 == BLOBS;
     Ok(StepDone {
-        pruned: Pruned {
-            blobs: n,
-            ..Pruned::default()
-        },
-        next: (n == BLOBS as u64).then_some(0),
+        pruned,
+        next: more.then_some(0),
     })
 }

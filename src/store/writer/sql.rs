@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sqlx::{Any, Row, Transaction};
 use switchboard_core::{Delivered, Event, EventId, EventKind, RemoteId, TargetRef};
 
-use super::{IngestItem, IngestOutcome, MapEntry, RowUpdate, WriteCmd};
+use super::{BlobPart, IngestItem, IngestOutcome, MapEntry, RowUpdate, WriteCmd};
 use crate::store::{blobs_used, now_ms, FeedItem, StoreError};
 
 /// A blob stored again is made young again when it is older than this (see
@@ -36,7 +36,10 @@ pub(super) async fn apply_all(
         })
         .collect();
     // Blobs first: an ingest in the same batch may refer to one.
-    for cmd in batch.iter().filter(|c| matches!(c, WriteCmd::Blob { .. })) {
+    for cmd in batch
+        .iter()
+        .filter(|c| matches!(c, WriteCmd::Blob { .. } | WriteCmd::BlobPart(..)))
+    {
         apply(tx, cmd).await?;
     }
     // Outcomes of sends before new events: an event that echoes a message
@@ -59,7 +62,10 @@ pub(super) async fn apply_all(
                 apply(tx, cmd).await?;
             }
             // Pruning steps never join a batch (see `take_prunes`).
-            WriteCmd::Ingest(..) | WriteCmd::Blob { .. } | WriteCmd::Prune(..) => {}
+            WriteCmd::Ingest(..)
+            | WriteCmd::Blob { .. }
+            | WriteCmd::BlobPart(..)
+            | WriteCmd::Prune(..) => {}
         }
     }
     bulk_sent(tx, &sent, now).await?;
@@ -468,13 +474,14 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             .bind(sha256.as_str())
             .bind(mime.as_str())
             .bind(i64::try_from(data.len()).unwrap_or(i64::MAX))
-            .bind(data.clone())
+            .bind(data.as_slice())
             .bind(now)
             .bind(BLOB_REFRESH_MS)
             .execute(&mut **tx)
             .await?;
             Ok(())
         }
+        WriteCmd::BlobPart(part, _) => blob_part(tx, part, now).await,
         WriteCmd::Cursor {
             token,
             consumer,
@@ -497,6 +504,97 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             Ok(())
         }
     }
+}
+
+/// A step of a large blob's upload (see [`crate::store::blobs`]).
+async fn blob_part(
+    tx: &mut Transaction<'_, Any>,
+    part: &BlobPart,
+    now: i64,
+) -> Result<(), StoreError> {
+    match part {
+        BlobPart::Chunk { upload, seq, data } => {
+            sqlx::query(
+                "INSERT INTO blob_chunks (upload, seq, data, created_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (upload, seq) DO UPDATE SET data = excluded.data",
+            )
+            .bind(upload.as_str())
+            .bind(*seq)
+            .bind(data.as_slice())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        BlobPart::Finish {
+            upload,
+            sha256,
+            mime,
+            size,
+            chunks,
+        } => {
+            // Every chunk must be there: one collected as abandoned (an
+            // upload slower than `blobs::UNFINISHED`) fails the upload
+            // rather than leave a blob with a hole.
+            let row = sqlx::query(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM blob_chunks WHERE upload = $1",
+            )
+            .bind(upload.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+            let (found, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let size = i64::try_from(*size).unwrap_or(i64::MAX);
+            if found != *chunks || bytes != size {
+                return Err(StoreError::Rejected(format!(
+                    "upload {upload}: {found} of {chunks} chunks, {bytes} of {size} bytes stored"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO blobs (sha256, mime, size, data, created_ms, upload) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(sha256.as_str())
+            .bind(mime.as_str())
+            .bind(size)
+            .bind(&b""[..])
+            .bind(now)
+            .bind(upload.as_str())
+            .execute(&mut **tx)
+            .await?;
+            let kept: Option<String> = sqlx::query("SELECT upload FROM blobs WHERE sha256 = $1")
+                .bind(sha256.as_str())
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get(0)?;
+            if kept.as_deref() != Some(upload.as_str()) {
+                // The same bytes were stored before: keep those (made
+                // young again, as a blob stored again is) and drop these.
+                sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+                    .bind(upload.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE blobs SET created_ms = $1 WHERE sha256 = $2 AND created_ms < $3",
+                )
+                .bind(now)
+                .bind(sha256.as_str())
+                .bind(now - BLOB_REFRESH_MS)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        BlobPart::Abort { upload } => {
+            // Never the chunks of a blob that was written after all.
+            sqlx::query(
+                "DELETE FROM blob_chunks WHERE upload = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM blobs WHERE upload = $2)",
+            )
+            .bind(upload.as_str())
+            .bind(upload.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a network event needs before its insert: an echo of a message the
