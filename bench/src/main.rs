@@ -46,7 +46,7 @@ struct Args {
     /// The switchboard binary [default: target/release/switchboard].
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Requests in flight in scenarios 1, 2, 7 and 8 (the issue asks for 32).
+    /// Requests in flight in scenarios 1, 2, 7, 8 and 9 (the issue asks for 32).
     #[arg(long, value_name = "N", default_value_t = 32)]
     in_flight: usize,
     /// Write every run's (sent, received) latency samples as CSV files here.
@@ -197,6 +197,7 @@ fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         "bridges/core/src",
         "bridges/telegram/src",
         "bridges/signal/src",
+        "bridges/matrix/src",
     ]
     .iter()
     .filter_map(|d| newest(&workspace.join(d)))

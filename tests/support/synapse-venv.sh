@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Synapse homeserver the end-to-end tests run (tests/it/synapse.rs)
+# Installs the Synapse homeserver the end-to-end tests and the bench run
+# (bridges/matrix/src/synapse.rs, feature `synapse`)
 # into a Python virtualenv, once, plus an empty database with Synapse's schema
 # already applied (each test's homeserver starts from a copy: about a second
 # faster than creating the schema at every start). Idempotent and safe to run

@@ -1,9 +1,11 @@
 //! The scenarios of the benchmark. Each is a [`Scenario`]; a new one is a
 //! new type in this folder added to [`all`]. A network adapter against its
 //! fake server (scenarios 7 and 8) is a [`network::Fake`], whose scenario
-//! is a [`Network`] of it.
+//! is a [`Network`] of it. Matrix (scenario 9) runs against a real
+//! Synapse, one room, one direction: a scenario of its own.
 
 mod fanout;
+mod matrix;
 mod network;
 mod outage;
 mod relay;
@@ -32,7 +34,7 @@ pub struct Ctx {
     pub quick: bool,
     /// SQLite, then PostgreSQL when a URL was given.
     pub backends: Vec<Backend>,
-    /// Requests in flight in scenarios 1, 2, 7 and 8.
+    /// Requests in flight in scenarios 1, 2, 7, 8 and 9.
     pub in_flight: usize,
     /// Where to write each run's latency samples, if anywhere.
     pub samples: Option<PathBuf>,
@@ -103,6 +105,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(soak::Soak),
         Box::new(Network::<telegram::Telegram>::new()),
         Box::new(Network::<signal::Signal>::new()),
+        Box::new(matrix::Matrix),
     ]
 }
 

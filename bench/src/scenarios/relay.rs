@@ -40,7 +40,7 @@ impl Relay {
     }
 }
 
-/// The columns of a relay table (scenarios 1, 2, 7 and 8).
+/// The columns of a relay table (scenarios 1, 2, 7 and 8; 9 adds three).
 pub const COLUMNS: [&str; 17] = [
     "store",
     "load",

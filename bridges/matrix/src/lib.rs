@@ -15,9 +15,11 @@
 //! - [`fuzzing`]: fuzz entry points for events and transactions.
 //! - [`appservice`]: the routes the homeserver pushes transactions to, and
 //!   ghost users.
+//! - `synapse` (feature `synapse`): a real Synapse homeserver for tests and
+//!   the benchmark, and a plain client-server API client as its users.
 //!
-//! There is no fake: the tests run against a real Synapse (see
-//! `tests/it/synapse.rs` in the workspace).
+//! There is no fake: the tests run against a real Synapse (the `synapse`
+//! module, used by `tests/it/matrix.rs` in the workspace).
 
 pub mod adapter;
 pub mod appservice;
@@ -26,6 +28,8 @@ pub mod config;
 pub mod convert;
 pub mod fuzzing;
 pub mod html;
+#[cfg(feature = "synapse")]
+pub mod synapse;
 
 pub use adapter::MatrixAdapter;
 pub use config::{check_channel, parse as parse_config, MatrixConfig};
