@@ -17,7 +17,8 @@
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`ingress`]: routes an adapter serves on a listener the hub runs.
 //! - [`nick`]: [`render_nick`], the per-gateway "who wrote this" prefix.
-//! - [`secrets`]: [`Secrets`], how a network crate's config reads a secret.
+//! - [`secrets`]: [`Secrets`] and [`read_section`], how a network crate's
+//!   config reads its section and the secrets in it.
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
 
@@ -49,4 +50,4 @@ pub use model::{
 };
 pub use nick::{render_nick, with_nick, with_nick_within, DEFAULT_NICK_FORMAT};
 pub use richtext::{RichText, Span, Style, TextUnit};
-pub use secrets::Secrets;
+pub use secrets::{read_section, Secrets};

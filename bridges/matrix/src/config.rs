@@ -295,14 +295,7 @@ pub fn registration_plan(name: &str, section: &toml::Value) -> Result<Registrati
 type RawParts = (RawMatrix, Problems, Option<AccountId>);
 
 fn raw_section(name: &str, section: &toml::Value) -> Result<RawParts, Problems> {
-    let raw: RawMatrix = match serde_path_to_error::deserialize(section.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let key = if path == "." { String::new() } else { path };
-            return Err(vec![(key, e.into_inner().to_string())]);
-        }
-    };
+    let raw: RawMatrix = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
     let account = match AccountId::new(Network::Matrix, name) {
         Ok(a) => Some(a),

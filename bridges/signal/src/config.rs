@@ -58,14 +58,7 @@ pub type Problems = Vec<(String, String)>;
 /// # Errors
 /// Every problem found, each with its key.
 pub fn parse(name: &str, section: &toml::Value) -> Result<SignalConfig, Problems> {
-    let raw: RawSignal = match serde_path_to_error::deserialize(section.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let key = if path == "." { String::new() } else { path };
-            return Err(vec![(key, e.into_inner().to_string())]);
-        }
-    };
+    let raw: RawSignal = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
     let account = AccountId::new(Network::Signal, name)
         .map_err(|e| problems.push((String::new(), e.to_string())))

@@ -109,14 +109,7 @@ pub fn parse(
     section: &toml::Value,
     secrets: &dyn Secrets,
 ) -> Result<TelegramConfig, Problems> {
-    let raw: RawTelegram = match serde_path_to_error::deserialize(section.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let key = if path == "." { String::new() } else { path };
-            return Err(vec![(key, e.into_inner().to_string())]);
-        }
-    };
+    let raw: RawTelegram = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
     let account = match AccountId::new(Network::Telegram, name) {
         Ok(a) => Some(a),
