@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 use switchboard_signal::fake::{
     FakeOptions as SignalOptions, FakeSignal, Outage as SignalOutage, ReceiveMode,
 };
-use switchboard_telegram::fake::{
-    FakeOptions as TelegramOptions, FakeTelegram, Outage as TelegramOutage,
-};
+use switchboard_telegram::fake::{FakeTelegram, Outage as TelegramOutage};
 
 use crate::harness::*;
 use crate::synapse::{MxUser, Synapse};
@@ -55,13 +53,7 @@ impl Drill {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::new(backend, dir.path()).await;
         let (api, admin) = (free_port(), free_port());
-        let tg = FakeTelegram::start(TelegramOptions {
-            per_chat_per_minute: None,
-            per_bot_per_second: None,
-            ..TelegramOptions::default()
-        })
-        .await
-        .expect("fake Telegram");
+        let tg = crate::telegram::fake(false).await;
         tg.add_chat(GROUP, "supergroup", "Lobby", false);
         let signal = FakeSignal::start(SignalOptions {
             receive_mode: ReceiveMode::Manual,
@@ -85,11 +77,7 @@ impl Drill {
         let cfg = base_config(&db, dir.path(), api, admin)
             + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
             + &webhook("hook", hook.port, r#"["g"]"#)
-            + &format!(
-                "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n",
-                tg.token(),
-                tg.api_url()
-            )
+            + &crate::telegram::telegram_config(&tg, "")
             + &format!(
                 "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
                 signal.tcp_addr()

@@ -860,16 +860,10 @@ async fn rate_limited_sends_wait_and_arrive_once_in_order() {
 /// thread, rooted at its first message bridged into the room.
 #[tokio::test]
 async fn a_telegram_topic_becomes_a_matrix_thread() {
-    use switchboard_telegram::fake::{FakeOptions, FakeTelegram};
+    use switchboard_telegram::fake::FakeTelegram;
     const FORUM: i64 = -1_002_000_000_009;
     let dir = tempfile::tempdir().unwrap();
-    let tg = FakeTelegram::start(FakeOptions {
-        per_chat_per_minute: None,
-        per_bot_per_second: None,
-        ..FakeOptions::default()
-    })
-    .await
-    .expect("fake Telegram");
+    let tg = crate::telegram::fake(false).await;
     tg.add_chat(FORUM, "supergroup", "Forum", true);
     tg.add_topic(FORUM, 4);
     std::fs::create_dir_all(dir.path().join("synapse")).unwrap();
@@ -883,11 +877,7 @@ async fn a_telegram_topic_becomes_a_matrix_thread() {
     let db = Db::new(Backend::Sqlite, dir.path()).await;
     let (api, admin) = (free_port(), free_port());
     let cfg = base_config(&db, dir.path(), api, admin)
-        + &format!(
-            "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n",
-            tg.token(),
-            tg.api_url()
-        )
+        + &crate::telegram::telegram_config(&tg, "")
         + &format!(
             "\n[matrix.main]\nhomeserver = \"{}\"\nuser = \"{bridge}\"\npassword = \"pw-bridge\"\nsync_timeout = \"5s\"\n",
             synapse.url()

@@ -14,7 +14,7 @@ use crate::harness::*;
 
 const GROUP: i64 = -1_001_000_000_001;
 
-async fn fake(limits: bool) -> FakeTelegram {
+pub(crate) async fn fake(limits: bool) -> FakeTelegram {
     let mut opts = FakeOptions::default();
     if !limits {
         opts.per_chat_per_minute = None;
@@ -28,7 +28,7 @@ async fn fake(limits: bool) -> FakeTelegram {
 }
 
 /// `[telegram.main]` for the fake, in gateway `g` with the bot API.
-fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
+pub(crate) fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
     format!(
         "\n[telegram.main]\ntoken = \"{}\"\napi_url = \"{}\"\npoll_timeout = \"2s\"\npace_per_chat = \"0s\"\npace_per_bot = \"0s\"\n{extra}\n",
         tg.token(),
