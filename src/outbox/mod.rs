@@ -824,7 +824,17 @@ async fn deliver(
                 return dead_letter(inner, account, row.id, reason, shutdown).await;
             }
             inner.metrics.retries.get_or_create(&label).inc();
-            inner.outages.failed(account, channel, &row.gateway);
+            // A rate limit is the network pacing us, not an outage: the lane
+            // waits exactly as asked and nobody is told it is unreachable
+            // (a lane already in an outage stays in it).
+            if !matches!(
+                kind,
+                RetryKind::Transient {
+                    retry_after: Some(_)
+                }
+            ) {
+                inner.outages.failed(account, channel, &row.gateway);
+            }
             tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
             let update = RowUpdate::Retry {
                 attempts,
