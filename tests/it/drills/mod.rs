@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard_signal::fake::{
-    FakeOptions as SignalOptions, FakeSignal, Outage as SignalOutage, ReceiveMode,
+    DaemonVersion, FakeOptions as SignalOptions, FakeSignal, Outage as SignalOutage, ReceiveMode,
 };
 use switchboard_telegram::fake::{FakeTelegram, Outage as TelegramOutage};
 use tokio::task::JoinHandle;
@@ -152,6 +152,8 @@ impl Drill {
         tg.add_chat(GROUP, "supergroup", "Lobby", false);
         let signal = FakeSignal::start(SignalOptions {
             receive_mode: ReceiveMode::Manual,
+            // The current daemon, which says how long a rate limit lasts.
+            version: DaemonVersion::V0_14_6,
             ..SignalOptions::default()
         })
         .await
@@ -186,7 +188,7 @@ impl Drill {
             + &webhook("hook", hook.port, r#"["g"]"#)
             + &crate::telegram::telegram_config(&tg, &opts.telegram_extra)
             + &format!(
-                "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"2s\"\n",
+                "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"10s\"\n",
                 signal.tcp_addr()
             )
             + &format!(
@@ -283,6 +285,20 @@ impl Drill {
             self.round(matrix_up).await;
             tokio::time::sleep_until(next.into()).await;
         }
+    }
+
+    /// The fault-free phase latency is compared with: two rounds to warm
+    /// up (logins, first syncs), then a round every 2 s for 20 s, all
+    /// delivered. Returns its rounds.
+    pub(crate) async fn baseline(&mut self) -> std::ops::RangeInclusive<usize> {
+        self.round(true).await;
+        self.round(true).await;
+        self.until_caught_up("the warm-up rounds everywhere").await;
+        let first = self.n + 1;
+        self.rounds_for(Duration::from_secs(20), Duration::from_secs(2), true)
+            .await;
+        self.until_caught_up("the baseline rounds everywhere").await;
+        first..=self.n
     }
 
     /// What each destination has received: the sender prefixes' texts in
@@ -409,6 +425,39 @@ impl Drill {
         }
     }
 
+    /// Every destination: each other sender's messages, in the order they
+    /// were written, none missing. A destination in `lossy` (Telegram and
+    /// Signal, which have no idempotency key) may show a message twice when
+    /// the network performed a send whose answer was lost; such repeats are
+    /// counted, and returned per destination. Anywhere else a repeat fails.
+    pub(crate) async fn assert_delivered(&self, lossy: &[&str]) -> BTreeMap<&'static str, usize> {
+        let got = self.received().await;
+        let mut repeats = BTreeMap::new();
+        for (dest, texts) in &got {
+            for s in SENDERS.iter().filter(|s| !own(dest, s)) {
+                let from_s: Vec<&String> = texts
+                    .iter()
+                    .filter(|t| t.starts_with(&format!("{s}-")))
+                    .collect();
+                let mut firsts: Vec<&String> = Vec::new();
+                for t in &from_s {
+                    if !firsts.contains(t) {
+                        firsts.push(t);
+                    }
+                }
+                let wrote: Vec<&String> = self.wrote.get(s).into_iter().flatten().collect();
+                assert_eq!(firsts, wrote, "{s} at {dest}: every one, in order");
+                let extra = from_s.len() - firsts.len();
+                assert!(
+                    extra == 0 || lossy.contains(dest),
+                    "{s} at {dest}: {extra} repeated: {from_s:?}"
+                );
+                *repeats.entry(*dest).or_insert(0) += extra;
+            }
+        }
+        repeats
+    }
+
     /// The notices the WebSocket bot (on a network that never fails) got.
     pub(crate) fn bot_notices(&self) -> Vec<String> {
         notices(&self.ws.all())
@@ -449,19 +498,22 @@ impl Drill {
         }
     }
 
-    /// Delivery latency (write to arrival) of the messages written in
-    /// rounds `rounds` from `senders` to `dests`, as (count, p50, p99) in
-    /// milliseconds.
-    pub(crate) async fn latency(
+    /// Delivery latencies (write to arrival, ms) of the messages written in
+    /// rounds `rounds` from `senders` to `dests`, slowest first, each with
+    /// its text and destination.
+    pub(crate) async fn latencies(
         &self,
         rounds: std::ops::RangeInclusive<usize>,
         senders: &[&str],
         dests: &[&str],
-    ) -> (usize, u64, u64) {
+    ) -> Vec<(u64, String, &'static str)> {
         let arrivals = self.arrivals().await;
-        let mut ms: Vec<u64> = Vec::new();
-        for dest in dests {
-            for (text, at) in arrivals.get(dest).into_iter().flatten() {
+        let mut ms = Vec::new();
+        for (dest, got) in arrivals {
+            if !dests.contains(&dest) {
+                continue;
+            }
+            for (text, at) in got {
                 let Some((who, n)) = text.split_once('-') else {
                     continue;
                 };
@@ -469,18 +521,13 @@ impl Drill {
                 if !in_rounds || !senders.contains(&who) || own(dest, who) {
                     continue;
                 }
-                if let Some(w) = self.wrote_at.get(text) {
-                    ms.push(at.saturating_sub(*w));
+                if let Some(w) = self.wrote_at.get(&text) {
+                    ms.push((at.saturating_sub(*w), text, dest));
                 }
             }
         }
-        ms.sort_unstable();
-        let pct = |p: f64| {
-            ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(0)
-        };
-        (ms.len(), pct(0.50), pct(0.99))
+        ms.sort_unstable_by(|a, b| b.cmp(a));
+        ms
     }
 
     /// Prints one line of the latency report: the healthy side during a
@@ -496,16 +543,44 @@ impl Drill {
         senders.push("api");
         let mut dests: Vec<&str> = healthy.iter().map(|n| n.dest()).collect();
         dests.extend(["bot API (WebSocket)", "webhook"]);
-        let (bn, b50, b99) = self.latency(baseline, &senders, &dests).await;
-        let (dn, d50, d99) = self.latency(during, &senders, &dests).await;
+        self.report_latency_of(what, baseline, during, &senders, &dests)
+            .await;
+    }
+
+    /// [`Drill::report_latency`] for messages from `senders` to `dests`.
+    pub(crate) async fn report_latency_of(
+        &self,
+        what: &str,
+        baseline: std::ops::RangeInclusive<usize>,
+        during: std::ops::RangeInclusive<usize>,
+        senders: &[&str],
+        dests: &[&str],
+    ) {
+        let base = self.latencies(baseline, senders, dests).await;
+        let during = self.latencies(during, senders, dests).await;
+        // Nearest-rank percentiles of a list sorted slowest first.
+        let pct = |v: &[(u64, String, &str)], p: f64| {
+            let rank = ((v.len() as f64 * p).ceil() as usize).max(1);
+            v.get(v.len().saturating_sub(rank)).map_or(0, |x| x.0)
+        };
+        let (b99, d99) = (pct(&base, 0.99), pct(&during, 0.99));
         let ratio = if b99 == 0 {
             0.0
         } else {
             d99 as f64 / b99 as f64
         };
+        let slowest: Vec<String> = during
+            .iter()
+            .take(3)
+            .map(|(ms, text, dest)| format!("{text}→{dest} {ms} ms"))
+            .collect();
         println!(
-            "drill latency | {what} | healthy: {dests:?} | without fault: n={bn} p50={b50} ms p99={b99} ms \
-             | during: n={dn} p50={d50} ms p99={d99} ms | p99 ratio {ratio:.2}"
+            "drill latency | {what} | healthy: {dests:?} | without fault: n={} p50={} ms p99={b99} ms \
+             | during: n={} p50={} ms p99={d99} ms | p99 ratio {ratio:.2} | slowest: {slowest:?}",
+            base.len(),
+            pct(&base, 0.5),
+            during.len(),
+            pct(&during, 0.5),
         );
     }
 

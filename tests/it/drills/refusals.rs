@@ -27,10 +27,7 @@ async fn outage(d: &mut Drill, nets: &[Net]) -> std::ops::RangeInclusive<usize> 
 
 async fn refusals(backend: Backend) {
     let mut d = Drill::start(backend).await;
-    d.rounds_for(Duration::from_secs(15), Duration::from_secs(5), true)
-        .await;
-    d.until_caught_up("the first rounds everywhere").await;
-    let baseline = 1..=d.n;
+    let baseline = d.baseline().await;
     let plan: [&[Net]; 4] = [
         &[Net::Telegram],
         &[Net::Signal],
@@ -39,10 +36,7 @@ async fn refusals(backend: Backend) {
     ];
     for nets in plan {
         let during = outage(&mut d, nets).await;
-        let healthy: Vec<Net> = Net::ALL
-            .into_iter()
-            .filter(|n| !nets.contains(n))
-            .collect();
+        let healthy: Vec<Net> = Net::ALL.into_iter().filter(|n| !nets.contains(n)).collect();
         d.report_latency(
             &format!("{backend:?}: {nets:?} refusing 60 s"),
             baseline.clone(),
@@ -64,7 +58,10 @@ async fn refusals(backend: Backend) {
         "one down and one back per outage: {at_bot:#?}"
     );
     for net in Net::ALL {
-        let about: Vec<&String> = at_bot.iter().filter(|t| t.contains(net.account())).collect();
+        let about: Vec<&String> = at_bot
+            .iter()
+            .filter(|t| t.contains(net.account()))
+            .collect();
         let expected = if net == Net::Matrix { 2 } else { 4 };
         assert_eq!(about.len(), expected, "notices about {net:?}: {at_bot:#?}");
     }

@@ -818,6 +818,11 @@ impl FakeSignal {
         });
     }
 
+    /// Drops the scripted method faults not used yet (a slow spell ends).
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// The next `times` send results for this recipient (a number or UUID)
     /// are `failure`, in 1:1 and group sends alike; the other recipients of
     /// the same send are unaffected (partial failures).

@@ -770,6 +770,11 @@ impl FakeTelegram {
         });
     }
 
+    /// Drops the scripted faults not used yet (a slow spell ends).
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// Changes availability; returns once the port really is closed (or
     /// open again, on the same address).
     ///
