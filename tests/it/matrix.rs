@@ -931,3 +931,113 @@ async fn a_telegram_topic_becomes_a_matrix_thread() {
     assert!(outside["content"]["m.relates_to"].is_null(), "{outside}");
     drop(sb);
 }
+
+/// Every session of the bridge's account revoked (a user who logs out
+/// everywhere, or an admin): bot mode with a password logs in again by
+/// itself, and nothing is lost either way.
+#[tokio::test]
+async fn bot_mode_logs_in_again_when_its_sessions_are_revoked() {
+    let s = setup(Mode::Bot, Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let post = |text: &'static str| {
+        let (client, api) = (client.clone(), s.sb.api.clone());
+        async move {
+            let (st, body) = post_native(
+                &client,
+                &api,
+                "ann",
+                "g",
+                json!({"text": text, "username": "Ann"}),
+                None,
+            )
+            .await
+            .unwrap();
+            assert_eq!(st, 201, "{body}");
+        }
+    };
+    post("before").await;
+    s.alice.send_text(&s.room, "alice before").await;
+    until("the first exchange", || {
+        let (alice, room) = (s.alice.clone(), s.room.clone());
+        let n = events_from(&s.inbox, "matrix.main", "message").len();
+        async move { n == 1 && bridged_bodies(&alice, &room).await.len() == 1 }
+    })
+    .await;
+    // A second session of the same account logs out all of them.
+    let url = s.synapse.url();
+    let login: Value = client
+        .post(format!("{url}/_matrix/client/v3/login"))
+        .json(&json!({"type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "bridge"}, "password": "pw-bridge"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"]
+        .as_str()
+        .expect("logged in")
+        .to_owned();
+    let out = client
+        .post(format!("{url}/_matrix/client/v3/logout/all"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{:?}", out.text().await);
+    post("after").await;
+    s.alice.send_text(&s.room, "alice after").await;
+    until("the exchange after the sessions were revoked", || {
+        let (alice, room) = (s.alice.clone(), s.room.clone());
+        let n = events_from(&s.inbox, "matrix.main", "message").len();
+        async move { n >= 2 && bridged_bodies(&alice, &room).await.len() >= 2 }
+    })
+    .await;
+    s.sb.drained().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        bridged_bodies(&s.alice, &s.room).await,
+        ["Ann: before", "Ann: after"],
+        "once each, in order"
+    );
+    assert_eq!(
+        texts(&events_from(&s.inbox, "matrix.main", "message")),
+        ["alice before", "alice after"]
+    );
+    assert!(
+        s.sb.log().contains("logging in again"),
+        "the refused token was noticed: {}",
+        s.sb.log()
+    );
+}
+
+/// A Matrix thread reaches the bots as a thread: its messages carry the
+/// root's id, the root and the room's other messages carry none.
+#[tokio::test]
+async fn a_matrix_thread_reaches_the_bots_as_a_thread() {
+    let s = setup(Mode::Bot, Backend::Sqlite).await;
+    let root = s.alice.send_text(&s.room, "root").await;
+    s.alice
+        .send(
+            &s.room,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "in the thread",
+                "m.relates_to": {"rel_type": "m.thread", "event_id": root,
+                    "is_falling_back": true, "m.in_reply_to": {"event_id": root}}}),
+        )
+        .await;
+    s.alice.send_text(&s.room, "outside").await;
+    until("three messages at the bot", || {
+        let n = events_from(&s.inbox, "matrix.main", "message").len();
+        async move { n >= 3 }
+    })
+    .await;
+    let msgs = events_from(&s.inbox, "matrix.main", "message");
+    let thread_of = |i: usize| msgs[i]["origin"]["thread"].as_str().map(str::to_owned);
+    assert_eq!(texts(&msgs), ["root", "in the thread", "outside"]);
+    assert_eq!(thread_of(0), None, "{msgs:#?}");
+    assert_eq!(thread_of(1).as_deref(), Some(root.as_str()), "{msgs:#?}");
+    assert_eq!(thread_of(2), None, "{msgs:#?}");
+}
