@@ -84,9 +84,14 @@ async fn faults(backend: Backend) {
             &[healthy],
         )
         .await;
+        // One down and one back about the hung network (the back one once
+        // its queue drained); a slow one is not down.
+        eventually("the down and back notices", || {
+            d.bot_notices().len() >= before + 2
+        })
+        .await;
         d.sb.drained().await;
-        // One down and one back about the hung network; a slow one is not
-        // down.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let new: Vec<String> = d.bot_notices().split_off(before);
         assert_eq!(new.len(), 2, "{hung:?} hung, {slow:?} slow: {new:#?}");
         assert!(

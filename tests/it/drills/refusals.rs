@@ -45,6 +45,7 @@ async fn refusals(backend: Backend) {
         )
         .await;
     }
+    eventually("the last back notice", || d.bot_notices().len() >= 10).await;
     d.sb.drained().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     d.assert_each_once_in_order().await;
