@@ -174,6 +174,7 @@ impl Hub {
                 .ingest_batch(IngestBatch {
                     items: items.clone(),
                     cursor: cursor.clone(),
+                    state: Vec::new(),
                 })
                 .await
             {
@@ -196,6 +197,7 @@ impl Hub {
                             .ingest_batch(IngestBatch {
                                 items: Vec::new(),
                                 cursor,
+                                state: Vec::new(),
                             })
                             .await
                             .map_err(unavailable)?;
@@ -320,41 +322,22 @@ impl Hub {
                 ),
             ),
         };
-        let route = self.router.load().route_notice(gateway, account, channel);
-        if route.is_empty() {
-            return;
-        }
-        tracing::info!(%gateway, %account, %channel, notice = %text, "Outage notice.");
-        let remote = format!("notice:{:032x}", rand::random::<u128>());
-        let item = IngestItem {
-            event: NewEvent {
-                origin: Origin {
-                    account: account.clone(),
-                    channel: channel.clone(),
-                    remote_id: RemoteId::new(remote).expect("valid"),
-                    thread: None,
-                },
-                key: None,
-                author: Author {
-                    remote_id: "switchboard".into(),
-                    display_name: "switchboard".into(),
-                    username: None,
-                    avatar: None,
-                    is_bot: true,
-                },
-                at: time::OffsetDateTime::now_utc(),
-                kind: EventKind::Notice {
-                    body: RichText::plain(text),
-                },
-            },
-            origin_token: None,
-            dests: route.dests,
-            feed: route.feed,
-            check_echo: false,
+        // The outage is recorded (or forgotten) in the commit of its
+        // notice, so a restart neither repeats a notice nor loses one; also
+        // when nobody is left to tell.
+        let mut batch = IngestBatch {
+            items: Vec::new(),
+            cursor: None,
+            state: vec![a.record()],
         };
+        let route = self.router.load().route_notice(gateway, account, channel);
+        if !route.is_empty() {
+            tracing::info!(%gateway, %account, %channel, notice = %text, "Outage notice.");
+            batch.items.push(notice_item(account, channel, text, route));
+        }
         let mut shutdown = self.shutdown.clone();
         loop {
-            match self.writer.ingest(item.clone()).await {
+            match self.writer.ingest_batch(batch.clone()).await {
                 Ok(_) => return,
                 Err(e) if e.is_unavailable() && !matches!(e, StoreError::WriterGone) => {
                     tokio::select! {
@@ -368,6 +351,42 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+/// A notice from switchboard itself about `account`/`channel`, routed.
+fn notice_item(
+    account: &AccountId,
+    channel: &ChannelId,
+    text: String,
+    route: crate::router::Route,
+) -> IngestItem {
+    let remote = format!("notice:{:032x}", rand::random::<u128>());
+    IngestItem {
+        event: NewEvent {
+            origin: Origin {
+                account: account.clone(),
+                channel: channel.clone(),
+                remote_id: RemoteId::new(remote).expect("valid"),
+                thread: None,
+            },
+            key: None,
+            author: Author {
+                remote_id: "switchboard".into(),
+                display_name: "switchboard".into(),
+                username: None,
+                avatar: None,
+                is_bot: true,
+            },
+            at: time::OffsetDateTime::now_utc(),
+            kind: EventKind::Notice {
+                body: RichText::plain(text),
+            },
+        },
+        origin_token: None,
+        dests: route.dests,
+        feed: route.feed,
+        check_echo: false,
     }
 }
 

@@ -259,6 +259,18 @@ impl Outbox {
                 w.paused.send_replace(true);
             }
         }
+        // Before any lane runs: a lane failing in an outage announced before
+        // the restart goes on with it instead of starting a new one.
+        let resumed = self
+            .inner
+            .outages
+            .resume(self.inner.store.adapter_states(notices::KEY_PREFIX).await?);
+        if resumed > 0 {
+            tracing::info!(
+                outages = resumed,
+                "Outages announced before the restart go on."
+            );
+        }
         for (account, channel) in self.inner.store.lanes_with_pending().await? {
             match (account.parse::<AccountId>(), ChannelId::new(channel)) {
                 (Ok(a), Ok(c)) => self.poke(&a, &c),

@@ -9,6 +9,15 @@
 //! announced outage announces the recovery. The announcements go to the
 //! hub as [`Announcement`]s over a channel; the hub routes them (it knows
 //! the gateways) and commits them as `Notice` events.
+//!
+//! An announced outage outlives the process: each announcement carries a
+//! [`StateChange`] ([`Announcement::record`]) that the hub commits with
+//! its notice, so the store holds exactly the outages whose "down" went
+//! out and whose "back" did not. At start they are taken back
+//! ([`Outages::resume`]): a restart or a crash during an outage sends no
+//! second "down", and the "back" counts from when the outage began. Its
+//! count of delivered messages starts again at the restart (counting every
+//! delivery in the store would cost a write per message).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +25,23 @@ use std::time::{Duration, Instant};
 
 use switchboard_core::{AccountId, ChannelId, GatewayName};
 use time::OffsetDateTime;
+
+use crate::store::StateChange;
+
+/// Where an announced outage is remembered: the destination account's
+/// key-value space, one key per channel (`switchboard.outage/<channel>`).
+/// No LIKE wildcard in it: the store finds the keys by this prefix.
+pub(crate) const KEY_PREFIX: &str = "switchboard.outage/";
+
+/// An announced outage as stored (JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    /// The gateway whose row was failing (told again when it is back).
+    gateway: GatewayName,
+    /// When it began, in milliseconds since the epoch: a restart cannot
+    /// carry an `Instant` over.
+    since_ms: i64,
+}
 
 /// What the hub is asked to tell a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +72,39 @@ pub enum Announcement {
     },
 }
 
+impl Announcement {
+    /// The store change that commits with this announcement: a "down"
+    /// records the outage, a "back" forgets it.
+    #[must_use]
+    pub fn record(&self) -> StateChange {
+        match self {
+            Self::Down {
+                gateway,
+                account,
+                channel,
+                since,
+            } => {
+                let recorded = Recorded {
+                    gateway: gateway.clone(),
+                    since_ms: i64::try_from(since.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+                };
+                StateChange {
+                    account: account.clone(),
+                    key: format!("{KEY_PREFIX}{channel}"),
+                    value: Some(serde_json::to_string(&recorded).expect("plain JSON")),
+                }
+            }
+            Self::Back {
+                account, channel, ..
+            } => StateChange {
+                account: account.clone(),
+                key: format!("{KEY_PREFIX}{channel}"),
+                value: None,
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Outage {
     gateway: GatewayName,
@@ -65,6 +124,51 @@ pub struct Outages {
 }
 
 impl Outages {
+    /// Takes back the outages announced before a restart: `rows` are the
+    /// store's (account, key, value) under [`KEY_PREFIX`]. They count as
+    /// announced, and from when they began. Returns how many were taken;
+    /// a row that cannot be read is logged and skipped (at worst its
+    /// outage is announced again).
+    pub fn resume(&self, rows: Vec<(String, String, String)>) -> usize {
+        let mut lanes = self.lanes.lock().expect("outages lock");
+        let (now, now_wall) = (Instant::now(), OffsetDateTime::now_utc());
+        let mut taken = 0;
+        for (account, key, value) in rows {
+            let parsed = key.strip_prefix(KEY_PREFIX).and_then(|channel| {
+                let recorded: Recorded = serde_json::from_str(&value).ok()?;
+                let since_wall = OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(recorded.since_ms) * 1_000_000,
+                )
+                .ok()?;
+                Some((
+                    account.parse::<AccountId>().ok()?,
+                    ChannelId::new(channel).ok()?,
+                    recorded.gateway,
+                    since_wall,
+                ))
+            });
+            let Some((account, channel, gateway, since_wall)) = parsed else {
+                tracing::warn!(%account, %key, "An outage recorded in the store cannot be read; skipped.");
+                continue;
+            };
+            // The time it has lasted, on this process's monotonic clock.
+            let lasted = Duration::try_from(now_wall - since_wall).unwrap_or_default();
+            lanes.insert(
+                (account, channel),
+                Outage {
+                    gateway,
+                    since: now.checked_sub(lasted).unwrap_or(now),
+                    since_wall,
+                    announced: true,
+                    recovered_at: None,
+                    delivered: 0,
+                },
+            );
+            taken += 1;
+        }
+        taken
+    }
+
     /// A send to the lane failed (a row of `gateway` was at its head).
     pub fn failed(&self, account: &AccountId, channel: &ChannelId, gateway: &GatewayName) {
         let mut lanes = self.lanes.lock().expect("outages lock");
@@ -173,5 +277,55 @@ mod tests {
         o.delivered(&a, &c);
         assert_eq!(o.drained(&a, &c), None);
         assert!(o.due(&|_| Some(Duration::from_secs(60))).is_empty());
+    }
+
+    #[test]
+    fn an_outage_announced_before_a_restart_goes_on_after_it() {
+        let (a, c, g): (AccountId, ChannelId, GatewayName) = (
+            "telegram.main".parse().unwrap(),
+            ChannelId::new("-1001").unwrap(),
+            GatewayName::new("g").unwrap(),
+        );
+        let now = |_: &GatewayName| Some(Duration::ZERO);
+        // Announced 90 s ago by the process before.
+        let down = Announcement::Down {
+            gateway: g.clone(),
+            account: a.clone(),
+            channel: c.clone(),
+            since: OffsetDateTime::now_utc() - Duration::from_secs(90),
+        };
+        let recorded = down.record();
+        assert_eq!(recorded.key, "switchboard.outage/-1001");
+        let o = Outages::default();
+        let rows = vec![
+            (
+                a.to_string(),
+                recorded.key.clone(),
+                recorded.value.clone().unwrap(),
+            ),
+            ("telegram.main".into(), format!("{KEY_PREFIX}x"), "{".into()),
+        ];
+        assert_eq!(o.resume(rows), 1, "the unreadable row is skipped");
+        o.failed(&a, &c, &g);
+        assert!(o.due(&now).is_empty(), "no second down");
+        o.delivered(&a, &c);
+        let back = o.drained(&a, &c).expect("back once drained");
+        match &back {
+            Announcement::Back {
+                outage,
+                delivered: 1,
+                ..
+            } => assert!(*outage >= Duration::from_secs(90), "{outage:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            back.record(),
+            StateChange {
+                account: a,
+                key: recorded.key,
+                value: None
+            },
+            "the back notice forgets the outage"
+        );
     }
 }

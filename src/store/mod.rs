@@ -33,7 +33,9 @@ use switchboard_core::{
     AccountId, Avatar, ChannelId, Event, EventId, EventKind, GatewayName, NewEvent, RemoteId,
 };
 
-pub use writer::{Dest, IngestBatch, IngestItem, IngestOutcome, RowUpdate, WriteCmd, WriterHandle};
+pub use writer::{
+    Dest, IngestBatch, IngestItem, IngestOutcome, RowUpdate, StateChange, WriteCmd, WriterHandle,
+};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -797,6 +799,28 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// Every account's keys that start with `prefix`, as (account, key,
+    /// value). The prefix is matched with `LIKE`, so it must not contain
+    /// `%` or `_`.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn adapter_states(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        debug_assert!(!prefix.contains(['%', '_']), "a LIKE wildcard in {prefix}");
+        let rows = sqlx::query(
+            "SELECT account, key, value FROM adapter_state WHERE key LIKE $1 ORDER BY account, key",
+        )
+        .bind(format!("{prefix}%"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 
     /// A consumer's stored feed cursor.

@@ -237,7 +237,7 @@ async fn two_weeks(backend: Backend) {
         let outcomes = w
             .ingest_batch(switchboard::store::IngestBatch {
                 items,
-                cursor: None,
+                ..Default::default()
             })
             .await
             .unwrap();

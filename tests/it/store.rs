@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use switchboard::store::writer::{self, CommitSink, MapEntry};
-use switchboard::store::{Dest, IngestItem, IngestOutcome, RowUpdate, Store};
+use switchboard::store::{
+    Dest, IngestBatch, IngestItem, IngestOutcome, RowUpdate, StateChange, Store,
+};
 use switchboard_core::{
     AccountId, Author, ChannelId, Delivered, EventId, EventKind, GatewayName, NewEvent, Origin,
     RemoteId, RichText, TargetRef,
@@ -231,6 +233,37 @@ async fn store_contract(backend: Backend) {
     assert_eq!(store.api_cursor("api.bots/t", "c").await.unwrap(), Some(12));
     w.cursor("api.bots/t".into(), "c".into(), 3, true).await;
     assert_eq!(store.api_cursor("api.bots/t", "c").await.unwrap(), Some(12));
+
+    // Key-value changes commit with the events of their batch (an outage
+    // notice and the outage it records), found again by their key's prefix.
+    let tg: AccountId = "telegram.main".parse().unwrap();
+    let change = |key: &str, value: Option<&str>| StateChange {
+        account: tg.clone(),
+        key: key.to_owned(),
+        value: value.map(str::to_owned),
+    };
+    let batch = |items, state| IngestBatch {
+        items,
+        cursor: None,
+        state,
+    };
+    w.ingest_batch(batch(
+        vec![from_chat("1", "200", edit_of("100"))],
+        vec![
+            change("outage/-1", Some("a")),
+            change("outage/-2", Some("b")),
+        ],
+    ))
+    .await
+    .unwrap();
+    w.ingest_batch(batch(Vec::new(), vec![change("outage/-1", None)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.adapter_states("outage/").await.unwrap(),
+        vec![("telegram.main".into(), "outage/-2".into(), "b".into())],
+        "set, then removed by a later batch"
+    );
 
     drop(w);
     task.await.unwrap();

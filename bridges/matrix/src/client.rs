@@ -48,6 +48,11 @@ pub enum MxError {
     /// The request could not be built (an id the API refuses).
     #[error("cannot build the request: {0}")]
     Build(String),
+    /// The request needs an access token and the account has none yet (a
+    /// send racing the sign-in at start). Not sent; an auth problem that
+    /// the sign-in ends.
+    #[error("not signed in to the homeserver yet")]
+    NotSignedIn,
 }
 
 impl MxError {
@@ -63,7 +68,7 @@ impl MxError {
     /// Whether the account's credentials were refused.
     #[must_use]
     pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Api { status: 401, .. })
+        matches!(self, Self::Api { status: 401, .. } | Self::NotSignedIn)
             || matches!(self.errcode(), Some("M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN"))
     }
 
@@ -82,6 +87,7 @@ impl MxError {
                 SendError::transient(msg, *retry_after)
             }
             Self::Api { status, .. } if *status >= 500 => SendError::transient(msg, None),
+            Self::NotSignedIn => SendError::account_down(msg, None),
             _ if self.is_auth() => SendError::account_down(msg, None),
             Self::Api { .. } | Self::TooLarge(_) | Self::Build(_) => SendError::permanent(msg),
         }
@@ -248,17 +254,30 @@ impl Client {
                 .clone();
             let identity =
                 user.map_or_else(AppserviceUserIdentity::default, AppserviceUserIdentity::new);
+            // No token yet: none sent, not an empty one. An empty bearer is
+            // refused (401) even where a token is optional (`/versions`),
+            // which made every start sign in afresh, as a new device; and
+            // the homeserver keys transaction ids by device, so a send
+            // retried after a restart was posted twice.
+            let access = if token.is_empty() {
+                SendAccessToken::None
+            } else if self.always_token.load(std::sync::atomic::Ordering::Relaxed) {
+                SendAccessToken::Always(&token)
+            } else {
+                SendAccessToken::IfRequired(&token)
+            };
             req.try_into_http_request_with_identity(
                 &self.base,
-                if self.always_token.load(std::sync::atomic::Ordering::Relaxed) {
-                    SendAccessToken::Always(&token)
-                } else {
-                    SendAccessToken::IfRequired(&token)
-                },
+                access,
                 identity,
                 R::PathBuilder::input(&versions),
             )
-            .map_err(|e| MxError::Build(e.to_string()))?
+            .map_err(|e| match e {
+                ruma::api::error::IntoHttpError::Authentication(_) if token.is_empty() => {
+                    MxError::NotSignedIn
+                }
+                e => MxError::Build(e.to_string()),
+            })?
         };
         let (parts, body) = http_req.into_parts();
         let url = parts.uri.to_string();
@@ -401,6 +420,30 @@ mod tests {
         assert_eq!(
             MxError::Timeout.send_error().retry_kind(),
             RetryKind::Transient { retry_after: None }
+        );
+    }
+
+    /// A send before the sign-in is not sent (nothing listens on port 9)
+    /// and waits for it, where it used to go out with an empty bearer.
+    #[tokio::test]
+    async fn a_send_before_the_sign_in_waits_for_it() {
+        let client = Client::new("http://127.0.0.1:9");
+        let room: ruma::OwnedRoomId = "!r:localhost".try_into().unwrap();
+        let content = ruma::events::room::message::RoomMessageEventContent::text_plain("hi");
+        let req = ruma::api::client::message::send_message_event::v3::Request::new(
+            room,
+            "t1".into(),
+            &content,
+        )
+        .unwrap();
+        let e = client
+            .call(req, None, Duration::from_secs(1), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MxError::NotSignedIn), "{e:?}");
+        assert_eq!(
+            e.send_error().retry_kind(),
+            switchboard_core::RetryKind::AccountDown { retry_after: None }
         );
     }
 }

@@ -8,7 +8,10 @@
 //! acknowledgement: once it has handed a message over, it has already
 //! acknowledged it to Signal. A crash between that hand-over and the hub's
 //! commit (milliseconds; the notifications of one read are committed as one
-//! batch) loses those messages. The docs say so.
+//! batch) loses those messages. The docs say so. While the store is
+//! unavailable the adapter unsubscribes, so what arrives meanwhile stays on
+//! Signal's server; what was handed over already waits in this process and
+//! is committed first when the store is back.
 //!
 //! # Sending
 //! One request per attempt. A send that reached some recipients is a
@@ -268,8 +271,10 @@ impl SignalAdapter {
                 conn.call("subscribeReceive", json!({}), self.cfg.request_timeout)
                     .await
             };
-            match subscribed {
-                Ok(_) => {}
+            // The subscription's id over a socket, to stop it while the
+            // store is unavailable.
+            let mut subscription = match subscribed {
+                Ok(id) => Some(id).filter(|id| !id.is_null()),
                 Err(e) => {
                     let error = format!("cannot subscribe to messages: {e}");
                     tracing::warn!(%account, %error, "Retrying.");
@@ -279,7 +284,9 @@ impl SignalAdapter {
                     }
                     continue;
                 }
-            }
+            };
+            // Unsubscribed because nothing can be committed (see below).
+            let mut held = false;
             *self.conn.lock().expect("conn lock") = Some(conn.clone());
             host.health(ReceiveHealth::Connected);
             tracing::info!(%account, "Connected to signal-cli.");
@@ -323,9 +330,41 @@ impl SignalAdapter {
                         Err(DeliverError::Stopping) => return Ok(()),
                         Err(e) => {
                             tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
+                            // signal-cli acknowledges what it hands over: while
+                            // nothing can be committed, the messages still to
+                            // come stay on Signal's server, not in this process.
+                            if let (false, Some(id)) = (held, &subscription) {
+                                let params = json!({"subscription": id});
+                                let stop = conn
+                                    .call("unsubscribeReceive", params, self.cfg.request_timeout)
+                                    .await;
+                                held = stop.is_ok();
+                                if held {
+                                    tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
+                                }
+                            }
                             if !nap(Duration::from_secs(1), &mut shutdown).await {
                                 return Ok(());
                             }
+                        }
+                    }
+                }
+                if held {
+                    // Committed: the store is back. What was handed over
+                    // before is still in `notes`, ahead of what comes now.
+                    match conn
+                        .call("subscribeReceive", json!({}), self.cfg.request_timeout)
+                        .await
+                    {
+                        Ok(id) => {
+                            subscription = Some(id).filter(|id| !id.is_null());
+                            held = false;
+                            tracing::info!(%account, "Taking messages off Signal again.");
+                        }
+                        // A new connection subscribes anew.
+                        Err(e) => {
+                            tracing::warn!(%account, error = %e, "Cannot subscribe again; reconnecting.");
+                            break;
                         }
                     }
                 }

@@ -90,6 +90,21 @@ pub struct IngestBatch {
     pub items: Vec<IngestItem>,
     /// The account's cursor after them, saved in the same commit.
     pub cursor: Option<(AccountId, switchboard_core::Cursor)>,
+    /// Key-value changes that must commit with the events or not at all
+    /// (an outage notice and the outage it records: one without the
+    /// other would repeat or lose a notice after a crash).
+    pub state: Vec<StateChange>,
+}
+
+/// A change to one key of an account's key-value space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The account.
+    pub account: AccountId,
+    /// The key.
+    pub key: String,
+    /// The new value; `None` removes the key.
+    pub value: Option<String>,
 }
 
 /// What committing an [`IngestItem`] did.
@@ -256,7 +271,7 @@ impl WriterHandle {
     pub async fn ingest(&self, item: IngestItem) -> Result<IngestOutcome, StoreError> {
         let batch = IngestBatch {
             items: vec![item],
-            cursor: None,
+            ..IngestBatch::default()
         };
         let mut outcomes = self.ingest_batch(batch).await?;
         outcomes

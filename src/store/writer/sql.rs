@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::{Any, Row, Transaction};
-use switchboard_core::{Delivered, Event, EventId, EventKind, RemoteId, TargetRef};
+use switchboard_core::{AccountId, Delivered, Event, EventId, EventKind, RemoteId, TargetRef};
 
 use super::{BlobPart, IngestItem, IngestOutcome, MapEntry, RowUpdate, WriteCmd};
 use crate::store::{blobs_used, now_ms, FeedItem, StoreError};
@@ -113,6 +113,9 @@ pub(super) async fn apply_all(
                 .bind(cursor.value.as_str())
                 .execute(&mut **tx)
                 .await?;
+            }
+            for change in &ingest.state {
+                put_state(tx, &change.account, &change.key, change.value.as_deref()).await?;
             }
         }
     }
@@ -435,6 +438,30 @@ async fn bulk_sent(
     Ok(())
 }
 
+/// Sets (`Some`) or removes (`None`) one key of an account's key-value
+/// space.
+async fn put_state(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), StoreError> {
+    let q = match value {
+        Some(value) => sqlx::query(
+            "INSERT INTO adapter_state (account, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(account.to_string())
+        .bind(key)
+        .bind(value),
+        None => sqlx::query("DELETE FROM adapter_state WHERE account = $1 AND key = $2")
+            .bind(account.to_string())
+            .bind(key),
+    };
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// Applies one command other than an ingest (those go through
 /// [`bulk_ingest`]).
 async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
@@ -446,18 +473,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             key,
             value,
             ..
-        } => {
-            sqlx::query(
-                "INSERT INTO adapter_state (account, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(account.to_string())
-            .bind(key.as_str())
-            .bind(value.as_str())
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
+        } => put_state(tx, account, key, Some(value)).await,
         WriteCmd::Row(id, update, _) => row_update(tx, *id, update, now).await,
         WriteCmd::Blob {
             sha256, mime, data, ..

@@ -162,7 +162,7 @@ async fn faults(backend: Backend) {
     // after switchboard gave up on it: the lost-answer duplicate. Telegram's
     // fake drops what it held, like a proxy that never passed it on.
     let repeats = d.assert_delivered(&["signal"]).await;
-    println!("drill repeats | {backend:?}: faults | {repeats:?}");
+    report!("drill repeats | {backend:?}: faults | {repeats:?}");
     for net in Net::ALL {
         let seen = d.notices_on(net).await;
         for other in Net::ALL.into_iter().filter(|o| *o != net) {
@@ -198,7 +198,7 @@ fn check_retry_after(d: &Drill, since: Instant) {
         }
     }
     assert_eq!(late.len(), 4, "four 429s from Telegram");
-    println!("drill retry-after | Telegram | waited longer by {late:?}");
+    report!("drill retry-after | Telegram | waited longer by {late:?}");
 
     // Signal: each send carries the daemon's timestamp, failed ones too.
     let since_ms = now_ms() - since.elapsed().as_millis() as u64;
@@ -221,7 +221,7 @@ fn check_retry_after(d: &Drill, since: Instant) {
         }
     }
     assert_eq!(late.len(), 4, "four rate limits from Signal");
-    println!("drill retry-after | Signal | waited longer by {late:?} ms");
+    report!("drill retry-after | Signal | waited longer by {late:?} ms");
 
     // Matrix: the proxy saw each 429 and its `retry_after_ms`.
     let log: Vec<(Instant, String)> = d
@@ -252,7 +252,7 @@ fn check_retry_after(d: &Drill, since: Instant) {
         !late.is_empty(),
         "Synapse rate-limited the bridge: {log:#?}"
     );
-    println!(
+    report!(
         "drill retry-after | Matrix | {} limits, waited longer by {late:?}",
         late.len()
     );

@@ -18,9 +18,24 @@
 //! scenario prints the healthy destinations' p50/p99 during the fault next
 //! to a fault-free phase of the same run, for docs/outages.md.
 
+// A kit, like the harness: parts of it (the proxy, hangs) serve scenarios
+// still to be written.
+
+/// Prints one line of a drill's report (latency, repeats, retry-after
+/// waits), and appends it to the file `SWITCHBOARD_DRILL_REPORT` names, if
+/// any: nextest shows a passing test's output only with `--no-capture`,
+/// which runs the tests one at a time.
+macro_rules! report {
+    ($($arg:tt)*) => {
+        $crate::drills::report_line(&format!($($arg)*))
+    };
+}
+
+mod database;
 mod faults;
 mod proxy;
 mod refusals;
+mod restarts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -574,7 +589,7 @@ impl Drill {
             .take(3)
             .map(|(ms, text, dest)| format!("{text}→{dest} {ms} ms"))
             .collect();
-        println!(
+        report!(
             "drill latency | {what} | healthy: {dests:?} | without fault: n={} p50={} ms p99={b99} ms \
              | during: n={} p50={} ms p99={d99} ms | p99 ratio {ratio:.2} | slowest: {slowest:?}",
             base.len(),
@@ -676,6 +691,20 @@ fn bot_reader(api: &str, inbox: Inbox) -> JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
+}
+
+/// See [`report!`].
+pub(crate) fn report_line(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SWITCHBOARD_DRILL_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the drill report file");
+        writeln!(f, "{line}").expect("write the drill report");
+    }
 }
 
 /// Whether `dest` is where `sender` writes (nothing is echoed back).
