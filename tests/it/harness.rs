@@ -181,6 +181,24 @@ impl Sb {
         }
     }
 
+    /// Runs `switchboard --config <this config> <args>` (a CLI command
+    /// beside the running process, e.g. `reload`), which must succeed;
+    /// its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "switchboard {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The running process's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

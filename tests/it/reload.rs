@@ -191,20 +191,7 @@ async fn a_reload_adds_and_removes_a_bot_api_account() {
     let reader = Inbox::default();
     let ws = sb.api.replace("http", "ws");
     ws_reader(&format!("{ws}/v1/ws?gateways=g"), "reader", reader.clone()).await;
-    let reload = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&sb.config)
-            .arg("reload")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let reload = || sb.cli(&["reload"]);
     // A second bot API account on its own port, a member of gateway g.
     let with_more = base.clone()
         + &format!(

@@ -921,20 +921,7 @@ async fn a_reload_adds_changes_and_removes_a_telegram_account() {
     ws_reader(&format!("{ws}/v1/ws?gateways=g"), "ann", inbox.clone()).await;
     let client = reqwest::Client::new();
     let bob = FakeTelegram::user(7, "Bob", None);
-    let reload = |sb: &Sb| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&sb.config)
-            .arg("reload")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let reload = |sb: &Sb| sb.cli(&["reload"]);
 
     // Added: the account starts and the group joins the conversation.
     let with_tg = base.clone() + &telegram_config(&tg, "") + &member(&GROUP.to_string());

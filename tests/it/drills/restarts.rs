@@ -303,22 +303,6 @@ async fn drill_kill9_at_seeded_points_with_and_without_a_backlog_postgres() {
     kills(Backend::Postgres).await;
 }
 
-/// Runs `switchboard reload` on the drill's config file; its report.
-fn reload(d: &Drill) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("--config")
-        .arg(&d.sb.config)
-        .arg("reload")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn down_across_restart_and_reload(backend: Backend) {
     let started = Instant::now();
     let mut d = Drill::start(backend).await;
@@ -366,7 +350,7 @@ async fn down_across_restart_and_reload(backend: Backend) {
     assert_ne!(config, changed, "the Signal section has a request_timeout");
     std::fs::write(&d.sb.config, changed).unwrap();
     let pid = d.sb.pid();
-    let report = reload(&d);
+    let report = d.sb.cli(&["reload"]);
     report!("drill reload | {}", report.trim().replace('\n', " | "));
     d.rounds_for(Duration::from_secs(8), Duration::from_secs(1), true)
         .await;
