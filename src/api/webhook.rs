@@ -207,10 +207,11 @@ impl Adapter for WebhookAdapter {
         }
         let ra = retry_after(&resp);
         let msg = format!("webhook {} answered {status}", hook.name);
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error()
-        {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            Err(SendError::rate_limited(msg, ra))
+        } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+            // A 503 with Retry-After is a receiver that is down for a
+            // while: an outage, told as one.
             Err(SendError::transient(msg, ra))
         } else {
             Err(SendError::permanent(msg))

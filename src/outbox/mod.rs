@@ -271,13 +271,24 @@ impl Outbox {
                 "Outages announced before the restart go on."
             );
         }
+        let mut pending = std::collections::HashSet::new();
         for (account, channel) in self.inner.store.lanes_with_pending().await? {
             match (account.parse::<AccountId>(), ChannelId::new(channel)) {
-                (Ok(a), Ok(c)) => self.poke(&a, &c),
+                (Ok(a), Ok(c)) => {
+                    pending.insert((a, c));
+                }
                 _ => {
                     tracing::warn!(%account, "Pending rows for an unparsable destination; skipped.")
                 }
             }
+        }
+        if let Some(tx) = self.inner.notices.get() {
+            self.inner.outages.settle_idle(&pending, &mut |a| {
+                let _ = tx.send(a);
+            });
+        }
+        for (a, c) in &pending {
+            self.poke(a, c);
         }
         for q in self.inner.store.queues().await? {
             self.inner
@@ -306,12 +317,12 @@ impl Outbox {
                         return;
                     };
                     let policies = inner.gateways.read().expect("gateways lock").clone();
-                    for a in inner
-                        .outages
-                        .due(&|g| policies.get(g).and_then(|p| p.notice_after))
-                    {
-                        let _ = tx.send(a);
-                    }
+                    inner.outages.due(
+                        &|g| policies.get(g).and_then(|p| p.notice_after),
+                        &mut |a| {
+                            let _ = tx.send(a);
+                        },
+                    );
                 }
             });
         }
@@ -556,10 +567,10 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
         };
         if rows.is_empty() {
             // Caught up: a destination that was announced down is back.
-            if let Some(a) = inner.outages.drained(&account, &channel) {
-                if let Some(tx) = inner.notices.get() {
+            if let Some(tx) = inner.notices.get() {
+                inner.outages.drained(&account, &channel, &mut |a| {
                     let _ = tx.send(a);
-                }
+                });
             }
             tokio::select! {
                 () = notify.notified() => {}
@@ -839,12 +850,7 @@ async fn deliver(
             // A rate limit is the network pacing us, not an outage: the lane
             // waits exactly as asked and nobody is told it is unreachable
             // (a lane already in an outage stays in it).
-            if !matches!(
-                kind,
-                RetryKind::Transient {
-                    retry_after: Some(_)
-                }
-            ) {
+            if !error.is_rate_limit() {
                 inner.outages.failed(account, channel, &row.gateway);
             }
             tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");

@@ -202,30 +202,41 @@ impl Outages {
         o.delivered += 1;
     }
 
-    /// The lane has nothing left to send: a recovery to announce, if any.
-    pub fn drained(&self, account: &AccountId, channel: &ChannelId) -> Option<Announcement> {
+    /// The lane has nothing left to send: announces its recovery, if it was
+    /// out. `send` is called under the lock, so a lane's "back" can never
+    /// be sent before its "down" ([`Outages::due`] sends the same way).
+    pub fn drained(
+        &self,
+        account: &AccountId,
+        channel: &ChannelId,
+        send: &mut dyn FnMut(Announcement),
+    ) {
         let mut lanes = self.lanes.lock().expect("outages lock");
         let key = (account.clone(), channel.clone());
-        let o = lanes.get(&key)?;
-        let recovered = o.recovered_at?;
-        let o = lanes.remove(&key)?;
-        Some(Announcement::Back {
+        let Some(recovered) = lanes.get(&key).and_then(|o| o.recovered_at) else {
+            return;
+        };
+        let Some(o) = lanes.remove(&key) else {
+            return;
+        };
+        send(Announcement::Back {
             gateway: o.gateway,
             account: key.0,
             channel: key.1,
             outage: recovered.saturating_duration_since(o.since),
             delivered: o.delivered,
-        })
+        });
     }
 
-    /// Outages that have lasted longer than their gateway's `notice_after`
-    /// and were not announced yet; marks them announced.
+    /// Announces the outages that have lasted longer than their gateway's
+    /// `notice_after` and were not announced yet (under the lock, as
+    /// [`Outages::drained`]).
     pub fn due(
         &self,
         notice_after: &dyn Fn(&GatewayName) -> Option<Duration>,
-    ) -> Vec<Announcement> {
+        send: &mut dyn FnMut(Announcement),
+    ) {
         let mut lanes = self.lanes.lock().expect("outages lock");
-        let mut out = Vec::new();
         for ((account, channel), o) in lanes.iter_mut() {
             if o.announced || o.recovered_at.is_some() {
                 continue;
@@ -235,7 +246,7 @@ impl Outages {
             };
             if o.since.elapsed() >= after {
                 o.announced = true;
-                out.push(Announcement::Down {
+                send(Announcement::Down {
                     gateway: o.gateway.clone(),
                     account: account.clone(),
                     channel: channel.clone(),
@@ -243,13 +254,55 @@ impl Outages {
                 });
             }
         }
-        out
+    }
+
+    /// At start, after [`Outages::resume`]: an outage taken back for a lane
+    /// with nothing queued would wait for the next message to end (a crash
+    /// between the last send and the commit of its "back", or a channel
+    /// gone from the config). Nothing waits for it, so it is announced as
+    /// over now; if the network is still down, the next failure starts a
+    /// new outage.
+    pub fn settle_idle(
+        &self,
+        pending: &std::collections::HashSet<(AccountId, ChannelId)>,
+        send: &mut dyn FnMut(Announcement),
+    ) {
+        let mut lanes = self.lanes.lock().expect("outages lock");
+        let idle: Vec<(AccountId, ChannelId)> = lanes
+            .iter()
+            .filter(|(k, o)| o.announced && o.recovered_at.is_none() && !pending.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            let Some(o) = lanes.remove(&key) else {
+                continue;
+            };
+            send(Announcement::Back {
+                gateway: o.gateway,
+                account: key.0,
+                channel: key.1,
+                outage: o.since.elapsed(),
+                delivered: 0,
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn due(o: &Outages, after: &dyn Fn(&GatewayName) -> Option<Duration>) -> Vec<Announcement> {
+        let mut out = Vec::new();
+        o.due(after, &mut |a| out.push(a));
+        out
+    }
+
+    fn drained(o: &Outages, a: &AccountId, c: &ChannelId) -> Option<Announcement> {
+        let mut out = None;
+        o.drained(a, c, &mut |x| out = Some(x));
+        out
+    }
 
     #[test]
     fn one_down_and_one_back_per_outage() {
@@ -262,21 +315,21 @@ mod tests {
         let now = |_: &GatewayName| Some(Duration::ZERO);
         o.failed(&a, &c, &g);
         o.failed(&a, &c, &g);
-        assert_eq!(o.due(&now).len(), 1);
-        assert!(o.due(&now).is_empty(), "announced once");
-        assert_eq!(o.drained(&a, &c), None, "not back yet");
+        assert_eq!(due(&o, &now).len(), 1);
+        assert!(due(&o, &now).is_empty(), "announced once");
+        assert_eq!(drained(&o, &a, &c), None, "not back yet");
         o.delivered(&a, &c);
         o.delivered(&a, &c);
-        match o.drained(&a, &c) {
+        match drained(&o, &a, &c) {
             Some(Announcement::Back { delivered: 2, .. }) => {}
             other => panic!("{other:?}"),
         }
-        assert_eq!(o.drained(&a, &c), None, "back once");
+        assert_eq!(drained(&o, &a, &c), None, "back once");
         // A short failure never announced says nothing when it ends.
         o.failed(&a, &c, &g);
         o.delivered(&a, &c);
-        assert_eq!(o.drained(&a, &c), None);
-        assert!(o.due(&|_| Some(Duration::from_secs(60))).is_empty());
+        assert_eq!(drained(&o, &a, &c), None);
+        assert!(due(&o, &|_| Some(Duration::from_secs(60))).is_empty());
     }
 
     #[test]
@@ -307,9 +360,9 @@ mod tests {
         ];
         assert_eq!(o.resume(rows), 1, "the unreadable row is skipped");
         o.failed(&a, &c, &g);
-        assert!(o.due(&now).is_empty(), "no second down");
+        assert!(due(&o, &now).is_empty(), "no second down");
         o.delivered(&a, &c);
-        let back = o.drained(&a, &c).expect("back once drained");
+        let back = drained(&o, &a, &c).expect("back once drained");
         match &back {
             Announcement::Back {
                 outage,
@@ -327,5 +380,40 @@ mod tests {
             },
             "the back notice forgets the outage"
         );
+    }
+
+    #[test]
+    fn a_resumed_outage_with_nothing_queued_is_announced_back_at_start() {
+        let (a, c, g): (AccountId, ChannelId, GatewayName) = (
+            "telegram.main".parse().unwrap(),
+            ChannelId::new("-1001").unwrap(),
+            GatewayName::new("g").unwrap(),
+        );
+        let down = Announcement::Down {
+            gateway: g,
+            account: a.clone(),
+            channel: c.clone(),
+            since: OffsetDateTime::now_utc() - Duration::from_secs(30),
+        };
+        let r = down.record();
+        let o = Outages::default();
+        o.resume(vec![(a.to_string(), r.key, r.value.unwrap())]);
+        let mut sent = Vec::new();
+        let queued = std::collections::HashSet::from([(a.clone(), c.clone())]);
+        o.settle_idle(&queued, &mut |x| sent.push(x));
+        assert!(
+            sent.is_empty(),
+            "a lane with a backlog ends its outage itself"
+        );
+        o.settle_idle(&std::collections::HashSet::new(), &mut |x| sent.push(x));
+        match sent.as_slice() {
+            [Announcement::Back {
+                outage,
+                delivered: 0,
+                ..
+            }] => assert!(*outage >= Duration::from_secs(30), "{outage:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(drained(&o, &a, &c), None, "once");
     }
 }

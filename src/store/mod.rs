@@ -801,9 +801,8 @@ impl Store {
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
-    /// Every account's keys that start with `prefix`, as (account, key,
-    /// value). The prefix is matched with `LIKE`, so it must not contain
-    /// `%` or `_`.
+    /// Every account's keys that start with `prefix` (exactly, case
+    /// included), as (account, key, value).
     ///
     /// # Errors
     /// On database failure.
@@ -811,11 +810,13 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        debug_assert!(!prefix.contains(['%', '_']), "a LIKE wildcard in {prefix}");
+        // Compared exactly, not with LIKE: SQLite's LIKE ignores case and
+        // PostgreSQL's does not, and `_` in a key would be a wildcard.
         let rows = sqlx::query(
-            "SELECT account, key, value FROM adapter_state WHERE key LIKE $1 ORDER BY account, key",
+            "SELECT account, key, value FROM adapter_state \
+             WHERE substr(key, 1, length(CAST($1 AS TEXT))) = CAST($1 AS TEXT) ORDER BY account, key",
         )
-        .bind(format!("{prefix}%"))
+        .bind(prefix)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -449,6 +449,8 @@ pub enum Mode {
     Hang,
     /// 429 with `Retry-After: n` (recorded as a refusal).
     TooMany(u64),
+    /// 503 with `Retry-After: n` (down for a while; recorded as a refusal).
+    Unavailable(u64),
     /// Answer with this status and record nothing.
     Status(u16),
 }
@@ -577,9 +579,16 @@ async fn serve(
                 std::future::pending::<()>().await;
                 return;
             }
-            Mode::TooMany(secs) => {
+            Mode::TooMany(secs) | Mode::Unavailable(secs) => {
                 refused.lock().unwrap().push_back(Instant::now());
-                let head = format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: {secs}\r\nContent-Length: 0\r\n\r\n");
+                let status = if m == Mode::TooMany(secs) {
+                    "429 Too Many Requests"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nRetry-After: {secs}\r\nContent-Length: 0\r\n\r\n"
+                );
                 if r.get_mut().write_all(head.as_bytes()).await.is_err() {
                     return;
                 }

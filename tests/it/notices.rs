@@ -110,3 +110,71 @@ async fn a_webhook_down_longer_than_notice_after_gives_one_down_and_one_back_not
     assert_eq!(notices(&bodies(&good)).len(), 2, "one down, one back");
     drop(sb);
 }
+
+/// A webhook pacing us (429 with `Retry-After`) for longer than
+/// `notice_after` is waited out and not announced; one answering 503 with
+/// `Retry-After` is down, and announced.
+#[tokio::test]
+async fn a_rate_limit_is_not_an_outage_but_a_503_with_retry_after_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let (mut bad, mut good) = (Receiver::new(), Receiver::new());
+    bad.up().await;
+    good.up().await;
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &webhook("bad", bad.port, r#"["g"]"#)
+        + &webhook("good", good.port, r#"["g"]"#)
+        + "\n[[gateway]]\nname = \"g\"\nnotice_after = \"1s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n";
+    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let post = |text: &str| {
+        let (client, api, text) = (client.clone(), sb.api.clone(), text.to_owned());
+        async move {
+            let (status, body) =
+                post_native(&client, &api, "producer", "g", json!({"text": text}), None)
+                    .await
+                    .unwrap();
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    let good_notices = || {
+        notices(
+            &good
+                .deliveries()
+                .into_iter()
+                .map(|d| d.body)
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Paced: twice 2 s, each longer than notice_after.
+    bad.set(Mode::TooMany(2));
+    post("paced").await;
+    eventually("two 429s", || bad.refused_at.lock().unwrap().len() >= 2).await;
+    bad.set(Mode::Accept);
+    eventually("the paced message", || bad.deliveries().len() == 1).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(good_notices().is_empty(), "{:?}", good_notices());
+    // Down: 503 with Retry-After.
+    bad.set(Mode::Unavailable(1));
+    post("while down").await;
+    eventually("a down notice", || good_notices().len() == 1).await;
+    assert!(
+        good_notices()[0].contains("unreachable"),
+        "{:?}",
+        good_notices()
+    );
+    bad.set(Mode::Accept);
+    eventually("a back notice", || good_notices().len() == 2).await;
+    assert_eq!(
+        texts(
+            &bad.deliveries()
+                .into_iter()
+                .map(|d| d.body)
+                .collect::<Vec<_>>()
+        ),
+        ["paced", "while down"]
+    );
+    drop(sb);
+}

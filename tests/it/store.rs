@@ -252,6 +252,9 @@ async fn store_contract(backend: Backend) {
         vec![
             change("outage/-1", Some("a")),
             change("outage/-2", Some("b")),
+            // Not under the prefix on either backend (SQLite's LIKE would
+            // have taken it: it ignores case).
+            change("Outage/-3", Some("c")),
         ],
     ))
     .await

@@ -35,6 +35,9 @@ pub enum RetryKind {
 pub struct SendError {
     kind: RetryKind,
     message: String,
+    /// The network is pacing us (a rate limit), not failing: the outbox
+    /// waits as asked and does not count it towards an outage.
+    rate_limited: bool,
 }
 
 impl SendError {
@@ -43,6 +46,19 @@ impl SendError {
         Self {
             kind: RetryKind::Transient { retry_after },
             message: message.into(),
+            rate_limited: false,
+        }
+    }
+
+    /// The network's rate limit (Telegram's 429, signal-cli's `-5`,
+    /// Matrix's `M_LIMIT_EXCEEDED`, a webhook's 429): retry this message
+    /// after `retry_after` (or the outbox's backoff when not given). Not an
+    /// outage: nobody is told the network is unreachable while it paces us.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: RetryKind::Transient { retry_after },
+            message: message.into(),
+            rate_limited: true,
         }
     }
 
@@ -51,6 +67,7 @@ impl SendError {
         Self {
             kind: RetryKind::AccountDown { retry_after },
             message: message.into(),
+            rate_limited: false,
         }
     }
 
@@ -59,6 +76,7 @@ impl SendError {
         Self {
             kind: RetryKind::Permanent,
             message: message.into(),
+            rate_limited: false,
         }
     }
 
@@ -67,6 +85,7 @@ impl SendError {
         Self {
             kind: RetryKind::Moved { to },
             message: message.into(),
+            rate_limited: false,
         }
     }
 
@@ -89,6 +108,12 @@ impl SendError {
             RetryKind::Permanent | RetryKind::Moved { .. } => {}
         }
         self
+    }
+
+    /// Whether this is the network's rate limit ([`SendError::rate_limited`]).
+    #[must_use]
+    pub fn is_rate_limit(&self) -> bool {
+        self.rate_limited
     }
 
     /// The human-readable reason, stored with retries and dead letters.

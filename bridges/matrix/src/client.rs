@@ -49,8 +49,8 @@ pub enum MxError {
     #[error("cannot build the request: {0}")]
     Build(String),
     /// The request needs an access token and the account has none yet (a
-    /// send racing the sign-in at start). Not sent; an auth problem that
-    /// the sign-in ends.
+    /// send racing the sign-in at start). Not sent; the account waits for
+    /// its sign-in (not a refused token: that would sign in afresh).
     #[error("not signed in to the homeserver yet")]
     NotSignedIn,
 }
@@ -68,7 +68,7 @@ impl MxError {
     /// Whether the account's credentials were refused.
     #[must_use]
     pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Api { status: 401, .. } | Self::NotSignedIn)
+        matches!(self, Self::Api { status: 401, .. })
             || matches!(self.errcode(), Some("M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN"))
     }
 
@@ -84,7 +84,7 @@ impl MxError {
                 retry_after,
                 ..
             } if *status == 429 || self.errcode() == Some("M_LIMIT_EXCEEDED") => {
-                SendError::transient(msg, *retry_after)
+                SendError::rate_limited(msg, *retry_after)
             }
             Self::Api { status, .. } if *status >= 500 => SendError::transient(msg, None),
             Self::NotSignedIn => SendError::account_down(msg, None),
@@ -426,7 +426,7 @@ mod tests {
     /// A send before the sign-in is not sent (nothing listens on port 9)
     /// and waits for it, where it used to go out with an empty bearer.
     #[tokio::test]
-    async fn a_send_before_the_sign_in_waits_for_it() {
+    async fn a_send_before_the_sign_in_is_not_sent_and_pauses_the_account() {
         let client = Client::new("http://127.0.0.1:9");
         let room: ruma::OwnedRoomId = "!r:localhost".try_into().unwrap();
         let content = ruma::events::room::message::RoomMessageEventContent::text_plain("hi");

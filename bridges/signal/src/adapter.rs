@@ -292,6 +292,12 @@ impl SignalAdapter {
             tracing::info!(%account, "Connected to signal-cli.");
             backoff = Duration::from_secs(1);
             loop {
+                // Unsubscribed with nothing left of what was handed over:
+                // nothing more can come on this connection; a new one
+                // subscribes anew.
+                if held && notes.is_empty() {
+                    break;
+                }
                 let first = tokio::select! {
                     n = notes.recv() => n,
                     () = &mut shutdown => return Ok(()),
@@ -361,10 +367,11 @@ impl SignalAdapter {
                             held = false;
                             tracing::info!(%account, "Taking messages off Signal again.");
                         }
-                        // A new connection subscribes anew.
+                        // What was handed over is committed first (it is
+                        // off Signal's server already); then a new
+                        // connection subscribes anew (the check above).
                         Err(e) => {
-                            tracing::warn!(%account, error = %e, "Cannot subscribe again; reconnecting.");
-                            break;
+                            tracing::warn!(%account, error = %e, "Cannot subscribe again; reconnecting once what was received is committed.");
                         }
                     }
                 }
@@ -647,7 +654,7 @@ fn classify(e: RpcError) -> SendError {
             match code {
                 // Without the daemon's hint (0.13.x gives none for a plain
                 // rate limit), the outbox's doubling backoff spaces retries.
-                -5 => SendError::transient(text, retry_after.map(Duration::from_secs)),
+                -5 => SendError::rate_limited(text, retry_after.map(Duration::from_secs)),
                 -3 | -32603 => SendError::transient(text, None),
                 -4 => SendError::permanent(text),
                 // Every recipient failed, for mixed reasons: retried, unless

@@ -1259,7 +1259,7 @@ fn classify(e: CallError, channel: &ChannelId, thread: Option<i64>) -> SendError
             code: 429,
             retry_after,
             ..
-        } => SendError::transient(text, Some(Duration::from_secs(retry_after.unwrap_or(1)))),
+        } => SendError::rate_limited(text, Some(Duration::from_secs(retry_after.unwrap_or(1)))),
         CallError::Api {
             migrate_to: Some(to),
             ..

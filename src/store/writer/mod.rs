@@ -96,12 +96,15 @@ pub struct IngestBatch {
     pub state: Vec<StateChange>,
 }
 
-/// A change to one key of an account's key-value space.
+/// A change to one key of an account's key-value space (`adapter_state`),
+/// the space adapters keep their own state in through `Host::set_state`;
+/// the hub's keys there start with `switchboard.` so they never meet an
+/// adapter's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
-    /// The account.
+    /// Whose space: for an outage, the destination that was out.
     pub account: AccountId,
-    /// The key.
+    /// The key in it, e.g. `switchboard.outage/<channel>`.
     pub key: String,
     /// The new value; `None` removes the key.
     pub value: Option<String>,

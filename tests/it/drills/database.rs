@@ -83,19 +83,10 @@ async fn round_through(d: &mut Drill, poster: &Poster) {
     for who in SENDERS {
         let text = format!("{who}-{n:03}");
         let at = now_ms();
-        match who {
-            "tg" => {
-                let tina = FakeTelegram::user(42, "Tina", Some("tina"));
-                d.tg.inject_message(GROUP, &tina, json!({"text": text}));
-            }
-            "sig" => {
-                d.signal
-                    .inject_message(SAM, Some(&d.group), json!({"message": text}));
-            }
-            "mx" => {
-                d.mia.send_text(&d.room, &text).await;
-            }
-            _ => poster.tx.send(text.clone()).unwrap(),
+        if who == "api" {
+            poster.tx.send(text.clone()).unwrap();
+        } else {
+            d.write_as_person(who, &text).await;
         }
         d.wrote_at.insert(text.clone(), at);
         d.wrote.entry(who).or_default().push(text);
@@ -181,9 +172,12 @@ async fn database_fails(backend: Backend) {
         "Telegram updates confirmed while the database failed: {unconfirmed} pending, \
          {pending_before} before and {written} written since"
     );
+    // Only what arrived before the first commit failed was handed over
+    // (one of nine in the runs so far; without the unsubscribe, none stay).
     assert!(
-        on_signal > 0,
-        "Signal messages taken off the server while the database failed ({written} written)"
+        on_signal * 2 >= written,
+        "Signal messages taken off the server while the database failed: \
+         {on_signal} of {written} left there"
     );
     report!(
         "drill database | {backend:?} | while failing, of {written} per network: Telegram updates \

@@ -260,36 +260,44 @@ impl Drill {
             let text = format!("{who}-{n:03}");
             // Stamped before it is written: latency includes the writing.
             let at = now_ms();
-            match who {
-                "tg" => {
-                    let tina = FakeTelegram::user(42, "Tina", Some("tina"));
-                    self.tg.inject_message(GROUP, &tina, json!({"text": text}));
-                }
-                "sig" => {
-                    self.signal
-                        .inject_message(SAM, Some(&self.group), json!({"message": text}));
-                }
-                "mx" => {
-                    self.mia.send_text(&self.room, &text).await;
-                }
-                _ => {
-                    let (s, body) = post_native(
-                        &self.client,
-                        &self.sb.api,
-                        "ann",
-                        "g",
-                        json!({"text": text, "username": "Ann"}),
-                        None,
-                    )
-                    .await
-                    .unwrap();
-                    assert_eq!(s, 201, "{body}");
-                }
+            if who == "api" {
+                let (s, body) = post_native(
+                    &self.client,
+                    &self.sb.api,
+                    "ann",
+                    "g",
+                    json!({"text": text, "username": "Ann"}),
+                    None,
+                )
+                .await
+                .unwrap();
+                assert_eq!(s, 201, "{body}");
+            } else {
+                self.write_as_person(who, &text).await;
             }
             self.wrote_at.insert(text.clone(), at);
             self.wrote.entry(who).or_default().push(text);
         }
         n
+    }
+
+    /// `text` written by the person on the network of sender `who` (`tg`,
+    /// `sig` or `mx`).
+    pub(crate) async fn write_as_person(&self, who: &str, text: &str) {
+        match who {
+            "tg" => {
+                let tina = FakeTelegram::user(42, "Tina", Some("tina"));
+                self.tg.inject_message(GROUP, &tina, json!({"text": text}));
+            }
+            "sig" => {
+                self.signal
+                    .inject_message(SAM, Some(&self.group), json!({"message": text}));
+            }
+            "mx" => {
+                self.mia.send_text(&self.room, text).await;
+            }
+            other => panic!("{other} is not a person's network"),
+        }
     }
 
     /// Rounds every `every` for `total` (the first at once).
