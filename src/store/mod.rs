@@ -409,10 +409,7 @@ impl Store {
                         // Nothing written since the last look and all of it
                         // copied: give the file's space back.
                         if log > 0 && log == last_log && log == done {
-                            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                                .execute(&pool)
-                                .await
-                            {
+                            if let Err(e) = truncate_wal(&pool).await {
                                 tracing::debug!(error = %e, "WAL truncate failed.");
                             }
                             last_log = 0;
@@ -931,4 +928,27 @@ pub fn now_ms() -> i64 {
             .as_millis(),
     )
     .unwrap_or(i64::MAX)
+}
+
+/// Truncates an idle SQLite WAL, if no reader is in the way right now. A
+/// TRUNCATE checkpoint holds off writers while it waits for readers, for
+/// as long as the busy timeout: with the connection's 10 s, one slow
+/// reader made commits fail with "database is locked". It is only
+/// housekeeping, so it waits 50 ms at most and tries again later.
+async fn truncate_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA busy_timeout = 50")
+        .execute(&mut *conn)
+        .await?;
+    let result = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await;
+    let restored = sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut *conn)
+        .await;
+    if restored.is_err() {
+        // A connection with the short timeout must not serve anyone else.
+        conn.detach();
+    }
+    result.map(|_| ())
 }

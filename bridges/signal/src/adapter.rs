@@ -92,6 +92,48 @@ impl SignalAdapter {
     }
 }
 
+/// Whether signal-cli hands this connection messages. signal-cli
+/// acknowledges what it hands over, so while the store cannot take them
+/// the adapter stops the subscription and they stay on Signal's server.
+struct Intake {
+    /// The subscription's id over a socket or TCP; `None` over HTTP, where
+    /// the event stream is the subscription and cannot be stopped.
+    subscription: Option<Value>,
+    /// Unsubscribed: nothing more comes on this connection.
+    held: bool,
+}
+
+impl Intake {
+    /// Stops taking messages off Signal (once; a no-op over HTTP).
+    async fn hold(&mut self, conn: &Conn, timeout: Duration, account: &AccountId) {
+        let Some(id) = self.subscription.as_ref().filter(|_| !self.held) else {
+            return;
+        };
+        let params = json!({"subscription": id});
+        self.held = conn
+            .call("unsubscribeReceive", params, timeout)
+            .await
+            .is_ok();
+        if self.held {
+            tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
+        }
+    }
+
+    /// Takes messages off Signal again, after [`Intake::hold`].
+    async fn release(&mut self, conn: &Conn, timeout: Duration, account: &AccountId) {
+        match conn.call("subscribeReceive", json!({}), timeout).await {
+            Ok(id) => {
+                self.subscription = Some(id).filter(|id| !id.is_null());
+                self.held = false;
+                tracing::info!(%account, "Taking messages off Signal again.");
+            }
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "Cannot subscribe again; reconnecting once what was received is committed.");
+            }
+        }
+    }
+}
+
 async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => true,
@@ -273,8 +315,11 @@ impl SignalAdapter {
             };
             // The subscription's id over a socket, to stop it while the
             // store is unavailable.
-            let mut subscription = match subscribed {
-                Ok(id) => Some(id).filter(|id| !id.is_null()),
+            let mut intake = match subscribed {
+                Ok(id) => Intake {
+                    subscription: Some(id).filter(|id| !id.is_null()),
+                    held: false,
+                },
                 Err(e) => {
                     let error = format!("cannot subscribe to messages: {e}");
                     tracing::warn!(%account, %error, "Retrying.");
@@ -285,8 +330,6 @@ impl SignalAdapter {
                     continue;
                 }
             };
-            // Unsubscribed because nothing can be committed (see below).
-            let mut held = false;
             *self.conn.lock().expect("conn lock") = Some(conn.clone());
             host.health(ReceiveHealth::Connected);
             tracing::info!(%account, "Connected to signal-cli.");
@@ -295,7 +338,7 @@ impl SignalAdapter {
                 // Unsubscribed with nothing left of what was handed over:
                 // nothing more can come on this connection; a new one
                 // subscribes anew.
-                if held && notes.is_empty() {
+                if intake.held && notes.is_empty() {
                     break;
                 }
                 let first = tokio::select! {
@@ -311,10 +354,19 @@ impl SignalAdapter {
                         Err(_) => break,
                     }
                 }
-                let Some(events) = self.translate(&conn, host, &batch, &mut shutdown).await else {
+                let Some(events) = self
+                    .translate(&conn, host, &batch, &mut intake, &mut shutdown)
+                    .await
+                else {
                     return Ok(());
                 };
                 if events.is_empty() {
+                    // A file was stored meanwhile: the store is back.
+                    if intake.held {
+                        intake
+                            .release(&conn, self.cfg.request_timeout, &account)
+                            .await;
+                    }
                     continue;
                 }
                 loop {
@@ -336,44 +388,22 @@ impl SignalAdapter {
                         Err(DeliverError::Stopping) => return Ok(()),
                         Err(e) => {
                             tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
-                            // signal-cli acknowledges what it hands over: while
-                            // nothing can be committed, the messages still to
-                            // come stay on Signal's server, not in this process.
-                            if let (false, Some(id)) = (held, &subscription) {
-                                let params = json!({"subscription": id});
-                                let stop = conn
-                                    .call("unsubscribeReceive", params, self.cfg.request_timeout)
-                                    .await;
-                                held = stop.is_ok();
-                                if held {
-                                    tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
-                                }
-                            }
+                            intake.hold(&conn, self.cfg.request_timeout, &account).await;
                             if !nap(Duration::from_secs(1), &mut shutdown).await {
                                 return Ok(());
                             }
                         }
                     }
                 }
-                if held {
+                if intake.held {
                     // Committed: the store is back. What was handed over
                     // before is still in `notes`, ahead of what comes now.
-                    match conn
-                        .call("subscribeReceive", json!({}), self.cfg.request_timeout)
-                        .await
-                    {
-                        Ok(id) => {
-                            subscription = Some(id).filter(|id| !id.is_null());
-                            held = false;
-                            tracing::info!(%account, "Taking messages off Signal again.");
-                        }
-                        // What was handed over is committed first (it is
-                        // off Signal's server already); then a new
-                        // connection subscribes anew (the check above).
-                        Err(e) => {
-                            tracing::warn!(%account, error = %e, "Cannot subscribe again; reconnecting once what was received is committed.");
-                        }
-                    }
+                    // If this fails, what was handed over is committed
+                    // first (it is off Signal's server already); then a new
+                    // connection subscribes anew (the check above).
+                    intake
+                        .release(&conn, self.cfg.request_timeout, &account)
+                        .await;
                 }
             }
             self.conn.lock().expect("conn lock").take();
@@ -391,6 +421,7 @@ impl SignalAdapter {
         conn: &Conn,
         host: &dyn Host,
         notes: &[Value],
+        intake: &mut Intake,
         shutdown: &mut Shutdown,
     ) -> Option<Vec<switchboard_core::NewEvent>> {
         let own = self.own.lock().expect("own lock").clone();
@@ -444,6 +475,9 @@ impl SignalAdapter {
                         Ok(b) => break b,
                         Err(DeliverError::Stopping) => return None,
                         Err(_) => {
+                            intake
+                                .hold(conn, self.cfg.request_timeout, &self.cfg.account)
+                                .await;
                             if !nap(Duration::from_secs(1), shutdown).await {
                                 return None;
                             }
