@@ -16,37 +16,68 @@ fn notices(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A gateway `g` (`notice_after = 1s`) with a producer, a reader, and two
+/// webhooks: `bad`, the one the test makes fail, and `good`, which hears
+/// the notices.
+struct TwoHooks {
+    _dir: tempfile::TempDir,
+    sb: Sb,
+    bad: Receiver,
+    good: Receiver,
+}
+
+impl TwoHooks {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Backend::Sqlite, dir.path()).await;
+        let (api, admin) = (free_port(), free_port());
+        let (mut bad, mut good) = (Receiver::new(), Receiver::new());
+        bad.up().await;
+        good.up().await;
+        let cfg = base_config(&db, dir.path(), api, admin)
+            + &token("producer", r#"["write"]"#, r#"["g"]"#)
+            + &token("reader", r#"["read"]"#, r#"["g"]"#)
+            + &webhook("bad", bad.port, r#"["g"]"#)
+            + &webhook("good", good.port, r#"["g"]"#)
+            + "\n[[gateway]]\nname = \"g\"\nnotice_after = \"1s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\ninvite = \"https://chat.example.org/join/g\"\n";
+        let sb = Sb::start(dir.path(), &cfg, api, admin).await;
+        Self {
+            _dir: dir,
+            sb,
+            bad,
+            good,
+        }
+    }
+}
+
+/// Posts `text` as the producer; it must be taken.
+async fn post(sb: &Sb, text: &str) {
+    let (status, body) = post_native(
+        &reqwest::Client::new(),
+        &sb.api,
+        "producer",
+        "g",
+        json!({"text": text}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+}
+
 #[tokio::test]
 async fn a_webhook_down_longer_than_notice_after_gives_one_down_and_one_back_notice() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(Backend::Sqlite, dir.path()).await;
-    let (api, admin) = (free_port(), free_port());
-    let (mut bad, mut good) = (Receiver::new(), Receiver::new());
-    bad.up().await;
-    good.up().await;
-    let cfg = base_config(&db, dir.path(), api, admin)
-        + &token("producer", r#"["write"]"#, r#"["g"]"#)
-        + &token("reader", r#"["read"]"#, r#"["g"]"#)
-        + &webhook("bad", bad.port, r#"["g"]"#)
-        + &webhook("good", good.port, r#"["g"]"#)
-        + "\n[[gateway]]\nname = \"g\"\nnotice_after = \"1s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\ninvite = \"https://chat.example.org/join/g\"\n";
-    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
-    let client = reqwest::Client::new();
+    let TwoHooks {
+        _dir,
+        sb,
+        mut bad,
+        good,
+    } = TwoHooks::start().await;
     let reader = Inbox::default();
     let ws = sb.api.replace("http", "ws");
     ws_reader(&format!("{ws}/v1/ws?gateways=g"), "reader", reader.clone()).await;
-    let post = |text: String| {
-        let (client, api) = (client.clone(), sb.api.clone());
-        async move {
-            let (status, body) =
-                post_native(&client, &api, "producer", "g", json!({"text": text}), None)
-                    .await
-                    .unwrap();
-            assert_eq!(status, 201, "{body}");
-        }
-    };
     for i in 0..3 {
-        post(format!("before {i}")).await;
+        post(&sb, &format!("before {i}")).await;
     }
     let bodies =
         |r: &Receiver| -> Vec<Value> { r.deliveries().into_iter().map(|d| d.body).collect() };
@@ -57,7 +88,7 @@ async fn a_webhook_down_longer_than_notice_after_gives_one_down_and_one_back_not
 
     bad.down();
     for i in 0..5 {
-        post(format!("during {i}")).await;
+        post(&sb, &format!("during {i}")).await;
     }
     eventually("a down notice on the good webhook", || {
         !notices(&bodies(&good)).is_empty()
@@ -116,29 +147,12 @@ async fn a_webhook_down_longer_than_notice_after_gives_one_down_and_one_back_not
 /// `Retry-After` is down, and announced.
 #[tokio::test]
 async fn a_rate_limit_is_not_an_outage_but_a_503_with_retry_after_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::new(Backend::Sqlite, dir.path()).await;
-    let (api, admin) = (free_port(), free_port());
-    let (mut bad, mut good) = (Receiver::new(), Receiver::new());
-    bad.up().await;
-    good.up().await;
-    let cfg = base_config(&db, dir.path(), api, admin)
-        + &token("producer", r#"["write"]"#, r#"["g"]"#)
-        + &webhook("bad", bad.port, r#"["g"]"#)
-        + &webhook("good", good.port, r#"["g"]"#)
-        + "\n[[gateway]]\nname = \"g\"\nnotice_after = \"1s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n";
-    let sb = Sb::start(dir.path(), &cfg, api, admin).await;
-    let client = reqwest::Client::new();
-    let post = |text: &str| {
-        let (client, api, text) = (client.clone(), sb.api.clone(), text.to_owned());
-        async move {
-            let (status, body) =
-                post_native(&client, &api, "producer", "g", json!({"text": text}), None)
-                    .await
-                    .unwrap();
-            assert_eq!(status, 201, "{body}");
-        }
-    };
+    let TwoHooks {
+        _dir,
+        sb,
+        bad,
+        good,
+    } = TwoHooks::start().await;
     let good_notices = || {
         notices(
             &good
@@ -150,7 +164,7 @@ async fn a_rate_limit_is_not_an_outage_but_a_503_with_retry_after_is() {
     };
     // Paced: twice 2 s, each longer than notice_after.
     bad.set(Mode::TooMany(2));
-    post("paced").await;
+    post(&sb, "paced").await;
     eventually("two 429s", || bad.refused_at.lock().unwrap().len() >= 2).await;
     bad.set(Mode::Accept);
     eventually("the paced message", || bad.deliveries().len() == 1).await;
@@ -158,7 +172,7 @@ async fn a_rate_limit_is_not_an_outage_but_a_503_with_retry_after_is() {
     assert!(good_notices().is_empty(), "{:?}", good_notices());
     // Down: 503 with Retry-After.
     bad.set(Mode::Unavailable(1));
-    post("while down").await;
+    post(&sb, "while down").await;
     eventually("a down notice", || good_notices().len() == 1).await;
     assert!(
         good_notices()[0].contains("unreachable"),
