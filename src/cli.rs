@@ -359,16 +359,47 @@ async fn status(settings: &Settings) -> ExitCode {
         },
         None => None,
     };
+    let live_of = |account: &str| -> Option<&serde_json::Value> {
+        live.as_ref()?
+            .get("accounts")?
+            .as_array()?
+            .iter()
+            .find(|x| x["account"] == account)
+    };
     let state_of = |account: &str| -> String {
         match &live {
             None if settings.admin_bind.is_none() => "unknown (no general.admin_bind)".into(),
             None => "not running".into(),
-            Some(v) => v["accounts"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["account"] == account))
-                .and_then(|x| x["state"].as_str())
-                .unwrap_or("up")
-                .to_owned(),
+            Some(_) => {
+                let entry = live_of(account);
+                let state = entry
+                    .and_then(|x| x["state"].as_str())
+                    .unwrap_or("up")
+                    .to_owned();
+                match entry.and_then(|x| x["rate_limited_until_ms"].as_i64()) {
+                    Some(until) => format!(
+                        "{state} (for {}s)",
+                        ((until - crate::store::now_ms()).max(0) + 999) / 1000
+                    ),
+                    None => state,
+                }
+            }
+        }
+    };
+    // The running process's view of the last error wins: it knows when an
+    // error stopped holding. Without it, what keeps a queued row waiting.
+    let last_error_of = |account: &str, queued: Option<&crate::store::AccountQueue>| {
+        if live.is_some() {
+            live_of(account)
+                .and_then(|x| x["last_error"].as_str())
+                .map(str::to_owned)
+                .or_else(|| {
+                    queued
+                        .filter(|q| q.pending > 0)
+                        .and_then(|q| q.last_error.clone())
+                })
+        } else {
+            queued.and_then(|q| q.last_error.clone())
         }
     };
     let mut accounts: Vec<String> = settings
@@ -402,11 +433,38 @@ async fn status(settings: &Settings) -> ExitCode {
             },
             q.map_or(0, |q| q.pending).to_string(),
             q.map_or(0, |q| q.dead).to_string(),
-            q.and_then(|q| q.last_error.clone())
-                .unwrap_or_else(|| "-".into()),
+            last_error_of(&a, q).unwrap_or_else(|| "-".into()),
         ]);
     }
     print!("{}", table(&rows));
+    let mut problems = vec![vec![
+        "ACCOUNT".into(),
+        "CHANNEL".into(),
+        "STATE".into(),
+        "SINCE".into(),
+        "WHAT THE NETWORK SAYS".into(),
+    ]];
+    for entry in live
+        .as_ref()
+        .and_then(|v| v["accounts"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        for c in entry["channels"].as_array().into_iter().flatten() {
+            let since = c["since_ms"].as_i64().unwrap_or(0);
+            problems.push(vec![
+                entry["account"].as_str().unwrap_or("?").to_owned(),
+                c["channel"].as_str().unwrap_or("?").to_owned(),
+                c["state"].as_str().unwrap_or("?").to_owned(),
+                format!("{}s ago", (crate::store::now_ms() - since).max(0) / 1000),
+                c["error"].as_str().unwrap_or("").to_owned(),
+            ]);
+        }
+    }
+    if problems.len() > 1 {
+        println!("\nChannels that need an admin on their network (their messages wait):");
+        print!("{}", table(&problems));
+    }
     if !moves.is_empty() {
         let mut rows = vec![vec!["ACCOUNT".into(), "CONFIGURED AS".into(), "NOW".into()]];
         for (account, from, to) in &moves {

@@ -21,6 +21,8 @@ enum Receive {
     Connected,
     /// Reconnecting, or `run` failed and waits for its restart.
     Failing(String),
+    /// Connected, but part of the account's work fails (the reason).
+    Degraded(String),
     /// An admin must act.
     NeedsAction(String),
 }
@@ -45,7 +47,8 @@ pub struct HealthBoard {
 pub struct AccountHealth {
     /// `<network>.<name>`.
     pub account: String,
-    /// `starting`, `up`, `degraded`, `down` or `needs_action`.
+    /// `starting`, `up`, `degraded`, `rate_limited`, `down`, `paused` or
+    /// `needs_action`.
     pub state: &'static str,
     /// Since when (Unix ms) the receive side is in its current state.
     pub since_ms: i64,
@@ -53,10 +56,31 @@ pub struct AccountHealth {
     pub last_error: Option<String>,
     /// How often the supervisor restarted the adapter.
     pub restarts: u64,
+    /// Until when (Unix ms) the network paces sends (state `rate_limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited_until_ms: Option<i64>,
+    /// Channels of the account that need an admin on the network (the bot
+    /// was removed from a group): their messages wait.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelHealth>,
+}
+
+/// One channel whose sends the network refuses until someone acts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelHealth {
+    /// The channel id.
+    pub channel: String,
+    /// `needs_action`.
+    pub state: &'static str,
+    /// Since when (Unix ms).
+    pub since_ms: i64,
+    /// The network's own words.
+    pub error: String,
 }
 
 impl HealthBoard {
-    fn set(&self, account: &AccountId, receive: Receive) {
+    /// Sets the receive state; true when it changed.
+    fn set(&self, account: &AccountId, receive: Receive) -> bool {
         let mut all = self.accounts.lock().expect("health lock");
         let e = all.entry(account.clone()).or_insert_with(|| Entry {
             receive: Receive::Starting,
@@ -64,13 +88,22 @@ impl HealthBoard {
             restarts: 0,
             last_error: None,
         });
-        if let Receive::Failing(err) | Receive::NeedsAction(err) = &receive {
-            e.last_error = Some(err.clone());
+        match &receive {
+            Receive::Failing(err) | Receive::NeedsAction(err) | Receive::Degraded(err) => {
+                e.last_error = Some(err.clone());
+            }
+            // Connected again: the last error no longer holds, and a status
+            // that showed it beside `up` would send an admin looking for a
+            // problem that is gone.
+            Receive::Connected => e.last_error = None,
+            Receive::Starting => {}
         }
-        if e.receive != receive {
-            e.receive = receive;
-            e.since_ms = now_ms();
+        if e.receive == receive {
+            return false;
         }
+        e.receive = receive;
+        e.since_ms = now_ms();
+        true
     }
 
     /// The account is gone (a reload removed it).
@@ -83,6 +116,16 @@ impl HealthBoard {
         self.set(account, Receive::Starting);
     }
 
+    /// Whether the account's adapter last said it is connected.
+    #[must_use]
+    pub fn is_connected(&self, account: &AccountId) -> bool {
+        self.accounts
+            .lock()
+            .expect("health lock")
+            .get(account)
+            .is_some_and(|e| e.receive == Receive::Connected)
+    }
+
     /// `run` failed or panicked; it will be restarted.
     pub fn crashed(&self, account: &AccountId, error: String) {
         self.set(account, Receive::Failing(error));
@@ -92,14 +135,17 @@ impl HealthBoard {
         }
     }
 
-    /// What the adapter itself reports.
-    pub fn report(&self, account: &AccountId, health: ReceiveHealth) {
+    /// What the adapter itself reports; true when the account just became
+    /// connected (from starting, failing, degraded or needing action).
+    pub fn report(&self, account: &AccountId, health: ReceiveHealth) -> bool {
         let receive = match health {
             ReceiveHealth::Connected => Receive::Connected,
             ReceiveHealth::Reconnecting { error } => Receive::Failing(error),
+            ReceiveHealth::Degraded { reason } => Receive::Degraded(reason),
             ReceiveHealth::NeedsAction { what } => Receive::NeedsAction(what),
         };
-        self.set(account, receive);
+        let connected = receive == Receive::Connected;
+        self.set(account, receive) && connected
     }
 
     /// Every account's state; `sending_down` says which accounts' outbox
@@ -114,7 +160,7 @@ impl HealthBoard {
                 let state = match (&e.receive, down) {
                     (Receive::NeedsAction(_), _) => "needs_action",
                     (_, true) => "down",
-                    (Receive::Failing(_), false) => "degraded",
+                    (Receive::Failing(_) | Receive::Degraded(_), false) => "degraded",
                     (Receive::Starting, false) => "starting",
                     (Receive::Connected, false) => "up",
                 };
@@ -124,6 +170,8 @@ impl HealthBoard {
                     since_ms: e.since_ms,
                     last_error: e.last_error.clone(),
                     restarts: e.restarts,
+                    rate_limited_until_ms: None,
+                    channels: Vec::new(),
                 }
             })
             .collect()

@@ -244,22 +244,47 @@ impl Hub {
             }
         }
         for s in self.outbox.states() {
-            if !states.iter().any(|x| x.account == s.account) {
-                let paused = self.outbox.is_paused(&s.account);
-                states.push(crate::health::AccountHealth {
-                    account: s.account,
-                    state: if paused {
-                        "paused"
-                    } else if s.state == "paused" {
-                        "down"
-                    } else {
-                        "up"
-                    },
-                    since_ms: crate::store::now_ms(),
-                    last_error: None,
-                    restarts: 0,
-                });
+            let i = match states.iter().position(|x| x.account == s.account) {
+                Some(i) => i,
+                None => {
+                    let paused = self.outbox.is_paused(&s.account);
+                    states.push(crate::health::AccountHealth {
+                        account: s.account.clone(),
+                        state: if paused {
+                            "paused"
+                        } else if s.state == "paused" {
+                            "down"
+                        } else {
+                            "up"
+                        },
+                        since_ms: crate::store::now_ms(),
+                        last_error: None,
+                        restarts: 0,
+                        rate_limited_until_ms: None,
+                        channels: Vec::new(),
+                    });
+                    states.len() - 1
+                }
+            };
+            let entry = &mut states[i];
+            // The network pacing us is not an outage, nor `up` with a stale
+            // 429 beside it: its own state, with until when.
+            if let Some(until) = s.rate_limited_until_ms {
+                if matches!(entry.state, "up" | "degraded") {
+                    entry.state = "rate_limited";
+                }
+                entry.rate_limited_until_ms = Some(until);
             }
+            entry.channels = s
+                .channels
+                .into_iter()
+                .map(|(channel, what, since_ms)| crate::health::ChannelHealth {
+                    channel: channel.to_string(),
+                    state: "needs_action",
+                    since_ms,
+                    error: what,
+                })
+                .collect();
         }
         states.sort_by(|a, b| a.account.cmp(&b.account));
         states
@@ -479,7 +504,23 @@ impl Host for AccountHost {
             .map_err(unavailable)
     }
 
+    async fn channel_of(
+        &self,
+        remote_id: &RemoteId,
+        among: &[ChannelId],
+    ) -> Result<Option<ChannelId>, DeliverError> {
+        self.hub
+            .store
+            .channel_of(&self.account, remote_id, among)
+            .await
+            .map_err(unavailable)
+    }
+
     fn health(&self, health: ReceiveHealth) {
-        self.hub.health.report(&self.account, health);
+        // Becoming connected (at start, or after a reconnect) is news the
+        // outbox acts on at once; a repeated report is not.
+        if self.hub.health.report(&self.account, health) {
+            self.hub.outbox.ready(&self.account);
+        }
     }
 }

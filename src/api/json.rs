@@ -132,7 +132,7 @@ fn native_parts<'a>(event: &'a Event, gateway: &'a GatewayName, cursor: Option<i
             n.text = Some(&body.text);
             n.spans = Some(&body.spans);
         }
-        EventKind::Delete { target } => n.target = Some(target_id(target)),
+        EventKind::Delete { target, .. } => n.target = Some(target_id(target)),
         EventKind::Reaction {
             target,
             emoji,

@@ -380,7 +380,16 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     st.tokens.caller(&headers)?;
     let target = TargetRef::Event(event_id(&id)?);
-    simple(&st, &headers, &gw, EventKind::Delete { target }).await
+    simple(
+        &st,
+        &headers,
+        &gw,
+        EventKind::Delete {
+            by_moderator: false,
+            target,
+        },
+    )
+    .await
 }
 
 /// `POST /v1/gateways/{gw}/messages/{id}/reactions`

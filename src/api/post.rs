@@ -254,6 +254,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         }
         for f in files {
             attachments.push(Attachment {
+                alt: None,
                 kind: f.kind,
                 name: f.name,
                 mime: f.mime,

@@ -134,6 +134,11 @@ pub struct OutboxSettings {
     pub breaker_probe: Duration,
     /// A row older than this that still fails becomes a dead letter.
     pub max_age: Duration,
+    /// A reaction, a reaction's removal or a delete that keeps failing on
+    /// its own (not while the whole account is down, nor while the network
+    /// paces us) is dead-lettered after failing this long, so an operation
+    /// that carries no content never holds the messages behind it.
+    pub no_content_budget: Duration,
     /// The longest a network's retry-after is honoured.
     pub max_retry_after: Duration,
 }

@@ -61,6 +61,7 @@ pub(super) struct RawOutbox {
     pub(super) jitter: Option<bool>,
     pub(super) breaker_probe: Option<String>,
     pub(super) max_age: Option<String>,
+    pub(super) no_content_budget: Option<String>,
     pub(super) max_retry_after: Option<String>,
 }
 

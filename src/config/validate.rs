@@ -363,6 +363,11 @@ pub(super) fn validate(
         jitter: o.jitter.unwrap_or(true),
         breaker_probe: c.duration("outbox.breaker_probe", o.breaker_probe.as_deref(), secs(30)),
         max_age: c.duration("outbox.max_age", o.max_age.as_deref(), secs(7 * 24 * 3600)),
+        no_content_budget: c.duration(
+            "outbox.no_content_budget",
+            o.no_content_budget.as_deref(),
+            secs(600),
+        ),
         max_retry_after: c.duration(
             "outbox.max_retry_after",
             o.max_retry_after.as_deref(),

@@ -111,6 +111,23 @@ impl Breaker {
         }
     }
 
+    /// The account showed it is reachable some other way (its adapter
+    /// reconnected): an open breaker lets its probe go now instead of
+    /// waiting out its timer. The probe still decides: a failing one opens
+    /// the breaker again.
+    pub fn probe_now(&self) {
+        let mut s = self.state.lock().expect("breaker lock");
+        let now = Instant::now();
+        match s.open_until {
+            Some(t) if t > now && !s.probing => {
+                s.open_until = Some(now);
+                drop(s);
+                self.changed.notify_waiters();
+            }
+            _ => {}
+        }
+    }
+
     /// The account is unreachable: open, for at least `retry_after` (which
     /// the caller has capped).
     pub fn trip(&self, retry_after: Option<Duration>) {

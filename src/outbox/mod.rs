@@ -57,6 +57,16 @@ struct AccountWorker {
     retired: Mutex<std::collections::HashSet<ChannelId>>,
     /// Pacing slots; std mutex, never held across await.
     next_send: Mutex<NextSend>,
+    /// Counts the adapter's reports of being ready (connected); a lane
+    /// whose send found the adapter still starting waits for the next.
+    ready: watch::Sender<u64>,
+    /// Until when (Unix ms) the network is pacing this account, from its
+    /// last rate-limit answer; cleared by the next success.
+    rate_limited_until: Mutex<Option<i64>>,
+    /// Channels the network says cannot be reached until someone acts
+    /// (the bot removed from a group): the network's words and since when
+    /// (Unix ms). Cleared by the channel's next success. Std mutex.
+    channel_problems: Mutex<HashMap<ChannelId, (String, i64)>>,
 }
 
 impl AccountWorker {
@@ -71,6 +81,9 @@ impl AccountWorker {
                 account: Instant::now(),
                 lanes: HashMap::new(),
             }),
+            ready: watch::Sender::new(0),
+            rate_limited_until: Mutex::new(None),
+            channel_problems: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,6 +112,44 @@ impl AccountWorker {
             at
         };
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+impl AccountWorker {
+    /// A send to `channel` succeeded: the channel is reachable and the
+    /// network no longer paces the account.
+    fn sent_ok(&self, channel: &ChannelId) {
+        *self.rate_limited_until.lock().expect("rate limit lock") = None;
+        let mut problems = self.channel_problems.lock().expect("channel problems lock");
+        if problems.remove(channel).is_some() {
+            tracing::info!(%channel, "The channel is reachable again.");
+        }
+    }
+
+    /// The network paced a send (`kind` carries its retry-after).
+    fn rate_limited(&self, kind: &RetryKind) {
+        let wait = match kind {
+            RetryKind::Transient { retry_after } | RetryKind::AccountDown { retry_after } => {
+                retry_after.unwrap_or(Duration::from_secs(1))
+            }
+            _ => Duration::from_secs(1),
+        };
+        let until = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        *self.rate_limited_until.lock().expect("rate limit lock") = Some(until);
+    }
+
+    /// The network says `channel` needs an admin's action (`what`).
+    fn channel_down(&self, channel: &ChannelId, what: &str) {
+        let mut problems = self.channel_problems.lock().expect("channel problems lock");
+        let first = !problems.contains_key(channel);
+        let since = problems
+            .get(channel)
+            .map_or_else(now_ms, |(_, since)| *since);
+        problems.insert(channel.clone(), (what.to_owned(), since));
+        drop(problems);
+        if first {
+            tracing::warn!(%channel, reason = %what, "The channel cannot be reached until someone acts on the network; its messages wait.");
+        }
     }
 }
 
@@ -159,6 +210,11 @@ pub struct AccountState {
     pub account: String,
     /// `ok` or `paused` (breaker open).
     pub state: &'static str,
+    /// Until when (Unix ms) the network paces the account, if it does.
+    pub rate_limited_until_ms: Option<i64>,
+    /// Channels that need an admin on the network: (channel, the network's
+    /// words, since when in Unix ms).
+    pub channels: Vec<(ChannelId, String, i64)>,
 }
 
 impl Outbox {
@@ -498,18 +554,45 @@ impl Outbox {
             .any(|(a, w)| a.to_string() == account && w.breaker.is_open())
     }
 
+    /// The account's adapter reports it is connected (after starting or a
+    /// reconnect): sends that waited for it go now, and an open breaker
+    /// probes at once instead of waiting out its timer.
+    pub fn ready(&self, account: &AccountId) {
+        if let Some(w) = self.worker(account) {
+            w.ready.send_modify(|n| *n = n.wrapping_add(1));
+            w.breaker.probe_now();
+        }
+    }
+
     /// Breaker states of every destination account.
     #[must_use]
     pub fn states(&self) -> Vec<AccountState> {
+        let now = now_ms();
         let mut v: Vec<AccountState> = self
             .inner
             .accounts
             .read()
             .expect("accounts lock")
             .iter()
-            .map(|(a, w)| AccountState {
-                account: a.to_string(),
-                state: if w.breaker.is_open() { "paused" } else { "ok" },
+            .map(|(a, w)| {
+                let mut channels: Vec<(ChannelId, String, i64)> = w
+                    .channel_problems
+                    .lock()
+                    .expect("channel problems lock")
+                    .iter()
+                    .map(|(c, (what, since))| (c.clone(), what.clone(), *since))
+                    .collect();
+                channels.sort();
+                AccountState {
+                    account: a.to_string(),
+                    state: if w.breaker.is_open() { "paused" } else { "ok" },
+                    rate_limited_until_ms: w
+                        .rate_limited_until
+                        .lock()
+                        .expect("rate limit lock")
+                        .filter(|until| *until > now),
+                    channels,
+                }
             })
             .collect();
         v.sort_by(|a, b| a.account.cmp(&b.account));
@@ -686,6 +769,14 @@ async fn deliver(
     let mut attempts = row.attempts;
     let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
     let mut final_maps = Vec::new();
+    // When this row first failed by itself (this process): an operation
+    // without content gets only `no_content_budget` from there.
+    let mut failing_since: Option<Instant> = None;
+    let no_content = matches!(
+        row.event.kind,
+        switchboard_core::EventKind::Reaction { .. } | switchboard_core::EventKind::Delete { .. }
+    );
+    let mut not_ready = 0u32;
     'attempt: loop {
         // Read each attempt: a reload may have changed the connection.
         let adapter = worker.adapter();
@@ -750,6 +841,7 @@ async fn deliver(
                 row.idempotency_key.clone()
             };
             worker.pace(channel, &caps.pacing).await;
+            let ready_seen = *worker.ready.borrow();
             // A large upload gets longer than a text before it counts as
             // stalled (and is sent again).
             let timeout = caps.send_timeout(&parts[parts_sent], inner.settings.send_timeout);
@@ -770,6 +862,7 @@ async fn deliver(
             let error = match result {
                 Ok(receipt) => {
                     worker.breaker.reachable();
+                    worker.sent_ok(channel);
                     // Each piece's ids numbered apart from the others', so
                     // a resumed split numbers them the same way.
                     let piece = i64::try_from(parts_sent).unwrap_or(i64::MAX);
@@ -805,12 +898,42 @@ async fn deliver(
                 }
                 Err(e) => e,
             };
-            attempts += 1;
             let error = error.capped(inner.settings.max_retry_after);
-            let max_age = i64::try_from(inner.settings.max_age.as_millis()).unwrap_or(i64::MAX);
-            let expired = now_ms() - row.created_ms > max_age;
             let kind = error.retry_kind();
             let reason = error.message().to_owned();
+            if kind == RetryKind::NotReady {
+                // Still signing in: not a failure of the network. Wait for
+                // the adapter to say it is ready (or a while, in case it
+                // never says), without counting an attempt.
+                not_ready = not_ready.saturating_add(1);
+                tracing::debug!(row = row.id, %reason, "The adapter is not ready yet; the send waits.");
+                drop(_pass);
+                let wait = backoff::delay(
+                    i64::from(not_ready),
+                    inner.settings.backoff_initial,
+                    inner.settings.backoff_max.min(Duration::from_secs(5)),
+                    false,
+                    None,
+                );
+                let mut ready = worker.ready.subscribe();
+                tokio::select! {
+                    _ = ready.wait_for(|n| *n != ready_seen) => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => return false,
+                }
+                continue 'attempt;
+            }
+            attempts += 1;
+            let max_age = i64::try_from(inner.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+            // Only failures of this operation itself use up the budget of
+            // one without content: not an account outage, not pacing.
+            let own_failure = matches!(kind, RetryKind::Transient { .. }) && !error.is_rate_limit();
+            if own_failure {
+                failing_since.get_or_insert_with(Instant::now);
+            }
+            let over_budget = no_content
+                && failing_since.is_some_and(|t| t.elapsed() >= inner.settings.no_content_budget);
+            let expired = now_ms() - row.created_ms > max_age || over_budget;
             if let (RetryKind::Moved { to }, Some(moves)) = (kind.clone(), inner.moves.get()) {
                 worker.breaker.reachable();
                 if let Err(e) = inner.store.move_channel(account, channel, &to).await {
@@ -830,7 +953,12 @@ async fn deliver(
                 return true;
             }
             if matches!(kind, RetryKind::Permanent | RetryKind::Moved { .. }) || expired {
-                let reason = if expired {
+                let reason = if over_budget {
+                    format!(
+                        "gave up after {attempts} attempts in {} (no_content_budget): {reason}",
+                        humantime::format_duration(inner.settings.no_content_budget)
+                    )
+                } else if expired {
                     format!("gave up after {attempts} attempts: {reason}")
                 } else {
                     reason
@@ -841,8 +969,10 @@ async fn deliver(
                 match kind {
                     RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
                     RetryKind::Transient { .. }
+                    | RetryKind::ChannelDown { .. }
                     | RetryKind::Permanent
                     | RetryKind::Moved { .. } => worker.breaker.reachable(),
+                    RetryKind::NotReady => {}
                 }
                 return dead_letter(inner, account, row.id, reason, shutdown).await;
             }
@@ -850,8 +980,13 @@ async fn deliver(
             // A rate limit is the network pacing us, not an outage: the lane
             // waits exactly as asked and nobody is told it is unreachable
             // (a lane already in an outage stays in it).
-            if !error.is_rate_limit() {
+            if error.is_rate_limit() {
+                worker.rate_limited(&kind);
+            } else {
                 inner.outages.failed(account, channel, &row.gateway);
+            }
+            if let RetryKind::ChannelDown { .. } = kind {
+                worker.channel_down(channel, &reason);
             }
             tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
             let update = RowUpdate::Retry {
@@ -863,7 +998,7 @@ async fn deliver(
             }
             match kind {
                 RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                RetryKind::Transient { retry_after } => {
+                RetryKind::Transient { retry_after } | RetryKind::ChannelDown { retry_after } => {
                     worker.breaker.reachable();
                     let wait = backoff::delay(
                         attempts,
@@ -876,7 +1011,7 @@ async fn deliver(
                         return false;
                     }
                 }
-                RetryKind::Permanent | RetryKind::Moved { .. } => {}
+                RetryKind::NotReady | RetryKind::Permanent | RetryKind::Moved { .. } => {}
             }
             continue 'attempt;
         }

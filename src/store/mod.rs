@@ -671,6 +671,43 @@ impl Store {
             .collect()
     }
 
+    /// Which of `among` (channels of `account`) holds a message known there
+    /// as `remote`: one it came from, or one the hub delivered there.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn channel_of(
+        &self,
+        account: &AccountId,
+        remote: &RemoteId,
+        among: &[ChannelId],
+    ) -> Result<Option<ChannelId>, StoreError> {
+        // A few channels at most (a chat and its bridged topics): one small
+        // indexed query each keeps the SQL the same on both backends.
+        for channel in among {
+            let row = sqlx::query(
+                "SELECT 1 FROM events WHERE account = $1 AND channel = $2 AND message_id = $3 \
+                 UNION ALL SELECT 1 FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6 \
+                 UNION ALL SELECT 1 FROM message_parts WHERE account = $7 AND channel = $8 AND remote_id = $9",
+            )
+            .bind(account.to_string())
+            .bind(channel.as_str())
+            .bind(remote.as_str())
+            .bind(account.to_string())
+            .bind(channel.as_str())
+            .bind(remote.as_str())
+            .bind(account.to_string())
+            .bind(channel.as_str())
+            .bind(remote.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            if row.is_some() {
+                return Ok(Some(channel.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     /// The gateways whose feed carries an event using this blob (as an
     /// attachment or as its author's avatar), found through `blob_refs`.
     /// Empty once those feed rows were pruned.
@@ -844,7 +881,8 @@ impl Store {
                SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), \
                SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), \
                (SELECT o2.last_error FROM outbox o2 WHERE o2.account = o.account \
-                  AND o2.last_error IS NOT NULL ORDER BY o2.updated_ms DESC LIMIT 1) \
+                  AND o2.state = 'pending' AND o2.last_error IS NOT NULL \
+                  ORDER BY o2.updated_ms DESC LIMIT 1) \
              FROM outbox o GROUP BY account ORDER BY account",
         )
         .fetch_all(&self.pool)
@@ -901,7 +939,12 @@ fn with_create_mode(url: &str) -> String {
 pub(crate) fn blobs_used(event: &NewEvent) -> Vec<&str> {
     let mut shas: Vec<&str> = Vec::new();
     if let EventKind::Message { attachments, .. } = &event.kind {
-        shas.extend(attachments.iter().map(|a| a.content.sha256.as_str()));
+        shas.extend(
+            attachments
+                .iter()
+                .flat_map(switchboard_core::Attachment::with_alt)
+                .map(|a| a.content.sha256.as_str()),
+        );
     }
     if let Some(Avatar::Blob(b)) = &event.author.avatar {
         shas.push(b.sha256.as_str());

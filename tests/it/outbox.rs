@@ -75,6 +75,7 @@ async fn held_rig_with(
     let (stop, stopped) = watch::channel(false);
     let fake = FakeAdapter::new("telegram.fake".parse().unwrap(), caps);
     let settings = OutboxSettings {
+        no_content_budget: Duration::from_secs(600),
         send_timeout: Duration::from_secs(2),
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
@@ -337,6 +338,7 @@ async fn a_probe_on_a_no_op_delete_does_not_stall_the_account() {
     r.post(
         "c1",
         EventKind::Delete {
+            by_moderator: false,
             target: TargetRef::Event(EventId(999_999)),
         },
     )
@@ -391,6 +393,7 @@ async fn a_large_upload_gets_a_timeout_in_proportion_to_its_size() {
         EventKind::Message {
             body: RichText::plain("a big file"),
             attachments: vec![switchboard_core::Attachment {
+                alt: None,
                 kind: switchboard_core::AttachmentKind::File,
                 name: "big.bin".into(),
                 mime: "application/octet-stream".into(),

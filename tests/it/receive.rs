@@ -391,6 +391,7 @@ async fn blobs_go_both_ways_through_the_host() {
     with_file.kind = EventKind::Message {
         body: RichText::plain("a picture from the network"),
         attachments: vec![Attachment {
+            alt: None,
             kind: AttachmentKind::Image,
             name: "p.png".into(),
             mime: "image/png".into(),

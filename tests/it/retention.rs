@@ -97,6 +97,7 @@ fn message(text: &str, files: &[&str]) -> EventKind {
         attachments: files
             .iter()
             .map(|sha| Attachment {
+                alt: None,
                 kind: AttachmentKind::File,
                 name: "f.txt".into(),
                 mime: "text/plain".into(),

@@ -173,6 +173,14 @@ pub enum ReceiveHealth {
         /// What went wrong.
         error: String,
     },
+    /// Connected and receiving, but part of what the account should do
+    /// fails (files cannot be fetched, reactions are not visible to the
+    /// bot): shown as `degraded` with the reason until the adapter reports
+    /// `Connected` again.
+    Degraded {
+        /// What does not work, and what would fix it, in a sentence.
+        reason: String,
+    },
     /// Cannot go on until an admin acts (a revoked token, a captcha).
     NeedsAction {
         /// What the admin should do, in a sentence.
@@ -232,7 +240,24 @@ pub trait Host: Send + Sync {
     /// When the store is unavailable.
     async fn moved(&self, from: &ChannelId, to: &ChannelId) -> Result<(), DeliverError>;
 
-    /// Reports how receiving goes; shown in `switchboard status`.
+    /// Which of `among` (channels of this account) holds a message this
+    /// account received or sent under `remote_id`: for an update that
+    /// names a message but not its channel precisely (a Telegram reaction
+    /// names the chat, not the forum topic bridged as `<chat>/<topic>`).
+    /// `None` when none of them does.
+    ///
+    /// # Errors
+    /// When the store is unavailable.
+    async fn channel_of(
+        &self,
+        remote_id: &RemoteId,
+        among: &[ChannelId],
+    ) -> Result<Option<ChannelId>, DeliverError>;
+
+    /// Reports how receiving goes; shown in `switchboard status`. Reporting
+    /// `Connected` also tells the outbox the account is ready: sends that
+    /// waited for it (a [`SendError::not_ready`]) go at once, and an open
+    /// breaker probes at once instead of waiting out its timer.
     fn health(&self, health: ReceiveHealth);
 }
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::adapter::Outbound;
-use crate::model::{Attachment, EventKind, TargetRef};
+use crate::lines::{human_size, not_bridged, push_line};
+use crate::model::{Attachment, AttachmentKind, EventKind, TargetRef};
 use crate::richtext::{RichText, TextUnit};
 
 /// A length limit in a network's own unit.
@@ -82,6 +83,12 @@ pub struct Capabilities {
     pub caption: TextLimit,
     /// Largest upload in bytes.
     pub max_upload_bytes: u64,
+    /// The sticker formats (MIME types) the network shows as stickers; a
+    /// sticker in another format (an animated Telegram sticker on Matrix)
+    /// goes as its still image ([`Attachment::alt`]) or, without one, as a
+    /// line saying it was not bridged, never as a file nobody can open.
+    /// `None`: any format.
+    pub sticker_formats: Option<&'static [&'static str]>,
     /// Whether each message shows its own time to readers (the bot API and
     /// webhooks carry `at`); where not, a late message says when it was
     /// written.
@@ -110,6 +117,7 @@ impl Capabilities {
             text: TextLimit::NONE,
             caption: TextLimit::NONE,
             max_upload_bytes: u64::MAX,
+            sticker_formats: None,
             renders_time: true,
             pacing: Pacing::default(),
             min_upload_rate: 256 * 1024,
@@ -126,6 +134,15 @@ impl Capabilities {
         };
         let rate = self.min_upload_rate.max(1);
         base.saturating_add(Duration::from_millis(bytes.saturating_mul(1000) / rate))
+    }
+
+    /// Whether the network shows a sticker of this MIME type as a sticker.
+    #[must_use]
+    pub fn shows_sticker(&self, mime: &str) -> bool {
+        match self.sticker_formats {
+            None => true,
+            Some(formats) => formats.iter().any(|f| f.eq_ignore_ascii_case(mime)),
+        }
     }
 
     fn can_react(&self, emoji: &str) -> bool {
@@ -220,15 +237,32 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
         body, attachments, ..
     } = &mut out.event.kind
     {
-        let (fit, too_big): (Vec<Attachment>, Vec<Attachment>) = attachments
-            .drain(..)
-            .partition(|a| a.size <= caps.max_upload_bytes);
+        let mut lines = Vec::new();
+        let mut fit = Vec::with_capacity(attachments.len());
+        for a in attachments.drain(..) {
+            // A sticker the network cannot show goes as its still image.
+            let a = match a {
+                a if a.kind != AttachmentKind::Sticker || caps.shows_sticker(&a.mime) => a,
+                Attachment { alt: Some(alt), .. } => *alt,
+                a => {
+                    let why = "a sticker in a format this network cannot show";
+                    lines.push(not_bridged(&a.name, Some(a.size), why));
+                    continue;
+                }
+            };
+            if a.size > caps.max_upload_bytes {
+                let why = format!(
+                    "larger than this network takes ({})",
+                    human_size(caps.max_upload_bytes)
+                );
+                lines.push(not_bridged(&a.name, Some(a.size), &why));
+                continue;
+            }
+            fit.push(a);
+        }
         *attachments = fit;
-        for a in too_big {
-            body.text.push_str(&format!(
-                "\n[file {} ({} bytes) is too large for this network]",
-                a.name, a.size
-            ));
+        for line in lines {
+            push_line(body, &line);
         }
         if late {
             let at = out.event.at.to_offset(time::UtcOffset::UTC);
@@ -394,6 +428,7 @@ mod tests {
         let parts = degrade(&outbound(react, Some("m1")), &caps, cx());
         assert_eq!(text_of(&parts[0]), "ann reacted 👍");
         let delete = EventKind::Delete {
+            by_moderator: false,
             target: TargetRef::Event(EventId(1)),
         };
         assert!(degrade(&outbound(delete, None), &Capabilities::everything(), cx()).is_empty());
@@ -499,6 +534,7 @@ mod more_tests {
         let parts = degrade(&op(edit, after.now, Some(T0)), &caps, after);
         assert_eq!(text(&parts[0]), "✏️ fixed");
         let delete = EventKind::Delete {
+            by_moderator: false,
             target: TargetRef::Event(EventId(1)),
         };
         assert_eq!(
@@ -544,6 +580,7 @@ mod more_tests {
             ..Capabilities::everything()
         };
         let file = Attachment {
+            alt: None,
             kind: AttachmentKind::Image,
             name: "a.png".into(),
             mime: "image/png".into(),
@@ -609,6 +646,7 @@ mod more_tests {
             ..Capabilities::everything()
         };
         let file = Attachment {
+            alt: None,
             kind: AttachmentKind::File,
             name: "big".into(),
             mime: "application/octet-stream".into(),

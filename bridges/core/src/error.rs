@@ -19,7 +19,22 @@ pub enum RetryKind {
         /// How long the network asked us to wait.
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help (bad request, chat gone, forbidden): dead-letter.
+    /// One destination channel cannot be reached until someone acts on the
+    /// network (the bot was removed from the group, lost the right to
+    /// write, or the chat is gone), while the rest of the account works:
+    /// the channel's lane waits with backoff (up to the outbox's
+    /// `max_age`), `status` shows the channel as needing action with the
+    /// network's words, and the gateway's other members are told it is
+    /// unreachable, then back.
+    ChannelDown {
+        /// How long the network asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The adapter is still starting (not signed in yet): the send waits
+    /// for it to be ready. Not a failure of the network: no breaker trip,
+    /// no outage, no attempt counted.
+    NotReady,
+    /// Retrying cannot help (bad request, invalid parameters): dead-letter.
     Permanent,
     /// The channel moved (Telegram's `migrate_to_chat_id`): the hub moves
     /// the channel's queue, message map and routes to `to` and sends there.
@@ -71,6 +86,27 @@ impl SendError {
         }
     }
 
+    /// One destination channel is unreachable until someone acts on the
+    /// network ([`RetryKind::ChannelDown`]); `message` is the network's own
+    /// words, shown to the admin.
+    pub fn channel_down(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: RetryKind::ChannelDown { retry_after },
+            message: message.into(),
+            rate_limited: false,
+        }
+    }
+
+    /// The adapter cannot send yet because it is still starting
+    /// ([`RetryKind::NotReady`]).
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self {
+            kind: RetryKind::NotReady,
+            message: message.into(),
+            rate_limited: false,
+        }
+    }
+
     /// A failure that will not go away; the message becomes a dead letter.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
@@ -100,12 +136,14 @@ impl SendError {
     #[must_use]
     pub fn capped(mut self, max: Duration) -> Self {
         match &mut self.kind {
-            RetryKind::Transient { retry_after } | RetryKind::AccountDown { retry_after } => {
+            RetryKind::Transient { retry_after }
+            | RetryKind::AccountDown { retry_after }
+            | RetryKind::ChannelDown { retry_after } => {
                 if let Some(ra) = retry_after {
                     *ra = (*ra).min(max);
                 }
             }
-            RetryKind::Permanent | RetryKind::Moved { .. } => {}
+            RetryKind::NotReady | RetryKind::Permanent | RetryKind::Moved { .. } => {}
         }
         self
     }

@@ -16,6 +16,8 @@
 //!   its docs state the rules (when to acknowledge, what to report).
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`ingress`]: routes an adapter serves on a listener the hub runs.
+//! - [`lines`]: [`not_bridged`], the one wording of a file that was not
+//!   bridged, for every adapter and the degrade planner.
 //! - [`nick`]: [`render_nick`], the per-gateway "who wrote this" prefix.
 //! - [`secrets`]: [`Secrets`] and [`read_section`], how a network crate's
 //!   config reads its section and the secrets in it.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod fake;
 pub mod ids;
 pub mod ingress;
+pub mod lines;
 pub mod model;
 pub mod nick;
 pub mod richtext;
@@ -44,6 +47,7 @@ pub use caps::{degrade, Capabilities, DegradeContext, Pacing, Reactions, TextLim
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
 pub use ingress::{Ingress, IngressRequest, IngressResponse};
+pub use lines::{human_size, not_bridged, push_line};
 pub use model::{
     Attachment, AttachmentKind, Author, Avatar, BlobRef, Event, EventKind, Membership, NewEvent,
     Origin, TargetRef,

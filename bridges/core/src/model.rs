@@ -131,6 +131,12 @@ pub enum EventKind {
     Delete {
         /// The deleted message.
         target: TargetRef,
+        /// Deleted by a moderator of the channel (a Matrix user whose power
+        /// level allows `redact`, a Telegram chat admin) rather than by the
+        /// message's author, as the origin network says. The hub accepts a
+        /// delete only from the author or a moderator.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_moderator: bool,
     },
     /// A reaction was added or removed.
     Reaction {
@@ -177,9 +183,9 @@ impl EventKind {
     pub fn target(&self) -> Option<&TargetRef> {
         match self {
             Self::Message { reply_to, .. } => reply_to.as_ref(),
-            Self::Edit { target, .. } | Self::Delete { target } | Self::Reaction { target, .. } => {
-                Some(target)
-            }
+            Self::Edit { target, .. }
+            | Self::Delete { target, .. }
+            | Self::Reaction { target, .. } => Some(target),
             _ => None,
         }
     }
@@ -188,9 +194,9 @@ impl EventKind {
     pub fn target_mut(&mut self) -> Option<&mut TargetRef> {
         match self {
             Self::Message { reply_to, .. } => reply_to.as_mut(),
-            Self::Edit { target, .. } | Self::Delete { target } | Self::Reaction { target, .. } => {
-                Some(target)
-            }
+            Self::Edit { target, .. }
+            | Self::Delete { target, .. }
+            | Self::Reaction { target, .. } => Some(target),
             _ => None,
         }
     }
@@ -239,6 +245,19 @@ pub struct Attachment {
     pub size: u64,
     /// Where the hub keeps its bytes.
     pub content: BlobRef,
+    /// What to send instead where the destination cannot show this file's
+    /// format ([`Capabilities::sticker_formats`](crate::Capabilities)): a
+    /// still image of an animated sticker, as Telegram gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt: Option<Box<Attachment>>,
+}
+
+impl Attachment {
+    /// This file and its stand-in, for what must keep both (blob
+    /// references, validation).
+    pub fn with_alt(&self) -> impl Iterator<Item = &Attachment> {
+        std::iter::once(self).chain(self.alt.as_deref())
+    }
 }
 
 /// Limits [`NewEvent::validate`] applies.
@@ -329,7 +348,7 @@ impl NewEvent {
                 if attachments.len() > limits::ATTACHMENTS {
                     return Err(format!("more than {} attachments", limits::ATTACHMENTS));
                 }
-                for a in attachments {
+                for a in attachments.iter().flat_map(Attachment::with_alt) {
                     field("attachment name", &a.name)?;
                     field("attachment type", &a.mime)?;
                     let hex = &a.content.sha256;

@@ -526,6 +526,7 @@ impl MatrixAdapter {
                 }
             };
             got.push(Attachment {
+                alt: None,
                 kind: m.kind,
                 name: m.name,
                 mime,
@@ -1110,6 +1111,7 @@ impl Adapter for MatrixAdapter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            sticker_formats: None,
             edits: true,
             edit_window: None,
             deletes: true,

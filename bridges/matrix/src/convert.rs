@@ -189,7 +189,14 @@ pub fn read_event(
                 return Read::Skip("a redaction of an event id the hub cannot store");
             };
             Read::Redaction {
-                event: make(EventKind::Delete { target }, None, Some(event_id)),
+                event: make(
+                    EventKind::Delete {
+                        by_moderator: false,
+                        target,
+                    },
+                    None,
+                    Some(event_id),
+                ),
                 redacts,
             }
         }

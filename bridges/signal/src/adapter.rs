@@ -149,6 +149,7 @@ impl Adapter for SignalAdapter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            sticker_formats: None,
             edits: true,
             edit_window: Some(WINDOW),
             deletes: true,
@@ -485,6 +486,7 @@ impl SignalAdapter {
                     }
                 };
                 fetched.push(Attachment {
+                    alt: None,
                     kind: f.kind,
                     name: f.name.clone(),
                     mime: f.mime.clone(),

@@ -264,6 +264,7 @@ pub fn envelope_draft(account: &AccountId, own: &[String], params: &Value) -> Op
             event: event(
                 Some(format!("delete:{author_id}:{ts}")),
                 EventKind::Delete {
+                    by_moderator: false,
                     target: TargetRef::Remote(remote(message_id(&author_id, target_ts))?),
                 },
             ),
@@ -382,6 +383,7 @@ mod tests {
         assert_eq!(
             d.event.kind,
             EventKind::Delete {
+                by_moderator: false,
                 target: TargetRef::Remote(RemoteId::new("u2:1732480000000").unwrap())
             }
         );

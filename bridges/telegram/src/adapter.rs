@@ -235,6 +235,7 @@ impl Adapter for TelegramAdapter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            sticker_formats: None,
             edits: true,
             edit_window: None,
             deletes: true,
@@ -849,6 +850,7 @@ impl TelegramAdapter {
             }
         };
         Some(Ok(Attachment {
+            alt: None,
             kind: f.kind,
             name: f.name.clone(),
             mime: f.mime.clone(),
