@@ -243,6 +243,21 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
                 caller.token.name
             )));
         }
+        // A reaction is taken back only by whoever added it (the hub's
+        // rule for every network; for the bot API, "who" is the token).
+        if let EventKind::Reaction {
+            removed: true,
+            emoji,
+            ..
+        } = &kind
+        {
+            if !hub.store.reacted(target, &caller.key(), emoji).await? {
+                return Err(ApiError::Forbidden(format!(
+                    "token `{}` has not reacted {emoji} to message {target}",
+                    caller.token.name
+                )));
+            }
+        }
     }
     if let EventKind::Message {
         body, attachments, ..

@@ -569,6 +569,46 @@ impl Store {
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
+    /// Whether the bot API token `token` (its key, as events store it in
+    /// `origin_token`) has added the reaction `emoji` to message `target`.
+    /// Variation selectors (U+FE0F) do not count: networks differ on them.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn reacted(
+        &self,
+        target: EventId,
+        token: &str,
+        emoji: &str,
+    ) -> Result<bool, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM events WHERE target_id = $1 AND kind = 'reaction' AND origin_token = $2",
+        )
+        .bind(target.0)
+        .bind(token)
+        .fetch_all(&self.pool)
+        .await?;
+        let bare = |s: &str| s.replace('\u{FE0F}', "");
+        for row in rows {
+            let body: String = row.try_get(0)?;
+            if let Ok(NewEvent {
+                kind:
+                    EventKind::Reaction {
+                        emoji: e,
+                        removed: false,
+                        ..
+                    },
+                ..
+            }) = serde_json::from_str::<NewEvent>(&body)
+            {
+                if bare(&e) == bare(emoji) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Pending outbox rows of one destination channel after row `after`.
     /// A row whose stored event cannot be decoded (written by a newer
     /// version, or damaged) comes back as a [`PoisonRow`] so the lane can

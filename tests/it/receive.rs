@@ -11,7 +11,7 @@ use switchboard::config::{Direction, Member};
 use switchboard_core::fake::{FakeAdapter, RunStep};
 use switchboard_core::{
     Attachment, AttachmentKind, Author, Batch, BlobRef, Capabilities, ChannelId, Cursor, Delivered,
-    EventKind, NewEvent, Origin, RemoteId, RichText, Span, Style,
+    EventKind, NewEvent, Origin, RemoteId, RichText, Span, Style, TargetRef,
 };
 use tokio::sync::oneshot;
 
@@ -623,4 +623,111 @@ async fn a_channel_in_two_gateways_gets_each_event_once() {
         "once, even read from the start"
     );
     assert_eq!(texts(&reader.all()), ["to both gateways"]);
+}
+
+/// An event of `author` changing message `target` (a remote id on chat1),
+/// keyed `key`.
+fn change(key: &str, author: &str, target: &str, kind: fn(TargetRef) -> EventKind) -> NewEvent {
+    let mut e = event(target, "");
+    e.key = Some(key.into());
+    e.author = Author {
+        remote_id: author.into(),
+        display_name: author.to_uppercase(),
+        ..Author::default()
+    };
+    e.kind = kind(TargetRef::Remote(RemoteId::new(target).unwrap()));
+    e
+}
+
+#[tokio::test]
+async fn only_the_author_edits_and_only_who_added_a_reaction_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Sqlite, dir.path()).await;
+    let f = fake();
+    let edit = |body: &'static str| -> fn(TargetRef) -> EventKind {
+        match body {
+            "by u1" => |t| EventKind::Edit {
+                target: t,
+                body: RichText::plain("fixed by u1"),
+            },
+            _ => |t| EventKind::Edit {
+                target: t,
+                body: RichText::plain("rewritten by u2"),
+            },
+        }
+    };
+    let react: fn(TargetRef) -> EventKind = |t| EventKind::Reaction {
+        target: t,
+        emoji: "👍".into(),
+        removed: false,
+    };
+    let unreact: fn(TargetRef) -> EventKind = |t| EventKind::Reaction {
+        target: t,
+        emoji: "👍\u{FE0F}".into(),
+        removed: true,
+    };
+    let delete: fn(TargetRef) -> EventKind = |t| EventKind::Delete {
+        target: t,
+        by_moderator: false,
+    };
+    let moderate: fn(TargetRef) -> EventKind = |t| EventKind::Delete {
+        target: t,
+        by_moderator: true,
+    };
+    // Message "1" by u1 (the `event` helper's author), "2" by u1 too.
+    f.script([
+        RunStep::Deliver(batch(&[("1", "hello"), ("2", "second")], "3")),
+        RunStep::Deliver(Batch {
+            events: vec![
+                change("e1", "u2", "1", edit("by u2")),
+                change("e2", "u1", "1", edit("by u1")),
+                change("r1", "u2", "1", react),
+                change("r2", "u3", "1", unreact),
+                change("r3", "u2", "1", unreact),
+                change("d1", "u2", "1", delete),
+                change("d2", "u1", "2", delete),
+                change("d3", "u9", "1", moderate),
+            ],
+            cursor: None,
+        }),
+    ]);
+    let hub = InProc::start(dir.path(), &db, f.clone()).await;
+    eventually("both batches answered", || {
+        f.runs().first().is_some_and(|r| r.delivered.len() == 2)
+    })
+    .await;
+    let answers = &f.runs()[0].delivered[1];
+    let verdict: Vec<&str> = answers
+        .iter()
+        .map(|d| match d {
+            Delivered::New(_) => "new",
+            Delivered::Rejected(_) => "refused",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        verdict,
+        [
+            "refused", // u2 edits u1's message
+            "new",     // u1 edits their own
+            "new",     // u2 reacts
+            "refused", // u3 takes back u2's reaction
+            "new",     // u2 takes back their own (U+FE0F does not count)
+            "refused", // u2 deletes u1's message
+            "new",     // u1 deletes their own
+            "new",     // a moderator deletes
+        ],
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[0], Delivered::Rejected(r) if r.contains("may not edit") && r.contains("u2")),
+        "the reason names who tried: {answers:?}"
+    );
+    // A refused event is not committed, so nothing routes it anywhere: the
+    // bots' feed (matterbridge's shape: messages and edits) has the
+    // messages and the author's own edit only.
+    assert_eq!(
+        feed_texts(&hub.api).await,
+        ["hello", "second", "fixed by u1"]
+    );
 }

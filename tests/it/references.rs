@@ -70,6 +70,24 @@ async fn references(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // Only bob may take his reaction back: ann's attempt is refused and
+    // reaches nobody (the webhook's count below stays the same).
+    let r = client
+        .post(format!("{url}/reactions"))
+        .header("authorization", auth("ann"))
+        .json(&json!({"emoji": "👍", "removed": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has not reacted"),
+        "{body}"
+    );
     let r = client
         .patch(&url)
         .header("authorization", auth("ann"))

@@ -85,13 +85,20 @@ pub(super) async fn apply_all(
             }
             insert_run(tx, &mut run, &mut outcomes, cx).await?;
             match prepare(tx, item).await? {
-                Some(p) => {
+                Prepared::Insert(p) => {
                     run.push(((i, j), p));
                     insert_run(tx, &mut run, &mut outcomes, cx).await?;
                 }
-                None => {
+                Prepared::Echo => {
                     outcomes[i][j] = Some(IngestOutcome {
                         delivered: Delivered::Ignored,
+                        feed: Vec::new(),
+                        lanes: Vec::new(),
+                    });
+                }
+                Prepared::Refused(reason) => {
+                    outcomes[i][j] = Some(IngestOutcome {
+                        delivered: Delivered::Rejected(reason),
                         feed: Vec::new(),
                         lanes: Vec::new(),
                     });
@@ -613,13 +620,25 @@ async fn blob_part(
     Ok(())
 }
 
+/// What [`prepare`] made of a network event.
+enum Prepared<'a> {
+    /// Insert it (its reference resolved to the hub's id where known).
+    Insert(Cow<'a, IngestItem>),
+    /// An echo of a message the hub itself sent: dropped.
+    Echo,
+    /// Not its author's to change (the reason): refused, never bridged.
+    Refused(String),
+}
+
 /// What a network event needs before its insert: an echo of a message the
-/// hub itself sent is dropped (`None`), and a reference given by the
-/// network's own id is resolved to the hub's.
+/// hub itself sent is dropped, a reference given by the network's own id
+/// is resolved to the hub's, and a change to a message (an edit, a delete,
+/// a reaction taken back) is refused unless it comes from whoever may make
+/// it (see [`refusal`]).
 async fn prepare<'a>(
     tx: &mut Transaction<'_, Any>,
     item: &'a IngestItem,
-) -> Result<Option<Cow<'a, IngestItem>>, StoreError> {
+) -> Result<Prepared<'a>, StoreError> {
     let origin = &item.event.origin;
     let account = origin.account.to_string();
     // Only a new message can echo one the hub sent: an edit or a reaction
@@ -640,20 +659,126 @@ async fn prepare<'a>(
         .fetch_optional(&mut **tx)
         .await?;
         if echo.is_some() {
-            return Ok(None);
+            return Ok(Prepared::Echo);
         }
     }
-    let Some(TargetRef::Remote(remote)) = item.event.kind.target() else {
-        return Ok(Some(Cow::Borrowed(item)));
+    let (item, target) = match item.event.kind.target() {
+        None => return Ok(Prepared::Insert(Cow::Borrowed(item))),
+        Some(TargetRef::Event(id)) => (Cow::Borrowed(item), *id),
+        Some(TargetRef::Remote(remote)) => {
+            let Some(id) = resolve_remote(tx, &account, origin.channel.as_str(), remote).await?
+            else {
+                // Never seen: nothing of anyone's to change. Destinations
+                // that never got it show a copy under the sender's name.
+                return Ok(Prepared::Insert(Cow::Borrowed(item)));
+            };
+            let mut resolved = item.clone();
+            if let Some(target) = resolved.event.kind.target_mut() {
+                *target = TargetRef::Event(id);
+            }
+            (Cow::Owned(resolved), id)
+        }
     };
-    let Some(id) = resolve_remote(tx, &account, origin.channel.as_str(), remote).await? else {
-        return Ok(Some(Cow::Borrowed(item)));
-    };
-    let mut resolved = item.clone();
-    if let Some(target) = resolved.event.kind.target_mut() {
-        *target = TargetRef::Event(id);
+    if let Some(reason) = refusal(tx, &item.event, target).await? {
+        let e = &item.event;
+        tracing::warn!(
+            account = %e.origin.account,
+            channel = %e.origin.channel,
+            author = %e.author.remote_id,
+            author_name = %e.author.display_name,
+            kind = e.kind.name(),
+            target = %target,
+            %reason,
+            "Refused a change to a message by someone who may not make it; not bridged."
+        );
+        return Ok(Prepared::Refused(reason));
     }
-    Ok(Some(Cow::Owned(resolved)))
+    Ok(Prepared::Insert(item))
+}
+
+/// Why `event` (from a network) may not change message `target`, if it may
+/// not. The rule is the hub's, the same for every network (the Matrix
+/// specification's for `m.replace`): an edit only by the message's author;
+/// a delete by the author or, when the origin network says the sender is
+/// a moderator there ([`EventKind::Delete::by_moderator`]), a moderator; a
+/// reaction taken back only by whoever added it. "The author" is the same
+/// person on the same account: a bridged copy of someone else's message is
+/// never its reader's to rewrite.
+async fn refusal(
+    tx: &mut Transaction<'_, Any>,
+    event: &switchboard_core::NewEvent,
+    target: EventId,
+) -> Result<Option<String>, StoreError> {
+    let who = || {
+        format!(
+            "{} ({} on {})",
+            event.author.display_name, event.author.remote_id, event.origin.account
+        )
+    };
+    let what = match &event.kind {
+        EventKind::Edit { .. } => "edit",
+        EventKind::Delete {
+            by_moderator: false,
+            ..
+        } => "delete",
+        EventKind::Reaction {
+            removed: true,
+            emoji,
+            ..
+        } => {
+            let rows = sqlx::query(
+                "SELECT id, body FROM events WHERE target_id = $1 AND kind = 'reaction' AND account = $2",
+            )
+            .bind(target.0)
+            .bind(event.origin.account.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+            let bare = |s: &str| s.replace('\u{FE0F}', "");
+            for row in rows {
+                let (id, body): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+                let Ok(added) = serde_json::from_str::<switchboard_core::NewEvent>(&body) else {
+                    tracing::warn!(event = id, "A stored reaction cannot be decoded; skipped.");
+                    continue;
+                };
+                if let EventKind::Reaction {
+                    emoji: e,
+                    removed: false,
+                    ..
+                } = &added.kind
+                {
+                    if added.author.remote_id == event.author.remote_id && bare(e) == bare(emoji) {
+                        return Ok(None);
+                    }
+                }
+            }
+            return Ok(Some(format!(
+                "{} took back a {emoji} reaction to message {target} that they did not add",
+                who()
+            )));
+        }
+        _ => return Ok(None),
+    };
+    let row = sqlx::query("SELECT account, body FROM events WHERE id = $1")
+        .bind(target.0)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (account, body): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    let original = serde_json::from_str::<switchboard_core::NewEvent>(&body)
+        .map_err(|e| StoreError::Corrupt(format!("event {target}: {e}")))?;
+    if account == event.origin.account.to_string()
+        && original.author.remote_id == event.author.remote_id
+    {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} may not {what} message {target}, written by {} ({} on {account})",
+        who(),
+        original.author.display_name,
+        original.author.remote_id
+    )))
 }
 
 /// Finds the hub id of a message the origin network calls `remote`: either
