@@ -163,7 +163,7 @@ impl Hub {
             let changed = match new.networks.iter().find(|n| n.account() == account) {
                 None => true,
                 Some(n) => {
-                    n != o
+                    !n.same(o.as_ref())
                         || crate::adapters::channels_of(&new, account)
                             != crate::adapters::channels_of(&old, account)
                 }

@@ -113,7 +113,7 @@ impl Routes {
         let mut out = std::collections::BTreeSet::new();
         for g in &self.gateways {
             for m in g.members.iter().filter(|m| m.direction.writes()) {
-                if m.account.network() == Network::Api {
+                if m.account.network() == Network::API {
                     for w in self.webhooks.get(&m.account).into_iter().flatten() {
                         if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) {
                             out.insert((m.account.clone(), w.channel()));
@@ -214,7 +214,7 @@ impl Routes {
         route: &mut Route,
     ) {
         for m in g.members.iter().filter(|m| m.direction.writes()) {
-            if m.account.network() == Network::Api {
+            if m.account.network() == Network::API {
                 // Other bots on the same account read the feed too; each
                 // consumer skips its own posts when it reads.
                 if !route.feed.contains(&g.name) {

@@ -266,32 +266,8 @@ pub(super) fn validate(
         issues: Vec::new(),
     };
 
-    // Network sections belong to their adapters: each is validated by its
-    // own crate, through the one place that names them.
-    let mut networks = Vec::new();
     let secrets = FileSecrets { base_dir };
-    for (network, table) in [
-        (Network::Telegram, &raw.telegram),
-        (Network::Signal, &raw.signal),
-        (Network::Matrix, &raw.matrix),
-    ] {
-        for (name, section) in table {
-            let key = format!("{network}.{name}");
-            match crate::adapters::check_section(network, name, section, &secrets) {
-                Ok(n) => networks.push(n),
-                Err(problems) => {
-                    for (sub, message) in problems {
-                        let key = if sub.is_empty() {
-                            key.clone()
-                        } else {
-                            format!("{key}.{sub}")
-                        };
-                        c.issue(key, message);
-                    }
-                }
-            }
-        }
-    }
+    let (networks, configured) = network_sections(&mut c, &raw.networks, &secrets);
 
     let data_dir = PathBuf::from(raw.general.data_dir.as_deref().unwrap_or("./data"));
     let admin_bind = raw
@@ -381,7 +357,7 @@ pub(super) fn validate(
     let mut binds = BTreeMap::new();
     for (name, a) in &raw.api {
         let key = format!("api.{name}");
-        let id = match AccountId::new(Network::Api, name) {
+        let id = match AccountId::new(Network::API, name) {
             Ok(id) => id,
             Err(e) => {
                 c.issue(&key, e.to_string());
@@ -566,19 +542,7 @@ pub(super) fn validate(
 
     // Network sections with problems still count as configured: their own
     // errors say what is wrong, not "no account".
-    let known: BTreeSet<AccountId> = api
-        .iter()
-        .map(|a| a.id.clone())
-        .chain(
-            [
-                (Network::Telegram, &raw.telegram),
-                (Network::Signal, &raw.signal),
-                (Network::Matrix, &raw.matrix),
-            ]
-            .into_iter()
-            .flat_map(|(n, t)| t.keys().filter_map(move |k| AccountId::new(n, k).ok())),
-        )
-        .collect();
+    let known: BTreeSet<AccountId> = api.iter().map(|a| a.id.clone()).chain(configured).collect();
     let mut gateways = Vec::new();
     let mut gnames = BTreeSet::new();
     for (i, g) in raw.gateway.iter().enumerate() {
@@ -627,8 +591,10 @@ pub(super) fn validate(
                     continue;
                 }
                 let channel = match (account.network(), m.channel.as_deref()) {
-                    (Network::Api, None | Some("api")) => ChannelId::new("api").expect("valid"),
-                    (Network::Api, Some(other)) => {
+                    (n, None | Some("api")) if n == Network::API => {
+                        ChannelId::new("api").expect("valid")
+                    }
+                    (n, Some(other)) if n == Network::API => {
                         c.issue(
                             format!("{mkey}.channel"),
                             format!("bot API members use channel \"api\", not `{other}`"),
@@ -750,6 +716,63 @@ pub(super) fn validate(
 }
 
 /// `[retention]`: `None` when it is off (`enabled = false` or `keep = "0s"`).
+/// The tables that are not the hub's own: `[<network>.<name>]`, each
+/// parsed and checked by its network's connector (`crate::adapters`). A
+/// table naming no network of this build is refused like a typo. Returns
+/// the valid sections, and every account named (valid or not).
+fn network_sections(
+    c: &mut Checker<'_>,
+    tables: &BTreeMap<String, toml::Value>,
+    secrets: &FileSecrets<'_>,
+) -> (Vec<crate::adapters::NetworkConfig>, Vec<AccountId>) {
+    let mut networks = Vec::new();
+    let mut named = Vec::new();
+    for (key, value) in tables {
+        let network = match Network::new(key) {
+            Ok(n) if crate::adapters::connector(n).is_some() => n,
+            _ => {
+                c.issue(
+                    key.clone(),
+                    format!(
+                        "unknown field `{key}`: not a section of switchboard's own \
+                         (general, database, outbox, retention, api, gateway) nor a network \
+                         of this build ({})",
+                        crate::adapters::network_names()[1..].join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(accounts) = value.as_table() else {
+            c.issue(
+                key.clone(),
+                format!("expected tables of accounts, like [{key}.main]"),
+            );
+            continue;
+        };
+        for (name, section) in accounts {
+            let key = format!("{network}.{name}");
+            if let Ok(id) = AccountId::new(network, name) {
+                named.push(id);
+            }
+            match crate::adapters::check_section(network, name, section, secrets) {
+                Ok(n) => networks.push(n),
+                Err(problems) => {
+                    for (sub, message) in problems {
+                        let key = if sub.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{key}.{sub}")
+                        };
+                        c.issue(key, message);
+                    }
+                }
+            }
+        }
+    }
+    (networks, named)
+}
+
 fn retention(c: &mut Checker<'_>, r: &super::raw::RawRetention) -> Option<RetentionSettings> {
     let keep = c.duration("retention.keep", r.keep.as_deref(), secs(7 * 24 * 3600));
     let dead_letters = c.duration(

@@ -620,7 +620,9 @@ async fn blob_part(
     Ok(())
 }
 
-/// What [`prepare`] made of a network event.
+/// What [`prepare`] made of a network event. Short-lived (one per event,
+/// consumed at once), so the size of the insert variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Prepared<'a> {
     /// Insert it (its reference resolved to the hub's id where known).
     Insert(Cow<'a, IngestItem>),
