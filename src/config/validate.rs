@@ -361,12 +361,11 @@ fn database(
                     None
                 }
             });
-    let database = DatabaseSettings {
+    DatabaseSettings {
         url: db_url,
         max_connections: raw.max_connections.unwrap_or(8).max(2),
         max_size,
-    };
-    database
+    }
 }
 
 /// `[outbox]`: retries, timeouts, budgets.
