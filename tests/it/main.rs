@@ -28,6 +28,31 @@
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
+/// One test body run on both backends, instead of hand-written twins:
+/// `on_both_backends!(name => |backend| body(backend));` makes the tests
+/// `name::sqlite` and `name::postgres` (the PostgreSQL one needs
+/// `SWITCHBOARD_TEST_POSTGRES_URL`, which `.ci/run` sets).
+macro_rules! on_both_backends {
+    ($name:ident => |$backend:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $backend = crate::harness::Backend::Sqlite;
+                $body.await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let $backend = crate::harness::Backend::Postgres;
+                $body.await;
+            }
+        }
+    };
+}
+
 mod api;
 mod bad_input;
 mod bots;

@@ -171,15 +171,7 @@ fn text(op: &switchboard_core::Outbound) -> String {
     }
 }
 
-#[tokio::test]
-async fn fallbacks_split_and_edit_as_a_corrected_copy_sqlite() {
-    fallbacks(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn fallbacks_split_and_edit_as_a_corrected_copy_postgres() {
-    fallbacks(Backend::Postgres).await;
-}
+on_both_backends!(fallbacks_split_and_edit_as_a_corrected_copy => |backend| fallbacks(backend));
 
 async fn fallbacks(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -276,15 +268,7 @@ async fn breaker_opens_on_an_outage_and_settles_when_its_probe_is_dead_lettered(
     assert_eq!(q.last_error.as_deref(), Some("chat not found"));
 }
 
-#[tokio::test]
-async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_sqlite() {
-    poison_row(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_postgres() {
-    poison_row(Backend::Postgres).await;
-}
+on_both_backends!(a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on => |backend| poison_row(backend));
 
 async fn poison_row(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
