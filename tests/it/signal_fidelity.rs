@@ -574,6 +574,52 @@ async fn a_reconnect_closes_the_breaker_and_clears_the_error() {
     signal.stop().await;
 }
 
+/// A subscription that fails is retried with growing backoff and logged
+/// once, not at every retry; the account comes up when it succeeds.
+#[tokio::test]
+async fn a_failing_subscription_backs_off_and_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group) = fake().await;
+    signal.fail(
+        "subscribeReceive",
+        Fault::Internal("no receive thread (IllegalStateException)".into()),
+        3,
+    );
+    let sb = bridge(
+        dir.path(),
+        &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("5s")),
+        &group,
+        &[],
+    )
+    .await;
+    let inbox = reader(&sb).await;
+    assert!(
+        signal.wait_receivers(1, PATIENCE).await,
+        "subscribed at the fourth try"
+    );
+    until("up", || async {
+        account_status(&sb, "signal.main").await["state"] == "up"
+    })
+    .await;
+    let tries = signal
+        .requests()
+        .iter()
+        .filter(|(m, _)| m == "subscribeReceive")
+        .count();
+    assert_eq!(tries, 4);
+    let warned = sb.log().matches("cannot subscribe to messages").count();
+    assert_eq!(
+        warned,
+        1,
+        "one warning for one failure that repeats:\n{}",
+        sb.log()
+    );
+    signal.inject_message(ALICE, Some(&group), json!({"message": "hi"}));
+    inbox.wait_len(1, "the message").await;
+    sb.stop_and_check().await;
+    signal.stop().await;
+}
+
 // ---- 8. uploads -----------------------------------------------------------------------
 
 /// signal-cli answers a send with a file only after uploading it: the
