@@ -161,6 +161,8 @@ pub struct SignalAdapter {
     captcha: AtomicBool,
     /// The daemon reads the spool directory (until a spooled file fails).
     spool_ok: AtomicBool,
+    /// Another account's message was seen (warned once).
+    foreign_seen: AtomicBool,
 }
 
 impl SignalAdapter {
@@ -180,6 +182,7 @@ impl SignalAdapter {
             timers: Mutex::new(HashMap::new()),
             captcha: AtomicBool::new(false),
             spool_ok: AtomicBool::new(spool_ok),
+            foreign_seen: AtomicBool::new(false),
         })
     }
 
@@ -735,7 +738,13 @@ impl SignalAdapter {
                 .and_then(Value::as_str)
                 .is_some_and(|a| a != self.cfg.number)
             {
-                tracing::debug!(account = %self.cfg.account, "A message for another account of the daemon; dropped.");
+                // With `account` on every call this takes a daemon started
+                // with `-a` for another number, which answers for it.
+                if !self.foreign_seen.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(account = %self.cfg.account, "signal-cli hands over messages of another account (is the daemon started with -a for another number?); they are dropped.");
+                } else {
+                    tracing::debug!(account = %self.cfg.account, "A message for another account of the daemon; dropped.");
+                }
                 continue;
             }
             if let Some(id) = convert::long_text_id(&n) {
