@@ -25,6 +25,10 @@
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
+//! - `signal_fidelity`: Signal as it really is (issue 20), item by item,
+//!   against the fake where a Signal account is needed.
+//! - `signal_real`: the real signal-cli daemon (no account): the fake's
+//!   answers checked against it, an account it does not serve, a kill.
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
@@ -72,6 +76,8 @@ mod references;
 mod reload;
 mod retention;
 mod signal;
+mod signal_fidelity;
+mod signal_real;
 mod signatures;
 mod store;
 mod synapse;
