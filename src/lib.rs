@@ -159,6 +159,7 @@ impl Running {
             settings.database.url.expose(),
             &store::OpenOptions {
                 max_size: settings.database.max_size,
+                durability: settings.database.durability,
                 ..store::OpenOptions::new(settings.database.max_connections)
             },
         )
