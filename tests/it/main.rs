@@ -27,6 +27,8 @@
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
+//! - `telegram_in`, `telegram_out`: Telegram as it really is (issue 19),
+//!   receiving and sending.
 
 mod api;
 mod bad_input;
@@ -51,3 +53,5 @@ mod signatures;
 mod store;
 mod synapse;
 mod telegram;
+mod telegram_in;
+mod telegram_out;
