@@ -460,6 +460,50 @@ async fn webhook_mode_keeps_albums_whole_and_each_chat_in_order() {
     tg.stop().await;
 }
 
+/// Item 9, across a crash: album parts Telegram was told were received
+/// are kept through a kill -9, and the album is still one message when the
+/// rest arrives after the restart.
+#[tokio::test]
+async fn a_webhook_album_cut_by_a_crash_is_still_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = fake(false).await;
+    let hook = free_port();
+    let extra = format!(
+        "receive = \"webhook\"\nwebhook_bind = \"127.0.0.1:{hook}\"\nwebhook_url = \"https://bridge.example.org/tg\"\nwebhook_secret = \"s3cret\""
+    );
+    let (mut sb, _inbox) = start(dir.path(), &tg, &extra).await;
+    tg.forward_webhook_to(format!("127.0.0.1:{hook}").parse().unwrap());
+    eventually("the webhook set", || tg.webhook_url().is_some()).await;
+    let bob = FakeTelegram::user(7, "Bob", None);
+    let part = |i: u32| {
+        let photo = tg.store_photo(switchboard_telegram::fake::png(2 + i, 2));
+        json!({"media_group_id": "alb", "photo": photo})
+    };
+    tg.inject_message(GROUP, &bob, part(0));
+    eventually("the first part acknowledged", || tg.pending_updates() == 0).await;
+    sb.kill9();
+    tg.inject_message(GROUP, &bob, part(1));
+    tg.inject_message(GROUP, &bob, part(2));
+    sb.restart().await;
+    let inbox = Inbox::default();
+    let ws = sb.api.replace("http", "ws");
+    ws_reader(
+        &format!("{ws}/v1/ws?gateways=g&cursor=0"),
+        "ann",
+        inbox.clone(),
+    )
+    .await;
+    inbox.wait_len(1, "the album").await;
+    tg.inject_message(GROUP, &bob, json!({"text": "after"}));
+    inbox.wait_len(2, "the text after it").await;
+    let got = events_from(&inbox, "telegram.main", "message");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0]["attachments"].as_array().unwrap().len(), 3);
+    assert_eq!(got[1]["text"], "after");
+    drop(sb);
+    tg.stop().await;
+}
+
 /// Item 10: two edits within the same second (Telegram's `edit_date` has
 /// one-second resolution) both arrive, and the latest wins.
 #[tokio::test]

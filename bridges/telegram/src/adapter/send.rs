@@ -261,8 +261,8 @@ impl TelegramAdapter {
     /// Sends files: photos and videos together as albums, documents with
     /// documents, audio with audio (what `sendMediaGroup` allows), voice
     /// notes and stickers one by one. The caption goes with the first; one
-    /// over Telegram's limit, or before a sticker (which has none), goes as
-    /// a message of its own.
+    /// over Telegram's limit follows the files as a message, and before a
+    /// sticker (which has none) it goes first.
     async fn send_files(
         &self,
         to: &Dest<'_>,
@@ -289,13 +289,17 @@ impl TelegramAdapter {
         let mut ids = Vec::new();
         let mut reply = reply;
         let mut caption = Some(caption).filter(|c| !c.text.is_empty());
+        // A sticker has no caption: who sent it (and any text) goes first.
         let sticker_first = groups.first().is_some_and(|g| g[0].1 == "sticker");
-        if let Some(c) =
-            caption.filter(|c| sticker_first || c.len_in(TextUnit::Utf16) > CAPTION_MAX)
-        {
+        if let Some(c) = caption.filter(|_| sticker_first) {
             ids.extend(self.send_text(to, c, same_network, reply).await?);
             caption = None;
             reply = None;
+        }
+        // A caption longer than Telegram takes follows the files instead.
+        let after = caption.filter(|c| c.len_in(TextUnit::Utf16) > CAPTION_MAX);
+        if after.is_some() {
+            caption = None;
         }
         for group in groups {
             for chunk in group.chunks(10) {
@@ -328,6 +332,9 @@ impl TelegramAdapter {
                 caption = None;
                 reply = None;
             }
+        }
+        if let Some(text) = after {
+            ids.extend(self.send_text(to, text, same_network, None).await?);
         }
         Ok(Receipt { ids })
     }

@@ -48,6 +48,11 @@ const SETTLE_TICK: Duration = Duration::from_millis(250);
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct HeldAlbums {
     chats: BTreeMap<i64, HeldAlbum>,
+    /// Read from the cursor already (this run). Telegram may POST as soon
+    /// as the listener is up, before `run` started: whoever comes first
+    /// reads what the last run kept, so nothing kept is overwritten.
+    #[serde(skip)]
+    loaded: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,23 +125,16 @@ impl TelegramAdapter {
         secret: &str,
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
-        let kept = loop {
-            match host.cursor(HELD_CURSOR).await {
-                Ok(v) => break v,
+        loop {
+            let loaded = self.load_held(host, &mut *self.held.lock().await).await;
+            match loaded {
+                Ok(()) => break,
                 Err(DeliverError::Stopping) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(account = %self.cfg.account, error = %e, "Cannot read the held album parts; retrying.");
                     if !nap(Duration::from_secs(1), &mut shutdown).await {
                         return Ok(());
                     }
-                }
-            }
-        };
-        if let Some(kept) = kept.filter(|v| !v.is_empty()) {
-            match serde_json::from_str::<HeldAlbums>(&kept) {
-                Ok(albums) => *self.held.lock().await = albums,
-                Err(e) => {
-                    tracing::error!(account = %self.cfg.account, error = %e, "The held album parts cannot be read; they are lost.");
                 }
             }
         }
@@ -198,6 +196,7 @@ impl TelegramAdapter {
         };
         let chat = d.update.as_ref().and_then(Update::chat_id);
         let mut held = self.held.lock().await;
+        self.load_held(host, &mut held).await?;
         let before = held.clone();
         let mut commit = Vec::new();
         match (chat, album_of(d)) {
@@ -241,6 +240,24 @@ impl TelegramAdapter {
             *held = before;
         }
         result
+    }
+
+    /// Reads the album parts the last run kept, once per run.
+    async fn load_held(&self, host: &dyn Host, held: &mut HeldAlbums) -> Result<(), DeliverError> {
+        if held.loaded {
+            return Ok(());
+        }
+        let kept = host.cursor(HELD_CURSOR).await?;
+        if let Some(kept) = kept.filter(|v| !v.is_empty()) {
+            match serde_json::from_str::<HeldAlbums>(&kept) {
+                Ok(albums) => *held = albums,
+                Err(e) => {
+                    tracing::error!(account = %self.cfg.account, error = %e, "The held album parts cannot be read; they are lost.");
+                }
+            }
+        }
+        held.loaded = true;
+        Ok(())
     }
 
     /// Commits the albums no part came for in [`ALBUM_SETTLE`].
@@ -315,6 +332,7 @@ mod tests {
         let kept = serde_json::to_string(&held).unwrap();
         let back: HeldAlbums = serde_json::from_str(&kept).unwrap();
         assert_eq!(back.chats[&-100].updates, [json!({"update_id": 1})]);
+        assert!(!back.loaded, "each run reads the cursor itself");
         assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd"));
     }
 }
