@@ -31,6 +31,8 @@
 //!   answers checked against it, an account it does not serve, a kill.
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
+//! - `telegram_in`, `telegram_out`: Telegram as it really is (issue 19),
+//!   receiving and sending.
 
 /// One test body run on both backends, instead of hand-written twins:
 /// `on_both_backends!(name => |backend| body(backend));` makes the tests
@@ -82,3 +84,5 @@ mod signatures;
 mod store;
 mod synapse;
 mod telegram;
+mod telegram_in;
+mod telegram_out;

@@ -259,6 +259,15 @@ pub trait Host: Send + Sync {
     /// waited for it (a [`SendError::not_ready`]) go at once, and an open
     /// breaker probes at once instead of waiting out its timer.
     fn health(&self, health: ReceiveHealth);
+
+    /// Counts something the adapter did that an operator may want to watch
+    /// (`switchboard_adapter_events_total{account, event}` on `/metrics`):
+    /// a message sent again as plain text after the network refused its
+    /// formatting, say. `event` is a short snake_case name. Does nothing
+    /// where nobody counts (test hosts).
+    fn count(&self, event: &'static str) {
+        let _ = event;
+    }
 }
 
 /// Why [`Adapter::run`] stopped; the supervisor logs it and restarts `run`
