@@ -56,6 +56,9 @@ pub(crate) struct Opts {
     pub(crate) proxy: bool,
     /// Rewrites the configuration before switchboard starts.
     pub(crate) config: Option<fn(String) -> String>,
+    /// The gateway names the room by its id, not its alias (nothing to
+    /// resolve before a send).
+    pub(crate) by_room_id: bool,
 }
 
 pub(crate) fn member(channel: &str) -> String {
@@ -178,8 +181,12 @@ pub(crate) async fn setup_with(mode: Mode, backend: Backend, opts: Opts) -> Setu
         + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
         + &section
         + &gateway("g")
-        // The alias, resolved by the adapter.
-        + &member("#bridged:localhost");
+        // The alias, resolved by the adapter (or the room id).
+        + &member(if opts.by_room_id {
+            &room
+        } else {
+            "#bridged:localhost"
+        });
     if let Some(edit) = opts.config {
         cfg = edit(cfg);
     }
