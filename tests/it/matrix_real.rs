@@ -775,6 +775,62 @@ async fn a_send_retried_across_a_new_login_is_posted_once() {
     );
 }
 
+/// Synapse ends the bridge's session every few seconds (its access tokens
+/// expire: a soft logout, `soft_logout: true`). The bridge logs in again
+/// each time, as the same device: messages keep flowing both ways, once
+/// each, and the account has one device, not one per login.
+#[tokio::test]
+async fn soft_logouts_keep_the_one_device() {
+    let s = setup_with(
+        Mode::Bot,
+        Backend::Sqlite,
+        Opts {
+            // Logins every few seconds, the bridge's and Alice's, from one
+            // address: more than Synapse's default login limit allows.
+            extra_yaml: "nonrefreshable_access_token_lifetime: 4s\n\
+                rc_login:\n  address: {per_second: 10, burst_count: 100}\n  \
+                account: {per_second: 10, burst_count: 100}\n"
+                .into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    for n in 1..=3 {
+        post(&s.sb, &format!("bot {n}"), "Ann").await;
+        s.alice.send_text(&s.room, &format!("alice {n}")).await;
+        s.alice
+            .wait_for_text(&s.room, &format!("Ann: bot {n}"))
+            .await;
+        bot_message(&s.inbox, &format!("alice {n}")).await;
+        // Past the token's lifetime.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    s.sb.drained().await;
+    assert_eq!(
+        bridged_bodies(&s.alice, &s.room).await,
+        ["Ann: bot 1", "Ann: bot 2", "Ann: bot 3"]
+    );
+    let texts = texts(&at_bot(&s.inbox, "message"));
+    assert_eq!(texts, ["alice 1", "alice 2", "alice 3"]);
+    assert!(s.sb.log().contains("logging in again"), "{}", s.sb.log());
+    let admin = s.synapse.register("admin", true).await;
+    let devices = admin
+        .get(&format!(
+            "/_synapse/admin/v2/users/{}/devices",
+            crate::synapse::enc(&s.bridge)
+        ))
+        .await;
+    // Registering the account made a device of its own; switchboard's
+    // logins made one.
+    let ours = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["display_name"] == "switchboard")
+        .count();
+    assert_eq!(ours, 1, "{devices}");
+}
+
 /// The homeserver takes uploads up to 1 MiB here: a larger file is a line
 /// in the message, not a refused upload (a dead letter).
 #[tokio::test]

@@ -414,21 +414,39 @@ impl MatrixAdapter {
         host.health(ReceiveHealth::Reconnecting {
             error: format!("the homeserver refused the access token ({error}); logging in again"),
         });
+        let mut backoff = Duration::from_secs(1);
         loop {
-            match self.sign_in(host, true).await {
+            let wait = match self.sign_in(host, true).await {
                 Ok(()) => {
                     self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
                     self.report_up(host);
                     return true;
                 }
-                Err(e) => {
+                Err(e) if e.is_auth() => {
                     host.health(ReceiveHealth::NeedsAction {
                         what: format!("Matrix refused the login: {e}"),
                     });
-                    if !nap(Duration::from_secs(60), shutdown).await {
-                        return false;
-                    }
+                    Duration::from_secs(60)
                 }
+                // Not refused: the homeserver is away, or limits logins.
+                Err(e) => {
+                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot log in yet; retrying.");
+                    host.health(ReceiveHealth::Reconnecting {
+                        error: format!("cannot log in again yet: {e}"),
+                    });
+                    let wait = match &e {
+                        MxError::Api {
+                            retry_after: Some(d),
+                            ..
+                        } => *d,
+                        _ => backoff,
+                    };
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    wait
+                }
+            };
+            if !nap(wait, shutdown).await {
+                return false;
             }
         }
     }

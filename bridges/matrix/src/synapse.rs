@@ -30,7 +30,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -541,7 +541,14 @@ app_service_config_files: [{regs}]
             hs: self.url(),
             http: self.http.clone(),
             user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            token: Arc::new(Mutex::new(
+                body["access_token"].as_str().unwrap().to_owned(),
+            )),
+            login: Some(Login {
+                user: name.to_owned(),
+                password,
+                device_id: body["device_id"].as_str().unwrap_or_default().to_owned(),
+            }),
             masquerade: None,
         }
     }
@@ -553,7 +560,8 @@ app_service_config_files: [{regs}]
             hs: self.url(),
             http: self.http.clone(),
             user_id: user_id.unwrap_or_default().to_owned(),
-            access_token: as_token.to_owned(),
+            token: Arc::new(Mutex::new(as_token.to_owned())),
+            login: None,
             masquerade: user_id.map(str::to_owned),
         }
     }
@@ -688,9 +696,20 @@ pub struct MxUser {
     hs: String,
     http: reqwest::Client,
     pub user_id: String,
-    pub access_token: String,
+    /// The access token; replaced when the user logs in again after a soft
+    /// logout (shared by the clones).
+    token: Arc<Mutex<String>>,
+    /// How a registered user logs in again.
+    login: Option<Login>,
     /// `?user_id=` on every request (an appservice acting as one of its users).
     pub masquerade: Option<String>,
+}
+
+#[derive(Clone)]
+struct Login {
+    user: String,
+    password: String,
+    device_id: String,
 }
 
 /// Percent-encodes one path segment or query value.
@@ -739,12 +758,45 @@ impl MxUser {
     ) -> (StatusCode, Value) {
         loop {
             let (status, v) = self.request_once(method.clone(), path, body).await;
+            if status == StatusCode::UNAUTHORIZED && v["soft_logout"] == true {
+                // The session ended (an expired token): log in again, as the
+                // same device, and make the same request.
+                if let Some(login) = &self.login {
+                    self.log_in_again(login).await;
+                    continue;
+                }
+            }
             if status != StatusCode::TOO_MANY_REQUESTS || v["errcode"] != "M_LIMIT_EXCEEDED" {
                 return (status, v);
             }
             let wait = v["retry_after_ms"].as_u64().unwrap_or(1000).min(60_000);
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
+    }
+
+    /// The access token this user sends now.
+    pub fn access_token(&self) -> String {
+        self.token.lock().unwrap().clone()
+    }
+
+    async fn log_in_again(&self, login: &Login) {
+        let r = self
+            .http
+            .post(format!("{}/_matrix/client/v3/login", self.hs))
+            .json(&json!({"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": login.user},
+                "password": login.password, "device_id": login.device_id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("login as {}: {e}", self.user_id));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "login as {}: {status} {v}",
+            self.user_id
+        );
+        *self.token.lock().unwrap() = v["access_token"].as_str().unwrap().to_owned();
     }
 
     /// As [`MxUser::request`], without waiting out a rate limit.
@@ -757,7 +809,7 @@ impl MxUser {
         let mut req = self
             .http
             .request(method.clone(), self.url_for(path))
-            .bearer_auth(&self.access_token);
+            .bearer_auth(self.access_token());
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -1103,7 +1155,7 @@ impl MxUser {
         let r = self
             .http
             .post(self.url_for(&path))
-            .bearer_auth(&self.access_token)
+            .bearer_auth(self.access_token())
             .header(reqwest::header::CONTENT_TYPE, mime)
             .body(bytes.to_vec())
             .send()
@@ -1134,7 +1186,7 @@ impl MxUser {
         let r = self
             .http
             .get(self.url_for(&path))
-            .bearer_auth(&self.access_token)
+            .bearer_auth(self.access_token())
             .send()
             .await
             .unwrap_or_else(|e| panic!("download {mxc} as {}: {e}", self.user_id));
