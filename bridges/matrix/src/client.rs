@@ -124,6 +124,9 @@ pub struct Budget {
     pub first_byte: Duration,
     /// The slowest transfer rate allowed for, in bytes per second.
     pub min_rate: u64,
+    /// Done by then whatever the size (an appservice transaction's files
+    /// must be fetched before the homeserver gives up on it).
+    pub by: Option<std::time::Instant>,
 }
 
 impl Budget {
@@ -299,7 +302,11 @@ impl Client {
             .map_err(|_| MxError::Timeout)?
             .map_err(|e| MxError::from_reqwest(&e))?;
         let size = answer.content_length().unwrap_or(max_body).min(max_body);
-        Self::finish::<R>(answer, max_body, started + budget.for_size(size)).await
+        let mut deadline = started + budget.for_size(size);
+        if let Some(by) = budget.by {
+            deadline = deadline.min(tokio::time::Instant::from_std(by));
+        }
+        Self::finish::<R>(answer, max_body, deadline).await
     }
 
     /// The HTTP request for `req`, as the account or (an appservice) as
@@ -532,6 +539,7 @@ mod tests {
         let b = Budget {
             first_byte: Duration::from_secs(30),
             min_rate: 256 * 1024,
+            by: None,
         };
         assert_eq!(b.for_size(0), Duration::from_secs(30));
         assert_eq!(b.for_size(20 << 20), Duration::from_secs(30 + 80));

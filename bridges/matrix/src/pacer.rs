@@ -37,6 +37,8 @@ pub const DEFAULT_BURST: f64 = 10.0;
 pub const PROBE_AFTER: Duration = Duration::from_secs(60);
 /// The longest wait between two probes.
 pub const PROBE_AFTER_MAX: Duration = Duration::from_secs(1800);
+/// How much slower than the model the bot sends once the bucket is low.
+const MARGIN: f64 = 1.05;
 /// A model this generous means "not limited": no pacing at all.
 const UNLIMITED_RATE: f64 = 1000.0;
 const MAX_BURST: f64 = 1_000_000.0;
@@ -106,13 +108,17 @@ impl Pacer {
             self.probe_out = true;
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - self.level).max(1.0) / self.rate)
+        // A little slower than the model: clocks and answers are not
+        // exact, and a refusal costs more than a few milliseconds.
+        Duration::from_secs_f64((1.0 - self.level).max(1.0) / self.rate * MARGIN)
     }
 
     /// The homeserver accepted one event.
     pub fn accepted(&mut self, now: Instant) {
         self.refill(now);
         self.level -= 1.0;
+        // A probe that went through is done with, beyond the model or not.
+        self.probe_out = false;
         if self.level < 0.0 {
             // More than the model allows went through: the homeserver is
             // more generous than modelled (or not limiting at all).
@@ -120,7 +126,6 @@ impl Pacer {
             self.burst = (self.burst * 2.0).min(MAX_BURST);
             self.level = self.burst;
             self.probe_after = PROBE_AFTER;
-            self.probe_out = false;
         }
     }
 
@@ -213,8 +218,8 @@ mod tests {
         let (refusals, took) = run(&mut hs, 30);
         // The first when the bucket ran out, one probe a minute later.
         assert_eq!(refusals, 2);
-        // 10 at once, then one every 5 s.
-        assert!((95.0..=110.0).contains(&took), "{took}");
+        // 10 at once, then one every 5 s (and a little).
+        assert!((95.0..=115.0).contains(&took), "{took}");
         // The bot's join took a token before: still one refusal or two.
         let mut hs = Server {
             rate: 0.2,

@@ -64,8 +64,9 @@ const SYNC_TYPES: [&str; 7] = [
 enum Missed {
     /// Larger than `max_download`.
     TooLarge,
-    /// The homeserver could not give it (the reason, for the line and the
-    /// health).
+    /// The homeserver could not give it in time: what went wrong, for the
+    /// log and the account's health (people read only that it could not
+    /// be fetched).
     Failed(String),
 }
 
@@ -231,9 +232,10 @@ impl MatrixAdapter {
                     lines.push(not_bridged(&m.name, m.size, &why));
                     continue;
                 }
-                Err(Missed::Failed(why)) => {
-                    lines.push(not_bridged(&m.name, m.size, &why));
-                    self.files_fail(host, &why);
+                Err(Missed::Failed(error)) => {
+                    let why = "could not be fetched from the homeserver";
+                    lines.push(not_bridged(&m.name, m.size, why));
+                    self.files_fail(host, &error);
                     continue;
                 }
             };
@@ -287,15 +289,21 @@ impl MatrixAdapter {
         let mut budget = Budget {
             first_byte: self.cfg.download_timeout,
             min_rate: MIN_DOWNLOAD_RATE,
+            by: files_by,
         };
         let mut last = String::new();
         for attempt in 0..tries {
             if let Some(by) = files_by {
                 let left = by.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(Err(Missed::Failed(
-                        "the homeserver's transaction could not wait for it".into(),
-                    )));
+                    return Ok(Err(Missed::Failed(format!(
+                        "no time left in the homeserver's transaction{}",
+                        if last.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last: {last})")
+                        }
+                    ))));
                 }
                 budget.first_byte = budget.first_byte.min(left);
             }
@@ -322,9 +330,7 @@ impl MatrixAdapter {
                 }
             }
         }
-        Ok(Err(Missed::Failed(format!(
-            "could not be fetched from the homeserver ({last})"
-        ))))
+        Ok(Err(Missed::Failed(last)))
     }
 
     /// One try at one file.
@@ -349,8 +355,10 @@ impl MatrixAdapter {
     }
 
     /// A file could not be fetched: the account is degraded until one can.
-    fn files_fail(&self, host: &dyn Host, why: &str) {
-        let reason = format!("files cannot be fetched from the homeserver: the last {why}; messages go on without them");
+    fn files_fail(&self, host: &dyn Host, error: &str) {
+        let reason = format!(
+            "files cannot be fetched from the homeserver (last: {error}); their messages go on without them"
+        );
         let first = self
             .files_failing
             .lock()
