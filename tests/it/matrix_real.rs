@@ -15,7 +15,9 @@
 //! - A login after a refused token keeps the device: a send retried across
 //!   it is posted once. The upload limit is the homeserver's.
 //! - A restart with a backlog delivers it at once, never `down`.
-//! - A relayed message carries its author's per-message profile.
+//! - A relayed message carries its author's per-message profile; another
+//!   relay bot's profile names its author.
+//! - A soft logout (an expired token) keeps the one device.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -961,4 +963,25 @@ async fn a_relayed_message_carries_its_authors_profile() {
     assert_eq!(t.alice.download(&avatars[0]).await, avatar);
     let uploads = t.proxy.seen_for("/upload");
     assert_eq!(uploads.len(), 1, "uploaded once: {uploads:#?}");
+}
+
+/// Another relay bot in the room (a bridge of its own, with per-message
+/// profiles): its message reaches the bots under the profile's name, the
+/// fallback prefix taken off.
+#[tokio::test]
+async fn another_relay_bots_profile_names_the_author() {
+    let s = setup_with(Mode::Bot, Backend::Sqlite, Opts::default()).await;
+    s.alice
+        .send(
+            &s.room,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "Mia: hello from elsewhere",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<strong data-mx-profile-fallback>Mia: </strong>hello from <em>elsewhere</em>",
+                "com.beeper.per_message_profile": {"id": "discord/42", "displayname": "Mia", "has_fallback": true}}),
+        )
+        .await;
+    let m = bot_message(&s.inbox, "hello from elsewhere").await;
+    assert_eq!(m["author"]["name"], "Mia", "{m}");
+    assert_eq!(m["author"]["id"], s.alice.user_id.as_str(), "{m}");
 }

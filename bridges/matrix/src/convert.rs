@@ -403,6 +403,51 @@ pub fn localpart(user: &str) -> &str {
         .unwrap_or(user)
 }
 
+/// MSC4144's per-message profile, under its unstable name.
+pub const PROFILE_KEY: &str = "com.beeper.per_message_profile";
+
+/// Another relay bot's message in the room names its author with a
+/// per-message profile (MSC4144): the author is shown by the profile's
+/// name, and the text loses the fallback prefix (`Name: `) the profile
+/// says it has. The author's id stays the Matrix user who sent it: a
+/// profile is a name, not an identity.
+pub fn apply_profile(event: &mut NewEvent, content: &serde_json::Value) {
+    let Some(p) = content
+        .get(PROFILE_KEY)
+        .or_else(|| content.get("m.new_content")?.get(PROFILE_KEY))
+    else {
+        return;
+    };
+    let Some(name) = p["displayname"]
+        .as_str()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+    else {
+        return;
+    };
+    event.author.display_name = name.to_owned();
+    if p["has_fallback"] != true {
+        return;
+    }
+    let (EventKind::Message { body, .. } | EventKind::Edit { body, .. }) = &mut event.kind else {
+        return;
+    };
+    let prefix = format!("{name}: ");
+    if let Some(rest) = body.text.strip_prefix(&prefix) {
+        let cut = prefix.len();
+        body.text = rest.to_owned();
+        body.spans = std::mem::take(&mut body.spans)
+            .into_iter()
+            .filter(|s| s.end > cut)
+            .map(|mut s| {
+                s.start = s.start.saturating_sub(cut);
+                s.end -= cut;
+                s
+            })
+            .collect();
+    }
+}
+
 /// A sticker's file name: its description (an emoji, "Happy cat") when it
 /// makes a short name, else `sticker`, with the extension of its format.
 #[must_use]
@@ -726,6 +771,27 @@ mod tests {
             "sticker.png"
         );
         assert_eq!(sticker_description("😀.webp"), "😀");
+    }
+
+    #[test]
+    fn another_bridges_profile_names_the_author_and_its_fallback_goes() {
+        let content = serde_json::json!({"msgtype": "m.text", "body": "Mia: hi there",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<strong data-mx-profile-fallback>Mia: </strong>hi <em>there</em>",
+            PROFILE_KEY: {"id": "tg/1", "displayname": "Mia", "has_fallback": true}});
+        let Read::Deliver(mut ev, _) = read(base(content.clone(), "m.room.message")) else {
+            panic!()
+        };
+        apply_profile(&mut ev, &content);
+        assert_eq!(ev.author.display_name, "Mia");
+        assert_eq!(ev.author.remote_id, "@alice:x");
+        let EventKind::Message { body, .. } = &ev.kind else {
+            panic!()
+        };
+        assert_eq!(body.text, "hi there");
+        assert_eq!(body.spans.len(), 1, "{body:?}");
+        assert_eq!((body.spans[0].start, body.spans[0].end), (3, 8));
+        assert!(body.validate().is_ok());
     }
 
     #[test]

@@ -144,6 +144,10 @@ impl MatrixAdapter {
                     out.push(*event);
                 }
                 Read::Deliver(mut event, media) => {
+                    // Another relay bot's message names its author.
+                    if let Ok(Some(content)) = raw.get_field::<Value>("content") {
+                        convert::apply_profile(&mut event, &content);
+                    }
                     if let EventKind::Reaction {
                         target: switchboard_core::TargetRef::Remote(t),
                         emoji,

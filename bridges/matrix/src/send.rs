@@ -35,8 +35,7 @@ use crate::client::MxError;
 use crate::config::Mode;
 use crate::convert;
 
-/// The unstable name of MSC4144's field.
-pub const PROFILE_KEY: &str = "com.beeper.per_message_profile";
+pub use crate::convert::PROFILE_KEY;
 
 /// A per-message profile (MSC4144): who a relayed message is from.
 #[derive(Debug, Clone, PartialEq, Eq)]

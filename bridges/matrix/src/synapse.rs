@@ -1036,14 +1036,16 @@ impl MxUser {
         .await
     }
 
-    /// An edit (`m.replace`) of `event_id` to `new_body`.
+    /// An edit (`m.replace`) of `event_id` to `new_body`, as Element
+    /// sends it: the `* ` fallback, the new content in `m.new_content`.
     pub async fn edit(&self, room: &str, event_id: &str, new_body: &str) -> String {
         self.send(
             room,
             "m.room.message",
             &json!({
                 "msgtype": "m.text", "body": format!("* {new_body}"),
-                "m.new_content": { "msgtype": "m.text", "body": new_body },
+                "m.new_content": { "msgtype": "m.text", "body": new_body, "m.mentions": {} },
+                "m.mentions": {},
                 "m.relates_to": { "rel_type": "m.replace", "event_id": event_id },
             }),
         )
