@@ -2,7 +2,8 @@
 //!
 //! In: [`read_event`] turns one timeline event (a ruma type) into what the
 //! adapter delivers: a [`NewEvent`] plus the media it still has to fetch.
-//! Out: [`message_content`] and friends build the ruma contents a send
+//! Out: [`text_content`], [`profiled_text`], [`media_content`],
+//! [`sticker_content`] and friends build the ruma contents a send
 //! puts into the room.
 
 use ruma::events::reaction::ReactionEventContent;
