@@ -78,6 +78,11 @@ pub struct MatrixAdapter {
     /// Signed in and joined: sends go out. False while starting and while
     /// signing in again after a refused token.
     pub(crate) ready: AtomicBool,
+    /// Why the account cannot get ready, when it tried and failed (the
+    /// homeserver unreachable, the login refused): a send then fails as
+    /// the account being down, which is an outage people are told about,
+    /// not a start to wait for.
+    pub(crate) unready: Mutex<Option<String>>,
     /// A send found the access token refused: the sync loop signs in again
     /// now instead of after its long poll.
     pub(crate) relogin: tokio::sync::Notify,
@@ -168,6 +173,7 @@ impl MatrixAdapter {
             encrypted: Mutex::new(BTreeSet::new()),
             this: this.clone(),
             ready: AtomicBool::new(false),
+            unready: Mutex::new(None),
             relogin: tokio::sync::Notify::new(),
             pacer: Mutex::new(Pacer::new(Instant::now())),
             max_upload: AtomicU64::new(DEFAULT_MAX_UPLOAD),
@@ -203,6 +209,17 @@ impl MatrixAdapter {
                 ..
             }
         )
+    }
+
+    /// The account is ready (`Ok`) or not: `why` it failed to get ready,
+    /// `None` while it is still trying for the first time.
+    pub(crate) fn set_ready(&self, ready: Result<(), Option<String>>) {
+        let (ready, why) = match ready {
+            Ok(()) => (true, None),
+            Err(why) => (false, why),
+        };
+        *self.unready.lock().expect("unready lock") = why;
+        self.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Reports the account connected, or degraded while files fail.
@@ -493,7 +510,7 @@ impl MatrixAdapter {
             match r {
                 Ok(()) => {
                     // Ready: sends that waited for the sign-in go now.
-                    self.ready.store(true, Ordering::SeqCst);
+                    self.set_ready(Ok(()));
                     self.report_up(host);
                     return true;
                 }
@@ -507,6 +524,7 @@ impl MatrixAdapter {
                         Err(e) => {
                             let what = format!("Matrix refused the login: {e}");
                             tracing::error!(account = %self.cfg.account, %what);
+                            self.set_ready(Err(Some(what.clone())));
                             host.health(ReceiveHealth::NeedsAction { what });
                         }
                     }
@@ -514,12 +532,14 @@ impl MatrixAdapter {
                 Err(e) if e.is_auth() => {
                     let what = format!("Matrix refused the account's credentials: {e}");
                     tracing::error!(account = %self.cfg.account, %what);
+                    self.set_ready(Err(Some(what.clone())));
                     host.health(ReceiveHealth::NeedsAction { what });
                     fresh_tried = false;
                 }
                 Err(e) => {
                     let error = format!("cannot reach the homeserver: {e}");
                     tracing::warn!(account = %self.cfg.account, %error, "Retrying.");
+                    self.set_ready(Err(Some(error.clone())));
                     host.health(ReceiveHealth::Reconnecting { error });
                 }
             }
@@ -599,7 +619,7 @@ impl Adapter for MatrixAdapter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .saturating_sub(5_000);
-        self.ready.store(false, Ordering::SeqCst);
+        self.set_ready(Err(None));
         let r = async {
             if !self.start(host.as_ref(), &mut shutdown).await {
                 return Ok(());
@@ -617,14 +637,19 @@ impl Adapter for MatrixAdapter {
             }
         }
         .await;
-        self.ready.store(false, Ordering::SeqCst);
+        self.set_ready(Err(None));
         self.host.lock().expect("host lock").take();
         r
     }
 
     async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError> {
         if !self.ready.load(Ordering::SeqCst) {
-            return Err(SendError::not_ready("not signed in to the homeserver yet"));
+            // Still getting ready: the send waits. Failed to: the account
+            // is down.
+            return Err(match self.unready.lock().expect("unready lock").clone() {
+                None => SendError::not_ready("not signed in to the homeserver yet"),
+                Some(why) => SendError::account_down(why, None),
+            });
         }
         self.send_op(op, idempotency_key).await
     }

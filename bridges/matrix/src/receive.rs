@@ -421,7 +421,7 @@ impl MatrixAdapter {
     /// reports connected again as soon as it is signed in, so what waited
     /// goes at once. False when the hub stops.
     async fn sign_in_again(&self, host: &dyn Host, shutdown: &mut Shutdown, error: &str) -> bool {
-        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.set_ready(Err(None));
         tracing::warn!(account = %self.cfg.account, %error, "The access token was refused; logging in again.");
         host.health(ReceiveHealth::Reconnecting {
             error: format!("the homeserver refused the access token ({error}); logging in again"),
@@ -430,22 +430,22 @@ impl MatrixAdapter {
         loop {
             let wait = match self.sign_in(host, true).await {
                 Ok(()) => {
-                    self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.set_ready(Ok(()));
                     self.report_up(host);
                     return true;
                 }
                 Err(e) if e.is_auth() => {
-                    host.health(ReceiveHealth::NeedsAction {
-                        what: format!("Matrix refused the login: {e}"),
-                    });
+                    let what = format!("Matrix refused the login: {e}");
+                    self.set_ready(Err(Some(what.clone())));
+                    host.health(ReceiveHealth::NeedsAction { what });
                     Duration::from_secs(60)
                 }
                 // Not refused: the homeserver is away, or limits logins.
                 Err(e) => {
                     tracing::warn!(account = %self.cfg.account, error = %e, "Cannot log in yet; retrying.");
-                    host.health(ReceiveHealth::Reconnecting {
-                        error: format!("cannot log in again yet: {e}"),
-                    });
+                    let error = format!("cannot log in again yet: {e}");
+                    self.set_ready(Err(Some(error.clone())));
+                    host.health(ReceiveHealth::Reconnecting { error });
                     let wait = match &e {
                         MxError::Api {
                             retry_after: Some(d),

@@ -158,7 +158,7 @@ impl MatrixAdapter {
     /// again (now, not after its long poll) and the send waits for it.
     pub(crate) fn send_failed(&self, e: MxError) -> SendError {
         if e.is_auth() && self.has_password() {
-            self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.set_ready(Err(None));
             self.relogin.notify_one();
             return SendError::not_ready(format!(
                 "the homeserver refused the access token ({e}); signing in again"
