@@ -24,6 +24,9 @@
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
+//! - `matrix_real`: Matrix as it really is: Synapse's own rate limits, a
+//!   proxy that fails files and loses answers, moderators, stickers,
+//!   per-message profiles.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
 //! - `signal_fidelity`: Signal as it really is (issue 20), item by item,
 //!   against the fake where a Signal account is needed.
@@ -68,6 +71,7 @@ mod durability;
 mod fuzz_corpus;
 mod harness;
 mod matrix;
+mod matrix_real;
 mod notices;
 mod outage;
 mod outbox;
