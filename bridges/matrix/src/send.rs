@@ -253,7 +253,7 @@ impl MatrixAdapter {
     async fn profile_for(&self, host: &dyn Host, ev: &Event) -> Profile {
         let author = &ev.author;
         // A bot API token may post under many names: each is a person.
-        let who = if ev.origin.account.network() == Network::Api {
+        let who = if ev.origin.account.network() == Network::API {
             format!("{}.{}", author.remote_id, author.display_name)
         } else if author.remote_id.is_empty() {
             author.display_name.clone()
