@@ -226,6 +226,14 @@ impl Running {
             listeners: std::sync::Mutex::default(),
         });
         outbox.announce_to(spawn_announcer(&hub));
+        let weak = Arc::downgrade(&hub);
+        outbox.hosts_from(move |account| {
+            let hub = weak.upgrade()?;
+            Some(Arc::new(hub::AccountHost {
+                hub,
+                account: account.clone(),
+            }) as Arc<dyn switchboard_core::Host>)
+        });
         outbox.follow_moves(moves);
         outbox.set_gateways(&settings.gateways);
         outbox.start(pokes_rx).await.context("reading the outbox")?;

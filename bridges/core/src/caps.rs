@@ -44,8 +44,9 @@ pub enum Reactions {
     /// Any emoji.
     Any,
     /// Only these (Telegram's allowed set): others become a short reply.
-    /// Compared without variation selectors (U+FE0F).
-    OneOf(Vec<String>),
+    /// Compared without variation selectors (U+FE0F). A static list, so
+    /// the capabilities asked for on every send allocate nothing.
+    OneOf(&'static [&'static str]),
 }
 
 /// How fast the outbox may send to a network, beyond its retry-after.
@@ -553,7 +554,7 @@ mod more_tests {
     #[test]
     fn reactions_outside_the_allowed_set_become_a_reply() {
         let caps = Capabilities {
-            reactions: Reactions::OneOf(vec!["👍".into()]),
+            reactions: Reactions::OneOf(&["👍"]),
             ..Capabilities::everything()
         };
         let react = |e: &str| EventKind::Reaction {

@@ -67,7 +67,6 @@ pub struct MatrixAdapter {
     pub(crate) client: Client,
     /// The account's own user (the bot, or the appservice's bot user).
     pub(crate) own: OwnedUserId,
-    pub(crate) host: Mutex<Option<Arc<dyn Host>>>,
     /// Room id → the channel id the gateways use (an alias maps here).
     pub(crate) rooms: Mutex<HashMap<OwnedRoomId, ChannelId>>,
     /// Display names by (room, user), from membership events.
@@ -167,7 +166,6 @@ impl MatrixAdapter {
             channels,
             client,
             own,
-            host: Mutex::new(None),
             rooms: Mutex::new(rooms),
             names: Mutex::new(HashMap::new()),
             encrypted: Mutex::new(BTreeSet::new()),
@@ -184,14 +182,6 @@ impl MatrixAdapter {
     /// The gateway channels of this account.
     pub(crate) fn channels(&self) -> impl Iterator<Item = &ChannelId> {
         self.channels.iter()
-    }
-
-    pub(crate) fn host(&self) -> Result<Arc<dyn Host>, SendError> {
-        self.host
-            .lock()
-            .expect("host lock")
-            .clone()
-            .ok_or_else(|| SendError::not_ready("the Matrix account is starting"))
     }
 
     /// Whether this account is a relay bot (paced, named per message).
@@ -613,7 +603,6 @@ impl Adapter for MatrixAdapter {
         host: Arc<dyn Host>,
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
         // A few seconds of slack for clocks that differ a little.
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -638,11 +627,15 @@ impl Adapter for MatrixAdapter {
         }
         .await;
         self.set_ready(Err(None));
-        self.host.lock().expect("host lock").take();
         r
     }
 
-    async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError> {
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        idempotency_key: &str,
+    ) -> Result<Receipt, SendError> {
         if !self.ready.load(Ordering::SeqCst) {
             // Still getting ready: the send waits. Failed to: the account
             // is down.
@@ -651,6 +644,6 @@ impl Adapter for MatrixAdapter {
                 Some(why) => SendError::account_down(why, None),
             });
         }
-        self.send_op(op, idempotency_key).await
+        self.send_op(host, op, idempotency_key).await
     }
 }

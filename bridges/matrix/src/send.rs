@@ -286,8 +286,12 @@ impl MatrixAdapter {
         }
     }
 
-    pub(crate) async fn send_op(&self, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
-        let host = self.host()?;
+    pub(crate) async fn send_op(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        key: &str,
+    ) -> Result<Receipt, SendError> {
         let room = self
             .room_of(&op.channel)
             .await
@@ -304,11 +308,9 @@ impl MatrixAdapter {
         let ghost = match (&self.cfg.mode, &op.event.kind, &op.target) {
             (Mode::Appservice(_), EventKind::Notice { .. }, _) => None,
             (Mode::Appservice(_), EventKind::Edit { .. } | EventKind::Delete { .. }, Some(t)) => {
-                Some(self.ghost_for(host.as_ref(), &t.event, &room).await?)
+                Some(self.ghost_for(host, &t.event, &room).await?)
             }
-            (Mode::Appservice(_), _, _) => {
-                Some(self.ghost_for(host.as_ref(), &op.event, &room).await?)
-            }
+            (Mode::Appservice(_), _, _) => Some(self.ghost_for(host, &op.event, &room).await?),
             _ => None,
         };
         let sender = ghost.as_deref();
@@ -323,7 +325,7 @@ impl MatrixAdapter {
                 };
                 Some(Speaker {
                     prefix: switchboard_core::render_nick(template, op).text,
-                    profile: self.profile_for(host.as_ref(), author).await,
+                    profile: self.profile_for(host, author).await,
                 })
             }
             _ => None,
@@ -380,9 +382,7 @@ impl MatrixAdapter {
                     ids.push(id);
                 }
                 for (i, a) in attachments.iter().enumerate() {
-                    let up = self
-                        .upload(host.as_ref(), &a.content, &a.mime, &a.name)
-                        .await?;
+                    let up = self.upload(host, &a.content, &a.mime, &a.name).await?;
                     // Without a text before it, the first file names the
                     // author (bot mode).
                     let fallback = speaker
