@@ -20,6 +20,9 @@
 //!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
 //! - [`adapters`]: the one place that maps an account to its adapter.
+//! - [`links`]: links made from the chats (pairing codes, `/link`,
+//!   `!sb link`), on top of the configured gateways; the commands' answers;
+//!   their admin API.
 //! - [`cli`]: `run`, `check`, `status`, `pause`, `resume`, `reload`.
 //! - [`serve`]: the API listeners' accept loop (connection cap, timeouts).
 //! - [`metrics`]: Prometheus metrics.
@@ -35,6 +38,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod hub;
 pub mod ingress;
+pub mod links;
 pub mod metrics;
 pub mod moves;
 pub mod outbox;
@@ -189,6 +193,13 @@ impl Running {
         {
             moves.insert(&account, &from, &to);
         }
+        // Links made from chats, on top of the configuration's gateways.
+        let links = links::Links::new(
+            links::store::load(&store)
+                .await
+                .context("reading the links made from chats")?,
+        );
+        let routed = links.effective(&settings);
         let built = adapters::build(&settings);
         let mut adapters = built.all;
         adapters.extend(extra);
@@ -216,7 +227,7 @@ impl Running {
             webhooks: std::sync::RwLock::new(built.webhooks),
             store: store.clone(),
             writer,
-            router: Router::new(&settings, moves.clone()),
+            router: Router::new(&routed, moves.clone()),
             feed,
             outbox: outbox.clone(),
             metrics,
@@ -224,6 +235,7 @@ impl Running {
             shutdown: shutdown_rx.clone(),
             receivers: std::sync::Mutex::default(),
             listeners: std::sync::Mutex::default(),
+            links,
         });
         outbox.announce_to(spawn_announcer(&hub));
         let weak = Arc::downgrade(&hub);
@@ -235,7 +247,7 @@ impl Running {
             }) as Arc<dyn switchboard_core::Host>)
         });
         outbox.follow_moves(moves);
-        outbox.set_gateways(&settings.gateways);
+        outbox.set_gateways(&routed.gateways);
         outbox.start(pokes_rx).await.context("reading the outbox")?;
         store.spawn_checkpointer(shutdown_rx.clone());
         spawn_retention(&hub);
@@ -405,6 +417,7 @@ fn spawn_reload_on_sighup(hub: &Arc<Hub>) {
 
 fn admin_router(hub: Arc<Hub>) -> axum::Router {
     axum::Router::new()
+        .merge(links::admin_routes())
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -65,7 +65,8 @@ pub(super) async fn apply_all(
             WriteCmd::Ingest(..)
             | WriteCmd::Blob { .. }
             | WriteCmd::BlobPart(..)
-            | WriteCmd::Prune(..) => {}
+            | WriteCmd::Prune(..)
+            | WriteCmd::Solo(..) => {}
         }
     }
     bulk_sent(tx, &sent, now).await?;
@@ -537,7 +538,7 @@ async fn put_state(
 async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
     let now = now_ms();
     match cmd {
-        WriteCmd::Ingest(..) | WriteCmd::Prune(..) => Ok(()),
+        WriteCmd::Ingest(..) | WriteCmd::Prune(..) | WriteCmd::Solo(..) => Ok(()),
         WriteCmd::State {
             account,
             key,
@@ -780,6 +781,16 @@ async fn refusal(
             event.author.display_name, event.author.remote_id, event.origin.account
         )
     };
+    if matches!(
+        event.kind,
+        EventKind::Edit { .. } | EventKind::Delete { .. } | EventKind::Reaction { .. }
+    ) && crate::links::stays_in_its_chat(tx, event, target).await?
+    {
+        return Ok(Some(format!(
+            "{} changed a command to switchboard, or its answer, which stay in their chat",
+            who()
+        )));
+    }
     let what = match &event.kind {
         EventKind::Edit { .. } => "edit",
         EventKind::Delete {
@@ -959,7 +970,10 @@ async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), S
 /// Whether an event kind creates a message a later edit or reply can target.
 #[must_use]
 pub fn creates_message(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Message { .. } | EventKind::Notice { .. })
+    matches!(
+        kind,
+        EventKind::Message { .. } | EventKind::Notice { .. } | EventKind::Command { .. }
+    )
 }
 
 #[cfg(test)]
