@@ -318,6 +318,11 @@ impl Cx<'_> {
         if let Some(refused) = self.not_admin() {
             return Ok(refused);
         }
+        if let Some(g) = self.configured_gateway() {
+            return Ok(Text::new(&format!(
+                "This chat is in gateway `{g}` by the server's configuration; only its operator can take it out."
+            )));
+        }
         let (outcome, before) = {
             let _one = self.hub.links.changes.lock().await;
             // Who was in the gateway, before it changes.
@@ -342,12 +347,7 @@ impl Cx<'_> {
             Outcome::Unlinked { left, dissolved } => {
                 Ok(tell_unlinked(self.hub, &left, &dissolved, &before, &self.by).await)
             }
-            _ => Ok(match self.configured_gateway() {
-                Some(g) => Text::new(&format!(
-                    "This chat is in gateway `{g}` by the server's configuration; only its operator can take it out."
-                )),
-                None => Text::new("This chat is not linked with any other."),
-            }),
+            _ => Ok(Text::new("This chat is not linked with any other.")),
         }
     }
 
@@ -454,7 +454,8 @@ impl Cx<'_> {
     }
 }
 
-/// The members of `gateway` in force, named where a link knows them.
+/// The chats of `gateway` in force (not its bot API members), named where
+/// a link knows them.
 pub(crate) fn members_of(
     hub: &Hub,
     gateway: &GatewayName,
@@ -462,8 +463,8 @@ pub(crate) fn members_of(
     members(hub, gateway, None)
 }
 
-/// The members of `gateway` in force, named where a link (or `chat`, the
-/// one a command came from) knows their name.
+/// The chats of `gateway` in force (not its bot API members), named where
+/// a link (or `chat`, the one a command came from) knows their name.
 fn members(
     hub: &Hub,
     gateway: &GatewayName,
@@ -476,6 +477,8 @@ fn members(
     };
     g.members
         .iter()
+        // Bots read the gateway's feed; they are not chats to tell.
+        .filter(|m| m.account.network() != Network::API)
         .map(|m| {
             let name = chat
                 .filter(|c| c.account == m.account && c.channel == m.channel)
