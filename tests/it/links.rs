@@ -438,6 +438,16 @@ async fn admin_api_and_configuration(backend: Backend) {
     tg.inject_message(TG_OTHER, &tg_admin, json!({"text": "/link nonsense"}));
     tg_says(&tg, TG_OTHER, "Too many wrong codes", 0).await;
 
+    // An anonymous administrator writes as the group itself (Telegram's
+    // GroupAnonymousBot with `sender_chat`): an admin.
+    let anonymous = FakeTelegram::user(1_087_968_824, "Group", Some("GroupAnonymousBot"));
+    tg.inject_message(
+        TG_OTHER,
+        &anonymous,
+        json!({"text": "/link", "sender_chat": {"id": TG_OTHER, "type": "supergroup", "title": "Porch"}}),
+    );
+    tg_says(&tg, TG_OTHER, "Pairing code", 0).await;
+
     // The configured gateway takes a chat with its code: the Signal group
     // joins `g`, beside the bot API.
     tg.inject_message(TG_CHAT, &tg_admin, json!({"text": "/link"}));
