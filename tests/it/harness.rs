@@ -279,6 +279,26 @@ impl Sb {
     }
 }
 
+/// Waits until `count()` reaches `target`, failing the test only when it
+/// made no progress for PATIENCE: a bulk delivery on a loaded machine may
+/// take longer than PATIENCE in all, but never stalls that long.
+pub async fn until_count(what: &str, target: usize, mut count: impl FnMut() -> usize) {
+    let mut last = count();
+    let mut since = Instant::now();
+    while last < target {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "no progress towards {what} for {PATIENCE:?}: {last} of {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = count();
+        if now > last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
 /// Waits until `f` is true, failing the test after PATIENCE.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     until(what, || std::future::ready(f())).await;
@@ -369,7 +389,7 @@ impl Inbox {
         self.0.lock().unwrap().push(v);
     }
     pub async fn wait_len(&self, n: usize, what: &str) {
-        eventually(what, || self.len() >= n).await;
+        until_count(what, n, || self.len()).await;
     }
 }
 
