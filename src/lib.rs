@@ -19,6 +19,8 @@
 //! - [`reload`]: SIGHUP and `switchboard reload`: a new configuration in
 //!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
+//! - [`admin`]: the admin listener: health, metrics, the admin API and web
+//!   page behind the admin token, public status pages.
 //! - [`adapters`]: the one place that maps an account to its adapter.
 //! - [`cli`]: `run`, `check`, `status`, `pause`, `resume`, `reload`.
 //! - [`serve`]: the API listeners' accept loop (connection cap, timeouts).
@@ -28,6 +30,7 @@
 //! `switchboard-core` crate (`bridges/core`), which does no I/O.
 
 pub mod adapters;
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -50,7 +53,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -83,6 +85,7 @@ pub async fn run_with(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(adapters::ensure_tokens(settings)?);
+    let admin_token = admin::auth::ensure_token(&settings)?;
     // Bind first: a port conflict fails before the database is touched, and
     // clients' connections queue in the kernel while the store opens.
     let mut listeners = Vec::new();
@@ -235,8 +238,8 @@ pub async fn run_with(
             .expect("listeners lock")
             .insert(account.id.clone(), running);
     }
-    if let Some(listener) = admin_listener {
-        let app = admin_router(hub.clone());
+    if let (Some(listener), Some(token)) = (admin_listener, admin_token) {
+        let app = admin::router(hub.clone(), token);
         tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
         servers.push(tokio::spawn(serve::serve(
             listener,
@@ -305,95 +308,6 @@ pub async fn run_with(
     let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
     tracing::info!("Stopped.");
     Ok(())
-}
-
-fn admin_router(hub: Arc<Hub>) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        hub.metrics.render(),
-                    )
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/pause",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, true).await
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/resume",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, false).await
-                },
-            ),
-        )
-        .route(
-            "/v1/reload",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    use axum::response::IntoResponse;
-                    match hub.reload().await {
-                        Ok(report) => axum::Json(report).into_response(),
-                        Err(e) => (
-                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            axum::Json(serde_json::json!({
-                                "error": {"code": "invalid_configuration", "message": e.to_string()}
-                            })),
-                        )
-                            .into_response(),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/v1/status",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    axum::Json(serde_json::json!({ "accounts": hub.account_states() }))
-                },
-            ),
-        )
-        .with_state(hub)
-}
-
-/// Pauses or resumes delivery to an account (the admin listener's route).
-async fn set_paused(hub: &Hub, account: &str, paused: bool) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    let Ok(id) = account.parse::<switchboard_core::AccountId>() else {
-        return api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no account `{account}`"),
-        );
-    };
-    match hub.outbox.set_paused(&id, paused).await {
-        Ok(true) => {
-            axum::Json(serde_json::json!({"account": account, "paused": paused})).into_response()
-        }
-        Ok(false) => api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no destination account `{account}`"),
-        ),
-        Err(e) => api::error::ApiError::Store(e).into_response(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -108,6 +108,9 @@ impl Hub {
         if new.database.url != old.database.url || new.database.max_size != old.database.max_size {
             needs_restart.push("database".to_owned());
         }
+        if new.admin_token != old.admin_token {
+            needs_restart.push("general.admin_token".to_owned());
+        }
         if new.admin_bind != old.admin_bind {
             needs_restart.push("general.admin_bind".to_owned());
         }

@@ -15,6 +15,25 @@ use crate::config::{Direction, Gateway, Settings, Webhook};
 use crate::moves::Moves;
 use crate::store::Dest;
 
+/// Whether webhook `w` of bot API account `a` receives gateway `gw`'s
+/// events: its account writes to the gateway and its `gateways` (unset:
+/// all) includes it.
+#[must_use]
+pub fn webhook_receives(
+    settings: &Settings,
+    a: &crate::config::ApiAccount,
+    w: &Webhook,
+    gw: &GatewayName,
+) -> bool {
+    let member = settings
+        .gateways
+        .iter()
+        .filter(|g| &g.name == gw)
+        .flat_map(|g| &g.members)
+        .any(|m| m.account == a.id && m.direction.writes());
+    member && w.gateways.as_ref().is_none_or(|s| s.contains(gw))
+}
+
 /// Where one event goes.
 #[derive(Debug, Default, Clone)]
 pub struct Route {

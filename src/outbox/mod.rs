@@ -15,10 +15,12 @@
 //! - [`backoff`]: the retry delay policy.
 //! - [`breaker`]: the per-account circuit breaker.
 //! - [`notices`]: outage and recovery announcements per destination.
+//! - [`requeue`]: dead letters put back in their lane, in order.
 
 pub mod backoff;
 pub mod breaker;
 pub mod notices;
+pub mod requeue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,9 @@ struct AccountWorker {
     /// (the bot removed from a group): the network's words and since when
     /// (Unix ms). Cleared by the channel's next success. Std mutex.
     channel_problems: Mutex<HashMap<ChannelId, (String, i64)>>,
+    /// Each lane's coordination with an admin's requeue (see [`requeue`]).
+    /// Std mutex, never held across await.
+    gates: Mutex<HashMap<ChannelId, Arc<requeue::LaneGate>>>,
 }
 
 impl AccountWorker {
@@ -84,7 +89,18 @@ impl AccountWorker {
             ready: watch::Sender::new(0),
             rate_limited_until: Mutex::new(None),
             channel_problems: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lane's gate (see [`requeue`]), made on first use.
+    fn gate(&self, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.gates
+            .lock()
+            .expect("gates lock")
+            .entry(channel.clone())
+            .or_default()
+            .clone()
     }
 
     /// The adapter in force.
@@ -451,6 +467,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// The gate of a lane (see [`requeue`]); a lane of an account without
+    /// a worker gets one of its own, which no lane waits on.
+    fn gate(&self, account: &AccountId, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.worker(account)
+            .map_or_else(Arc::default, |w| w.gate(channel))
+    }
+
     fn worker(&self, account: &AccountId) -> Option<Arc<AccountWorker>> {
         self.inner
             .accounts
@@ -630,10 +653,13 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
     };
     let mut shutdown = inner.shutdown.clone();
     let mut after = 0;
+    let gate = worker.gate(&channel);
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // An admin put a dead letter back in its old place: go back to it.
+        after = gate.read_after(after);
         let rows = match inner
             .store
             .pending(&account, &channel, after, LANE_BATCH)
@@ -683,6 +709,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
                 return;
             }
             after = id;
+            if gate.rewinds_before(i64::MAX) {
+                break;
+            }
         }
     }
 }
@@ -777,6 +806,9 @@ async fn deliver(
         switchboard_core::EventKind::Reaction { .. } | switchboard_core::EventKind::Delete { .. }
     );
     let mut not_ready = 0u32;
+    let gate = worker.gate(channel);
+    // The gate held from the last piece's send until `Sent` is recorded.
+    let mut holding = None;
     'attempt: loop {
         // Read each attempt: a reload may have changed the connection.
         let adapter = worker.adapter();
@@ -845,6 +877,12 @@ async fn deliver(
             // A large upload gets longer than a text before it counts as
             // stalled (and is sent again).
             let timeout = caps.send_timeout(&parts[parts_sent], inner.settings.send_timeout);
+            // Held across the send and the record of its success, so an
+            // admin's requeue never decides while a row is handed over; a
+            // requeued earlier row makes the lane go back to it first.
+            let Some(held) = gate.hold(row.id, parts_sent).await else {
+                return true;
+            };
             let started = Instant::now();
             let result = tokio::time::timeout(timeout, adapter.send(&parts[parts_sent], &key))
                 .await
@@ -883,6 +921,7 @@ async fn deliver(
                     parts_sent += 1;
                     if parts_sent == parts.len() {
                         final_maps = maps;
+                        holding = Some(held);
                         break;
                     }
                     // Remember progress (and the piece's ids, so a later
@@ -896,7 +935,10 @@ async fn deliver(
                     }
                     continue;
                 }
-                Err(e) => e,
+                Err(e) => {
+                    drop(held);
+                    e
+                }
             };
             let error = error.capped(inner.settings.max_retry_after);
             let kind = error.retry_kind();
@@ -1027,6 +1069,7 @@ async fn deliver(
     {
         return false;
     }
+    drop(holding);
     // Counted once the row is marked sent, so a queue depth of 0 means
     // every row is settled in the store.
     inner.outages.delivered(account, channel);

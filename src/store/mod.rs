@@ -11,6 +11,8 @@
 //!   prunes old history through the writer.
 //! - [`blobs`]: attachment bytes, large ones written and read a chunk at
 //!   a time.
+//! - [`dead_letters`]: dead letters an admin lists, requeues or drops, and
+//!   the per-destination queue figures.
 //! - `backfill`: the one-time pass at start that fills what a migration
 //!   added for events stored before it.
 //!
@@ -19,6 +21,7 @@
 
 mod backfill;
 pub mod blobs;
+pub mod dead_letters;
 pub mod retention;
 pub mod writer;
 
