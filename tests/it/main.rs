@@ -3,6 +3,8 @@
 //! to it over loopback, as bots and webhook receivers would.
 //!
 //! # Layout
+//! - `admin`: the admin listener locked, dead letters requeued and dropped,
+//!   public status pages.
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
@@ -28,6 +30,7 @@
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
 
+mod admin;
 mod api;
 mod bad_input;
 mod bots;
