@@ -204,17 +204,10 @@ pub fn check_report(s: &Settings) -> String {
             ]);
         }
         for a in &s.api {
-            if !g
-                .members
-                .iter()
-                .any(|m| m.account == a.id && m.direction.writes())
-            {
-                continue;
-            }
             for w in a
                 .webhooks
                 .iter()
-                .filter(|w| w.gateways.as_ref().is_none_or(|x| x.contains(&g.name)))
+                .filter(|w| crate::router::webhook_receives(g, &a.id, w))
             {
                 rows.push(vec![
                     g.name.to_string(),

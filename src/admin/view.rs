@@ -153,7 +153,7 @@ pub fn gateways(hub: &Hub, accounts: &[AccountHealth], outages: &[LaneOutage]) -
                 for w in a
                     .webhooks
                     .iter()
-                    .filter(|w| crate::router::webhook_receives(&settings, a, w, &g.name))
+                    .filter(|w| crate::router::webhook_receives(g, &a.id, w))
                 {
                     let channel = w.channel();
                     let (state, since_ms, error) = member(&a.id.to_string(), channel.as_str());

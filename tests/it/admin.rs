@@ -11,23 +11,6 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-/// One test body on both backends.
-macro_rules! both_backends {
-    ($body:ident: $($name:ident),+) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let backend = if stringify!($name).ends_with("_postgres") {
-                    Backend::Postgres
-                } else {
-                    Backend::Sqlite
-                };
-                $body(backend).await;
-            }
-        )+
-    };
-}
-
 both_backends!(locked: admin_routes_need_the_token_sqlite, admin_routes_need_the_token_postgres);
 both_backends!(requeue: dead_letters_requeue_in_place_or_at_the_end_sqlite, dead_letters_requeue_in_place_or_at_the_end_postgres);
 both_backends!(status_page: public_status_page_and_notices_link_sqlite, public_status_page_and_notices_link_postgres);

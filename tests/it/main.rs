@@ -8,6 +8,8 @@
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
+//! - `destinations`: a webhook naming a gateway its account is not in
+//!   is a destination, and its outages are announced.
 //! - `crash`: kill -9 with 5,000 messages in flight.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
@@ -35,6 +37,7 @@ mod api;
 mod bad_input;
 mod bots;
 mod crash;
+mod destinations;
 mod drills;
 mod durability;
 mod fuzz_corpus;
