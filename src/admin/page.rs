@@ -69,7 +69,7 @@ pub fn respond(status: StatusCode, page: Markup) -> Response {
                 "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                  connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             ),
-            (header::REFERRER_POLICY, "no-referrer"),
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         page.into_string(),
     )
@@ -331,10 +331,14 @@ pub fn live(o: &Overview, csrf: &str) -> Markup {
                     thead { tr {
                         th scope="col" { "Account" } th scope="col" { "Destination" }
                         th scope="col" { "Waiting" } th scope="col" { "Oldest waits for" }
+                        th scope="col" { "Last error" }
                     } }
                     tbody {
                         @for q in &o.queues {
-                            tr { th scope="row" { (q.account) } td { (q.channel) } td { (q.pending) } td { (ago(o.now_ms, q.oldest_ms)) } }
+                            tr {
+                                th scope="row" { (q.account) } td { (q.channel) } td { (q.pending) }
+                                td { (ago(o.now_ms, q.oldest_ms)) } td { (q.last_error.as_deref().unwrap_or("–")) }
+                            }
                         }
                     }
                 }

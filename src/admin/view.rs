@@ -88,7 +88,16 @@ impl Overview {
         let outages = hub.outbox.outages();
         let queues = hub.store.lane_queues().await?;
         let dead_letters = hub.store.dead_letters(None, DEAD_LETTERS_SHOWN).await?;
-        let gateways = gateways(hub, &accounts, &outages);
+        let mut gateways = gateways(hub, &accounts, &outages);
+        // A failing destination says what its network answered.
+        for m in gateways.iter_mut().flat_map(|g| &mut g.members) {
+            if m.error.is_none() && m.state != "up" {
+                m.error = queues
+                    .iter()
+                    .find(|q| q.account == m.account && q.channel == m.channel)
+                    .and_then(|q| q.last_error.clone());
+            }
+        }
         Ok(Self {
             now_ms: crate::store::now_ms(),
             accounts,

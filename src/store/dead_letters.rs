@@ -67,6 +67,8 @@ pub struct LaneQueue {
     pub pending: i64,
     /// When the oldest waiting row was queued (Unix ms).
     pub oldest_ms: i64,
+    /// Why the last failed attempt failed, if one did.
+    pub last_error: Option<String>,
 }
 
 /// Where a requeued row went.
@@ -189,8 +191,12 @@ impl Store {
     /// On database failure.
     pub async fn lane_queues(&self) -> Result<Vec<LaneQueue>, StoreError> {
         let rows = sqlx::query(
-            "SELECT account, channel, COUNT(*), MIN(created_ms) FROM outbox \
-             WHERE state = 'pending' GROUP BY account, channel ORDER BY account, channel",
+            "SELECT o.account, o.channel, COUNT(*), MIN(o.created_ms), \
+               (SELECT o2.last_error FROM outbox o2 WHERE o2.account = o.account \
+                  AND o2.channel = o.channel AND o2.state = 'pending' \
+                  AND o2.last_error IS NOT NULL ORDER BY o2.updated_ms DESC LIMIT 1) \
+             FROM outbox o WHERE o.state = 'pending' \
+             GROUP BY o.account, o.channel ORDER BY o.account, o.channel",
         )
         .fetch_all(self.pool())
         .await?;
@@ -201,6 +207,7 @@ impl Store {
                     channel: r.try_get(1)?,
                     pending: r.try_get(2)?,
                     oldest_ms: r.try_get(3)?,
+                    last_error: r.try_get(4)?,
                 })
             })
             .collect()

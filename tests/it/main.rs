@@ -7,6 +7,8 @@
 //!   public status pages.
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
+//! - `browser`: the admin page in a real headless Chromium, with an
+//!   accessibility check and screenshots.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
 //! - `destinations`: a webhook naming a gateway its account is not in
 //!   is a destination, and its outages are announced.
@@ -36,6 +38,7 @@ mod admin;
 mod api;
 mod bad_input;
 mod bots;
+mod browser;
 mod crash;
 mod destinations;
 mod drills;
