@@ -1,6 +1,11 @@
-//! The one place that maps configured accounts to adapters: the bot API's
-//! webhooks, and each network crate under `bridges/` (its section checked
-//! by its own config module, its adapter built here).
+//! The registry: the one place that names the networks of this build.
+//!
+//! Each network crate under `bridges/` exports one
+//! [`Connector`](switchboard_core::Connector); [`CONNECTORS`] lists them.
+//! Configuration tables that are not the hub's own are read through the
+//! connector they name ([`connector`]), gateway members' channel ids are
+//! checked by it, and accounts' adapters are built from what it parsed. The
+//! bot API (`api`) is the hub's own network: its webhooks are built here too.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,10 +13,37 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rand::Rng;
-use switchboard_core::{AccountId, Adapter};
+use switchboard_core::{AccountConfig, AccountId, Adapter, Connector, Network};
 
 use crate::api::webhook::WebhookAdapter;
 use crate::config::{ApiToken, Scopes, Secret, Settings};
+
+/// Every network of this build. A new network is one more line here.
+pub static CONNECTORS: &[&dyn Connector] = &[
+    &switchboard_telegram::CONNECTOR,
+    &switchboard_signal::CONNECTOR,
+    &switchboard_matrix::CONNECTOR,
+];
+
+/// The connector of `network`, if this build has it.
+#[must_use]
+pub fn connector(network: Network) -> Option<&'static dyn Connector> {
+    CONNECTORS.iter().copied().find(|c| c.network() == network)
+}
+
+/// The names of every network this build knows, the bot API's first.
+#[must_use]
+pub fn network_names() -> Vec<&'static str> {
+    std::iter::once(Network::API.as_str())
+        .chain(CONNECTORS.iter().map(|c| c.network().as_str()))
+        .collect()
+}
+
+/// How people read a network's name: `Telegram`, `the bot API`.
+#[must_use]
+pub fn display_name(network: Network) -> &'static str {
+    connector(network).map_or("The bot API", |c| c.display_name())
+}
 
 /// The adapters the configuration asks for.
 pub struct Built {
@@ -21,28 +53,9 @@ pub struct Built {
     pub webhooks: HashMap<AccountId, Arc<WebhookAdapter>>,
 }
 
-/// A network account's validated section.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NetworkConfig {
-    /// `[telegram.<name>]`.
-    Telegram(switchboard_telegram::TelegramConfig),
-    /// `[signal.<name>]`.
-    Signal(switchboard_signal::SignalConfig),
-    /// `[matrix.<name>]`.
-    Matrix(switchboard_matrix::MatrixConfig),
-}
-
-impl NetworkConfig {
-    /// The account it configures.
-    #[must_use]
-    pub fn account(&self) -> &AccountId {
-        match self {
-            Self::Telegram(c) => &c.account,
-            Self::Signal(c) => &c.account,
-            Self::Matrix(c) => &c.account,
-        }
-    }
-}
+/// A network account's validated section (`[telegram.<name>]`, ...), as
+/// its connector parsed it.
+pub type NetworkConfig = Arc<dyn AccountConfig>;
 
 /// Every adapter the configuration asks for.
 #[must_use]
@@ -65,14 +78,7 @@ pub fn build(settings: &Settings) -> Built {
 /// The adapter for one network account.
 #[must_use]
 pub fn build_network(n: &NetworkConfig, settings: &Settings) -> Arc<dyn Adapter> {
-    let channels = channels_of(settings, n.account());
-    match n {
-        NetworkConfig::Telegram(c) => {
-            switchboard_telegram::TelegramAdapter::new(c.clone(), channels)
-        }
-        NetworkConfig::Signal(c) => switchboard_signal::SignalAdapter::new(c.clone()),
-        NetworkConfig::Matrix(c) => switchboard_matrix::MatrixAdapter::new(c.clone(), channels),
-    }
+    n.build(&channels_of(settings, n.account()))
 }
 
 /// The channels of `account` in the gateways: an adapter is built knowing
@@ -92,34 +98,21 @@ pub fn channels_of(
         .collect()
 }
 
-/// Checks a network account's section (`[telegram.<name>]`, ...) with
-/// the network's own configuration rules; the problems come back as
-/// (key under the section, message) pairs. Each network crate under
-/// `bridges/` owns its section's raw and validated forms; the hub only
-/// dispatches here.
+/// Checks a network account's section (`[telegram.<name>]`, ...) with the
+/// network's own rules; the problems come back as (key under the section,
+/// message) pairs.
 ///
 /// # Errors
-/// The section's problems.
+/// The section's problems, or that this build has no such network.
 pub fn check_section(
-    network: switchboard_core::Network,
+    network: Network,
     name: &str,
     section: &toml::Value,
     secrets: &dyn switchboard_core::Secrets,
 ) -> Result<NetworkConfig, Vec<(String, String)>> {
-    match network {
-        switchboard_core::Network::Telegram => {
-            switchboard_telegram::parse_config(name, section, secrets).map(NetworkConfig::Telegram)
-        }
-        switchboard_core::Network::Signal => {
-            switchboard_signal::parse_config(name, section).map(NetworkConfig::Signal)
-        }
-        switchboard_core::Network::Matrix => {
-            switchboard_matrix::parse_config(name, section, secrets).map(NetworkConfig::Matrix)
-        }
-        _ => Err(vec![(
-            String::new(),
-            format!("the {network} adapter is not part of this build yet"),
-        )]),
+    match connector(network) {
+        Some(c) => c.parse(name, section, secrets),
+        None => Err(vec![(String::new(), unknown_network(network))]),
     }
 }
 
@@ -127,13 +120,21 @@ pub fn check_section(
 ///
 /// # Errors
 /// What is wrong with it.
-pub fn check_channel(network: switchboard_core::Network, channel: &str) -> Result<(), String> {
-    match network {
-        switchboard_core::Network::Telegram => switchboard_telegram::check_channel(channel),
-        switchboard_core::Network::Signal => switchboard_signal::check_channel(channel),
-        switchboard_core::Network::Matrix => switchboard_matrix::check_channel(channel),
-        _ => Ok(()),
+pub fn check_channel(network: Network, channel: &str) -> Result<(), String> {
+    match connector(network) {
+        Some(c) => c.check_channel(channel),
+        None if network == Network::API => Ok(()),
+        None => Err(unknown_network(network)),
     }
+}
+
+/// The message for a network this build does not have.
+#[must_use]
+pub fn unknown_network(network: Network) -> String {
+    format!(
+        "this build has no network `{network}` (it has: {})",
+        network_names().join(", ")
+    )
 }
 
 /// Gives every API account without tokens a generated one, kept in

@@ -377,20 +377,13 @@ async fn status(settings: &Settings) -> ExitCode {
         }
     };
     // The running process's view of the last error wins: it knows when an
-    // error stopped holding. Without it, what keeps a queued row waiting.
+    // error stopped holding. Else what keeps a queued row waiting, or why
+    // the last dead letter died (a row delivered after all has no say).
     let last_error_of = |account: &str, queued: Option<&crate::store::AccountQueue>| {
-        if live.is_some() {
-            live_of(account)
-                .and_then(|x| x["last_error"].as_str())
-                .map(str::to_owned)
-                .or_else(|| {
-                    queued
-                        .filter(|q| q.pending > 0)
-                        .and_then(|q| q.last_error.clone())
-                })
-        } else {
-            queued.and_then(|q| q.last_error.clone())
-        }
+        live_of(account)
+            .and_then(|x| x["last_error"].as_str())
+            .map(str::to_owned)
+            .or_else(|| queued.and_then(|q| q.last_error.clone()))
     };
     let mut accounts: Vec<String> = settings
         .api

@@ -32,7 +32,7 @@ pub fn telegram_update(data: &[u8]) {
     let Ok(u) = serde_json::from_slice::<switchboard_telegram::wire::Update>(data) else {
         return;
     };
-    let acct = account(Network::Telegram);
+    let acct = account(switchboard_telegram::NETWORK);
     for (msg, edited) in [
         (&u.message, false),
         (&u.edited_message, true),
@@ -59,7 +59,7 @@ pub fn signal_envelope(data: &[u8]) {
         return;
     };
     if let Some(d) = switchboard_signal::convert::envelope_draft(
-        &account(Network::Signal),
+        &account(switchboard_signal::NETWORK),
         &["+15550000001".into()],
         &v,
     ) {

@@ -437,12 +437,7 @@ fn describe_destination(account: &AccountId, channel: &ChannelId) -> String {
     match channel.as_str().strip_prefix("webhook:") {
         Some(hook) => format!("The webhook `{hook}` ({account})"),
         None => {
-            let network = match account.network() {
-                switchboard_core::Network::Telegram => "Telegram",
-                switchboard_core::Network::Signal => "Signal",
-                switchboard_core::Network::Matrix => "Matrix",
-                _ => "The bot API",
-            };
+            let network = crate::adapters::display_name(account.network());
             format!("{network} ({account}, {channel})")
         }
     }

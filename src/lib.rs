@@ -84,230 +84,303 @@ pub async fn run_with(
     extra: Vec<Arc<dyn switchboard_core::Adapter>>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let settings = Arc::new(adapters::ensure_tokens(settings)?);
-    let admin_token = admin::auth::ensure_token(&settings)?;
-    // Bind first: a port conflict fails before the database is touched, and
-    // clients' connections queue in the kernel while the store opens.
-    let mut listeners = Vec::new();
-    for account in &settings.api {
-        let listener = TcpListener::bind(account.bind).await.with_context(|| {
-            format!(
-                "{}: api.{}.bind: cannot listen on {}",
-                settings.source,
-                account.id.name(),
-                account.bind
-            )
-        })?;
-        listeners.push(listener);
+    let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
+    let listeners = Listeners::bind(&settings).await?;
+    let running = Running::start(settings, extra, listeners).await?;
+    stop.await;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The sockets, bound before anything else: a port conflict fails before
+/// the database is touched, and clients' connections queue in the kernel
+/// while the store opens.
+struct Listeners {
+    /// One per bot API account, in `settings.api` order.
+    api: Vec<TcpListener>,
+    /// `general.admin_bind`.
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let mut api = Vec::new();
+        for account in &settings.api {
+            let listener = TcpListener::bind(account.bind).await.with_context(|| {
+                format!(
+                    "{}: api.{}.bind: cannot listen on {}",
+                    settings.source,
+                    account.id.name(),
+                    account.bind
+                )
+            })?;
+            api.push(listener);
+        }
+        let admin = match settings.admin_bind {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "{}: general.admin_bind: cannot listen on {addr}",
+                    settings.source
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self { api, admin })
     }
-    let admin_listener = match settings.admin_bind {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "{}: general.admin_bind: cannot listen on {addr}",
-                settings.source
-            )
-        })?),
-        None => None,
-    };
-    let store = Store::open_with(
-        settings.database.url.expose(),
-        &store::OpenOptions {
-            max_size: settings.database.max_size,
-            ..store::OpenOptions::new(settings.database.max_connections)
-        },
-    )
-    .await
-    .context("opening the database (database.url)")?;
-    let metrics = Arc::new(Metrics::new());
-    // Capacity bounds memory only: a lagging subscriber re-reads the store.
-    let (feed, _) = broadcast::channel(8192);
-    let (pokes_tx, pokes_rx) = mpsc::unbounded_channel();
-    let sink = Arc::new(FeedSink {
-        feed: feed.clone(),
-        pokes: pokes_tx,
-        metrics: metrics.clone(),
-    });
-    let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Channels networks moved earlier, before anything is routed.
-    let moves = Arc::new(moves::Moves::default());
-    for (account, from, to) in store
-        .channel_moves()
+}
+
+/// A started switchboard: the hub and what [`Running::shutdown`] stops, in
+/// order.
+struct Running {
+    hub: Arc<Hub>,
+    store: Store,
+    /// The store writer; it ends when the last handle is gone.
+    writer_task: tokio::task::JoinHandle<()>,
+    /// Flipped once, at shutdown.
+    shutdown_tx: watch::Sender<bool>,
+    /// The admin listener's server.
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Opens the store, builds the hub, starts the outbox, the background
+    /// tasks, every adapter's receive side and every listener.
+    async fn start(
+        settings: Arc<Settings>,
+        extra: Vec<Arc<dyn switchboard_core::Adapter>>,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open_with(
+            settings.database.url.expose(),
+            &store::OpenOptions {
+                max_size: settings.database.max_size,
+                ..store::OpenOptions::new(settings.database.max_connections)
+            },
+        )
         .await
-        .context("reading channel moves")?
-    {
-        moves.insert(&account, &from, &to);
-    }
-    let built = adapters::build(&settings);
-    let mut adapters = built.all;
-    adapters.extend(extra);
-    let outbox = Outbox::new(
-        store.clone(),
-        writer.clone(),
-        settings.outbox.clone(),
-        metrics.clone(),
-        adapters.clone(),
-        shutdown_rx.clone(),
-    );
-    let api_tokens = settings
-        .api
-        .iter()
-        .map(|a| {
-            (
-                a.id.clone(),
-                Arc::new(api::auth::Tokens::new(a.id.clone(), &a.tokens)),
-            )
-        })
-        .collect();
-    let hub = Arc::new(Hub {
-        settings: std::sync::RwLock::new(settings.clone()),
-        api_tokens: std::sync::RwLock::new(api_tokens),
-        webhooks: std::sync::RwLock::new(built.webhooks),
-        store: store.clone(),
-        writer,
-        router: Router::new(&settings, moves.clone()),
-        feed,
-        outbox: outbox.clone(),
-        metrics: metrics.clone(),
-        health: Arc::default(),
-        shutdown: shutdown_rx.clone(),
-        receivers: std::sync::Mutex::default(),
-        listeners: std::sync::Mutex::default(),
-    });
-    let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
-    outbox.announce_to(notices_tx);
-    outbox.follow_moves(moves);
-    outbox.set_gateways(&settings.gateways);
-    {
-        let hub = hub.clone();
-        let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    a = notices_rx.recv() => a,
-                    _ = shutdown.wait_for(|s| *s) => None,
-                };
-                let Some(a) = next else { return };
-                hub.announce(a).await;
-            }
+        .context("opening the database (database.url)")?;
+        let metrics = Arc::new(Metrics::new());
+        // Capacity bounds memory only: a lagging subscriber re-reads the store.
+        let (feed, _) = broadcast::channel(8192);
+        // Unbounded on purpose: the writer must never wait on the outbox
+        // (a commit would stall behind a busy lane); a poke is two ids, at
+        // most one per outbox row committed, and the follower drains them
+        // as fast as it can look a lane up.
+        let (pokes_tx, pokes_rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(FeedSink {
+            feed: feed.clone(),
+            pokes: pokes_tx,
+            metrics: metrics.clone(),
         });
-    }
-    outbox.start(pokes_rx).await.context("reading the outbox")?;
-    store.spawn_checkpointer(shutdown_rx.clone());
-    {
-        // Asked before each pass, so a reload's `[retention]` applies; the
-        // hub is held weakly so the task never keeps it (and the writer)
-        // alive at shutdown.
-        let weak = Arc::downgrade(&hub);
-        let metrics = metrics.clone();
-        store::retention::spawn(
-            hub.writer.clone(),
-            move || {
-                let hub = weak.upgrade()?;
-                let settings = hub.settings.read().expect("settings lock");
-                settings.retention
-            },
-            move |pruned| {
-                for (table, n) in pruned.tables() {
-                    metrics
-                        .pruned
-                        .get_or_create(&metrics::TableLabel {
-                            table: table.to_owned(),
-                        })
-                        .inc_by(n);
-                }
-            },
+        let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Channels networks moved earlier, before anything is routed.
+        let moves = Arc::new(moves::Moves::default());
+        for (account, from, to) in store
+            .channel_moves()
+            .await
+            .context("reading channel moves")?
+        {
+            moves.insert(&account, &from, &to);
+        }
+        let built = adapters::build(&settings);
+        let mut adapters = built.all;
+        adapters.extend(extra);
+        let outbox = Outbox::new(
+            store.clone(),
+            writer.clone(),
+            settings.outbox.clone(),
+            metrics.clone(),
+            adapters.clone(),
             shutdown_rx.clone(),
         );
-    }
-    let mut servers = Vec::new();
-    for adapter in adapters {
-        let account = adapter.account().clone();
-        let running = receivers::start(&hub, adapter).await?;
-        hub.receivers
-            .lock()
-            .expect("receivers lock")
-            .insert(account, running);
-    }
-
-    for (account, listener) in settings.api.iter().zip(listeners) {
-        let tokens = hub.api_tokens.read().expect("tokens lock")[&account.id].clone();
-        let running = receivers::start_api(&hub, account, tokens, listener);
-        hub.listeners
-            .lock()
-            .expect("listeners lock")
-            .insert(account.id.clone(), running);
-    }
-    if let (Some(listener), Some(token)) = (admin_listener, admin_token) {
-        let app = admin::router(hub.clone(), token);
-        tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
-        servers.push(tokio::spawn(serve::serve(
-            listener,
-            app,
-            serve::Limits::internal(),
-            shutdown_rx.clone(),
-        )));
-    }
-    tracing::info!(
-        gateways = settings.gateways.len(),
-        "switchboard is running."
-    );
-    #[cfg(unix)]
-    {
-        let hub = hub.clone();
-        let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    got = hup.recv() => if got.is_none() { return },
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                // Errors are logged by reload itself; nothing changes.
-                let _ = hub.reload().await;
-            }
+        let api_tokens = settings
+            .api
+            .iter()
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    Arc::new(api::auth::Tokens::new(a.id.clone(), &a.tokens)),
+                )
+            })
+            .collect();
+        let hub = Arc::new(Hub {
+            settings: std::sync::RwLock::new(settings.clone()),
+            api_tokens: std::sync::RwLock::new(api_tokens),
+            webhooks: std::sync::RwLock::new(built.webhooks),
+            store: store.clone(),
+            writer,
+            router: Router::new(&settings, moves.clone()),
+            feed,
+            outbox: outbox.clone(),
+            metrics,
+            health: Arc::default(),
+            shutdown: shutdown_rx.clone(),
+            receivers: std::sync::Mutex::default(),
+            listeners: std::sync::Mutex::default(),
         });
+        outbox.announce_to(spawn_announcer(&hub));
+        outbox.follow_moves(moves);
+        outbox.set_gateways(&settings.gateways);
+        outbox.start(pokes_rx).await.context("reading the outbox")?;
+        store.spawn_checkpointer(shutdown_rx.clone());
+        spawn_retention(&hub);
+        for adapter in adapters {
+            let account = adapter.account().clone();
+            let running = receivers::start(&hub, adapter).await?;
+            hub.receivers
+                .lock()
+                .expect("receivers lock")
+                .insert(account, running);
+        }
+        for (account, listener) in settings.api.iter().zip(listeners.api) {
+            let tokens = hub.api_tokens.read().expect("tokens lock")[&account.id].clone();
+            let running = receivers::start_api(&hub, account, tokens, listener);
+            hub.listeners
+                .lock()
+                .expect("listeners lock")
+                .insert(account.id.clone(), running);
+        }
+        let mut servers = Vec::new();
+        if let (Some(listener), Some(token)) = (listeners.admin, settings.admin_token.clone()) {
+            let app = admin::router(hub.clone(), token);
+            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
+            servers.push(tokio::spawn(serve::serve(
+                listener,
+                app,
+                serve::Limits::internal(),
+                shutdown_rx.clone(),
+            )));
+        }
+        #[cfg(unix)]
+        spawn_reload_on_sighup(&hub);
+        tracing::info!(
+            gateways = settings.gateways.len(),
+            "switchboard is running."
+        );
+        Ok(Self {
+            hub,
+            store,
+            writer_task,
+            shutdown_tx,
+            servers,
+        })
     }
 
-    stop.await;
-    tracing::info!("Shutting down: finishing sends in flight.");
-    let _ = shutdown_tx.send(true);
-    for s in servers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    /// Stops in order: listeners, then receive loops, then the lanes (each
+    /// finishing its send in flight), then the writer (committing its
+    /// queue), then the store.
+    async fn shutdown(self) {
+        let Self {
+            hub,
+            store,
+            mut writer_task,
+            shutdown_tx,
+            servers,
+        } = self;
+        tracing::info!("Shutting down: finishing sends in flight.");
+        let _ = shutdown_tx.send(true);
+        for s in servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        // The API listeners finish the requests in flight; receive loops stop
+        // (each already has the shutdown signal).
+        let running: Vec<receivers::Running> = {
+            let mut l = hub.listeners.lock().expect("listeners lock");
+            let mut r = hub.receivers.lock().expect("receivers lock");
+            l.drain()
+                .map(|(_, v)| v)
+                .chain(r.drain().map(|(_, v)| v))
+                .collect()
+        };
+        futures_util::future::join_all(running.into_iter().map(receivers::Running::stop)).await;
+        let outbox = hub.outbox.clone();
+        outbox.join().await;
+        drop(hub);
+        drop(outbox);
+        // The writer ends when the last handle is gone, after committing its
+        // queue; a handle held by a stuck connection must not block exit.
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer_task)
+            .await
+            .is_err()
+        {
+            // Something (a client that stopped reading) still holds the hub.
+            // Everything acknowledged is committed already; stop waiting.
+            tracing::warn!("The store writer did not finish in time; stopping it.");
+            writer_task.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
+        tracing::info!("Stopped.");
     }
-    // The API listeners finish the requests in flight; receive loops stop
-    // (each already has the shutdown signal).
-    let running: Vec<receivers::Running> = {
-        let mut l = hub.listeners.lock().expect("listeners lock");
-        let mut r = hub.receivers.lock().expect("receivers lock");
-        l.drain()
-            .map(|(_, v)| v)
-            .chain(r.drain().map(|(_, v)| v))
-            .collect()
-    };
-    futures_util::future::join_all(running.into_iter().map(receivers::Running::stop)).await;
-    outbox.join().await;
-    drop(hub);
-    drop(outbox);
-    // The writer ends when the last handle is gone, after committing its
-    // queue; a handle held by a stuck connection must not block exit.
-    let mut writer_task = writer_task;
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer_task)
-        .await
-        .is_err()
-    {
-        // Something (a client that stopped reading) still holds the hub.
-        // Everything acknowledged is committed already; stop waiting.
-        tracing::warn!("The store writer did not finish in time; stopping it.");
-        writer_task.abort();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
-    tracing::info!("Stopped.");
-    Ok(())
+}
+
+/// The task that commits the outbox's outage announcements as notices;
+/// returns where to send them. Unbounded: an announcement is one per
+/// outage and recovery of a destination (a handful), and the lanes that
+/// report them must never wait on the store.
+fn spawn_announcer(hub: &Arc<Hub>) -> mpsc::UnboundedSender<outbox::notices::Announcement> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hub = hub.clone();
+    let mut shutdown = hub.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                a = rx.recv() => a,
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            let Some(a) = next else { return };
+            hub.announce(a).await;
+        }
+    });
+    tx
+}
+
+/// The retention pass, asking before each pass for the settings in force
+/// (a reload's `[retention]` applies). The hub is held weakly so the task
+/// never keeps it (and the writer) alive at shutdown.
+fn spawn_retention(hub: &Arc<Hub>) {
+    let weak = Arc::downgrade(hub);
+    let metrics = hub.metrics.clone();
+    store::retention::spawn(
+        hub.writer.clone(),
+        move || {
+            let hub = weak.upgrade()?;
+            let settings = hub.settings.read().expect("settings lock");
+            settings.retention
+        },
+        move |pruned| {
+            for (table, n) in pruned.tables() {
+                metrics
+                    .pruned
+                    .get_or_create(&metrics::TableLabel {
+                        table: table.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        },
+        hub.shutdown.clone(),
+    );
+}
+
+/// SIGHUP reloads the configuration (errors are logged by the reload;
+/// nothing changes then).
+#[cfg(unix)]
+fn spawn_reload_on_sighup(hub: &Arc<Hub>) {
+    let hub = hub.clone();
+    let mut shutdown = hub.shutdown.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let _ = hub.reload().await;
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
+use switchboard_core::AccountId;
 
 use crate::config::{self, ConfigError, ConfigIssue};
 use crate::hub::Hub;
@@ -79,7 +80,10 @@ pub struct ReloadReport {
 }
 
 impl Hub {
-    /// Reloads the configuration file this hub was started with.
+    /// Reloads the configuration file this hub was started with: the new
+    /// configuration is read and checked (nothing changes if it has an
+    /// error), then accounts whose settings changed stop, the new routes go
+    /// in force, and accounts added or changed start.
     ///
     /// # Errors
     /// The configuration's problems; nothing was changed.
@@ -88,38 +92,53 @@ impl Hub {
         static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one = RELOADING.lock().await;
         let old = self.settings.read().expect("settings lock").clone();
-        let path = (old.source != "<embedded default>").then(|| PathBuf::from(&old.source));
-        let refuse = |e: ConfigError| {
-            for i in &e.0 {
-                tracing::error!(file = %i.file, key = %i.key, problem = %i.message, "Reload refused; nothing changed.");
+        let new = read_again(&old)?;
+        let mut needs_restart = needs_restart(&old, &new);
+        let api_stopped = self.stop_changed_api(&old, &new).await;
+        let mut stopped = self.stop_changed_networks(&old, &new).await;
+        let removed_destinations = self.swap_routes(&new);
+        // In force before an account starts: what it receives is routed
+        // with the new gateways.
+        *self.settings.write().expect("settings lock") = Arc::new(new.clone());
+        let mut started = self
+            .start_networks(&old, &new, &stopped, &mut needs_restart)
+            .await;
+        started.extend(
+            self.start_api_accounts(&old, &new, &api_stopped, &mut needs_restart)
+                .await,
+        );
+        for o in &old.api {
+            if !new.api.iter().any(|a| a.id == o.id) {
+                self.api_tokens.write().expect("tokens lock").remove(&o.id);
+                stopped.push(o.id.clone());
             }
-            e
+        }
+        for a in &stopped {
+            if !started.contains(a) {
+                self.health.forget(a);
+            }
+        }
+        let report = ReloadReport {
+            gateways: new.gateways.iter().map(|g| g.name.to_string()).collect(),
+            removed_destinations,
+            added_accounts: names(started.iter().filter(|a| !stopped.contains(a))),
+            restarted_accounts: names(started.iter().filter(|a| stopped.contains(a))),
+            removed_accounts: names(stopped.iter().filter(|a| !started.contains(a))),
+            needs_restart,
         };
-        let new = config::load(path.as_deref()).map_err(refuse)?;
-        let new = crate::adapters::ensure_tokens(new).map_err(|e| {
-            refuse(ConfigError(vec![ConfigIssue {
-                file: old.source.clone(),
-                key: "(generated tokens)".into(),
-                message: format!("{e:#}"),
-            }]))
-        })?;
+        report.log();
+        Ok(report)
+    }
 
-        let mut needs_restart = Vec::new();
-        if new.database.url != old.database.url || new.database.max_size != old.database.max_size {
-            needs_restart.push("database".to_owned());
-        }
-        if new.admin_token != old.admin_token {
-            needs_restart.push("general.admin_token".to_owned());
-        }
-        if new.admin_bind != old.admin_bind {
-            needs_restart.push("general.admin_bind".to_owned());
-        }
-        if new.data_dir != old.data_dir {
-            needs_restart.push("general.data_dir".to_owned());
-        }
-        // Bot API accounts: tokens and webhooks change in place; a listener
-        // whose address or limits changed, or whose account is gone, stops
-        // (new and changed ones start below, once the routes are in force).
+    /// Bot API accounts: tokens and webhooks change in place; a listener
+    /// whose address or limits changed, or whose account is gone, stops
+    /// (new and changed ones start once the routes are in force). Returns
+    /// the accounts whose listener stopped.
+    async fn stop_changed_api(
+        &self,
+        old: &crate::config::Settings,
+        new: &crate::config::Settings,
+    ) -> Vec<AccountId> {
         let mut api_stopped = Vec::new();
         for a in &new.api {
             if let Some(o) = old.api.iter().find(|o| o.id == a.id) {
@@ -155,20 +174,27 @@ impl Hub {
                 r.stop().await;
             }
         }
-        // Network accounts: a removed one stops receiving (its queue is
-        // dead-lettered below like any removed destination's); a changed
-        // one (its section, or its channels) is rebuilt and its receive
-        // side restarted, its queue kept; an added one starts. The others
-        // are not touched.
+        api_stopped
+    }
+
+    /// Network accounts: a removed one stops receiving (its queue is
+    /// dead-lettered like any removed destination's); a changed one (its
+    /// section, or its channels) stops, to be rebuilt with its queue kept.
+    /// The others are not touched. Returns the accounts stopped.
+    async fn stop_changed_networks(
+        &self,
+        old: &crate::config::Settings,
+        new: &crate::config::Settings,
+    ) -> Vec<AccountId> {
         let mut stopped = Vec::new();
         for o in &old.networks {
             let account = o.account();
             let changed = match new.networks.iter().find(|n| n.account() == account) {
                 None => true,
                 Some(n) => {
-                    n != o
-                        || crate::adapters::channels_of(&new, account)
-                            != crate::adapters::channels_of(&old, account)
+                    !n.same(o.as_ref())
+                        || crate::adapters::channels_of(new, account)
+                            != crate::adapters::channels_of(old, account)
                 }
             };
             if changed {
@@ -183,22 +209,37 @@ impl Hub {
                 stopped.push(account.clone());
             }
         }
+        stopped
+    }
+
+    /// Puts the new gateways in force; destinations no gateway writes to
+    /// any more have their queues dead-lettered ("removed from config").
+    /// Returns those (`<account> <channel>`).
+    fn swap_routes(&self, new: &crate::config::Settings) -> Vec<String> {
         let before = self.router.load().destinations();
-        self.router.replace(&new);
+        self.router.replace(new);
         let after = self.router.load().destinations();
         self.outbox.set_gateways(&new.gateways);
-        let mut removed_destinations = Vec::new();
+        let mut removed = Vec::new();
         for (account, channel) in before.difference(&after) {
-            removed_destinations.push(format!("{account} {channel}"));
+            removed.push(format!("{account} {channel}"));
             self.outbox.retire(account, channel, true);
         }
         for (account, channel) in &after {
             self.outbox.retire(account, channel, false);
         }
-        let gateways: Vec<String> = new.gateways.iter().map(|g| g.name.to_string()).collect();
-        // In force before an account starts: what it receives is routed
-        // with the new gateways.
-        *self.settings.write().expect("settings lock") = Arc::new(new.clone());
+        removed
+    }
+
+    /// Starts the network accounts that are new or were stopped to be
+    /// rebuilt; one that cannot start is named in `needs_restart`.
+    async fn start_networks(
+        self: &Arc<Self>,
+        old: &crate::config::Settings,
+        new: &crate::config::Settings,
+        stopped: &[AccountId],
+        needs_restart: &mut Vec<String>,
+    ) -> Vec<AccountId> {
         let mut started = Vec::new();
         for n in &new.networks {
             let account = n.account();
@@ -206,7 +247,7 @@ impl Hub {
             if known && !stopped.contains(account) {
                 continue;
             }
-            let adapter = crate::adapters::build_network(n, &new);
+            let adapter = crate::adapters::build_network(n, new);
             let result = async {
                 self.outbox.install(adapter.clone()).await?;
                 crate::receivers::start(self, adapter).await
@@ -226,6 +267,19 @@ impl Hub {
                 }
             }
         }
+        started
+    }
+
+    /// Starts the bot API accounts that are new, and the listeners that
+    /// stopped for new settings; returns the accounts added.
+    async fn start_api_accounts(
+        self: &Arc<Self>,
+        old: &crate::config::Settings,
+        new: &crate::config::Settings,
+        api_stopped: &[AccountId],
+        needs_restart: &mut Vec<String>,
+    ) -> Vec<AccountId> {
+        let mut started = Vec::new();
         for a in &new.api {
             let known = old.api.iter().any(|o| o.id == a.id);
             if known && !api_stopped.contains(&a.id) {
@@ -242,57 +296,70 @@ impl Hub {
                 }
             }
         }
-        for o in &old.api {
-            if !new.api.iter().any(|a| a.id == o.id) {
-                self.api_tokens.write().expect("tokens lock").remove(&o.id);
-                stopped.push(o.id.clone());
-            }
-        }
-        let restarted: Vec<String> = started
-            .iter()
-            .filter(|a| stopped.contains(a))
-            .map(ToString::to_string)
-            .collect();
-        let removed_accounts: Vec<String> = stopped
-            .iter()
-            .filter(|a| !started.contains(a))
-            .map(ToString::to_string)
-            .collect();
-        for a in &stopped {
-            if !started.contains(a) {
-                self.health.forget(a);
-            }
-        }
-        let added_accounts: Vec<String> = started
-            .iter()
-            .filter(|a| !stopped.contains(a))
-            .map(ToString::to_string)
-            .collect();
+        started
+    }
+}
 
-        if !needs_restart.is_empty() {
-            tracing::warn!(settings = ?needs_restart, "Reloaded, but these changes take a restart.");
+/// The configuration file read and checked again, with generated tokens;
+/// its problems are logged (with file and key) and returned.
+fn read_again(old: &crate::config::Settings) -> Result<crate::config::Settings, ConfigError> {
+    let path = (old.source != "<embedded default>").then(|| PathBuf::from(&old.source));
+    let refuse = |e: ConfigError| {
+        for i in &e.0 {
+            tracing::error!(file = %i.file, key = %i.key, problem = %i.message, "Reload refused; nothing changed.");
+        }
+        e
+    };
+    let new = config::load(path.as_deref()).map_err(refuse)?;
+    crate::adapters::ensure_tokens(new).map_err(|e| {
+        refuse(ConfigError(vec![ConfigIssue {
+            file: old.source.clone(),
+            key: "(generated tokens)".into(),
+            message: format!("{e:#}"),
+        }]))
+    })
+}
+
+/// Settings that changed but only a restart can apply.
+fn needs_restart(old: &crate::config::Settings, new: &crate::config::Settings) -> Vec<String> {
+    let mut keys = Vec::new();
+    if new.database.url != old.database.url || new.database.max_size != old.database.max_size {
+        keys.push("database".to_owned());
+    }
+    if new.admin_token.is_some() && new.admin_token != old.admin_token {
+        keys.push("general.admin_token".to_owned());
+    }
+    if new.admin_bind != old.admin_bind {
+        keys.push("general.admin_bind".to_owned());
+    }
+    if new.data_dir != old.data_dir {
+        keys.push("general.data_dir".to_owned());
+    }
+    keys
+}
+
+fn names<'a>(ids: impl Iterator<Item = &'a AccountId>) -> Vec<String> {
+    ids.map(ToString::to_string).collect()
+}
+
+impl ReloadReport {
+    fn log(&self) {
+        if !self.needs_restart.is_empty() {
+            tracing::warn!(settings = ?self.needs_restart, "Reloaded, but these changes take a restart.");
         }
         tracing::info!(
-            gateways = gateways.len(),
-            removed = removed_destinations.len(),
+            gateways = self.gateways.len(),
+            removed = self.removed_destinations.len(),
             "Configuration reloaded."
         );
-        for a in &added_accounts {
+        for a in &self.added_accounts {
             tracing::info!(account = %a, "Account started.");
         }
-        for a in &restarted {
+        for a in &self.restarted_accounts {
             tracing::info!(account = %a, "Account restarted with its new settings.");
         }
-        for a in &removed_accounts {
+        for a in &self.removed_accounts {
             tracing::info!(account = %a, "Account stopped; it is no longer configured.");
         }
-        Ok(ReloadReport {
-            gateways,
-            removed_destinations,
-            added_accounts,
-            restarted_accounts: restarted,
-            removed_accounts,
-            needs_restart,
-        })
     }
 }

@@ -130,7 +130,7 @@ impl Routes {
         let mut out = std::collections::BTreeSet::new();
         for g in &self.gateways {
             for m in g.members.iter().filter(|m| m.direction.writes()) {
-                if m.account.network() != Network::Api {
+                if m.account.network() != Network::API {
                     out.insert((
                         m.account.clone(),
                         self.moves.current(&m.account, &m.channel),
@@ -230,7 +230,7 @@ impl Routes {
         route: &mut Route,
     ) {
         for m in g.members.iter().filter(|m| m.direction.writes()) {
-            if m.account.network() == Network::Api {
+            if m.account.network() == Network::API {
                 // Other bots on the same account read the feed too; each
                 // consumer skips its own posts when it reads.
                 if !route.feed.contains(&g.name) {

@@ -49,9 +49,19 @@ const MAX_SESSIONS: usize = 256;
 /// Largest form a browser posts (a CSRF token and a few ids).
 const MAX_FORM: usize = 64 * 1024;
 
-/// The token the server checks: the configured one, or the one generated
-/// at first start (kept in [`TOKEN_FILE`], printed to stdout once, never
-/// logged). `None` when there is no admin listener.
+/// `settings` with the admin token the server checks in
+/// `admin_token`: the configured one, or the one generated at first start
+/// (kept in [`TOKEN_FILE`], printed to stdout once, never logged).
+///
+/// # Errors
+/// When the token file cannot be read or written.
+pub fn with_token(mut settings: Settings) -> anyhow::Result<Settings> {
+    settings.admin_token = ensure_token(&settings)?;
+    Ok(settings)
+}
+
+/// The admin token: configured, or generated (see [`with_token`]); `None`
+/// when there is no admin listener.
 ///
 /// # Errors
 /// When the token file cannot be read or written.

@@ -70,11 +70,10 @@ pub struct MemberView {
 /// A network's name as people know it.
 #[must_use]
 pub fn network_name(network: Network) -> &'static str {
-    match network {
-        Network::Telegram => "Telegram",
-        Network::Signal => "Signal",
-        Network::Matrix => "Matrix",
-        _ => "Bot API",
+    if network == Network::API {
+        "Bot API"
+    } else {
+        crate::adapters::display_name(network)
     }
 }
 

@@ -213,6 +213,51 @@ pub fn check_postable(hub: &Hub, caller: &Caller, gateway: &GatewayName) -> Resu
     }
 }
 
+/// A reference must name a message of the gateway; an edit or a delete
+/// only one the caller's token posted, and a reaction taken back only one
+/// the token added (the hub's rule for every network: see the store's
+/// `refusal`; for the bot API, "who" is the token).
+///
+/// # Errors
+/// 404 for a message not in the gateway, 403 for one not the caller's.
+async fn check_target(
+    hub: &Hub,
+    caller: &Caller,
+    gateway: &GatewayName,
+    kind: &EventKind,
+) -> Result<(), ApiError> {
+    if let Some(target) = kind.target().and_then(TargetRef::event_id) {
+        let owner = hub
+            .store
+            .event_in_gateway(target, gateway)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no message {target} in gateway `{gateway}`"))
+            })?;
+        let own_only = matches!(kind, EventKind::Edit { .. } | EventKind::Delete { .. });
+        if own_only && owner.as_deref() != Some(caller.key().as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "message {target} was not posted by token `{}`",
+                caller.token.name
+            )));
+        }
+        if let EventKind::Reaction {
+            removed: true,
+            emoji,
+            ..
+        } = kind
+        {
+            if !hub.store.reacted(target, &caller.key(), emoji).await? {
+                return Err(ApiError::Forbidden(format!(
+                    "token `{}` has not reacted {emoji} to message {target}",
+                    caller.token.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks and commits a post (its files are stored already); returns after
 /// the commit.
 ///
@@ -228,37 +273,7 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
         idempotency_key,
     } = draft;
     check_postable(hub, caller, &gateway)?;
-    if let Some(target) = kind.target().and_then(TargetRef::event_id) {
-        let owner = hub
-            .store
-            .event_in_gateway(target, &gateway)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("no message {target} in gateway `{gateway}`"))
-            })?;
-        let own_only = matches!(kind, EventKind::Edit { .. } | EventKind::Delete { .. });
-        if own_only && owner.as_deref() != Some(caller.key().as_str()) {
-            return Err(ApiError::Forbidden(format!(
-                "message {target} was not posted by token `{}`",
-                caller.token.name
-            )));
-        }
-        // A reaction is taken back only by whoever added it (the hub's
-        // rule for every network; for the bot API, "who" is the token).
-        if let EventKind::Reaction {
-            removed: true,
-            emoji,
-            ..
-        } = &kind
-        {
-            if !hub.store.reacted(target, &caller.key(), emoji).await? {
-                return Err(ApiError::Forbidden(format!(
-                    "token `{}` has not reacted {emoji} to message {target}",
-                    caller.token.name
-                )));
-            }
-        }
-    }
+    check_target(hub, caller, &gateway, &kind).await?;
     if let EventKind::Message {
         body, attachments, ..
     } = &mut kind

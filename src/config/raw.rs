@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// The whole file. Not `deny_unknown_fields`: every table that is not the
+/// hub's own lands in `networks`, and validation refuses those that name no
+/// network of this build (with the file and the key), as serde would.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) general: RawGeneral,
@@ -21,13 +23,11 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) api: BTreeMap<String, RawApi>,
     #[serde(default)]
-    pub(super) telegram: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    pub(super) signal: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    pub(super) matrix: BTreeMap<String, toml::Value>,
-    #[serde(default)]
     pub(super) gateway: Vec<RawGateway>,
+    /// `[<network>.<name>]` tables, by network: read through the network's
+    /// connector (`crate::adapters`).
+    #[serde(flatten)]
+    pub(super) networks: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -265,34 +265,8 @@ pub(super) fn validate(
         base_dir,
         issues: Vec::new(),
     };
-
-    // Network sections belong to their adapters: each is validated by its
-    // own crate, through the one place that names them.
-    let mut networks = Vec::new();
     let secrets = FileSecrets { base_dir };
-    for (network, table) in [
-        (Network::Telegram, &raw.telegram),
-        (Network::Signal, &raw.signal),
-        (Network::Matrix, &raw.matrix),
-    ] {
-        for (name, section) in table {
-            let key = format!("{network}.{name}");
-            match crate::adapters::check_section(network, name, section, &secrets) {
-                Ok(n) => networks.push(n),
-                Err(problems) => {
-                    for (sub, message) in problems {
-                        let key = if sub.is_empty() {
-                            key.clone()
-                        } else {
-                            format!("{key}.{sub}")
-                        };
-                        c.issue(key, message);
-                    }
-                }
-            }
-        }
-    }
-
+    let (networks, configured) = network_sections(&mut c, &raw.networks, &secrets);
     let data_dir = PathBuf::from(raw.general.data_dir.as_deref().unwrap_or("./data"));
     let admin_bind = raw
         .general
@@ -310,13 +284,56 @@ pub(super) fn validate(
         },
         admin_bind,
     );
+    let database = database(&mut c, &raw.database, &data_dir);
+    let outbox = outbox(&mut c, &raw.outbox);
+    let retention = retention(&mut c, &raw.retention);
+    let mut binds = BTreeMap::new();
+    let api: Vec<ApiAccount> = raw
+        .api
+        .iter()
+        .filter_map(|(name, a)| api_account(&mut c, name, a, &mut binds))
+        .collect();
+    // Network sections with problems still count as configured: their own
+    // errors say what is wrong, not "no account".
+    let known: BTreeSet<AccountId> = api.iter().map(|a| a.id.clone()).chain(configured).collect();
+    let mut gnames = BTreeSet::new();
+    let gateways: Vec<Gateway> = raw
+        .gateway
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| gateway(&mut c, &format!("gateway[{i}]"), g, &known, &mut gnames))
+        .collect();
+    check_gateway_names(&mut c, &api, &gnames);
+    if !c.issues.is_empty() {
+        return Err(ConfigError(c.issues));
+    }
+    Ok(Settings {
+        source: file.to_owned(),
+        data_dir,
+        admin_bind,
+        admin_token,
+        public_url,
+        database,
+        outbox,
+        retention,
+        api,
+        networks,
+        gateways,
+    })
+}
 
+/// `[database]`: the URL (default: SQLite under `data_dir`), pool and size.
+fn database(
+    c: &mut Checker<'_>,
+    raw: &super::raw::RawDatabase,
+    data_dir: &Path,
+) -> DatabaseSettings {
     let db_url = c
         .secret(
             "database.url",
-            raw.database.url.as_ref(),
-            raw.database.url_env.as_ref(),
-            raw.database.url_file.as_ref(),
+            raw.url.as_ref(),
+            raw.url_env.as_ref(),
+            raw.url_file.as_ref(),
         )
         .unwrap_or_else(|| {
             Secret::new(format!(
@@ -333,37 +350,40 @@ pub(super) fn validate(
     } else if let Err(e) = check_database_url(url) {
         c.issue("database.url", e);
     }
-    let max_size = raw.database.max_size.as_deref().and_then(|raw_size| {
-        match raw_size.parse::<bytesize::ByteSize>() {
-            Ok(_) if !url.starts_with("sqlite:") => {
-                c.issue(
-                    "database.max_size",
-                    "only SQLite has a size limit here; limit PostgreSQL on its server",
-                );
-                None
-            }
-            Ok(b) if b.as_u64() < 64 * 1024 => {
-                c.issue("database.max_size", "must be at least 64KiB");
-                None
-            }
-            Ok(b) => Some(b.as_u64()),
-            Err(_) => {
-                c.issue(
-                    "database.max_size",
-                    format!("`{raw_size}` is not a size like \"20GiB\" or \"500MB\""),
-                );
-                None
-            }
-        }
-    });
-    let database = DatabaseSettings {
+    let max_size =
+        raw.max_size
+            .as_deref()
+            .and_then(|raw_size| match raw_size.parse::<bytesize::ByteSize>() {
+                Ok(_) if !url.starts_with("sqlite:") => {
+                    c.issue(
+                        "database.max_size",
+                        "only SQLite has a size limit here; limit PostgreSQL on its server",
+                    );
+                    None
+                }
+                Ok(b) if b.as_u64() < 64 * 1024 => {
+                    c.issue("database.max_size", "must be at least 64KiB");
+                    None
+                }
+                Ok(b) => Some(b.as_u64()),
+                Err(_) => {
+                    c.issue(
+                        "database.max_size",
+                        format!("`{raw_size}` is not a size like \"20GiB\" or \"500MB\""),
+                    );
+                    None
+                }
+            });
+    DatabaseSettings {
         url: db_url,
-        max_connections: raw.database.max_connections.unwrap_or(8).max(2),
+        max_connections: raw.max_connections.unwrap_or(8).max(2),
         max_size,
-    };
+    }
+}
 
-    let o = &raw.outbox;
-    let outbox = OutboxSettings {
+/// `[outbox]`: retries, timeouts, budgets.
+fn outbox(c: &mut Checker<'_>, o: &super::raw::RawOutbox) -> OutboxSettings {
+    OutboxSettings {
         send_timeout: c.duration("outbox.send_timeout", o.send_timeout.as_deref(), secs(10)),
         backoff_initial: c.duration(
             "outbox.backoff_initial",
@@ -384,345 +404,283 @@ pub(super) fn validate(
             o.max_retry_after.as_deref(),
             secs(3600),
         ),
+    }
+}
+
+/// `[api.<name>]`: one bot API account, its tokens and webhooks; `None`
+/// when it is too broken to use (its problems are recorded).
+fn api_account(
+    c: &mut Checker<'_>,
+    name: &str,
+    a: &super::raw::RawApi,
+    binds: &mut BTreeMap<SocketAddr, String>,
+) -> Option<ApiAccount> {
+    let key = format!("api.{name}");
+    let id = match AccountId::new(Network::API, name) {
+        Ok(id) => id,
+        Err(e) => {
+            c.issue(&key, e.to_string());
+            return None;
+        }
     };
+    let bind = c.addr(&format!("{key}.bind"), a.bind.as_deref(), None)?;
+    if let Some(other) = binds.insert(bind, key.clone()) {
+        c.issue(
+            format!("{key}.bind"),
+            format!("{bind} is already used by {other}"),
+        );
+    }
+    let tokens = api_tokens(c, &key, a);
+    let webhooks = api_webhooks(c, &key, a);
+    Some(ApiAccount {
+        id,
+        bind,
+        max_body_bytes: usize::try_from(a.max_body_bytes.unwrap_or(16 << 20)).unwrap_or(usize::MAX),
+        buffer: a.buffer.unwrap_or(1000).max(1) as usize,
+        max_response_bytes: match a.max_response_bytes.as_deref() {
+            None => 8 << 20,
+            Some(raw_size) => match raw_size.parse::<bytesize::ByteSize>() {
+                Ok(b) => usize::try_from(b.as_u64()).unwrap_or(usize::MAX),
+                Err(_) => {
+                    c.issue(
+                        format!("{key}.max_response_bytes"),
+                        format!("`{raw_size}` is not a size like \"8MiB\""),
+                    );
+                    8 << 20
+                }
+            },
+        },
+        max_connections: a.max_connections.unwrap_or(1024).max(1) as usize,
+        header_timeout: c.duration(
+            &format!("{key}.header_timeout"),
+            a.header_timeout.as_deref(),
+            secs(10),
+        ),
+        tokens,
+        webhooks,
+    })
+}
 
-    let retention = retention(&mut c, &raw.retention);
-
-    let mut api = Vec::new();
-    let mut binds = BTreeMap::new();
-    for (name, a) in &raw.api {
-        let key = format!("api.{name}");
-        let id = match AccountId::new(Network::Api, name) {
-            Ok(id) => id,
-            Err(e) => {
-                c.issue(&key, e.to_string());
-                continue;
-            }
-        };
-        let Some(bind) = c.addr(&format!("{key}.bind"), a.bind.as_deref(), None) else {
+/// `api.<name>.tokens`: names unique, secrets long enough and not shared,
+/// scopes and gateways valid.
+fn api_tokens(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<ApiToken> {
+    let mut tokens = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, t) in a.tokens.iter().enumerate() {
+        let tkey = format!("{key}.tokens[{i}]");
+        let Some(tname) = t.name.clone().filter(|n| !n.is_empty()) else {
+            c.issue(format!("{tkey}.name"), "missing");
             continue;
         };
-        if let Some(other) = binds.insert(bind, key.clone()) {
+        if !names.insert(tname.clone()) {
             c.issue(
-                format!("{key}.bind"),
-                format!("{bind} is already used by {other}"),
+                format!("{tkey}.name"),
+                format!("duplicate token name `{tname}`"),
             );
         }
-        let mut tokens = Vec::new();
-        let mut names = BTreeSet::new();
-        for (i, t) in a.tokens.iter().enumerate() {
-            let tkey = format!("{key}.tokens[{i}]");
-            let Some(tname) = t.name.clone().filter(|n| !n.is_empty()) else {
-                c.issue(format!("{tkey}.name"), "missing");
-                continue;
-            };
-            if !names.insert(tname.clone()) {
+        let secret = c.secret(
+            &format!("{tkey}.token"),
+            t.token.as_ref(),
+            t.token_env.as_ref(),
+            t.token_file.as_ref(),
+        );
+        let Some(secret) = secret else {
+            if t.token.is_none() && t.token_env.is_none() && t.token_file.is_none() {
                 c.issue(
-                    format!("{tkey}.name"),
-                    format!("duplicate token name `{tname}`"),
+                    format!("{tkey}.token"),
+                    "missing; set `token`, `token_env` or `token_file`",
                 );
             }
-            let secret = c.secret(
-                &format!("{tkey}.token"),
-                t.token.as_ref(),
-                t.token_env.as_ref(),
-                t.token_file.as_ref(),
-            );
-            let Some(secret) = secret else {
-                if t.token.is_none() && t.token_env.is_none() && t.token_file.is_none() {
-                    c.issue(
-                        format!("{tkey}.token"),
-                        "missing; set `token`, `token_env` or `token_file`",
-                    );
-                }
-                continue;
-            };
-            if secret.expose().len() < 16 {
-                c.issue(format!("{tkey}.token"), "must be at least 16 characters");
-            }
-            let mut scopes = Scopes {
-                read: false,
-                write: false,
-            };
-            for (j, s) in t
-                .scopes
-                .clone()
-                .unwrap_or_else(|| vec!["read".into(), "write".into()])
-                .iter()
-                .enumerate()
-            {
-                match s.as_str() {
-                    "read" => scopes.read = true,
-                    "write" => scopes.write = true,
-                    other => c.issue(
-                        format!("{tkey}.scopes[{j}]"),
-                        format!("unknown scope `{other}`; use \"read\" or \"write\""),
-                    ),
-                }
-            }
-            let gateways = c.gateway_set(&format!("{tkey}.gateways"), t.gateways.as_ref());
-            tokens.push(ApiToken {
-                name: tname,
-                secret,
-                gateways,
-                scopes,
-            });
+            continue;
+        };
+        if secret.expose().len() < 16 {
+            c.issue(format!("{tkey}.token"), "must be at least 16 characters");
         }
-        let mut secrets = BTreeSet::new();
-        for t in &tokens {
-            if !secrets.insert(t.secret.expose().to_owned()) {
-                c.issue(
-                    format!("{key}.tokens"),
-                    format!("token `{}` reuses another token's secret", t.name),
-                );
+        let mut scopes = Scopes {
+            read: false,
+            write: false,
+        };
+        for (j, s) in t
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["read".into(), "write".into()])
+            .iter()
+            .enumerate()
+        {
+            match s.as_str() {
+                "read" => scopes.read = true,
+                "write" => scopes.write = true,
+                other => c.issue(
+                    format!("{tkey}.scopes[{j}]"),
+                    format!("unknown scope `{other}`; use \"read\" or \"write\""),
+                ),
             }
         }
-        let mut webhooks = Vec::new();
-        let mut wnames = BTreeSet::new();
-        for (i, w) in a.webhooks.iter().enumerate() {
-            let wkey = format!("{key}.webhooks[{i}]");
-            let Some(wname) = w.name.clone().filter(|n| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            }) else {
-                c.issue(
-                    format!("{wkey}.name"),
-                    "missing or not made of letters, digits, `_`, `-`",
-                );
-                continue;
-            };
-            if !wnames.insert(wname.clone()) {
-                c.issue(
-                    format!("{wkey}.name"),
-                    format!("duplicate webhook name `{wname}`"),
-                );
-            }
-            let url = match w.url.as_deref().map(reqwest::Url::parse) {
-                Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => u,
-                Some(Ok(_)) => {
-                    c.issue(format!("{wkey}.url"), "must be an http:// or https:// URL");
-                    continue;
-                }
-                Some(Err(e)) => {
-                    c.issue(format!("{wkey}.url"), format!("not a URL: {e}"));
-                    continue;
-                }
-                None => {
-                    c.issue(format!("{wkey}.url"), "missing");
-                    continue;
-                }
-            };
-            let Some(secret) = c.secret(
-                &format!("{wkey}.secret"),
-                w.secret.as_ref(),
-                w.secret_env.as_ref(),
-                w.secret_file.as_ref(),
-            ) else {
-                if w.secret.is_none() && w.secret_env.is_none() && w.secret_file.is_none() {
-                    c.issue(
-                        format!("{wkey}.secret"),
-                        "missing; set `secret`, `secret_env` or `secret_file`",
-                    );
-                }
-                continue;
-            };
-            if let Some(t) = &w.skip_token {
-                if !names.contains(t) {
-                    c.issue(
-                        format!("{wkey}.skip_token"),
-                        format!("no token named `{t}` in {key}"),
-                    );
-                }
-            }
-            let gateways = c.gateway_set(&format!("{wkey}.gateways"), w.gateways.as_ref());
-            webhooks.push(Webhook {
-                name: wname,
-                url,
-                gateways,
-                secret,
-                timeout: c.duration(&format!("{wkey}.timeout"), w.timeout.as_deref(), secs(10)),
-                skip_token: w.skip_token.clone(),
-            });
-        }
-        api.push(ApiAccount {
-            id,
-            bind,
-            max_body_bytes: usize::try_from(a.max_body_bytes.unwrap_or(16 << 20))
-                .unwrap_or(usize::MAX),
-            buffer: a.buffer.unwrap_or(1000).max(1) as usize,
-            max_response_bytes: match a.max_response_bytes.as_deref() {
-                None => 8 << 20,
-                Some(raw_size) => match raw_size.parse::<bytesize::ByteSize>() {
-                    Ok(b) => usize::try_from(b.as_u64()).unwrap_or(usize::MAX),
-                    Err(_) => {
-                        c.issue(
-                            format!("{key}.max_response_bytes"),
-                            format!("`{raw_size}` is not a size like \"8MiB\""),
-                        );
-                        8 << 20
-                    }
-                },
-            },
-            max_connections: a.max_connections.unwrap_or(1024).max(1) as usize,
-            header_timeout: c.duration(
-                &format!("{key}.header_timeout"),
-                a.header_timeout.as_deref(),
-                secs(10),
-            ),
-            tokens,
-            webhooks,
+        let gateways = c.gateway_set(&format!("{tkey}.gateways"), t.gateways.as_ref());
+        tokens.push(ApiToken {
+            name: tname,
+            secret,
+            gateways,
+            scopes,
         });
     }
+    let mut secrets = BTreeSet::new();
+    for t in &tokens {
+        if !secrets.insert(t.secret.expose().to_owned()) {
+            c.issue(
+                format!("{key}.tokens"),
+                format!("token `{}` reuses another token's secret", t.name),
+            );
+        }
+    }
+    tokens
+}
 
-    // Network sections with problems still count as configured: their own
-    // errors say what is wrong, not "no account".
-    let known: BTreeSet<AccountId> = api
-        .iter()
-        .map(|a| a.id.clone())
-        .chain(
-            [
-                (Network::Telegram, &raw.telegram),
-                (Network::Signal, &raw.signal),
-                (Network::Matrix, &raw.matrix),
-            ]
-            .into_iter()
-            .flat_map(|(n, t)| t.keys().filter_map(move |k| AccountId::new(n, k).ok())),
-        )
-        .collect();
-    let mut gateways = Vec::new();
-    let mut gnames = BTreeSet::new();
-    for (i, g) in raw.gateway.iter().enumerate() {
-        let gkey = format!("gateway[{i}]");
-        let Some(name) = g.name.clone() else {
-            c.issue(format!("{gkey}.name"), "missing");
+/// `api.<name>.webhooks`: names unique, http(s) URLs, a secret each,
+/// `skip_token` naming one of the account's tokens.
+fn api_webhooks(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<Webhook> {
+    let mut webhooks = Vec::new();
+    let mut wnames = BTreeSet::new();
+    for (i, w) in a.webhooks.iter().enumerate() {
+        let wkey = format!("{key}.webhooks[{i}]");
+        let Some(wname) = w.name.clone().filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }) else {
+            c.issue(
+                format!("{wkey}.name"),
+                "missing or not made of letters, digits, `_`, `-`",
+            );
             continue;
         };
-        let name = match GatewayName::new(name) {
-            Ok(n) => n,
-            Err(e) => {
-                c.issue(format!("{gkey}.name"), e.to_string());
+        if !wnames.insert(wname.clone()) {
+            c.issue(
+                format!("{wkey}.name"),
+                format!("duplicate webhook name `{wname}`"),
+            );
+        }
+        let url = match w.url.as_deref().map(reqwest::Url::parse) {
+            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => u,
+            Some(Ok(_)) => {
+                c.issue(format!("{wkey}.url"), "must be an http:// or https:// URL");
+                continue;
+            }
+            Some(Err(e)) => {
+                c.issue(format!("{wkey}.url"), format!("not a URL: {e}"));
+                continue;
+            }
+            None => {
+                c.issue(format!("{wkey}.url"), "missing");
                 continue;
             }
         };
-        if !gnames.insert(name.clone()) {
-            c.issue(
-                format!("{gkey}.name"),
-                format!("duplicate gateway name `{name}`"),
-            );
-        }
-        let mut members = Vec::new();
-        for (list, direction) in [
-            (&g.inbound, Direction::In),
-            (&g.outbound, Direction::Out),
-            (&g.inout, Direction::InOut),
-        ] {
-            for (j, m) in list.iter().enumerate() {
-                let mkey = format!("{gkey}.{}[{j}]", direction.as_str());
-                let account = match m.account.as_deref().map(str::parse::<AccountId>) {
-                    Some(Ok(a)) => a,
-                    Some(Err(e)) => {
-                        c.issue(format!("{mkey}.account"), e.to_string());
-                        continue;
-                    }
-                    None => {
-                        c.issue(format!("{mkey}.account"), "missing");
-                        continue;
-                    }
-                };
-                if !known.contains(&account) {
-                    c.issue(
-                        format!("{mkey}.account"),
-                        format!("no account `{account}` is configured (add a [{account}] section)"),
-                    );
-                    continue;
-                }
-                let channel = match (account.network(), m.channel.as_deref()) {
-                    (Network::Api, None | Some("api")) => ChannelId::new("api").expect("valid"),
-                    (Network::Api, Some(other)) => {
-                        c.issue(
-                            format!("{mkey}.channel"),
-                            format!("bot API members use channel \"api\", not `{other}`"),
-                        );
-                        continue;
-                    }
-                    (network, Some(ch)) => match ChannelId::new(ch)
-                        .map_err(|e| e.to_string())
-                        .and_then(|ch| {
-                            crate::adapters::check_channel(network, ch.as_str())?;
-                            Ok(ch)
-                        }) {
-                        Ok(ch) => ch,
-                        Err(e) => {
-                            c.issue(format!("{mkey}.channel"), e);
-                            continue;
-                        }
-                    },
-                    (_, None) => {
-                        c.issue(format!("{mkey}.channel"), "missing");
-                        continue;
-                    }
-                };
-                if members
-                    .iter()
-                    .any(|x: &Member| x.account == account && x.channel == channel)
-                {
-                    c.issue(
-                        mkey.clone(),
-                        format!("{account} channel {channel} is listed twice in gateway `{name}`"),
-                    );
-                    continue;
-                }
-                let invite = match m.invite.as_deref().map(reqwest::Url::parse) {
-                    None => None,
-                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u.to_string()),
-                    Some(_) => {
-                        c.issue(
-                            format!("{mkey}.invite"),
-                            "must be an http:// or https:// link",
-                        );
-                        None
-                    }
-                };
-                members.push(Member {
-                    account,
-                    channel,
-                    direction,
-                    invite,
-                });
-            }
-        }
-        let notice_after = c.duration(
-            &format!("{gkey}.notice_after"),
-            g.notice_after.as_deref(),
-            secs(60),
-        );
-        let late_after = c.duration(
-            &format!("{gkey}.late_after"),
-            g.late_after.as_deref(),
-            secs(120),
-        );
-        let nick_format = g.nick_format.clone();
-        if let Some(f) = &nick_format {
-            if f.len() > 256 || f.chars().any(char::is_control) {
+        let Some(secret) = c.secret(
+            &format!("{wkey}.secret"),
+            w.secret.as_ref(),
+            w.secret_env.as_ref(),
+            w.secret_file.as_ref(),
+        ) else {
+            if w.secret.is_none() && w.secret_env.is_none() && w.secret_file.is_none() {
                 c.issue(
-                    format!("{gkey}.nick_format"),
-                    "must be at most 256 bytes, without control characters",
+                    format!("{wkey}.secret"),
+                    "missing; set `secret`, `secret_env` or `secret_file`",
+                );
+            }
+            continue;
+        };
+        if let Some(t) = &w.skip_token {
+            if !a.tokens.iter().any(|tok| tok.name.as_ref() == Some(t)) {
+                c.issue(
+                    format!("{wkey}.skip_token"),
+                    format!("no token named `{t}` in {key}"),
                 );
             }
         }
-        if g.enable != Some(false) {
-            gateways.push(Gateway {
-                name,
-                members,
-                notice_after: (g.notices != Some(false)).then_some(notice_after),
-                late_after: Some(late_after),
-                nick_format,
-                status_page: g.status_page == Some(true),
-            });
+        let gateways = c.gateway_set(&format!("{wkey}.gateways"), w.gateways.as_ref());
+        webhooks.push(Webhook {
+            name: wname,
+            url,
+            gateways,
+            secret,
+            timeout: c.duration(&format!("{wkey}.timeout"), w.timeout.as_deref(), secs(10)),
+            skip_token: w.skip_token.clone(),
+        });
+    }
+    webhooks
+}
+
+/// One `[[gateway]]`: its name (unique) and members, its notice and nick
+/// settings; `None` when disabled or unnamed.
+fn gateway(
+    c: &mut Checker<'_>,
+    gkey: &str,
+    g: &super::raw::RawGateway,
+    known: &BTreeSet<AccountId>,
+    gnames: &mut BTreeSet<GatewayName>,
+) -> Option<Gateway> {
+    let Some(name) = g.name.clone() else {
+        c.issue(format!("{gkey}.name"), "missing");
+        return None;
+    };
+    let name = match GatewayName::new(name) {
+        Ok(n) => n,
+        Err(e) => {
+            c.issue(format!("{gkey}.name"), e.to_string());
+            return None;
+        }
+    };
+    if !gnames.insert(name.clone()) {
+        c.issue(
+            format!("{gkey}.name"),
+            format!("duplicate gateway name `{name}`"),
+        );
+    }
+    let mut members = Vec::new();
+    for (list, direction) in [
+        (&g.inbound, Direction::In),
+        (&g.outbound, Direction::Out),
+        (&g.inout, Direction::InOut),
+    ] {
+        for (j, m) in list.iter().enumerate() {
+            let mkey = format!("{gkey}.{}[{j}]", direction.as_str());
+            if let Some(m) = member(c, (&mkey, &name, direction), m, known, &members) {
+                members.push(m);
+            }
         }
     }
-    for a in &api {
+    let notice_after = c.duration(
+        &format!("{gkey}.notice_after"),
+        g.notice_after.as_deref(),
+        secs(60),
+    );
+    let late_after = c.duration(
+        &format!("{gkey}.late_after"),
+        g.late_after.as_deref(),
+        secs(120),
+    );
+    let nick_format = g.nick_format.clone();
+    if let Some(f) = &nick_format {
+        if f.len() > 256 || f.chars().any(char::is_control) {
+            c.issue(
+                format!("{gkey}.nick_format"),
+                "must be at most 256 bytes, without control characters",
+            );
+        }
+    }
+    (g.enable != Some(false)).then(|| Gateway {
+        name,
+        members,
+        notice_after: (g.notices != Some(false)).then_some(notice_after),
+        late_after: Some(late_after),
+        nick_format,
+        status_page: g.status_page == Some(true),
+    })
+}
+
+/// Tokens and webhooks may only name gateways that exist.
+fn check_gateway_names(c: &mut Checker<'_>, api: &[ApiAccount], gnames: &BTreeSet<GatewayName>) {
+    for a in api {
         for (i, t) in a.tokens.iter().enumerate() {
             for gw in t.gateways.iter().flatten() {
                 if !gnames.contains(gw) {
@@ -744,26 +702,148 @@ pub(super) fn validate(
             }
         }
     }
+}
 
-    if !c.issues.is_empty() {
-        return Err(ConfigError(c.issues));
+/// One member of a gateway (`gateway[i].inout[j]`, ...): its account must
+/// be configured, its channel valid for its network and not listed twice.
+fn member(
+    c: &mut Checker<'_>,
+    (mkey, gateway, direction): (&str, &GatewayName, Direction),
+    m: &super::raw::RawMember,
+    known: &BTreeSet<AccountId>,
+    members: &[Member],
+) -> Option<Member> {
+    let account = match m.account.as_deref().map(str::parse::<AccountId>) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => {
+            c.issue(format!("{mkey}.account"), e.to_string());
+            return None;
+        }
+        None => {
+            c.issue(format!("{mkey}.account"), "missing");
+            return None;
+        }
+    };
+    if !known.contains(&account) {
+        c.issue(
+            format!("{mkey}.account"),
+            format!("no account `{account}` is configured (add a [{account}] section)"),
+        );
+        return None;
     }
-    Ok(Settings {
-        source: file.to_owned(),
-        data_dir,
-        admin_bind,
-        admin_token,
-        public_url,
-        database,
-        outbox,
-        retention,
-        api,
-        networks,
-        gateways,
+    let channel = match (account.network(), m.channel.as_deref()) {
+        (n, None | Some("api")) if n == Network::API => ChannelId::new("api").expect("valid"),
+        (n, Some(other)) if n == Network::API => {
+            c.issue(
+                format!("{mkey}.channel"),
+                format!("bot API members use channel \"api\", not `{other}`"),
+            );
+            return None;
+        }
+        (network, Some(ch)) => match ChannelId::new(ch)
+            .map_err(|e| e.to_string())
+            .and_then(|ch| {
+                crate::adapters::check_channel(network, ch.as_str())?;
+                Ok(ch)
+            }) {
+            Ok(ch) => ch,
+            Err(e) => {
+                c.issue(format!("{mkey}.channel"), e);
+                return None;
+            }
+        },
+        (_, None) => {
+            c.issue(format!("{mkey}.channel"), "missing");
+            return None;
+        }
+    };
+    if members
+        .iter()
+        .any(|x: &Member| x.account == account && x.channel == channel)
+    {
+        c.issue(
+            mkey,
+            format!("{account} channel {channel} is listed twice in gateway `{gateway}`"),
+        );
+        return None;
+    }
+    let invite = match m.invite.as_deref().map(reqwest::Url::parse) {
+        None => None,
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u.to_string()),
+        Some(_) => {
+            c.issue(
+                format!("{mkey}.invite"),
+                "must be an http:// or https:// link",
+            );
+            None
+        }
+    };
+    Some(Member {
+        account,
+        channel,
+        direction,
+        invite,
     })
 }
 
 /// `[retention]`: `None` when it is off (`enabled = false` or `keep = "0s"`).
+/// The tables that are not the hub's own: `[<network>.<name>]`, each
+/// parsed and checked by its network's connector (`crate::adapters`). A
+/// table naming no network of this build is refused like a typo. Returns
+/// the valid sections, and every account named (valid or not).
+fn network_sections(
+    c: &mut Checker<'_>,
+    tables: &BTreeMap<String, toml::Value>,
+    secrets: &FileSecrets<'_>,
+) -> (Vec<crate::adapters::NetworkConfig>, Vec<AccountId>) {
+    let mut networks = Vec::new();
+    let mut named = Vec::new();
+    for (key, value) in tables {
+        let network = match Network::new(key) {
+            Ok(n) if crate::adapters::connector(n).is_some() => n,
+            _ => {
+                c.issue(
+                    key.clone(),
+                    format!(
+                        "unknown field `{key}`: not a section of switchboard's own \
+                         (general, database, outbox, retention, api, gateway) nor a network \
+                         of this build ({})",
+                        crate::adapters::network_names()[1..].join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(accounts) = value.as_table() else {
+            c.issue(
+                key.clone(),
+                format!("expected tables of accounts, like [{key}.main]"),
+            );
+            continue;
+        };
+        for (name, section) in accounts {
+            let key = format!("{network}.{name}");
+            if let Ok(id) = AccountId::new(network, name) {
+                named.push(id);
+            }
+            match crate::adapters::check_section(network, name, section, secrets) {
+                Ok(n) => networks.push(n),
+                Err(problems) => {
+                    for (sub, message) in problems {
+                        let key = if sub.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{key}.{sub}")
+                        };
+                        c.issue(key, message);
+                    }
+                }
+            }
+        }
+    }
+    (networks, named)
+}
+
 fn retention(c: &mut Checker<'_>, r: &super::raw::RawRetention) -> Option<RetentionSettings> {
     let keep = c.duration("retention.keep", r.keep.as_deref(), secs(7 * 24 * 3600));
     let dead_letters = c.duration(

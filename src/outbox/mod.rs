@@ -786,6 +786,10 @@ async fn record(
 }
 
 /// Delivers one row, retrying until it is sent or dead. False on shutdown.
+///
+/// Each turn makes one attempt ([`Delivery::attempt`]); a failure is
+/// classified into an [`Action`] by [`decide`] (a pure function of the
+/// error and the row's history), then carried out ([`Delivery::act`]).
 async fn deliver(
     inner: &Arc<Inner>,
     worker: &AccountWorker,
@@ -794,22 +798,146 @@ async fn deliver(
     row: PendingRow,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let label = Metrics::label(account);
-    let mut attempts = row.attempts;
-    let mut parts_sent = usize::try_from(row.parts_sent).unwrap_or(0);
-    let mut final_maps = Vec::new();
-    // When this row first failed by itself (this process): an operation
-    // without content gets only `no_content_budget` from there.
-    let mut failing_since: Option<Instant> = None;
-    let no_content = matches!(
-        row.event.kind,
-        switchboard_core::EventKind::Reaction { .. } | switchboard_core::EventKind::Delete { .. }
-    );
-    let mut not_ready = 0u32;
-    let gate = worker.gate(channel);
-    // The gate held from the last piece's send until `Sent` is recorded.
-    let mut holding = None;
-    'attempt: loop {
+    let mut d = Delivery {
+        inner,
+        worker,
+        account,
+        channel,
+        label: Metrics::label(account),
+        attempts: row.attempts,
+        parts_sent: usize::try_from(row.parts_sent).unwrap_or(0),
+        failing_since: None,
+        not_ready: 0,
+        gate: worker.gate(channel),
+        holding: None,
+        row,
+    };
+    loop {
+        match d.attempt(shutdown).await {
+            Attempt::Stop => return false,
+            // An earlier row was put back in place: the lane goes back to
+            // it; this one stays queued.
+            Attempt::Rewound => return true,
+            Attempt::Again => {}
+            Attempt::Retired => {
+                let reason = "removed from config".to_owned();
+                return dead_letter(inner, account, d.row.id, reason, shutdown).await;
+            }
+            Attempt::Sent(maps) => return d.sent(maps, shutdown).await,
+            Attempt::Failed { error, ready_seen } => {
+                let action = d.decide(&error);
+                match d.act(action, &error, ready_seen, shutdown).await {
+                    Next::Again => {}
+                    Next::Done => return true,
+                    Next::Stop => return false,
+                    Next::DeadLetter(reason) => {
+                        return dead_letter(inner, account, d.row.id, reason, shutdown).await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One row's delivery in progress.
+struct Delivery<'a> {
+    inner: &'a Arc<Inner>,
+    worker: &'a AccountWorker,
+    account: &'a AccountId,
+    channel: &'a ChannelId,
+    label: crate::metrics::AccountLabel,
+    row: PendingRow,
+    attempts: i64,
+    /// Pieces of a split message already accepted (kept in the row, so a
+    /// restart resumes after them).
+    parts_sent: usize,
+    /// When this row first failed by itself (in this process): an operation
+    /// without content gets only `no_content_budget` from there.
+    failing_since: Option<Instant>,
+    /// Consecutive answers that the adapter is not ready.
+    not_ready: u32,
+    /// The lane's gate (see [`requeue`]).
+    gate: Arc<requeue::LaneGate>,
+    /// The gate, held from the last piece's send until `Sent` is recorded.
+    holding: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// Every piece was accepted; the ids of the last one.
+    Sent(Vec<MapEntry>),
+    /// A piece failed; `ready_seen` is the adapter's readiness count when
+    /// it was tried.
+    Failed { error: SendError, ready_seen: u64 },
+    /// Nothing was tried (the store could not be read); try again.
+    Again,
+    /// A reload removed the channel from every gateway.
+    Retired,
+    /// Shutdown.
+    Stop,
+    /// An admin requeued an earlier row in place (see [`requeue`]):
+    /// nothing was sent.
+    Rewound,
+}
+
+/// What to do about a failed attempt; see [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// The adapter is still starting: wait until it is ready, counting no
+    /// attempt and telling nobody.
+    WaitReady,
+    /// The network moved the channel: move its queue and map, and let the
+    /// new lane send.
+    Move(ChannelId),
+    /// Give up on the row, with this reason.
+    DeadLetter(String),
+    /// Try again: after the backoff (and at least the network's
+    /// retry-after) for a failure of this channel, or when the breaker lets
+    /// the account through for an account-wide one.
+    Retry,
+}
+
+/// What the lane does next, after an [`Action`].
+enum Next {
+    Again,
+    Done,
+    Stop,
+    DeadLetter(String),
+}
+
+/// Classifies a failed attempt. `attempts` counts this one; `expired` says
+/// the row is older than `max_age`; `over_budget` that it carries no
+/// content and has failed by itself for longer than `no_content_budget`.
+fn decide(
+    error: &SendError,
+    attempts: i64,
+    expired: bool,
+    over_budget: bool,
+    budget: Duration,
+    can_move: bool,
+) -> Action {
+    let reason = error.message();
+    match error.retry_kind() {
+        RetryKind::NotReady => Action::WaitReady,
+        RetryKind::Moved { to } if can_move => Action::Move(to),
+        RetryKind::Permanent | RetryKind::Moved { .. } => Action::DeadLetter(reason.to_owned()),
+        _ if over_budget => Action::DeadLetter(format!(
+            "gave up after {attempts} attempts in {} (no_content_budget): {reason}",
+            humantime::format_duration(budget)
+        )),
+        _ if expired => Action::DeadLetter(format!("gave up after {attempts} attempts: {reason}")),
+        RetryKind::Transient { .. }
+        | RetryKind::AccountDown { .. }
+        | RetryKind::ChannelDown { .. } => Action::Retry,
+    }
+}
+
+impl Delivery<'_> {
+    /// One attempt: waits for an admin's pause and the breaker, resolves
+    /// the referenced message, degrades the operation to what the network
+    /// renders, and sends the pieces not sent yet.
+    async fn attempt(&mut self, shutdown: &mut watch::Receiver<bool>) -> Attempt {
+        let (inner, worker, channel) = (self.inner, self.worker, self.channel);
         // Read each attempt: a reload may have changed the connection.
         let adapter = worker.adapter();
         let caps = adapter.capabilities();
@@ -819,72 +947,48 @@ async fn deliver(
             .expect("retired lock")
             .contains(channel)
         {
-            let reason = "removed from config".to_owned();
-            return dead_letter(inner, account, row.id, reason, shutdown).await;
+            return Attempt::Retired;
         }
         // An admin's pause holds the lane before anything is sent.
         let mut paused = worker.paused.subscribe();
         tokio::select! {
-            r = paused.wait_for(|p| !*p) => if r.is_err() { return false; },
-            _ = shutdown.wait_for(|s| *s) => return false,
+            r = paused.wait_for(|p| !*p) => if r.is_err() { return Attempt::Stop; },
+            _ = shutdown.wait_for(|s| *s) => return Attempt::Stop,
         }
         // Held for this attempt: a probe that ends without a verdict (the
         // operation degraded to nothing, or failed before the network)
         // hands the probe to another lane when it drops.
         let Some(_pass) = worker.breaker.ready(shutdown).await else {
-            return false;
+            return Attempt::Stop;
         };
-        let target = match row.event.kind.target().and_then(|t| t.event_id()) {
-            None => None,
-            Some(id) => match reference(&inner.store, id, account, channel).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot resolve a reference; retrying.");
-                    if !pause(shutdown, Duration::from_secs(1)).await {
-                        return false;
-                    }
-                    continue;
-                }
-            },
-        };
-        let (late_after, nick_format) = inner
-            .gateways
-            .read()
-            .expect("gateways lock")
-            .get(&row.gateway)
-            .map(|p| (p.late_after, p.nick_format.clone()))
-            .unwrap_or_default();
-        let op = switchboard_core::Outbound {
-            gateway: row.gateway.clone(),
-            channel: channel.clone(),
-            event: row.event.clone(),
-            target,
-            nick_format,
-        };
-        let cx = switchboard_core::DegradeContext {
-            now: time::OffsetDateTime::now_utc(),
-            late_after,
-        };
-        let parts = degrade(&op, &caps, cx);
-        while parts_sent < parts.len() {
-            let key = if parts.len() > 1 {
-                format!("{}.{parts_sent}", row.idempotency_key)
+        let Some(parts) = self.parts(&caps, shutdown).await else {
+            return if *shutdown.borrow() {
+                Attempt::Stop
             } else {
-                row.idempotency_key.clone()
+                Attempt::Again
+            };
+        };
+        let mut last = Vec::new();
+        while self.parts_sent < parts.len() {
+            let key = if parts.len() > 1 {
+                format!("{}.{}", self.row.idempotency_key, self.parts_sent)
+            } else {
+                self.row.idempotency_key.clone()
             };
             worker.pace(channel, &caps.pacing).await;
             let ready_seen = *worker.ready.borrow();
             // A large upload gets longer than a text before it counts as
             // stalled (and is sent again).
-            let timeout = caps.send_timeout(&parts[parts_sent], inner.settings.send_timeout);
+            let part = &parts[self.parts_sent];
+            let timeout = caps.send_timeout(part, inner.settings.send_timeout);
             // Held across the send and the record of its success, so an
             // admin's requeue never decides while a row is handed over; a
             // requeued earlier row makes the lane go back to it first.
-            let Some(held) = gate.hold(row.id, parts_sent).await else {
-                return true;
+            let Some(held) = self.gate.hold(self.row.id, self.parts_sent).await else {
+                return Attempt::Rewound;
             };
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, adapter.send(&parts[parts_sent], &key))
+            let result = tokio::time::timeout(timeout, adapter.send(part, &key))
                 .await
                 .unwrap_or_else(|_| {
                     Err(SendError::transient(
@@ -895,63 +999,155 @@ async fn deliver(
             inner
                 .metrics
                 .send_seconds
-                .get_or_create(&label)
+                .get_or_create(&self.label)
                 .observe(started.elapsed().as_secs_f64());
-            let error = match result {
-                Ok(receipt) => {
-                    worker.breaker.reachable();
-                    worker.sent_ok(channel);
-                    // Each piece's ids numbered apart from the others', so
-                    // a resumed split numbers them the same way.
-                    let piece = i64::try_from(parts_sent).unwrap_or(i64::MAX);
-                    let maps: Vec<MapEntry> = receipt
-                        .ids
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, remote_id)| MapEntry {
-                            event_id: row.event.id,
-                            account: account.clone(),
-                            channel: channel.clone(),
-                            part: piece
-                                .saturating_mul(PART_STRIDE)
-                                .saturating_add(i64::try_from(i).unwrap_or(0)),
-                            remote_id,
-                        })
-                        .collect();
-                    parts_sent += 1;
-                    if parts_sent == parts.len() {
-                        final_maps = maps;
-                        holding = Some(held);
-                        break;
+            let receipt = match result {
+                Ok(receipt) => receipt,
+                Err(error) => {
+                    let error = error.capped(inner.settings.max_retry_after);
+                    // Settle the breaker while this attempt holds the pass.
+                    match error.retry_kind() {
+                        RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
+                        RetryKind::NotReady => {}
+                        _ => worker.breaker.reachable(),
                     }
-                    // Remember progress (and the piece's ids, so a later
-                    // edit or reply finds them) before sending the next one.
-                    let update = RowUpdate::Progress {
-                        parts_sent: i64::try_from(parts_sent).unwrap_or(i64::MAX),
-                        maps,
-                    };
-                    if !record(inner, row.id, update, shutdown).await {
-                        return false;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    drop(held);
-                    e
+                    return Attempt::Failed { error, ready_seen };
                 }
             };
-            let error = error.capped(inner.settings.max_retry_after);
-            let kind = error.retry_kind();
-            let reason = error.message().to_owned();
-            if kind == RetryKind::NotReady {
+            worker.breaker.reachable();
+            worker.sent_ok(channel);
+            // Each piece's ids numbered apart from the others', so a
+            // resumed split numbers them the same way.
+            let piece = i64::try_from(self.parts_sent).unwrap_or(i64::MAX);
+            let maps: Vec<MapEntry> = receipt
+                .ids
+                .into_iter()
+                .enumerate()
+                .map(|(i, remote_id)| MapEntry {
+                    event_id: self.row.event.id,
+                    account: self.account.clone(),
+                    channel: channel.clone(),
+                    part: piece
+                        .saturating_mul(PART_STRIDE)
+                        .saturating_add(i64::try_from(i).unwrap_or(0)),
+                    remote_id,
+                })
+                .collect();
+            self.parts_sent += 1;
+            if self.parts_sent == parts.len() {
+                last = maps;
+                self.holding = Some(held);
+                break;
+            }
+            // Remember progress (and the piece's ids, so a later edit or
+            // reply finds them) before sending the next one.
+            let update = RowUpdate::Progress {
+                parts_sent: i64::try_from(self.parts_sent).unwrap_or(i64::MAX),
+                maps,
+            };
+            if !record(inner, self.row.id, update, shutdown).await {
+                return Attempt::Stop;
+            }
+        }
+        Attempt::Sent(last)
+    }
+
+    /// The operation as this destination can render it, in pieces (see
+    /// [`degrade`]); `None` when the referenced message cannot be looked up
+    /// now (after a short wait) or on shutdown.
+    async fn parts(
+        &self,
+        caps: &switchboard_core::Capabilities,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<switchboard_core::Outbound>> {
+        let row = &self.row;
+        let target = match row.event.kind.target().and_then(|t| t.event_id()) {
+            None => None,
+            Some(id) => match reference(&self.inner.store, id, self.account, self.channel).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot resolve a reference; retrying.");
+                    pause(shutdown, Duration::from_secs(1)).await;
+                    return None;
+                }
+            },
+        };
+        let (late_after, nick_format) = self
+            .inner
+            .gateways
+            .read()
+            .expect("gateways lock")
+            .get(&row.gateway)
+            .map(|p| (p.late_after, p.nick_format.clone()))
+            .unwrap_or_default();
+        let op = switchboard_core::Outbound {
+            gateway: row.gateway.clone(),
+            channel: self.channel.clone(),
+            event: row.event.clone(),
+            target,
+            nick_format,
+        };
+        let cx = switchboard_core::DegradeContext {
+            now: time::OffsetDateTime::now_utc(),
+            late_after,
+        };
+        Some(degrade(&op, caps, cx))
+    }
+
+    /// [`decide`] with this row's history; counts the attempt unless the
+    /// adapter was only not ready.
+    fn decide(&mut self, error: &SendError) -> Action {
+        let settings = &self.inner.settings;
+        let kind = error.retry_kind();
+        if kind != RetryKind::NotReady {
+            self.attempts += 1;
+        }
+        // Only failures of this operation itself use up the budget of one
+        // without content: not an account outage, not pacing.
+        if matches!(kind, RetryKind::Transient { .. }) && !error.is_rate_limit() {
+            self.failing_since.get_or_insert_with(Instant::now);
+        }
+        let no_content = matches!(
+            self.row.event.kind,
+            switchboard_core::EventKind::Reaction { .. }
+                | switchboard_core::EventKind::Delete { .. }
+        );
+        let over_budget = no_content
+            && self
+                .failing_since
+                .is_some_and(|t| t.elapsed() >= settings.no_content_budget);
+        let max_age = i64::try_from(settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        let expired = now_ms() - self.row.created_ms > max_age;
+        decide(
+            error,
+            self.attempts,
+            expired,
+            over_budget,
+            settings.no_content_budget,
+            self.inner.moves.get().is_some(),
+        )
+    }
+
+    /// Carries out what [`decide`] said.
+    async fn act(
+        &mut self,
+        action: Action,
+        error: &SendError,
+        ready_seen: u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Next {
+        let (inner, worker, account, channel) =
+            (self.inner, self.worker, self.account, self.channel);
+        let reason = error.message();
+        match action {
+            Action::WaitReady => {
                 // Still signing in: not a failure of the network. Wait for
                 // the adapter to say it is ready (or a while, in case it
-                // never says), without counting an attempt.
-                not_ready = not_ready.saturating_add(1);
-                tracing::debug!(row = row.id, %reason, "The adapter is not ready yet; the send waits.");
-                drop(_pass);
+                // never says).
+                self.not_ready = self.not_ready.saturating_add(1);
+                tracing::debug!(row = self.row.id, %reason, "The adapter is not ready yet; the send waits.");
                 let wait = backoff::delay(
-                    i64::from(not_ready),
+                    i64::from(self.not_ready),
                     inner.settings.backoff_initial,
                     inner.settings.backoff_max.min(Duration::from_secs(5)),
                     false,
@@ -959,31 +1155,22 @@ async fn deliver(
                 );
                 let mut ready = worker.ready.subscribe();
                 tokio::select! {
-                    _ = ready.wait_for(|n| *n != ready_seen) => {}
-                    () = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait_for(|s| *s) => return false,
+                    _ = ready.wait_for(|n| *n != ready_seen) => Next::Again,
+                    () = tokio::time::sleep(wait) => Next::Again,
+                    _ = shutdown.wait_for(|s| *s) => Next::Stop,
                 }
-                continue 'attempt;
             }
-            attempts += 1;
-            let max_age = i64::try_from(inner.settings.max_age.as_millis()).unwrap_or(i64::MAX);
-            // Only failures of this operation itself use up the budget of
-            // one without content: not an account outage, not pacing.
-            let own_failure = matches!(kind, RetryKind::Transient { .. }) && !error.is_rate_limit();
-            if own_failure {
-                failing_since.get_or_insert_with(Instant::now);
-            }
-            let over_budget = no_content
-                && failing_since.is_some_and(|t| t.elapsed() >= inner.settings.no_content_budget);
-            let expired = now_ms() - row.created_ms > max_age || over_budget;
-            if let (RetryKind::Moved { to }, Some(moves)) = (kind.clone(), inner.moves.get()) {
-                worker.breaker.reachable();
+            Action::Move(to) => {
+                let Some(moves) = inner.moves.get() else {
+                    return Next::DeadLetter(reason.to_owned());
+                };
                 if let Err(e) = inner.store.move_channel(account, channel, &to).await {
                     tracing::warn!(error = %e, "Cannot record a moved channel; retrying.");
-                    if !pause(shutdown, Duration::from_secs(1)).await {
-                        return false;
-                    }
-                    continue 'attempt;
+                    return if pause(shutdown, Duration::from_secs(1)).await {
+                        Next::Again
+                    } else {
+                        Next::Stop
+                    };
                 }
                 moves.insert(account, channel, &to);
                 tracing::warn!(from = %channel, %to, %reason, "The channel moved; its queue and message map follow it.");
@@ -992,88 +1179,118 @@ async fn deliver(
                     inner: inner.clone(),
                 }
                 .poke(account, &to);
-                return true;
+                Next::Done
             }
-            if matches!(kind, RetryKind::Permanent | RetryKind::Moved { .. }) || expired {
-                let reason = if over_budget {
-                    format!(
-                        "gave up after {attempts} attempts in {} (no_content_budget): {reason}",
-                        humantime::format_duration(inner.settings.no_content_budget)
-                    )
-                } else if expired {
-                    format!("gave up after {attempts} attempts: {reason}")
+            Action::DeadLetter(reason) => {
+                tracing::warn!(row = self.row.id, event = %self.row.event.id, %reason, "Message dead-lettered.");
+                Next::DeadLetter(reason)
+            }
+            Action::Retry => {
+                inner.metrics.retries.get_or_create(&self.label).inc();
+                let kind = error.retry_kind();
+                // A rate limit is the network pacing us, not an outage: the
+                // lane waits exactly as asked and nobody is told it is
+                // unreachable (a lane already in an outage stays in it).
+                if error.is_rate_limit() {
+                    worker.rate_limited(&kind);
                 } else {
-                    reason
+                    inner.outages.failed(account, channel, &self.row.gateway);
+                }
+                if let RetryKind::ChannelDown { .. } = kind {
+                    worker.channel_down(channel, reason);
+                }
+                tracing::info!(row = self.row.id, attempts = self.attempts, error = %reason, "Delivery failed, will retry.");
+                let update = RowUpdate::Retry {
+                    attempts: self.attempts,
+                    error: reason.to_owned(),
                 };
-                tracing::warn!(row = row.id, event = %row.event.id, %reason, "Message dead-lettered.");
-                // This send may have been the breaker's probe: settle it, or
-                // every lane of the account would wait for it forever.
-                match kind {
-                    RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                    RetryKind::Transient { .. }
-                    | RetryKind::ChannelDown { .. }
-                    | RetryKind::Permanent
-                    | RetryKind::Moved { .. } => worker.breaker.reachable(),
-                    RetryKind::NotReady => {}
+                if !record(inner, self.row.id, update, shutdown).await {
+                    return Next::Stop;
                 }
-                return dead_letter(inner, account, row.id, reason, shutdown).await;
-            }
-            inner.metrics.retries.get_or_create(&label).inc();
-            // A rate limit is the network pacing us, not an outage: the lane
-            // waits exactly as asked and nobody is told it is unreachable
-            // (a lane already in an outage stays in it).
-            if error.is_rate_limit() {
-                worker.rate_limited(&kind);
-            } else {
-                inner.outages.failed(account, channel, &row.gateway);
-            }
-            if let RetryKind::ChannelDown { .. } = kind {
-                worker.channel_down(channel, &reason);
-            }
-            tracing::info!(row = row.id, attempts, error = %reason, "Delivery failed, will retry.");
-            let update = RowUpdate::Retry {
-                attempts,
-                error: reason,
-            };
-            if !record(inner, row.id, update, shutdown).await {
-                return false;
-            }
-            match kind {
-                RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                RetryKind::Transient { retry_after } | RetryKind::ChannelDown { retry_after } => {
-                    worker.breaker.reachable();
-                    let wait = backoff::delay(
-                        attempts,
-                        inner.settings.backoff_initial,
-                        inner.settings.backoff_max,
-                        inner.settings.jitter,
-                        retry_after,
-                    );
-                    if !pause(shutdown, wait).await {
-                        return false;
-                    }
+                let retry_after = match kind {
+                    // The breaker (tripped with the pass) holds the account.
+                    RetryKind::AccountDown { .. } => return Next::Again,
+                    RetryKind::Transient { retry_after }
+                    | RetryKind::ChannelDown { retry_after } => retry_after,
+                    _ => None,
+                };
+                let wait = backoff::delay(
+                    self.attempts,
+                    inner.settings.backoff_initial,
+                    inner.settings.backoff_max,
+                    inner.settings.jitter,
+                    retry_after,
+                );
+                if pause(shutdown, wait).await {
+                    Next::Again
+                } else {
+                    Next::Stop
                 }
-                RetryKind::NotReady | RetryKind::Permanent | RetryKind::Moved { .. } => {}
             }
-            continue 'attempt;
         }
-        break;
     }
-    if !record(
-        inner,
-        row.id,
-        RowUpdate::Sent { maps: final_maps },
-        shutdown,
-    )
-    .await
-    {
-        return false;
+
+    /// Every piece accepted: the row is marked sent with the last piece's
+    /// ids, and counted. False on shutdown.
+    async fn sent(&self, maps: Vec<MapEntry>, shutdown: &mut watch::Receiver<bool>) -> bool {
+        if !record(self.inner, self.row.id, RowUpdate::Sent { maps }, shutdown).await {
+            return false;
+        }
+        // Counted once the row is marked sent, so a queue depth of 0 means
+        // every row is settled in the store.
+        self.inner.outages.delivered(self.account, self.channel);
+        let metrics = &self.inner.metrics;
+        metrics.events_out.get_or_create(&self.label).inc();
+        metrics.queue_depth.get_or_create(&self.label).dec();
+        true
     }
-    drop(holding);
-    // Counted once the row is marked sent, so a queue depth of 0 means
-    // every row is settled in the store.
-    inner.outages.delivered(account, channel);
-    inner.metrics.events_out.get_or_create(&label).inc();
-    inner.metrics.queue_depth.get_or_create(&label).dec();
-    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_secs(600);
+
+    fn verdict(e: &SendError, expired: bool, over_budget: bool) -> Action {
+        decide(e, 3, expired, over_budget, BUDGET, true)
+    }
+
+    #[test]
+    fn failures_are_classified_before_anything_is_done() {
+        let transient = SendError::transient("500", None);
+        assert_eq!(verdict(&transient, false, false), Action::Retry);
+        assert_eq!(
+            verdict(&transient, true, false),
+            Action::DeadLetter("gave up after 3 attempts: 500".into())
+        );
+        assert!(matches!(
+            verdict(&transient, false, true),
+            Action::DeadLetter(r) if r.contains("no_content_budget")
+        ));
+        assert_eq!(
+            verdict(&SendError::permanent("chat gone"), false, false),
+            Action::DeadLetter("chat gone".into())
+        );
+        // Not ready is never a failure: no dead letter even when old.
+        assert_eq!(
+            verdict(&SendError::not_ready("signing in"), true, true),
+            Action::WaitReady
+        );
+        let to = ChannelId::new("-1009").unwrap();
+        let moved = SendError::moved("upgraded", to.clone());
+        assert_eq!(verdict(&moved, false, false), Action::Move(to));
+        assert_eq!(
+            decide(&moved, 1, false, false, BUDGET, false),
+            Action::DeadLetter("upgraded".into()),
+            "without a place to record moves, a move is a dead letter"
+        );
+        for waits in [
+            SendError::account_down("refused", None),
+            SendError::channel_down("bot was kicked", None),
+            SendError::rate_limited("429", Some(Duration::from_secs(3))),
+        ] {
+            assert_eq!(verdict(&waits, false, false), Action::Retry, "{waits:?}");
+        }
+    }
 }

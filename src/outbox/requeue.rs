@@ -11,7 +11,7 @@
 //! lane goes back to it (the row it was about to send stays queued, its
 //! attempts kept, exactly as after a restart).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use switchboard_core::{AccountId, ChannelId};
 
@@ -24,7 +24,7 @@ use crate::store::StoreError;
 pub(crate) struct LaneGate {
     /// Held across a send and the commit of its outcome by the lane, and
     /// across a requeue's decision and commit.
-    send: tokio::sync::Mutex<()>,
+    send: Arc<tokio::sync::Mutex<()>>,
     /// The lowest id a requeue put back in place and the lane has not gone
     /// back to yet. A std mutex: set and taken, never held across await.
     rewind: Mutex<Option<i64>>,
@@ -39,8 +39,8 @@ impl LaneGate {
         &self,
         id: i64,
         parts_sent: usize,
-    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        let held = self.send.lock().await;
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let held = self.send.clone().lock_owned().await;
         if parts_sent == 0 && self.rewinds_before(id) {
             return None;
         }

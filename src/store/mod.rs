@@ -924,7 +924,7 @@ impl Store {
                SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), \
                SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), \
                (SELECT o2.last_error FROM outbox o2 WHERE o2.account = o.account \
-                  AND o2.state = 'pending' AND o2.last_error IS NOT NULL \
+                  AND o2.state IN ('pending', 'dead') AND o2.last_error IS NOT NULL \
                   ORDER BY o2.updated_ms DESC LIMIT 1) \
              FROM outbox o GROUP BY account ORDER BY account",
         )

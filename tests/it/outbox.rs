@@ -231,6 +231,8 @@ async fn fallbacks(backend: Backend) {
         "every piece's id, in order"
     );
     assert_eq!(target.event.id, id, "and the referenced event itself");
+    // The fake records a send before the lane marks its row sent.
+    r.settled().await;
     assert!(r
         .store
         .queues()

@@ -18,37 +18,85 @@ pub struct ParseIdError {
     pub reason: &'static str,
 }
 
-/// A chat network switchboard speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Network {
-    /// The bot API served by the hub itself.
-    Api,
-    /// Telegram through the Bot API.
-    Telegram,
-    /// Signal through a signal-cli daemon.
-    Signal,
-    /// Matrix through a bot login or an application service.
-    Matrix,
-}
+/// A chat network switchboard speaks: `api` (the bot API the hub serves)
+/// or the name a network crate's [`Connector`](crate::Connector) gives
+/// (`telegram`, `signal`, `matrix`, ...). The set is open: which networks a
+/// build has is the hub's registry's business (`src/adapters.rs`), and a
+/// configuration naming one it lacks is refused there, with the list.
+///
+/// It is `Copy` (ids are copied on every hot path: routing, queue labels):
+/// the name is a `&'static str`, either a constant of its network crate or
+/// interned once when parsed (see [`Network::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Network(&'static str);
+
+/// Most distinct network names parsed at run time: the interner never
+/// grows past this, whatever a client sends (an account in a URL).
+const MAX_NAMES: usize = 64;
 
 impl Network {
+    /// The bot API served by the hub itself.
+    pub const API: Self = Self("api");
+
+    /// A network crate's own name, as a constant (`telegram`); must follow
+    /// the rules of [`Network::new`] (a unit test of each crate checks it).
+    #[must_use]
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    /// Parses a network name: 1-32 lowercase ASCII letters, digits or `_`,
+    /// starting with a letter. Known or not: only the registry knows.
+    ///
+    /// # Errors
+    /// When the name breaks the rules, or too many distinct names were
+    /// parsed already.
+    pub fn new(name: &str) -> Result<Self, ParseIdError> {
+        let ok = (1..=32).contains(&name.len())
+            && name.as_bytes()[0].is_ascii_lowercase()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(ParseIdError {
+                what: "network",
+                value: name.to_owned(),
+                reason: "use 1-32 lowercase letters, digits or `_`, starting with a letter (e.g. `telegram`)",
+            });
+        }
+        static NAMES: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
+        > = std::sync::OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = names.get(name) {
+            return Ok(Self(known));
+        }
+        if names.len() >= MAX_NAMES {
+            return Err(ParseIdError {
+                what: "network",
+                value: name.to_owned(),
+                reason: "too many distinct network names",
+            });
+        }
+        // Leaked once per distinct name, at most MAX_NAMES of them.
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(leaked);
+        Ok(Self(leaked))
+    }
+
     /// The lowercase name used in config section headers and account ids.
     #[must_use]
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Api => "api",
-            Self::Telegram => "telegram",
-            Self::Signal => "signal",
-            Self::Matrix => "matrix",
-        }
+        self.0
     }
 }
 
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
 
@@ -56,17 +104,20 @@ impl FromStr for Network {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "api" => Ok(Self::Api),
-            "telegram" => Ok(Self::Telegram),
-            "signal" => Ok(Self::Signal),
-            "matrix" => Ok(Self::Matrix),
-            _ => Err(ParseIdError {
-                what: "network",
-                value: s.to_owned(),
-                reason: "expected one of api, telegram, signal, matrix",
-            }),
-        }
+        Self::new(s)
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -250,10 +301,18 @@ mod tests {
     #[test]
     fn account_ids_round_trip_and_reject_garbage() {
         let a: AccountId = "telegram.main".parse().unwrap();
-        assert_eq!(a.network(), Network::Telegram);
+        assert_eq!(a.network(), Network::from_static("telegram"));
+        assert_eq!(a.network(), "telegram".parse().unwrap());
         assert_eq!(a.to_string(), "telegram.main");
         assert!("telegram".parse::<AccountId>().is_err());
-        assert!("irc.main".parse::<AccountId>().is_err());
+        // Any well-formed network name parses; the registry knows which
+        // exist.
+        assert_eq!(
+            "irc.main".parse::<AccountId>().unwrap().network().as_str(),
+            "irc"
+        );
+        assert!("IRC.main".parse::<AccountId>().is_err());
+        assert!("9p.main".parse::<AccountId>().is_err());
         assert!("api.a b".parse::<AccountId>().is_err());
         assert!("api.".parse::<AccountId>().is_err());
     }

@@ -7,6 +7,8 @@
 //! cannot render.
 //!
 //! # Layout
+//! - [`connector`]: [`Connector`], all the hub knows of a network (its
+//!   name, its config section, its channel ids, building its adapter).
 //! - [`ids`]: newtype identifiers (accounts, channels, remote ids, event ids).
 //! - [`model`]: [`Event`], [`Origin`], [`Author`], [`EventKind`], [`Attachment`],
 //!   and [`NewEvent::validate`], the checks the hub applies before a commit.
@@ -28,6 +30,7 @@ pub mod adapter;
 #[cfg(feature = "proptest")]
 pub mod arb;
 pub mod caps;
+pub mod connector;
 pub mod error;
 #[cfg(feature = "test-util")]
 pub mod fake;
@@ -44,6 +47,7 @@ pub use adapter::{
     Reference, RunError, Shutdown,
 };
 pub use caps::{degrade, Capabilities, DegradeContext, Pacing, Reactions, TextLimit};
+pub use connector::{same_config, AccountConfig, Connector, SectionProblems};
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
 pub use ingress::{Ingress, IngressRequest, IngressResponse};

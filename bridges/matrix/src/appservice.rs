@@ -244,7 +244,7 @@ impl MatrixAdapter {
         let network = event.origin.account.network();
         // A bot API token may post under many names (a relay bot of its
         // own): each name is a ghost of its own there.
-        let id = if network == switchboard_core::Network::Api {
+        let id = if network == switchboard_core::Network::API {
             format!("{}.{}", author.remote_id, author.display_name)
         } else if author.remote_id.is_empty() {
             author.display_name.clone()

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_core::{AccountId, Network, Secrets};
+use switchboard_core::{AccountId, Secrets};
 
 /// The section as written.
 #[derive(Debug, Deserialize)]
@@ -297,7 +297,7 @@ type RawParts = (RawMatrix, Problems, Option<AccountId>);
 fn raw_section(name: &str, section: &toml::Value) -> Result<RawParts, Problems> {
     let raw: RawMatrix = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
-    let account = match AccountId::new(Network::Matrix, name) {
+    let account = match AccountId::new(crate::NETWORK, name) {
         Ok(a) => Some(a),
         Err(e) => {
             problems.push((String::new(), e.to_string()));

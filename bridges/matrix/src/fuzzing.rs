@@ -4,7 +4,7 @@
 use ruma::api::IncomingRequestExt;
 use ruma::events::AnySyncTimelineEvent;
 use ruma::serde::Raw;
-use switchboard_core::{AccountId, ChannelId, Network};
+use switchboard_core::{AccountId, ChannelId};
 
 use crate::convert::{read_event, Names, Read};
 
@@ -18,7 +18,7 @@ impl Names for NoNames {
 
 fn read(raw: &Raw<AnySyncTimelineEvent>) {
     let Ok(ev) = raw.deserialize() else { return };
-    let account = AccountId::new(Network::Matrix, "fuzz").expect("a valid account");
+    let account = AccountId::new(crate::NETWORK, "fuzz").expect("a valid account");
     let channel = ChannelId::new("!fuzz:example.org").expect("a room id");
     if let Read::Deliver(e, _) | Read::Redaction { event: e, .. } =
         read_event(&account, &channel, &ev, &NoNames)

@@ -25,6 +25,7 @@ pub mod adapter;
 pub mod appservice;
 pub mod client;
 pub mod config;
+pub mod connector;
 pub mod convert;
 pub mod fuzzing;
 pub mod html;
@@ -33,3 +34,4 @@ pub mod synapse;
 
 pub use adapter::MatrixAdapter;
 pub use config::{check_channel, parse as parse_config, MatrixConfig};
+pub use connector::{CONNECTOR, NETWORK};

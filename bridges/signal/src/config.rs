@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_core::{AccountId, Network};
+use switchboard_core::AccountId;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +60,7 @@ pub type Problems = Vec<(String, String)>;
 pub fn parse(name: &str, section: &toml::Value) -> Result<SignalConfig, Problems> {
     let raw: RawSignal = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
-    let account = AccountId::new(Network::Signal, name)
+    let account = AccountId::new(crate::NETWORK, name)
         .map_err(|e| problems.push((String::new(), e.to_string())))
         .ok();
     let number = match raw.account {

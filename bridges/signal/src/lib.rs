@@ -18,9 +18,11 @@
 pub mod adapter;
 pub mod client;
 pub mod config;
+pub mod connector;
 pub mod convert;
 #[cfg(feature = "fake")]
 pub mod fake;
 
 pub use adapter::SignalAdapter;
 pub use config::{check_channel, parse as parse_config, SignalConfig};
+pub use connector::{CONNECTOR, NETWORK};

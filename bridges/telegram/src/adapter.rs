@@ -273,7 +273,7 @@ impl Adapter for TelegramAdapter {
     async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
         let (chat, thread) = split_channel(&op.channel)?;
         let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
-        let same_network = op.event.origin.account.network() == switchboard_core::Network::Telegram;
+        let same_network = op.event.origin.account.network() == crate::NETWORK;
         let with_nick = |body: &RichText| -> RichText {
             switchboard_core::with_nick_within(template, op, body, NICK_BUDGET, TextUnit::Utf16)
         };

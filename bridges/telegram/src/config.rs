@@ -19,7 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_core::{AccountId, Network, Secrets};
+use switchboard_core::{AccountId, Secrets};
 
 /// The section as written.
 #[derive(Debug, Deserialize)]
@@ -111,7 +111,7 @@ pub fn parse(
 ) -> Result<TelegramConfig, Problems> {
     let raw: RawTelegram = switchboard_core::read_section(section)?;
     let mut problems = Vec::new();
-    let account = match AccountId::new(Network::Telegram, name) {
+    let account = match AccountId::new(crate::NETWORK, name) {
         Ok(a) => Some(a),
         Err(e) => {
             problems.push((String::new(), e.to_string()));

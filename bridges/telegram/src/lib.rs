@@ -22,6 +22,7 @@
 pub mod adapter;
 pub mod client;
 pub mod config;
+pub mod connector;
 pub mod convert;
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -29,3 +30,4 @@ pub mod wire;
 
 pub use adapter::TelegramAdapter;
 pub use config::{check_channel, parse as parse_config, TelegramConfig};
+pub use connector::{CONNECTOR, NETWORK};

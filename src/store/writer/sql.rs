@@ -210,13 +210,14 @@ fn values(cols: usize, rows: usize) -> String {
 
 type EventKey = (String, String, String);
 
-/// Commits many events with a few multi-row statements.
+/// Commits many events with a few multi-row statements: the events (a
+/// redelivered one is a duplicate), then for the new ones their feed rows,
+/// outbox rows and blob references.
 async fn bulk_ingest(
     tx: &mut Transaction<'_, Any>,
     items: &[&IngestItem],
     cx: Cx<'_>,
 ) -> Result<Vec<IngestOutcome>, StoreError> {
-    let now = cx.now;
     let keys: Vec<EventKey> = items
         .iter()
         .map(|it| {
@@ -228,6 +229,42 @@ async fn bulk_ingest(
             )
         })
         .collect();
+    let inserted = insert_events(tx, items, &keys, cx.now).await?;
+    let delivered = owners(tx, &keys, &inserted).await?;
+    let mut feed_rows = Vec::new();
+    let mut outbox_rows = Vec::new();
+    let mut blob_refs = Vec::new();
+    for (i, d) in delivered.iter().enumerate() {
+        if let Delivered::New(id) = d {
+            blob_refs.extend(
+                blobs_used(&items[i].event)
+                    .into_iter()
+                    .map(|sha| (sha, *id)),
+            );
+            feed_rows.extend(items[i].feed.iter().map(|gw| (i, *id, gw)));
+            outbox_rows.extend(
+                items[i]
+                    .dests
+                    .iter()
+                    .enumerate()
+                    .map(|(n, dest)| (*id, n, dest)),
+            );
+        }
+    }
+    let seqs = insert_feed(tx, items, &feed_rows).await?;
+    insert_outbox(tx, &outbox_rows, cx).await?;
+    insert_blob_refs(tx, &blob_refs).await?;
+    outcomes(items, delivered, &seqs)
+}
+
+/// Inserts the events that are not there yet; returns the new ones' ids
+/// by key.
+async fn insert_events(
+    tx: &mut Transaction<'_, Any>,
+    items: &[&IngestItem],
+    keys: &[EventKey],
+    now: i64,
+) -> Result<HashMap<EventKey, i64>, StoreError> {
     let mut inserted: HashMap<EventKey, i64> = HashMap::with_capacity(items.len());
     for range in chunks(items.len()) {
         let sql = format!(
@@ -272,11 +309,19 @@ async fn bulk_ingest(
             );
         }
     }
-    // Who got which id: the first item with a key owns the inserted row;
-    // a repeat of the key (in this batch or from before) is a duplicate.
+    Ok(inserted)
+}
+
+/// What each item is: the first item with a key owns the inserted row; a
+/// repeat of the key (in this batch or from before) is a duplicate.
+async fn owners(
+    tx: &mut Transaction<'_, Any>,
+    keys: &[EventKey],
+    inserted: &HashMap<EventKey, i64>,
+) -> Result<Vec<Delivered>, StoreError> {
     let mut owned = std::collections::HashSet::new();
-    let mut delivered = Vec::with_capacity(items.len());
-    for key in &keys {
+    let mut delivered = Vec::with_capacity(keys.len());
+    for key in keys {
         let d = match inserted.get(key) {
             Some(id) if owned.insert(key.clone()) => Delivered::New(EventId(*id)),
             Some(id) => Delivered::Duplicate(EventId(*id)),
@@ -294,26 +339,16 @@ async fn bulk_ingest(
         };
         delivered.push(d);
     }
-    let mut feed_rows = Vec::new();
-    let mut outbox_rows = Vec::new();
-    let mut blob_refs = Vec::new();
-    for (i, d) in delivered.iter().enumerate() {
-        if let Delivered::New(id) = d {
-            blob_refs.extend(
-                blobs_used(&items[i].event)
-                    .into_iter()
-                    .map(|sha| (sha, *id)),
-            );
-            feed_rows.extend(items[i].feed.iter().map(|gw| (i, *id, gw)));
-            outbox_rows.extend(
-                items[i]
-                    .dests
-                    .iter()
-                    .enumerate()
-                    .map(|(n, dest)| (*id, n, dest)),
-            );
-        }
-    }
+    Ok(delivered)
+}
+
+/// The new events' feed rows; returns each row's sequence number by
+/// (event id, gateway).
+async fn insert_feed(
+    tx: &mut Transaction<'_, Any>,
+    items: &[&IngestItem],
+    feed_rows: &[(usize, EventId, &switchboard_core::GatewayName)],
+) -> Result<HashMap<(i64, String), i64>, StoreError> {
     let mut seqs: HashMap<(i64, String), i64> = HashMap::with_capacity(feed_rows.len());
     for range in chunks(feed_rows.len()) {
         let sql = format!(
@@ -331,6 +366,17 @@ async fn bulk_ingest(
             seqs.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
         }
     }
+    Ok(seqs)
+}
+
+/// One pending outbox row per (new event, destination), keyed for
+/// idempotency with the database's id.
+async fn insert_outbox(
+    tx: &mut Transaction<'_, Any>,
+    outbox_rows: &[(EventId, usize, &super::Dest)],
+    cx: Cx<'_>,
+) -> Result<(), StoreError> {
+    let now = cx.now;
     for range in chunks(outbox_rows.len()) {
         let sql = format!(
             "INSERT INTO outbox (event_id, gateway, account, channel, idempotency_key, created_ms, updated_ms) VALUES {}",
@@ -349,6 +395,13 @@ async fn bulk_ingest(
         }
         q.execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+async fn insert_blob_refs(
+    tx: &mut Transaction<'_, Any>,
+    blob_refs: &[(&str, EventId)],
+) -> Result<(), StoreError> {
     // Which blobs the new events use: blob downloads check their gateways
     // here, and retention keeps what a kept event uses.
     for range in chunks(blob_refs.len()) {
@@ -363,6 +416,16 @@ async fn bulk_ingest(
         }
         q.execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// Each item's outcome: its verdict, and for a new event its feed items
+/// (for live consumers) and lanes (to wake).
+fn outcomes(
+    items: &[&IngestItem],
+    delivered: Vec<Delivered>,
+    seqs: &HashMap<(i64, String), i64>,
+) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut out = Vec::with_capacity(items.len());
     for (i, d) in delivered.into_iter().enumerate() {
         let Delivered::New(id) = d else {
@@ -621,7 +684,9 @@ async fn blob_part(
     Ok(())
 }
 
-/// What [`prepare`] made of a network event.
+/// What [`prepare`] made of a network event. Short-lived (one per event,
+/// consumed at once), so the size of the insert variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Prepared<'a> {
     /// Insert it (its reference resolved to the hub's id where known).
     Insert(Cow<'a, IngestItem>),

@@ -1,0 +1,79 @@
+//! The connector seam: all the hub knows of a network, behind one value.
+//!
+//! A network crate exports one [`Connector`] (a unit struct in its
+//! `connector.rs`). The hub's registry (`src/adapters.rs`) lists them, and
+//! reads every top-level configuration table that is not its own through
+//! them: `[<network>.<name>]` goes to the connector whose
+//! [`network`](Connector::network) it names, which parses and checks it
+//! into an [`AccountConfig`]; that builds the account's [`Adapter`]. Gateway
+//! members' channel ids are checked by the same connector. Nothing else in
+//! the hub names a network, so a new one is a folder under `bridges/` plus
+//! one line in the registry (see docs/adding-a-network.md).
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::adapter::Adapter;
+use crate::ids::{AccountId, ChannelId, Network};
+use crate::secrets::Secrets;
+
+/// The problems of a configuration section, each as (key under the
+/// section, message); the hub prefixes the section's own key and the file.
+pub type SectionProblems = Vec<(String, String)>;
+
+/// One network, as the hub's registry holds it.
+pub trait Connector: Send + Sync + 'static {
+    /// The network's name: its config tables (`[telegram.main]`) and the
+    /// first half of its accounts' ids (`telegram.main`).
+    fn network(&self) -> Network;
+
+    /// The name people read in notices and status (`Telegram`).
+    fn display_name(&self) -> &'static str;
+
+    /// Parses and checks one account's section, `[<network>.<name>]`, with
+    /// secrets resolved through `secrets` (inline, `_env` or `_file`).
+    ///
+    /// # Errors
+    /// Every problem found, keyed by its path under the section (an empty
+    /// key for the section itself).
+    fn parse(
+        &self,
+        name: &str,
+        section: &toml::Value,
+        secrets: &dyn Secrets,
+    ) -> Result<Arc<dyn AccountConfig>, SectionProblems>;
+
+    /// Checks a gateway member's channel id (a Telegram chat id, a Matrix
+    /// room id or alias, ...).
+    ///
+    /// # Errors
+    /// What is wrong with it, in a sentence.
+    fn check_channel(&self, channel: &str) -> Result<(), String>;
+}
+
+/// One account's validated section: what the hub keeps in its settings,
+/// compares on a reload, and builds the adapter from.
+pub trait AccountConfig: fmt::Debug + Send + Sync + 'static {
+    /// The account it configures.
+    fn account(&self) -> &AccountId;
+
+    /// Builds the account's adapter, knowing the account's channels in the
+    /// gateways (a reload that changes them builds it again).
+    fn build(&self, channels: &BTreeSet<ChannelId>) -> Arc<dyn Adapter>;
+
+    /// Whether `other` is the same configuration (a reload keeps the
+    /// running adapter when it is); see [`same_config`].
+    fn same(&self, other: &dyn AccountConfig) -> bool;
+
+    /// For [`same_config`]'s downcast.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// [`AccountConfig::same`] for a config type with `PartialEq`: equal when
+/// `other` is of the same type and equal.
+#[must_use]
+pub fn same_config<T: PartialEq + 'static>(this: &T, other: &dyn AccountConfig) -> bool {
+    other.as_any().downcast_ref::<T>() == Some(this)
+}
