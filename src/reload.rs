@@ -61,7 +61,7 @@ impl Hub {
 }
 
 /// What a reload did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     /// Gateways in force now.
     pub gateways: Vec<String>,

@@ -28,32 +28,35 @@ use crate::hub::Hub;
 use crate::store::dead_letters::Requeued;
 
 /// `?account=&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// Only this account's.
     pub account: Option<String>,
-    /// At most this many (default 1000).
+    /// At most this many (default 1000, at most 100000).
+    #[param(minimum = 1, maximum = 100_000)]
     pub limit: Option<u32>,
 }
 
 /// `?account=` of the bulk actions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AccountQuery {
     /// Whose dead letters.
     pub account: String,
 }
 
 /// What a requeue did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RequeueReport {
     /// Each row requeued, with where it went.
     pub requeued: Vec<Requeued>,
 }
 
 /// What a drop did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DropReport {
     /// Dead letters deleted.
     pub dropped: u64,
@@ -123,7 +126,15 @@ pub async fn list(
     State(hub): State<Arc<Hub>>,
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = i64::from(q.limit.unwrap_or(1000).clamp(1, 100_000));
+    let limit = match q.limit {
+        None => 1000,
+        Some(n @ 1..=100_000) => i64::from(n),
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "limit must be between 1 and 100000".into(),
+            ))
+        }
+    };
     let rows = hub.store.dead_letters(q.account.as_deref(), limit).await?;
     Ok(Json(serde_json::json!({ "dead_letters": rows })).into_response())
 }

@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`auth`]: the admin token (configured or generated), sessions, CSRF.
 //! - [`config`]: the `[general]` keys of the admin listener.
+//! - [`openapi`]: the admin API's OpenAPI document, generated.
 //! - [`api`]: the JSON admin API (status, pause, resume, reload, dead
 //!   letters), which the CLI uses.
 //! - [`view`]: what the page shows, gathered once for the page, its live
@@ -24,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod openapi;
 pub mod page;
 pub mod status_page;
 pub mod view;
@@ -68,6 +70,15 @@ pub fn router(hub: Arc<Hub>, token: Secret) -> axum::Router {
         .route("/v1/dead-letters/drop", post(api::drop_all))
         .route("/v1/dead-letters/{id}/requeue", post(api::requeue_one))
         .route("/v1/dead-letters/{id}/drop", post(api::drop_one))
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::admin_api_json(),
+                )
+            }),
+        )
         .layer(axum::middleware::from_fn(crate::api::error::json_errors));
     let pages = axum::Router::new()
         .route("/admin", get(page::page))

@@ -16,7 +16,7 @@ use crate::store::StoreError;
 pub const DEAD_LETTERS_SHOWN: i64 = 200;
 
 /// Everything the admin page shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     /// When it was gathered (Unix ms).
     pub now_ms: i64,
@@ -33,7 +33,7 @@ pub struct Overview {
 }
 
 /// One gateway.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GatewayView {
     /// Its name.
     pub name: String,
@@ -46,7 +46,7 @@ pub struct GatewayView {
 }
 
 /// One member (or webhook) of a gateway, with its health.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     /// The account.
     pub account: String,

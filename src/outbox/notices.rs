@@ -289,7 +289,7 @@ impl Outages {
 }
 
 /// A destination that is failing now, as the admin page shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LaneOutage {
     /// The destination account.
     pub account: String,

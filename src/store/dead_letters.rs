@@ -30,7 +30,7 @@ use super::writer::Solo;
 use super::{now_ms, Store, StoreError, WriterHandle};
 
 /// One dead letter as an admin sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The outbox row's id (what `requeue` and `drop` take).
     pub id: i64,
@@ -57,7 +57,7 @@ pub struct DeadLetter {
 }
 
 /// The queue of one destination channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LaneQueue {
     /// The destination account.
     pub account: String,
@@ -72,7 +72,7 @@ pub struct LaneQueue {
 }
 
 /// Where a requeued row went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// Its old place: before the rows still queued behind it.
@@ -83,7 +83,7 @@ pub enum Placement {
 }
 
 /// One requeued row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Requeued {
     /// Its id as a dead letter.
     pub id: i64,

@@ -13,6 +13,7 @@
 //! - `destinations`: a webhook naming a gateway its account is not in
 //!   is a destination, and its outages are announced.
 //! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `openapi`: the generated OpenAPI documents under an OpenAPI fuzzer.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
 //! - `pause`: `switchboard pause` / `resume` hold and release a queue.
@@ -47,6 +48,7 @@ mod fuzz_corpus;
 mod harness;
 mod matrix;
 mod notices;
+mod openapi;
 mod outage;
 mod outbox;
 mod pause;
