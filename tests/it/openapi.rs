@@ -133,3 +133,23 @@ async fn fuzz(backend: Backend) {
     );
     drop(sb);
 }
+
+/// What the fuzzer found on PostgreSQL: a value it cannot store (a NUL
+/// byte, SQLSTATE 22021) is that request's problem, not the database
+/// being down; its all-digit SQLSTATE was read as SQLite's BUSY, and the
+/// store writer went down for everyone.
+#[tokio::test]
+async fn a_value_postgresql_cannot_store_is_not_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Backend::Postgres, dir.path()).await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let e = sqlx::query("SELECT CAST($1 AS TEXT)")
+        .bind("a\0b")
+        .execute(&pool)
+        .await
+        .expect_err("PostgreSQL stores no NUL");
+    let e = switchboard::store::StoreError::from(e);
+    assert!(!e.is_unavailable(), "{e}");
+    pool.close().await;
+}
