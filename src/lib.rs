@@ -84,9 +84,7 @@ pub async fn run_with(
     extra: Vec<Arc<dyn switchboard_core::Adapter>>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
-    let listeners = Listeners::bind(&settings).await?;
-    let running = Running::start(settings, extra, listeners).await?;
+    let running = Running::start(settings, extra).await?;
     stop.await;
     running.shutdown().await;
     Ok(())
@@ -130,8 +128,10 @@ impl Listeners {
 }
 
 /// A started switchboard: the hub and what [`Running::shutdown`] stops, in
-/// order.
-struct Running {
+/// order. [`run`] is this plus waiting for the stop signal; tests that run
+/// the hub in their own process start one too (with the scripted fake
+/// adapter), so there is one way to start a hub.
+pub struct Running {
     hub: Arc<Hub>,
     store: Store,
     /// The store writer; it ends when the last handle is gone.
@@ -143,13 +143,20 @@ struct Running {
 }
 
 impl Running {
-    /// Opens the store, builds the hub, starts the outbox, the background
-    /// tasks, every adapter's receive side and every listener.
-    async fn start(
-        settings: Arc<Settings>,
+    /// Binds the listeners, opens the store, builds the hub, starts the
+    /// outbox, the background tasks, every adapter's receive side (`extra`
+    /// adapters too: a caller's own, whose accounts the gateways may name)
+    /// and every listener.
+    ///
+    /// # Errors
+    /// When a listener cannot bind, the store cannot be opened, or a
+    /// generated token cannot be kept.
+    pub async fn start(
+        settings: Settings,
         extra: Vec<Arc<dyn switchboard_core::Adapter>>,
-        listeners: Listeners,
     ) -> anyhow::Result<Self> {
+        let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
+        let listeners = Listeners::bind(&settings).await?;
         let store = Store::open_with(
             settings.database.url.expose(),
             &store::OpenOptions {
@@ -242,9 +249,15 @@ impl Running {
                 .insert(account.id.clone(), running);
         }
         let mut servers = Vec::new();
-        if let (Some(listener), Some(token)) = (listeners.admin, settings.admin_token.clone()) {
-            let app = admin::router(hub.clone(), token);
-            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
+        if let Some(listener) = listeners.admin {
+            let app = admin::router(
+                hub.clone(),
+                settings
+                    .admin_token
+                    .clone()
+                    .expect("set with the admin listener"),
+            );
+            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status pages, admin API and page) listening.");
             servers.push(tokio::spawn(serve::serve(
                 listener,
                 app,
@@ -267,10 +280,16 @@ impl Running {
         })
     }
 
+    /// The running hub: its store, writer, outbox, health.
+    #[must_use]
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// Stops in order: listeners, then receive loops, then the lanes (each
     /// finishing its send in flight), then the writer (committing its
     /// queue), then the store.
-    async fn shutdown(self) {
+    pub async fn shutdown(self) {
         let Self {
             hub,
             store,

@@ -24,6 +24,13 @@ pub struct Restarts {
     pub max: Duration,
 }
 
+impl Restarts {
+    /// The policy, as every wait in switchboard is paced.
+    fn backoff(self) -> switchboard_core::kit::Backoff {
+        switchboard_core::kit::Backoff::new(self.initial, self.max)
+    }
+}
+
 /// Runs `adapter` until shutdown, restarting it when it stops early.
 pub fn adapter(
     adapter: Arc<dyn Adapter>,
@@ -35,7 +42,7 @@ pub fn adapter(
 ) -> JoinHandle<()> {
     let account = adapter.account().clone();
     tokio::spawn(async move {
-        let mut wait = restarts.initial;
+        let mut backoff = restarts.backoff();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -55,8 +62,9 @@ pub fn adapter(
                 Err(e) => e.to_string(),
             };
             if started.elapsed() > Duration::from_secs(60) {
-                wait = restarts.initial;
+                backoff.reset();
             }
+            let wait = backoff.fail();
             tracing::error!(%account, %error, retry_in = ?wait, "Adapter stopped; restarting it.");
             health.crashed(&account, error);
             metrics
@@ -67,7 +75,6 @@ pub fn adapter(
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            wait = (wait * 2).min(restarts.max);
         }
     })
 }
@@ -80,14 +87,14 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut wait = restarts.initial;
+        let mut backoff = restarts.backoff();
         loop {
             match std::panic::AssertUnwindSafe(make()).catch_unwind().await {
                 Ok(()) => return,
                 Err(panic) => {
+                    let wait = backoff.fail();
                     tracing::error!(task = %name, error = %panic_text(panic), retry_in = ?wait, "Task panicked; restarting it.");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(restarts.max);
                 }
             }
         }

@@ -12,12 +12,10 @@
 //!
 //! # Layout
 //! - this file: the dispatcher and the lane loop.
-//! - [`backoff`]: the retry delay policy.
 //! - [`breaker`]: the per-account circuit breaker.
 //! - [`notices`]: outage and recovery announcements per destination.
 //! - [`requeue`]: dead letters put back in their lane, in order.
 
-pub mod backoff;
 pub mod breaker;
 pub mod notices;
 pub mod requeue;
@@ -1146,13 +1144,12 @@ impl Delivery<'_> {
                 // never says).
                 self.not_ready = self.not_ready.saturating_add(1);
                 tracing::debug!(row = self.row.id, %reason, "The adapter is not ready yet; the send waits.");
-                let wait = backoff::delay(
-                    i64::from(self.not_ready),
+                let wait = switchboard_core::kit::Backoff::new(
                     inner.settings.backoff_initial,
                     inner.settings.backoff_max.min(Duration::from_secs(5)),
-                    false,
-                    None,
-                );
+                )
+                .jitter(false)
+                .delay(self.not_ready, None);
                 let mut ready = worker.ready.subscribe();
                 tokio::select! {
                     _ = ready.wait_for(|n| *n != ready_seen) => Next::Again,
@@ -1214,11 +1211,13 @@ impl Delivery<'_> {
                     | RetryKind::ChannelDown { retry_after } => retry_after,
                     _ => None,
                 };
-                let wait = backoff::delay(
-                    self.attempts,
+                let wait = switchboard_core::kit::Backoff::new(
                     inner.settings.backoff_initial,
                     inner.settings.backoff_max,
-                    inner.settings.jitter,
+                )
+                .jitter(inner.settings.jitter)
+                .delay(
+                    u32::try_from(self.attempts).unwrap_or(u32::MAX),
                     retry_after,
                 );
                 if pause(shutdown, wait).await {

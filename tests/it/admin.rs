@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-both_backends!(locked: admin_routes_need_the_token_sqlite, admin_routes_need_the_token_postgres);
-both_backends!(requeue: dead_letters_requeue_in_place_or_at_the_end_sqlite, dead_letters_requeue_in_place_or_at_the_end_postgres);
-both_backends!(status_page: public_status_page_and_notices_link_sqlite, public_status_page_and_notices_link_postgres);
+on_both_backends!(admin_routes_need_the_token => |backend| locked(backend));
+on_both_backends!(dead_letters_requeue_in_place_or_at_the_end => |backend| requeue(backend));
+on_both_backends!(public_status_page_and_notices_link => |backend| status_page(backend));
 
 fn cli(sb: &Sb, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))

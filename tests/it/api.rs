@@ -7,15 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-#[tokio::test]
-async fn attachments_idempotency_and_openapi_sqlite() {
-    attachments_idempotency_and_openapi(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn attachments_idempotency_and_openapi_postgres() {
-    attachments_idempotency_and_openapi(Backend::Postgres).await;
-}
+on_both_backends!(attachments_idempotency_and_openapi => |backend| attachments_idempotency_and_openapi(backend));
 
 async fn attachments_idempotency_and_openapi(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -707,15 +699,7 @@ async fn sse_stored_cursors_move_only_on_last_event_id() {
     assert_eq!(texts_of(&after.take(1).await), ["m9"]);
 }
 
-#[tokio::test]
-async fn large_uploads_are_stored_once_in_chunks_and_round_trip_sqlite() {
-    large_uploads(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn large_uploads_are_stored_once_in_chunks_and_round_trip_postgres() {
-    large_uploads(Backend::Postgres).await;
-}
+on_both_backends!(large_uploads_are_stored_once_in_chunks_and_round_trip => |backend| large_uploads(backend));
 
 /// A file of several megabytes, posted as multipart and as base64 JSON,
 /// is stored once, in chunks of at most 1 MiB (written as it arrives, not

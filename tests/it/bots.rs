@@ -11,15 +11,7 @@ use crate::harness::*;
 const N: usize = 25;
 const BOTS: [&str; 4] = ["ann", "bob", "cat", "dan"];
 
-#[tokio::test]
-async fn four_bots_see_each_other_once_in_order_sqlite() {
-    four_bots(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn four_bots_see_each_other_once_in_order_postgres() {
-    four_bots(Backend::Postgres).await;
-}
+on_both_backends!(four_bots_see_each_other_once_in_order => |backend| four_bots(backend));
 
 /// (sender, sequence) from texts like "ann 7".
 fn parse(text: &str) -> (String, usize) {

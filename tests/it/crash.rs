@@ -15,15 +15,7 @@ const PRODUCERS: usize = 8;
 const PER_PRODUCER: usize = 625;
 const TOTAL: usize = PRODUCERS * PER_PRODUCER;
 
-#[tokio::test]
-async fn kill9_with_5000_in_flight_loses_and_duplicates_nothing_sqlite() {
-    kill9(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn kill9_with_5000_in_flight_loses_and_duplicates_nothing_postgres() {
-    kill9(Backend::Postgres).await;
-}
+on_both_backends!(kill9_with_5000_in_flight_loses_and_duplicates_nothing => |backend| kill9(backend));
 
 /// A WebSocket consumer that reconnects from its last cursor until told
 /// to stop, as a bot that wants exactly-once does.

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-both_backends!(non_member_webhook: a_non_member_webhook_is_a_destination_and_its_outage_is_announced_sqlite, a_non_member_webhook_is_a_destination_and_its_outage_is_announced_postgres);
+on_both_backends!(a_non_member_webhook_is_a_destination_and_its_outage_is_announced => |backend| non_member_webhook(backend));
 
 async fn non_member_webhook(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

@@ -94,25 +94,6 @@ breaker_probe = "200ms"
     ) + &format!("\n[api.bots]\nbind = \"127.0.0.1:{api_port}\"\n")
 }
 
-/// One test body on both backends.
-macro_rules! both_backends {
-    ($body:ident: $($name:ident),+) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let backend = if stringify!($name).ends_with("_postgres") {
-                    Backend::Postgres
-                } else {
-                    Backend::Sqlite
-                };
-                $body(backend).await;
-            }
-        )+
-    };
-}
-
-pub(crate) use both_backends;
-
 /// The admin token [`base_config`] configures.
 pub const ADMIN_TOKEN: &str = "admin-token-of-the-tests-0123456789";
 

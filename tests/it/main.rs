@@ -32,8 +32,37 @@
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
+//! - `signal_fidelity`: Signal as it really is (issue 20), item by item,
+//!   against the fake where a Signal account is needed.
+//! - `signal_real`: the real signal-cli daemon (no account): the fake's
+//!   answers checked against it, an account it does not serve, a kill.
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
+
+/// One test body run on both backends, instead of hand-written twins:
+/// `on_both_backends!(name => |backend| body(backend));` makes the tests
+/// `name::sqlite` and `name::postgres` (the PostgreSQL one needs
+/// `SWITCHBOARD_TEST_POSTGRES_URL`, which `.ci/run` sets).
+macro_rules! on_both_backends {
+    ($name:ident => |$backend:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $backend = crate::harness::Backend::Sqlite;
+                $body.await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let $backend = crate::harness::Backend::Postgres;
+                $body.await;
+            }
+        }
+    };
+}
 
 mod admin;
 mod api;
@@ -58,6 +87,8 @@ mod references;
 mod reload;
 mod retention;
 mod signal;
+mod signal_fidelity;
+mod signal_real;
 mod signatures;
 mod store;
 mod synapse;

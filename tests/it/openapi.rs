@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-both_backends!(fuzz: served_documents_match_the_server_under_a_fuzzer_sqlite, served_documents_match_the_server_under_a_fuzzer_postgres);
+on_both_backends!(served_documents_match_the_server_under_a_fuzzer => |backend| fuzz(backend));
 
 fn schemathesis() -> String {
     let out = Command::new("bash")

@@ -15,35 +15,11 @@ enum Fault {
     TooMany,
 }
 
-#[tokio::test]
-async fn refusing_webhook_delays_only_its_queue_and_survives_restart_sqlite() {
-    outage(Backend::Sqlite, Fault::Refuse).await;
-}
+on_both_backends!(refusing_webhook_delays_only_its_queue_and_survives_restart => |backend| outage(backend, Fault::Refuse));
 
-#[tokio::test]
-async fn refusing_webhook_delays_only_its_queue_and_survives_restart_postgres() {
-    outage(Backend::Postgres, Fault::Refuse).await;
-}
+on_both_backends!(hanging_webhook_delays_only_its_queue => |backend| outage(backend, Fault::Hang));
 
-#[tokio::test]
-async fn hanging_webhook_delays_only_its_queue_sqlite() {
-    outage(Backend::Sqlite, Fault::Hang).await;
-}
-
-#[tokio::test]
-async fn hanging_webhook_delays_only_its_queue_postgres() {
-    outage(Backend::Postgres, Fault::Hang).await;
-}
-
-#[tokio::test]
-async fn rate_limited_webhook_is_retried_after_retry_after_sqlite() {
-    outage(Backend::Sqlite, Fault::TooMany).await;
-}
-
-#[tokio::test]
-async fn rate_limited_webhook_is_retried_after_retry_after_postgres() {
-    outage(Backend::Postgres, Fault::TooMany).await;
-}
+on_both_backends!(rate_limited_webhook_is_retried_after_retry_after => |backend| outage(backend, Fault::TooMany));
 
 async fn post_all(client: &reqwest::Client, api: &str, prefix: &str, n: usize) -> Vec<String> {
     let mut texts = Vec::new();

@@ -6,37 +6,55 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::config::OutboxSettings;
-use switchboard::hub::FeedSink;
-use switchboard::metrics::Metrics;
-use switchboard::outbox::Outbox;
-use switchboard::store::writer::{self, WriterHandle};
 use switchboard::store::{Dest, IngestItem, Store};
+use switchboard::Running;
 use switchboard_core::fake::FakeAdapter;
 use switchboard_core::{
-    AccountId, Author, Capabilities, ChannelId, Delivered, EventId, EventKind, GatewayName,
-    NewEvent, Origin, RemoteId, RichText, SendError, TargetRef,
+    Author, Capabilities, ChannelId, Delivered, EventId, EventKind, GatewayName, NewEvent, Origin,
+    RemoteId, RichText, SendError, TargetRef,
 };
-use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::harness::*;
 
+/// The whole hub in this process ([`Running`], as `switchboard run` starts
+/// it) with the scripted fake as account `telegram.fake`; tests commit
+/// events routed to its chats straight through the hub's writer.
 struct Rig {
-    store: Store,
-    writer: WriterHandle,
-    outbox: Outbox,
+    running: Option<Running>,
     fake: Arc<FakeAdapter>,
     db: Db,
-    /// The writer's wake-ups, until the outbox is started.
-    pokes: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(AccountId, ChannelId)>>>,
-    _stop: watch::Sender<bool>,
     n: std::sync::atomic::AtomicUsize,
 }
 
+const FAKE: &str = "telegram.fake";
+
+/// The rig's configuration: quick retries, no jitter, a 200 ms breaker.
+fn rig_config(db: &Db, dir: &std::path::Path, max_retry_after: Duration) -> String {
+    format!(
+        r#"
+[general]
+data_dir = "{dir}/data"
+
+[database]
+url = "{url}"
+
+[outbox]
+send_timeout = "2s"
+backoff_initial = "10ms"
+backoff_max = "50ms"
+jitter = false
+breaker_probe = "200ms"
+max_age = "1h"
+max_retry_after = "{max_retry_after}ms"
+"#,
+        dir = dir.display(),
+        url = db.url,
+        max_retry_after = max_retry_after.as_millis(),
+    )
+}
+
 async fn rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig {
-    let r = held_rig(backend, dir, caps).await;
-    r.release().await;
-    r
+    rig_with(backend, dir, caps, Duration::from_secs(3600)).await
 }
 
 async fn rig_with(
@@ -45,77 +63,54 @@ async fn rig_with(
     caps: Capabilities,
     max_retry_after: Duration,
 ) -> Rig {
-    let r = held_rig_with(backend, dir, caps, max_retry_after).await;
-    r.release().await;
-    r
-}
-
-/// A rig whose outbox does not deliver until [`Rig::release`].
-async fn held_rig(backend: Backend, dir: &std::path::Path, caps: Capabilities) -> Rig {
-    held_rig_with(backend, dir, caps, Duration::from_secs(3600)).await
-}
-
-async fn held_rig_with(
-    backend: Backend,
-    dir: &std::path::Path,
-    caps: Capabilities,
-    max_retry_after: Duration,
-) -> Rig {
     let db = Db::new(backend, dir).await;
-    let store = Store::open(&db.url, 4).await.unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let (feed, _) = broadcast::channel(64);
-    let (pokes, pokes_rx) = mpsc::unbounded_channel();
-    let sink = Arc::new(FeedSink {
-        feed,
-        pokes,
-        metrics: metrics.clone(),
-    });
-    let (writer, _task) = writer::spawn(store.clone(), sink);
-    let (stop, stopped) = watch::channel(false);
-    let fake = FakeAdapter::new("telegram.fake".parse().unwrap(), caps);
-    let settings = OutboxSettings {
-        no_content_budget: Duration::from_secs(600),
-        send_timeout: Duration::from_secs(2),
-        backoff_initial: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
-        jitter: false,
-        breaker_probe: Duration::from_millis(200),
-        max_age: Duration::from_secs(3600),
-        max_retry_after,
-    };
-    let outbox = Outbox::new(
-        store.clone(),
-        writer.clone(),
-        settings,
-        metrics,
-        vec![fake.clone()],
-        stopped,
-    );
-    Rig {
-        store,
-        writer,
-        outbox,
+    let fake = FakeAdapter::new(FAKE.parse().unwrap(), caps);
+    let mut rig = Rig {
+        running: None,
         fake,
         db,
-        pokes: std::sync::Mutex::new(Some(pokes_rx)),
-        _stop: stop,
         n: Default::default(),
-    }
+    };
+    rig.start(dir, max_retry_after).await;
+    rig
 }
 
 impl Rig {
-    /// Starts delivering.
-    async fn release(&self) {
-        let pokes = self.pokes.lock().unwrap().take().expect("released once");
-        self.outbox.start(pokes).await.unwrap();
+    async fn start(&mut self, dir: &std::path::Path, max_retry_after: Duration) {
+        let path = dir.join("rig.toml");
+        std::fs::write(&path, rig_config(&self.db, dir, max_retry_after)).unwrap();
+        let settings = switchboard::config::load(Some(&path)).unwrap();
+        let running = Running::start(settings, vec![self.fake.clone()])
+            .await
+            .unwrap();
+        self.running = Some(running);
+    }
+
+    /// Stops the hub gracefully.
+    async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    fn hub(&self) -> &switchboard::hub::Hub {
+        self.running.as_ref().expect("running").hub()
+    }
+
+    fn store(&self) -> &Store {
+        &self.hub().store
+    }
+
+    /// Whether the fake account's breaker is open.
+    fn breaker_open(&self) -> bool {
+        self.hub().outbox.is_down(FAKE)
     }
 
     /// Waits until no row is pending: the fake records a send just before
     /// the row is marked sent.
     async fn settled(&self) {
         until("no pending rows", || async {
-            let queues = self.store.queues().await.unwrap();
+            let queues = self.store().queues().await.unwrap();
             queues.iter().all(|q| q.pending == 0)
         })
         .await;
@@ -143,13 +138,13 @@ impl Rig {
             origin_token: None,
             dests: vec![Dest {
                 gateway: GatewayName::new("g").unwrap(),
-                account: "telegram.fake".parse().unwrap(),
+                account: FAKE.parse().unwrap(),
                 channel: ChannelId::new(chat).unwrap(),
             }],
             feed: Vec::new(),
             check_echo: false,
         };
-        match self.writer.ingest(item).await.unwrap().delivered {
+        match self.hub().writer.ingest(item).await.unwrap().delivered {
             Delivered::New(id) => id,
             other => panic!("{other:?}"),
         }
@@ -171,15 +166,7 @@ fn text(op: &switchboard_core::Outbound) -> String {
     }
 }
 
-#[tokio::test]
-async fn fallbacks_split_and_edit_as_a_corrected_copy_sqlite() {
-    fallbacks(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn fallbacks_split_and_edit_as_a_corrected_copy_postgres() {
-    fallbacks(Backend::Postgres).await;
-}
+on_both_backends!(fallbacks_split_and_edit_as_a_corrected_copy => |backend| fallbacks(backend));
 
 async fn fallbacks(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -199,8 +186,8 @@ async fn fallbacks(backend: Backend) {
     assert_eq!(pieces.concat(), "hello world again");
     assert!(pieces.iter().all(|p| p.chars().count() <= 6), "{pieces:?}");
     let keys: Vec<&str> = sent.iter().map(|s| s.key.as_str()).collect();
-    let prefix = format!("sb-{}-", r.store.database_id());
-    assert_eq!(r.store.database_id().len(), 8);
+    let prefix = format!("sb-{}-", r.store().database_id());
+    assert_eq!(r.store().database_id().len(), 8);
     assert_eq!(
         keys,
         [
@@ -234,7 +221,7 @@ async fn fallbacks(backend: Backend) {
     // The fake records a send before the lane marks its row sent.
     r.settled().await;
     assert!(r
-        .store
+        .store()
         .queues()
         .await
         .unwrap()
@@ -246,18 +233,12 @@ async fn fallbacks(backend: Backend) {
 async fn breaker_opens_on_an_outage_and_settles_when_its_probe_is_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let r = rig(Backend::Sqlite, dir.path(), Capabilities::everything()).await;
-    let account: AccountId = "telegram.fake".parse().unwrap();
     r.fake.fail_next([
         SendError::account_down("connection refused", None),
         SendError::permanent("chat not found"),
     ]);
     r.post("c1", message("first")).await;
-    let paused = || {
-        r.outbox
-            .states()
-            .iter()
-            .any(|s| s.account == account.to_string() && s.state == "paused")
-    };
+    let paused = || r.breaker_open();
     eventually("the breaker to open", paused).await;
     // Its probe is dead-lettered; the breaker must not wait for it forever.
     eventually("the breaker to settle", || !paused()).await;
@@ -270,28 +251,25 @@ async fn breaker_opens_on_an_outage_and_settles_when_its_probe_is_dead_lettered(
         "one attempt, one probe, then the next lane"
     );
     r.settled().await;
-    let q = r.store.queues().await.unwrap();
-    let q = q.iter().find(|q| q.account == account.to_string()).unwrap();
+    let q = r.store().queues().await.unwrap();
+    let q = q.iter().find(|q| q.account == FAKE).unwrap();
     assert_eq!((q.pending, q.dead), (0, 1));
     assert_eq!(q.last_error.as_deref(), Some("chat not found"));
 }
 
-#[tokio::test]
-async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_sqlite() {
-    poison_row(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on_postgres() {
-    poison_row(Backend::Postgres).await;
-}
+on_both_backends!(a_stored_row_made_undecodable_is_dead_lettered_and_the_lane_goes_on => |backend| poison_row(backend));
 
 async fn poison_row(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let r = held_rig(backend, dir.path(), Capabilities::everything()).await;
+    let mut r = rig(backend, dir.path(), Capabilities::everything()).await;
+    // Queued while the account is paused (an admin's pause outlives a
+    // restart), then damaged as stored while the hub is stopped, so the
+    // lane reads the damage when it starts.
+    let account = FAKE.parse().unwrap();
+    r.hub().outbox.set_paused(&account, true).await.unwrap();
     let bad = r.post("c1", message("damaged")).await;
     r.post("c1", message("behind it")).await;
-    // Damage the first event as stored, before the lane reads it.
+    r.stop().await;
     let pool = sqlx::AnyPool::connect(&r.db.url).await.unwrap();
     sqlx::query("UPDATE events SET body = 'not json' WHERE id = $1")
         .bind(bad.0)
@@ -299,14 +277,15 @@ async fn poison_row(backend: Backend) {
         .await
         .unwrap();
     pool.close().await;
-    r.release().await;
+    r.start(dir.path(), Duration::from_secs(3600)).await;
+    r.hub().outbox.set_paused(&account, false).await.unwrap();
     eventually("the message behind the damaged row", || {
         r.fake.sent().len() == 1
     })
     .await;
     assert_eq!(text(&r.fake.sent()[0].op), "behind it");
     r.settled().await;
-    let q = r.store.queues().await.unwrap();
+    let q = r.store().queues().await.unwrap();
     let q = q.iter().find(|q| q.account == "telegram.fake").unwrap();
     assert_eq!((q.pending, q.dead), (0, 1));
     assert!(
@@ -328,14 +307,7 @@ async fn a_probe_on_a_no_op_delete_does_not_stall_the_account() {
     r.fake
         .fail_next([SendError::account_down("connection refused", None)]);
     r.post("c2", message("waits for the breaker")).await;
-    let account = "telegram.fake".to_owned();
-    eventually("the breaker to open", || {
-        r.outbox
-            .states()
-            .iter()
-            .any(|s| s.account == account && s.state == "paused")
-    })
-    .await;
+    eventually("the breaker to open", || r.breaker_open()).await;
     // A delete of an event the fake never received: nothing to send.
     r.post(
         "c1",
@@ -390,6 +362,17 @@ async fn a_large_upload_gets_a_timeout_in_proportion_to_its_size() {
     let r = rig(Backend::Sqlite, dir.path(), caps).await;
     // The rig's base timeout is 2 s; this "upload" takes 3 s.
     r.fake.delay_sends(Duration::from_secs(3));
+    // The fake reads the file from the hub, as an adapter would.
+    let bytes = vec![7u8; 3_000_000];
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    r.hub()
+        .writer
+        .blob(sha256.clone(), "application/octet-stream".into(), bytes)
+        .await
+        .unwrap();
     r.post(
         "c1",
         EventKind::Message {
@@ -400,9 +383,7 @@ async fn a_large_upload_gets_a_timeout_in_proportion_to_its_size() {
                 name: "big.bin".into(),
                 mime: "application/octet-stream".into(),
                 size: 3_000_000,
-                content: switchboard_core::BlobRef {
-                    sha256: "ab".repeat(32),
-                },
+                content: switchboard_core::BlobRef { sha256 },
             }],
             reply_to: None,
         },

@@ -192,15 +192,7 @@ fn fake() -> Arc<FakeAdapter> {
     FakeAdapter::new("telegram.fake".parse().unwrap(), Capabilities::everything())
 }
 
-#[tokio::test]
-async fn batches_commit_with_their_cursor_across_a_crash_sqlite() {
-    batches_and_cursor(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn batches_commit_with_their_cursor_across_a_crash_postgres() {
-    batches_and_cursor(Backend::Postgres).await;
-}
+on_both_backends!(batches_commit_with_their_cursor_across_a_crash => |backend| batches_and_cursor(backend));
 
 async fn batches_and_cursor(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

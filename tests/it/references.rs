@@ -5,15 +5,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-#[tokio::test]
-async fn edits_deletes_and_reactions_survive_a_restart_sqlite() {
-    references(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn edits_deletes_and_reactions_survive_a_restart_postgres() {
-    references(Backend::Postgres).await;
-}
+on_both_backends!(edits_deletes_and_reactions_survive_a_restart => |backend| references(backend));
 
 async fn references(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

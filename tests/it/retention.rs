@@ -34,15 +34,7 @@ impl CommitSink for NoSink {
     fn batch(&self, _: usize, _: Duration) {}
 }
 
-#[tokio::test]
-async fn two_weeks_of_history_stay_bounded_to_one_sqlite() {
-    two_weeks(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn two_weeks_of_history_stay_bounded_to_one_postgres() {
-    two_weeks(Backend::Postgres).await;
-}
+on_both_backends!(two_weeks_of_history_stay_bounded_to_one => |backend| two_weeks(backend));
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -464,15 +456,7 @@ async fn two_weeks(backend: Backend) {
     pool.close().await;
 }
 
-#[tokio::test]
-async fn old_messages_are_pruned_while_pending_ones_and_cursors_survive_sqlite() {
-    through_the_binary(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn old_messages_are_pruned_while_pending_ones_and_cursors_survive_postgres() {
-    through_the_binary(Backend::Postgres).await;
-}
+on_both_backends!(old_messages_are_pruned_while_pending_ones_and_cursors_survive => |backend| through_the_binary(backend));
 
 /// `switchboard_pruned_rows_total{table="..."}` from `/metrics`.
 async fn pruned(sb: &Sb, table: &str) -> u64 {
@@ -636,15 +620,7 @@ async fn through_the_binary(backend: Backend) {
     pool.close().await;
 }
 
-#[tokio::test]
-async fn a_bot_edits_and_fetches_its_pending_post_after_a_pass_sqlite() {
-    pending_post_after_a_pass(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_bot_edits_and_fetches_its_pending_post_after_a_pass_postgres() {
-    pending_post_after_a_pass(Backend::Postgres).await;
-}
+on_both_backends!(a_bot_edits_and_fetches_its_pending_post_after_a_pass => |backend| pending_post_after_a_pass(backend));
 
 /// A post older than `keep` that a destination has not taken yet is still
 /// its author's: after retention passes, the bot can edit it and download
@@ -722,15 +698,7 @@ async fn pending_post_after_a_pass(backend: Backend) {
     assert!(edited.contains("held, edited"), "{edited}");
 }
 
-#[tokio::test]
-async fn chunked_blobs_go_with_their_chunks_and_unfinished_uploads_are_collected_sqlite() {
-    chunked_blobs(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn chunked_blobs_go_with_their_chunks_and_unfinished_uploads_are_collected_postgres() {
-    chunked_blobs(Backend::Postgres).await;
-}
+on_both_backends!(chunked_blobs_go_with_their_chunks_and_unfinished_uploads_are_collected => |backend| chunked_blobs(backend));
 
 /// Large blobs are stored in chunks: a pass deletes an unused one with its
 /// chunks, keeps one a pending message needs (whole), and collects the

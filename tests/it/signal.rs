@@ -11,9 +11,9 @@ use switchboard_signal::fake::{FakeOptions, FakeSignal, Fault, ReceiveMode};
 
 use crate::harness::*;
 
-const ALICE: &str = "+15550000002";
+pub(crate) const ALICE: &str = "+15550000002";
 
-async fn fake() -> (FakeSignal, String) {
+pub(crate) async fn fake() -> (FakeSignal, String) {
     let signal = FakeSignal::start(FakeOptions {
         receive_mode: ReceiveMode::Manual,
         ..FakeOptions::default()
@@ -26,18 +26,18 @@ async fn fake() -> (FakeSignal, String) {
 }
 
 /// `[signal.main]` for the fake's daemon address.
-fn signal_section(daemon: &str, request_timeout: Option<&str>) -> String {
+pub(crate) fn signal_section(daemon: &str, request_timeout: Option<&str>) -> String {
     let timeout =
         request_timeout.map_or_else(String::new, |t| format!("request_timeout = \"{t}\"\n"));
     format!("\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"{daemon}\"\n{timeout}")
 }
 
 /// The account's channel as a member of the gateway above it.
-fn signal_member(channel: &str) -> String {
+pub(crate) fn signal_member(channel: &str) -> String {
     format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{channel}\"\n")
 }
 
-fn sends(signal: &FakeSignal, method: &str) -> Vec<Value> {
+pub(crate) fn sends(signal: &FakeSignal, method: &str) -> Vec<Value> {
     signal
         .sent()
         .into_iter()
@@ -384,36 +384,26 @@ async fn captchas_partial_sends_and_unregistered_recipients() {
     )
     .await
     .unwrap();
-    // `status` shows why the row died (the sent ones no longer count: their
-    // old errors stopped holding when they were delivered).
-    let table = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&sb.config)
-            .arg("status")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    until("the dead letter in status", || {
-        let t = table();
-        async move {
-            t.lines()
-                .find(|l| l.starts_with("signal.main"))
-                .is_some_and(|row| row.split_whitespace().nth(3) == Some("1"))
-        }
+    // Dead at once (not retried), with the daemon's reason.
+    until("the direct message dead-lettered", || async {
+        sb.metrics()
+            .await
+            .contains("switchboard_dead_letters_total{account=\"signal.main\"} 1")
     })
     .await;
-    let table = table();
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("signal.main"))
-        .unwrap_or_default()
-        .to_owned();
+    let pool = sqlx::sqlite::SqlitePool::connect(&db.url).await.unwrap();
+    let (attempts, error): (i64, String) = sqlx::query_as(
+        "SELECT attempts, last_error FROM outbox WHERE account = 'signal.main' AND state = 'dead'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 0, "never retried");
     assert!(
-        row.contains("Failed to send message") || row.contains("not registered"),
-        "{table}"
+        error.contains("Failed to send message") || error.contains("not registered"),
+        "{error}"
     );
+    pool.close().await;
     signal.stop().await;
 }
 

@@ -22,15 +22,7 @@ impl CommitSink for NoSink {
     fn batch(&self, _: usize, _: std::time::Duration) {}
 }
 
-#[tokio::test]
-async fn store_contract_sqlite() {
-    store_contract(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn store_contract_postgres() {
-    store_contract(Backend::Postgres).await;
-}
+on_both_backends!(store_contract => |backend| store_contract(backend));
 
 fn from_chat(chat: &str, remote: &str, kind: EventKind) -> IngestItem {
     IngestItem {

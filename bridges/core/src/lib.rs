@@ -18,6 +18,9 @@
 //!   its docs state the rules (when to acknowledge, what to report).
 //! - [`error`]: [`SendError`] and its [`RetryKind`].
 //! - [`ingress`]: routes an adapter serves on a listener the hub runs.
+//! - [`kit`]: the receive toolkit every adapter uses: [`kit::nap`],
+//!   [`kit::Backoff`], [`kit::deliver`] until committed, [`kit::store_file`]
+//!   within a budget.
 //! - [`lines`]: [`not_bridged`], the one wording of a file that was not
 //!   bridged, for every adapter and the degrade planner.
 //! - [`nick`]: [`render_nick`], the per-gateway "who wrote this" prefix.
@@ -36,6 +39,7 @@ pub mod error;
 pub mod fake;
 pub mod ids;
 pub mod ingress;
+pub mod kit;
 pub mod lines;
 pub mod model;
 pub mod nick;

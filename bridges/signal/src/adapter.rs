@@ -1,6 +1,27 @@
 //! [`SignalAdapter`]: receives `receive` notifications on a manual
 //! subscription and sends with `send`, `sendReaction` and `remoteDelete`.
 //!
+//! # Connecting
+//! Every call names the account (`account`), so a daemon serving several
+//! accounts (started without `-a`, as signal-cli's docs run it) acts on the
+//! right one. At connect the adapter asks the daemon which accounts it
+//! serves (`listAccounts`; a daemon started with `-a` does not know the
+//! method and serves just its one); when ours is not among them the account
+//! shows `needs_action` with the fix (register or link it, or start the
+//! daemon with it), sends wait, and the adapter asks again with growing
+//! backoff. Notifications for other accounts are dropped. A lost connection
+//! shows as reconnecting at once, and reconnecting reports the account
+//! connected again (which lets the outbox's breaker probe at once); retries
+//! back off from 1 s to a minute, and a failure that repeats is logged once.
+//!
+//! # The account's own ACI
+//! Signal users quote and react to the bridged copies by the account's ACI,
+//! so sent messages are recorded under it. It is learned from the daemon's
+//! own store (`listContacts` of the account itself, a local read), else
+//! the directory (`getUserStatus`, rate-limited), and kept in the account's
+//! state, so a restart knows it even when both fail. Until it is known,
+//! sends wait (`not_ready`) and the account shows degraded.
+//!
 //! # Receiving, and the window that remains
 //! The daemon runs with `--receive-mode=manual`: it takes messages off
 //! Signal's server only while this adapter is subscribed, so nothing is
@@ -14,50 +35,134 @@
 //! is committed first when the store is back.
 //!
 //! # Sending
-//! One request per attempt. A send that reached some recipients is a
-//! success, logged with how many failed; one that reached none is an error
-//! classified from the daemon's code: -5 rate limit (retry after its
-//! `retryAfterSeconds`, else with the outbox's backoff), -3 IO and timeouts (retry), -4
-//! untrusted identity and unregistered recipients (permanent), a captcha
-//! challenge (the account needs an admin: health says which command to
-//! run), the daemon unreachable (account down).
+//! One request per attempt, classified by [`crate::errors`]. Files go by
+//! path through the spool directory where the daemon can read it (see
+//! [`crate::config`]), else as data URIs, which signal-cli reads only up to
+//! 20,000,000 characters: the capabilities advertise what the transport can
+//! carry, so a larger file becomes a line saying it was not bridged. A
+//! send with files may take as long as its upload at the outbox's slowest
+//! expected rate before it counts as failed (and is retried, which would
+//! post the file twice).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
 use switchboard_core::{
-    AccountId, Adapter, Attachment, Batch, Capabilities, DeliverError, Delivered, EventKind, Host,
-    Outbound, Pacing, Reactions, Receipt, ReceiveHealth, RemoteId, RunError, SendError, Shutdown,
-    TextLimit, TextUnit, DEFAULT_NICK_FORMAT,
+    not_bridged, push_line, AccountId, Adapter, Attachment, Batch, Capabilities, DeliverError,
+    Delivered, EventKind, Host, Outbound, Pacing, Reactions, Receipt, ReceiveHealth, RemoteId,
+    RunError, SendError, Shutdown, TextLimit, TextUnit, DEFAULT_NICK_FORMAT,
 };
 
-use crate::client::{Conn, RpcError};
-use crate::config::SignalConfig;
+use crate::client::{Conn, Notes, RpcError, MAX_STRING_CHARS};
+use crate::config::{Daemon, SignalConfig};
 use crate::convert::{self, message_id};
+use crate::errors::{self, classify, code};
 
 /// Signal accepts edits and deletes for everyone within 24 hours.
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Signal's largest attachment.
+pub const SIGNAL_MAX_FILE: u64 = 100 * 1024 * 1024;
+
+/// Room for a data URI's `data:<type>;filename=<name>;base64,` before the
+/// base64 (a longer prefix is shortened: the name goes).
+const DATA_URI_PREFIX_ROOM: usize = 1024;
+
+/// The largest file a data URI carries: signal-cli reads at most
+/// 20,000,000 characters of base64 (and the prefix), about 14.3 MiB.
+pub const DATA_URI_MAX_FILE: u64 = ((MAX_STRING_CHARS - DATA_URI_PREFIX_ROOM) / 4 * 3) as u64;
+
+/// The formats Signal shows as pictures when another network's sticker
+/// arrives: signal-cli sends stickers only from packs installed on the
+/// account, so a bridged sticker goes as an image attachment. WebP, PNG,
+/// JPEG and GIF display inline in every Signal app; Telegram's animated
+/// `application/x-tgsticker` (gzipped Lottie) and `video/webm` stickers do
+/// not, so they go as their still image (or a line).
+const STICKER_FORMATS: &[&str] = &["image/webp", "image/png", "image/jpeg", "image/gif"];
+
+/// Retry delays: from 1 s, doubling, to a minute.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// A fresh backoff.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    /// The delay before the next attempt; each call doubles the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    /// Success: start again from 1 s.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the connection stands, for sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Link {
+    /// Not connected yet since `run` started.
+    Starting,
+    /// Connected, subscribed, the account served and its ACI known.
+    Up,
+    /// Connected, but the account's ACI is not known yet.
+    NoAci,
+    /// The daemon cannot be reached (the reason).
+    Down(String),
+    /// The daemon does not serve the account (what to do).
+    Missing(String),
+}
 
 /// One signal-cli account.
 pub struct SignalAdapter {
     cfg: SignalConfig,
     /// The connection in force; `None` while reconnecting.
     conn: Mutex<Option<Arc<Conn>>>,
+    /// Where the connection stands (what a send without one answers).
+    link: Mutex<Link>,
     /// Cleared when `run` ends (the host holds the hub, which holds this).
     host: Mutex<Option<Arc<dyn Host>>>,
-    /// The account's own ids (number and ACI): its messages, and what it
-    /// sent from other devices, are never bridged back.
+    /// The account's own ids: its number, then its ACI once known. Its
+    /// messages, and what it sent from other devices, are never bridged
+    /// back; its sent messages are recorded under the ACI.
     own: Mutex<Vec<String>>,
-    /// Contacts' profile names by number and ACI, for envelopes without a
-    /// `sourceName`; read at connect and when an unknown sender writes.
-    names: Mutex<std::collections::HashMap<String, String>>,
+    /// Contacts' profile or contact names by number and ACI, and the
+    /// account's own; read at connect and when someone unnamed appears.
+    names: Mutex<HashMap<String, String>>,
     /// When the contacts were last read: at most once a minute.
-    names_read: Mutex<Option<std::time::Instant>>,
+    names_read: Mutex<Option<Instant>>,
+    /// The disappearing-message timer last announced per channel.
+    timers: Mutex<HashMap<String, u64>>,
     /// Set while Signal asks for a captcha: the next success clears it.
-    captcha: std::sync::atomic::AtomicBool,
+    captcha: AtomicBool,
+    /// The daemon reads the spool directory (until a spooled file fails).
+    spool_ok: AtomicBool,
+    /// Another account's message was seen (warned once).
+    foreign_seen: AtomicBool,
 }
 
 impl SignalAdapter {
@@ -65,30 +170,69 @@ impl SignalAdapter {
     #[must_use]
     pub fn new(cfg: SignalConfig) -> Arc<Self> {
         let own = vec![cfg.number.clone()];
+        let spool_ok = cfg.spool.is_some();
         Arc::new(Self {
             cfg,
             conn: Mutex::new(None),
+            link: Mutex::new(Link::Starting),
             host: Mutex::new(None),
             own: Mutex::new(own),
-            captcha: std::sync::atomic::AtomicBool::new(false),
-            names: Mutex::new(std::collections::HashMap::new()),
+            names: Mutex::new(HashMap::new()),
             names_read: Mutex::new(None),
+            timers: Mutex::new(HashMap::new()),
+            captcha: AtomicBool::new(false),
+            spool_ok: AtomicBool::new(spool_ok),
+            foreign_seen: AtomicBool::new(false),
         })
     }
 
+    /// The connection to send on, or what the outbox should do without one.
     fn conn(&self) -> Result<Arc<Conn>, SendError> {
-        self.conn
+        let link = self.link.lock().expect("link lock").clone();
+        let conn = self
+            .conn
             .lock()
             .expect("conn lock")
             .clone()
-            .filter(|c| c.is_open())
-            .ok_or_else(|| SendError::account_down("signal-cli is not connected", None))
+            .filter(|c| c.is_open());
+        match (link, conn) {
+            (Link::Up, Some(c)) => Ok(c),
+            (Link::Starting, _) => Err(SendError::not_ready("connecting to signal-cli")),
+            (Link::NoAci, _) => Err(SendError::not_ready(
+                "learning the Signal account's ACI from signal-cli",
+            )),
+            (Link::Missing(what), _) => Err(SendError::account_down(what, None)),
+            (Link::Down(why), _) => Err(SendError::account_down(why, None)),
+            (Link::Up, None) => Err(SendError::account_down(
+                "the connection to signal-cli closed",
+                None,
+            )),
+        }
     }
 
-    /// The id this account's messages have (its ACI once known).
+    fn set_link(&self, link: Link) {
+        *self.link.lock().expect("link lock") = link;
+    }
+
+    /// The id this account's messages have: its ACI (sends wait until it is
+    /// known).
     fn own_id(&self) -> String {
         let own = self.own.lock().expect("own lock");
         own.last().cloned().unwrap_or_default()
+    }
+
+    fn aci_known(&self) -> bool {
+        self.own.lock().expect("own lock").len() > 1
+    }
+
+    fn set_aci(&self, aci: &str) {
+        let mut own = self.own.lock().expect("own lock");
+        own.truncate(1);
+        own.push(aci.to_owned());
+    }
+
+    fn spool_usable(&self) -> bool {
+        self.cfg.spool.is_some() && self.spool_ok.load(Ordering::Relaxed)
     }
 }
 
@@ -141,6 +285,32 @@ async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
     }
 }
 
+/// Logs a failure that repeats once: at warn when it is new, at debug
+/// while it stays the same.
+#[derive(Default)]
+struct Quiet {
+    last: Option<String>,
+}
+
+impl Quiet {
+    fn warn(&mut self, account: &AccountId, error: &str, what: &str) {
+        if self.last.as_deref() == Some(error) {
+            tracing::debug!(%account, %error, "{what}");
+        } else {
+            tracing::warn!(%account, %error, "{what}");
+            self.last = Some(error.to_owned());
+        }
+    }
+}
+
+/// Why a connection attempt did not get as far as receiving.
+enum Setback {
+    /// The daemon is unreachable or failed (reconnecting).
+    Down(String),
+    /// The daemon does not serve the account (needs an admin).
+    Missing(String),
+}
+
 #[async_trait]
 impl Adapter for SignalAdapter {
     fn account(&self) -> &AccountId {
@@ -149,7 +319,7 @@ impl Adapter for SignalAdapter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            sticker_formats: None,
+            sticker_formats: Some(STICKER_FORMATS),
             edits: true,
             edit_window: Some(WINDOW),
             deletes: true,
@@ -167,7 +337,13 @@ impl Adapter for SignalAdapter {
                 max: 2000,
                 unit: TextUnit::Utf16,
             },
-            max_upload_bytes: 100 * 1024 * 1024,
+            // What the transport carries: by path, Signal's own limit; in
+            // the request, what signal-cli's JSON reader takes.
+            max_upload_bytes: if self.spool_usable() {
+                SIGNAL_MAX_FILE
+            } else {
+                DATA_URI_MAX_FILE
+            },
             renders_time: false,
             pacing: Pacing::default(),
             min_upload_rate: 256 * 1024,
@@ -193,9 +369,7 @@ impl Adapter for SignalAdapter {
                 attachments,
                 reply_to,
             } => {
-                let text = switchboard_core::with_nick(template, op, body);
-                params["message"] = json!(text.text);
-                params["textStyle"] = json!(convert::text_styles(&text));
+                let mut text = switchboard_core::with_nick(template, op, body);
                 if let (Some(_), Some(target)) = (reply_to, &op.target) {
                     if let Some((author, ts)) = split_id(target.first()) {
                         params["quoteTimestamp"] = json!(ts);
@@ -205,10 +379,28 @@ impl Adapter for SignalAdapter {
                         }
                     }
                 }
+                let mut spooled = Vec::new();
                 if !attachments.is_empty() {
-                    params["attachments"] = json!(self.data_uris(attachments).await?);
+                    let (files, lines, dir) = self.files(attachments).await?;
+                    for line in lines {
+                        push_line(&mut text, &line);
+                    }
+                    params["attachments"] = json!(files);
+                    spooled.extend(dir);
                 }
-                let result = self.call(&conn, "send", params, t).await?;
+                params["message"] = json!(text.text);
+                params["textStyle"] = json!(convert::text_styles(&text));
+                // The upload happens before signal-cli answers: as long as
+                // the outbox waits for it.
+                let t = self.capabilities().send_timeout(op, t);
+                let result = self.call(&conn, "send", params, t).await;
+                for dir in spooled {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                let result = match result {
+                    Err(e) => return Err(self.spool_failure(e)),
+                    Ok(r) => r,
+                };
                 self.check_partial(&result);
                 let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
                 Ok(Receipt::one(
@@ -272,69 +464,61 @@ impl SignalAdapter {
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
         let account = self.cfg.account.clone();
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new();
+        let mut quiet = Quiet::default();
+        // The ACI kept from an earlier run, until the daemon confirms it.
+        if let Ok(Some(aci)) = host.state("aci").await {
+            self.set_aci(&aci);
+        }
         loop {
-            let connected = tokio::select! {
-                c = Conn::connect(&self.cfg.daemon) => c,
+            let setup = tokio::select! {
+                s = self.connect(host) => s,
                 () = &mut shutdown => return Ok(()),
             };
-            let (conn, mut notes) = match connected {
+            let (conn, mut notes, mut intake) = match setup {
                 Ok(c) => c,
-                Err(e) => {
-                    let error = format!("cannot reach signal-cli: {e}");
-                    tracing::warn!(%account, %error, "Retrying.");
+                Err(Setback::Down(error)) => {
+                    quiet.warn(&account, &error, "Cannot use signal-cli; retrying.");
+                    self.set_link(Link::Down(error.clone()));
                     host.health(ReceiveHealth::Reconnecting { error });
-                    if !nap(backoff, &mut shutdown).await {
+                    if !nap(backoff.next_delay(), &mut shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
-            };
-            // The account's ACI: messages name it as author.
-            if let Ok(v) = conn
-                .call(
-                    "getUserStatus",
-                    json!({"recipient": [self.cfg.number]}),
-                    self.cfg.request_timeout,
-                )
-                .await
-            {
-                if let Some(uuid) = v.get(0).and_then(|s| s.get("uuid")).and_then(Value::as_str) {
-                    let mut own = self.own.lock().expect("own lock");
-                    if !own.iter().any(|o| o == uuid) {
-                        own.push(uuid.to_owned());
-                    }
-                }
-            }
-            // Over HTTP the event stream is the subscription.
-            let subscribed = if matches!(self.cfg.daemon, crate::config::Daemon::Http(_)) {
-                Ok(Value::Null)
-            } else {
-                conn.call("subscribeReceive", json!({}), self.cfg.request_timeout)
-                    .await
-            };
-            // The subscription's id over a socket, to stop it while the
-            // store is unavailable.
-            let mut intake = match subscribed {
-                Ok(id) => Intake {
-                    subscription: Some(id).filter(|id| !id.is_null()),
-                    held: false,
-                },
-                Err(e) => {
-                    let error = format!("cannot subscribe to messages: {e}");
-                    tracing::warn!(%account, %error, "Retrying.");
-                    host.health(ReceiveHealth::Reconnecting { error });
-                    if !nap(backoff, &mut shutdown).await {
+                Err(Setback::Missing(what)) => {
+                    // The status names the number and the fix; the log
+                    // does not carry numbers.
+                    quiet.warn(
+                        &account,
+                        "signal-cli does not serve this account (`switchboard status` says what to do)",
+                        "Waiting for the account; asking signal-cli again later.",
+                    );
+                    self.set_link(Link::Missing(what.clone()));
+                    host.health(ReceiveHealth::NeedsAction { what });
+                    if !nap(backoff.next_delay(), &mut shutdown).await {
                         return Ok(());
                     }
                     continue;
                 }
             };
+            self.spool_ok
+                .store(self.cfg.spool.is_some(), Ordering::Relaxed);
             *self.conn.lock().expect("conn lock") = Some(conn.clone());
-            host.health(ReceiveHealth::Connected);
+            if self.aci_known() {
+                self.set_link(Link::Up);
+                host.health(ReceiveHealth::Connected);
+            } else {
+                self.set_link(Link::NoAci);
+                host.health(ReceiveHealth::Degraded {
+                    reason: "the Signal account's ACI is not known yet (signal-cli could not say); sends wait".into(),
+                });
+            }
             tracing::info!(%account, "Connected to signal-cli.");
-            backoff = Duration::from_secs(1);
+            quiet = Quiet::default();
+            backoff.reset();
+            let mut aci_backoff = Backoff::new();
+            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.next_delay()));
             loop {
                 // Unsubscribed with nothing left of what was handed over:
                 // nothing more can come on this connection; a new one
@@ -344,6 +528,15 @@ impl SignalAdapter {
                 }
                 let first = tokio::select! {
                     n = notes.recv() => n,
+                    () = &mut aci_retry, if !self.aci_known() => {
+                        if self.learn_aci(&conn, host).await {
+                            self.set_link(Link::Up);
+                            host.health(ReceiveHealth::Connected);
+                        } else {
+                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.next_delay());
+                        }
+                        continue;
+                    }
                     () = &mut shutdown => return Ok(()),
                 };
                 let Some(first) = first else { break };
@@ -355,8 +548,8 @@ impl SignalAdapter {
                         Err(_) => break,
                     }
                 }
-                let Some(events) = self
-                    .translate(&conn, host, &batch, &mut intake, &mut shutdown)
+                let Some((events, timers)) = self
+                    .translate(&conn, host, batch, &mut intake, &mut shutdown)
                     .await
                 else {
                     return Ok(());
@@ -396,6 +589,17 @@ impl SignalAdapter {
                         }
                     }
                 }
+                // Said once: remembered after the message saying it is
+                // committed (a crash in between says it again).
+                for (channel, seconds) in timers {
+                    self.timers
+                        .lock()
+                        .expect("timers lock")
+                        .insert(channel.clone(), seconds);
+                    let _ = host
+                        .set_state(&format!("timer:{channel}"), &seconds.to_string())
+                        .await;
+                }
                 if intake.held {
                     // Committed: the store is back. What was handed over
                     // before is still in `notes`, ahead of what comes now.
@@ -410,63 +614,192 @@ impl SignalAdapter {
             self.conn.lock().expect("conn lock").take();
             let error = "the connection to signal-cli closed".to_owned();
             tracing::warn!(%account, %error, "Reconnecting.");
+            self.set_link(Link::Down(error.clone()));
             host.health(ReceiveHealth::Reconnecting { error });
-            if !nap(backoff, &mut shutdown).await {
+            if !nap(backoff.next_delay(), &mut shutdown).await {
                 return Ok(());
             }
         }
     }
 
+    /// Connects, checks that the daemon serves the account, learns the ACI
+    /// and names, and subscribes.
+    async fn connect(&self, host: &dyn Host) -> Result<(Arc<Conn>, Notes, Intake), Setback> {
+        let t = self.cfg.request_timeout;
+        let number = self.cfg.number.as_str();
+        let (conn, notes) = match Conn::connect(&self.cfg.daemon, Some(number)).await {
+            Ok(c) => c,
+            // The event stream answers 400 for an account it does not serve.
+            Err(e) if e.to_string().contains("400") => {
+                return Err(Setback::Missing(errors::missing_account_fix(number)));
+            }
+            Err(e) => return Err(Setback::Down(format!("cannot reach signal-cli: {e}"))),
+        };
+        match conn.call_daemon("listAccounts", t).await {
+            Ok(list) => {
+                let served = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a.get("number").and_then(Value::as_str) == Some(number));
+                if !served {
+                    return Err(Setback::Missing(errors::missing_account_fix(number)));
+                }
+            }
+            // Started with `-a`: it serves its one account.
+            Err(RpcError::Remote { code, .. }) if code == code::METHOD_NOT_FOUND => {}
+            Err(e) => return Err(Setback::Down(format!("signal-cli failed: {e}"))),
+        }
+        self.learn_aci(&conn, host).await;
+        self.load_contacts(&conn, true).await;
+        // Over HTTP the event stream is the subscription.
+        let subscription = if matches!(self.cfg.daemon, Daemon::Http(_)) {
+            None
+        } else {
+            match conn.call("subscribeReceive", json!({}), t).await {
+                Ok(id) => Some(id).filter(|id| !id.is_null()),
+                Err(RpcError::Remote { code, .. }) if code == code::INVALID_PARAMS => {
+                    return Err(Setback::Missing(errors::missing_account_fix(number)));
+                }
+                Err(e) => return Err(Setback::Down(format!("cannot subscribe to messages: {e}"))),
+            }
+        };
+        Ok((
+            conn,
+            notes,
+            Intake {
+                subscription,
+                held: false,
+            },
+        ))
+    }
+
+    /// Learns the account's ACI: from the daemon's own store first (a
+    /// local read), else the directory; keeps it in the account's state.
+    /// Whether it is known now.
+    async fn learn_aci(&self, conn: &Conn, host: &dyn Host) -> bool {
+        let t = self.cfg.request_timeout;
+        let number = self.cfg.number.as_str();
+        let mut found = None;
+        let me = json!({"recipient": [number], "allRecipients": true});
+        if let Ok(list) = conn.call("listContacts", me, t).await {
+            for c in list.as_array().into_iter().flatten() {
+                if c.get("number").and_then(Value::as_str) == Some(number) {
+                    found = c.get("uuid").and_then(Value::as_str).map(str::to_owned);
+                    if let Some(name) = contact_name(c) {
+                        self.remember_name(c, &name);
+                    }
+                }
+            }
+        }
+        if found.is_none() && !self.aci_known() {
+            let asked = conn
+                .call("getUserStatus", json!({"recipient": [number]}), t)
+                .await;
+            found = asked.ok().and_then(|v| {
+                v.get(0)
+                    .and_then(|s| s.get("uuid"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        }
+        if let Some(aci) = found {
+            let known = self.own.lock().expect("own lock").get(1).cloned();
+            if known.as_deref() != Some(aci.as_str()) {
+                self.set_aci(&aci);
+                if let Err(e) = host.set_state("aci", &aci).await {
+                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot keep the account's ACI; it is learned again at the next start.");
+                }
+            }
+        }
+        self.aci_known()
+    }
+
+    /// Notifications to events: other accounts' dropped, long texts made
+    /// whole, people named, files fetched, disappearing timers said once.
+    /// Also the timers to remember once the events are committed. `None`
+    /// when shutting down.
     async fn translate(
         &self,
         conn: &Conn,
         host: &dyn Host,
-        notes: &[Value],
+        notes: Vec<Value>,
         intake: &mut Intake,
         shutdown: &mut Shutdown,
-    ) -> Option<Vec<switchboard_core::NewEvent>> {
-        let own = self.own.lock().expect("own lock").clone();
+    ) -> Option<(Vec<switchboard_core::NewEvent>, Vec<(String, u64)>)> {
         let mut out = Vec::new();
-        for n in notes {
-            let Some(mut d) = convert::envelope_draft(&self.cfg.account, &own, n) else {
+        let mut timers: HashMap<String, u64> = HashMap::new();
+        for mut n in notes {
+            // A daemon serving several accounts may still send another's
+            // (a subscription made without `account`): never bridged.
+            let inner = n.get("result").unwrap_or(&n);
+            if inner
+                .get("account")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a != self.cfg.number)
+            {
+                // With `account` on every call this takes a daemon started
+                // with `-a` for another number, which answers for it.
+                if !self.foreign_seen.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(account = %self.cfg.account, "signal-cli hands over messages of another account (is the daemon started with -a for another number?); they are dropped.");
+                } else {
+                    tracing::debug!(account = %self.cfg.account, "A message for another account of the daemon; dropped.");
+                }
+                continue;
+            }
+            if let Some(id) = convert::long_text_id(&n) {
+                let text = self
+                    .fetch(conn, &id)
+                    .await
+                    .and_then(|b| String::from_utf8(b).ok());
+                if text.is_none() {
+                    tracing::warn!(account = %self.cfg.account, "A long message's full text could not be fetched; bridging what the envelope has.");
+                }
+                convert::set_long_text(&mut n, text.as_deref());
+            }
+            let Some(mut d) = self.draft(&n) else {
                 tracing::debug!(account = %self.cfg.account, "An envelope not bridged (receipt, typing, sync, ...).");
                 continue;
             };
-            // No name in the envelope: the contact's profile name, else the
-            // number (what the envelope conversion left there).
-            let a = &d.event.author;
-            if a.display_name == a.remote_id || Some(&a.display_name) == a.username.as_ref() {
-                let mut name = self.known_name(a);
-                if name.is_none() {
-                    self.load_contacts(conn).await;
-                    name = self.known_name(&d.event.author);
+            if d.unnamed && self.load_contacts(conn, false).await {
+                if let Some(again) = self.draft(&n) {
+                    d = again;
                 }
-                if let Some(name) = name {
-                    d.event.author.display_name = name;
+            }
+            let channel = d.event.origin.channel.as_str().to_owned();
+            if let EventKind::Message { body, .. } = &mut d.event.kind {
+                let said = match timers.get(&channel) {
+                    Some(s) => *s,
+                    None => self.timer_said(host, &channel).await,
+                };
+                if d.expires_in != said {
+                    timers.insert(channel.clone(), d.expires_in);
+                    if d.expires_in > 0 {
+                        let place = if crate::config::is_number(&channel) {
+                            "this Signal chat"
+                        } else {
+                            "this Signal group"
+                        };
+                        let line = format!(
+                            "[messages in {place} disappear after {}; their copies on other networks do not]",
+                            convert::timer_words(d.expires_in)
+                        );
+                        push_line(body, &line);
+                    }
+                }
+                // A timer change with nothing to say.
+                if body.text.is_empty() && d.files.is_empty() {
+                    continue;
                 }
             }
             let mut fetched = Vec::new();
             for f in &d.files {
-                let got = conn
-                    .call(
-                        "getAttachment",
-                        json!({"id": f.id}),
-                        self.cfg.request_timeout,
-                    )
-                    .await
-                    .ok()
-                    .and_then(|v| v.get("data").and_then(Value::as_str).map(str::to_owned))
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-                let Some(bytes) = got else {
+                let Some(bytes) = self.fetch(conn, &f.id).await else {
                     tracing::warn!(account = %self.cfg.account, id = %f.id, "An attachment could not be fetched; the message says so.");
                     if let EventKind::Message { body, .. } = &mut d.event.kind {
-                        if !body.text.is_empty() {
-                            body.text.push('\n');
-                        }
-                        body.text.push_str(&format!(
-                            "[file not bridged: {} could not be fetched from signal-cli]",
-                            f.name
-                        ));
+                        let line =
+                            not_bridged(&f.name, f.size, "it could not be fetched from signal-cli");
+                        push_line(body, &line);
                     }
                     continue;
                 };
@@ -499,67 +832,108 @@ impl SignalAdapter {
             }
             out.push(d.event);
         }
-        Some(out)
+        Some((out, timers.into_iter().collect()))
     }
 
-    fn known_name(&self, a: &switchboard_core::Author) -> Option<String> {
-        let names = self.names.lock().expect("names lock");
-        names
-            .get(&a.remote_id)
-            .or_else(|| a.username.as_ref().and_then(|u| names.get(u)))
-            .cloned()
+    /// An envelope as a draft, with the names known now.
+    fn draft(&self, params: &Value) -> Option<convert::Draft> {
+        let own = self.own.lock().expect("own lock").clone();
+        let names = self.names.lock().expect("names lock").clone();
+        let name_of = |uuid: Option<&str>, number: Option<&str>| {
+            uuid.and_then(|u| names.get(u))
+                .or_else(|| number.and_then(|n| names.get(n)))
+                .cloned()
+        };
+        convert::draft(
+            &convert::Context {
+                account: &self.cfg.account,
+                own: &own,
+                show_numbers: self.cfg.show_numbers,
+                name_of: &name_of,
+            },
+            params,
+        )
     }
 
-    /// Reads the contacts' profile names (best effort).
-    async fn load_contacts(&self, conn: &Conn) {
+    /// The disappearing timer last said in a channel (0: none).
+    async fn timer_said(&self, host: &dyn Host, channel: &str) -> u64 {
+        if let Some(s) = self.timers.lock().expect("timers lock").get(channel) {
+            return *s;
+        }
+        let said = host
+            .state(&format!("timer:{channel}"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.timers
+            .lock()
+            .expect("timers lock")
+            .insert(channel.to_owned(), said);
+        said
+    }
+
+    /// An attachment's bytes (`getAttachment`), `None` when it cannot be
+    /// had.
+    async fn fetch(&self, conn: &Conn, id: &str) -> Option<Vec<u8>> {
+        conn.call("getAttachment", json!({"id": id}), self.cfg.request_timeout)
+            .await
+            .ok()
+            .and_then(|v| v.get("data").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    }
+
+    fn remember_name(&self, contact: &Value, name: &str) {
+        let mut names = self.names.lock().expect("names lock");
+        for key in ["number", "uuid"] {
+            if let Some(k) = contact.get(key).and_then(Value::as_str) {
+                names.insert(k.to_owned(), name.to_owned());
+            }
+        }
+    }
+
+    /// Reads the contacts' names (best effort; at most once a minute unless
+    /// `now`). Whether they were read.
+    async fn load_contacts(&self, conn: &Conn, now: bool) -> bool {
         {
             let mut read = self.names_read.lock().expect("names lock");
-            if read.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-                return;
+            if !now && read.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+                return false;
             }
-            *read = Some(std::time::Instant::now());
+            *read = Some(Instant::now());
         }
         let Ok(list) = conn
             .call("listContacts", json!({}), self.cfg.request_timeout)
             .await
         else {
-            return;
+            return false;
         };
-        let mut names = self.names.lock().expect("names lock");
         for c in list.as_array().into_iter().flatten() {
-            let profile = c.get("profile");
-            let given = profile
-                .and_then(|p| p.get("givenName"))
-                .and_then(Value::as_str);
-            let family = profile
-                .and_then(|p| p.get("familyName"))
-                .and_then(Value::as_str);
-            let name = match (given, family) {
-                (Some(g), Some(f)) if !f.is_empty() => format!("{g} {f}"),
-                (Some(g), _) if !g.is_empty() => g.to_owned(),
-                _ => match c.get("name").and_then(Value::as_str) {
-                    Some(n) if !n.is_empty() => n.to_owned(),
-                    _ => continue,
-                },
-            };
-            for key in ["number", "uuid"] {
-                if let Some(k) = c.get(key).and_then(Value::as_str) {
-                    names.insert(k.to_owned(), name.clone());
-                }
+            if let Some(name) = contact_name(c) {
+                self.remember_name(c, &name);
             }
         }
+        true
     }
 
-    /// Attachments as RFC 2397 data URIs (the daemon may not share our
-    /// file system).
-    async fn data_uris(&self, attachments: &[Attachment]) -> Result<Vec<String>, SendError> {
+    /// Files for `send`: paths in a fresh spool directory (returned, to be
+    /// removed after the send) where the daemon reads them, else data
+    /// URIs; a file neither can carry becomes a line.
+    async fn files(
+        &self,
+        attachments: &[Attachment],
+    ) -> Result<(Vec<String>, Vec<String>, Option<PathBuf>), SendError> {
         let host = self
             .host
             .lock()
             .expect("host lock")
             .clone()
-            .ok_or_else(|| SendError::transient("the adapter is not running", None))?;
+            .ok_or_else(|| SendError::not_ready("the adapter is not running"))?;
+        let spool = self.cfg.spool.as_ref().filter(|_| self.spool_usable());
         let mut out = Vec::new();
+        let mut lines = Vec::new();
+        let mut dir: Option<(PathBuf, PathBuf)> = None;
         for a in attachments {
             let bytes = host
                 .blob(&a.content)
@@ -568,24 +942,85 @@ impl SignalAdapter {
                 .ok_or_else(|| {
                     SendError::permanent(format!("the file {} is no longer stored", a.name))
                 })?;
-            let name: String = a
-                .name
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
+            if let Some(spool) = spool {
+                if bytes.len() as u64 > SIGNAL_MAX_FILE {
+                    lines.push(not_bridged(
+                        &a.name,
+                        Some(a.size),
+                        "larger than Signal takes (100 MiB)",
+                    ));
+                    continue;
+                }
+                let (ours, theirs) = match &dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = make_spool_dir(&spool.dir).await.map_err(|e| {
+                            SendError::transient(
+                                format!(
+                                    "cannot write the spool directory {}: {e}",
+                                    spool.dir.display()
+                                ),
+                                None,
+                            )
+                        })?;
+                        let pair = (spool.dir.join(&d), spool.daemon_dir.join(&d));
+                        dir = Some(pair.clone());
+                        pair
                     }
-                })
-                .collect();
-            out.push(format!(
-                "data:{};filename={name};base64,{}",
-                a.mime,
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            ));
+                };
+                // signal-cli names the file after the path's last part.
+                let name = spool_name(&a.name, out.len());
+                write_spooled(&ours.join(&name), &bytes)
+                    .await
+                    .map_err(|e| {
+                        SendError::transient(
+                            format!("cannot write to the spool directory: {e}"),
+                            None,
+                        )
+                    })?;
+                out.push(theirs.join(&name).to_string_lossy().into_owned());
+                continue;
+            }
+            match data_uri(&a.mime, &a.name, &bytes) {
+                Some(uri) => out.push(uri),
+                None => lines.push(not_bridged(
+                    &a.name,
+                    Some(a.size),
+                    &format!(
+                        "larger than signal-cli takes inside a request ({})",
+                        switchboard_core::human_size(DATA_URI_MAX_FILE)
+                    ),
+                )),
+            }
         }
-        Ok(out)
+        Ok((out, lines, dir.map(|(ours, _)| ours)))
+    }
+
+    /// A send whose spooled file the daemon could not open: the spool is
+    /// not shared with it. Files go inside the request from now on (up to
+    /// what that carries), and this send is retried.
+    fn spool_failure(&self, e: SendError) -> SendError {
+        let Some(spool) = &self.cfg.spool else {
+            return e;
+        };
+        let daemon_dir = spool.daemon_dir.to_string_lossy();
+        if !(e.message().contains("(AttachmentInvalidException)")
+            && e.message().contains(daemon_dir.as_ref()))
+        {
+            return e;
+        }
+        self.spool_ok.store(false, Ordering::Relaxed);
+        let reason = format!(
+            "signal-cli cannot read files in the spool directory {daemon_dir} (is it shared with the daemon, readable by its user? set spool_dir/daemon_spool_dir); files go inside the request, up to {}",
+            switchboard_core::human_size(DATA_URI_MAX_FILE)
+        );
+        tracing::warn!(account = %self.cfg.account, %reason, "Files to Signal no longer go by path.");
+        if let Some(h) = self.host.lock().expect("host lock").clone() {
+            h.health(ReceiveHealth::Degraded {
+                reason: reason.clone(),
+            });
+        }
+        SendError::transient(format!("{reason}: {}", e.message()), None)
     }
 
     /// A send that reached only some recipients is a success: say how many
@@ -601,6 +1036,171 @@ impl SignalAdapter {
             tracing::warn!(account = %self.cfg.account, failed, of = results.map_or(0, Vec::len), "A Signal send did not reach every recipient.");
         }
     }
+
+    /// One request; a captcha challenge also marks the account as needing
+    /// an admin (shown by `switchboard status`) until a send succeeds.
+    async fn call(
+        &self,
+        conn: &Conn,
+        method: &str,
+        params: Value,
+        t: Duration,
+    ) -> Result<Value, SendError> {
+        let host = || self.host.lock().expect("host lock").clone();
+        match conn.call(method, params, t).await {
+            Ok(v) => {
+                if self.captcha.swap(false, Ordering::Relaxed) {
+                    if let Some(h) = host() {
+                        h.health(ReceiveHealth::Connected);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let captcha = matches!(&e, RpcError::Remote { data, .. } if data
+                    .pointer("/response/results")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|r| r.get("token").is_some())));
+                let err = classify(e, &self.cfg.number);
+                if captcha {
+                    self.captcha.store(true, Ordering::Relaxed);
+                    if let Some(h) = host() {
+                        h.health(ReceiveHealth::NeedsAction {
+                            what: err.message().to_owned(),
+                        });
+                    }
+                    tracing::error!(account = %self.cfg.account, "Signal needs a captcha solved; `switchboard status` says how.");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// A contact's name as people see it: the profile's, else the contact's.
+fn contact_name(c: &Value) -> Option<String> {
+    let profile = c.get("profile");
+    let given = profile
+        .and_then(|p| p.get("givenName"))
+        .and_then(Value::as_str);
+    let family = profile
+        .and_then(|p| p.get("familyName"))
+        .and_then(Value::as_str);
+    match (given, family) {
+        (Some(g), Some(f)) if !g.is_empty() && !f.is_empty() => Some(format!("{g} {f}")),
+        (Some(g), _) if !g.is_empty() => Some(g.to_owned()),
+        _ => c
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+    }
+}
+
+/// A data URI signal-cli reads (one `filename=` parameter: its pattern is
+/// greedy), or `None` when it would be over signal-cli's string limit.
+fn data_uri(mime: &str, name: &str, bytes: &[u8]) -> Option<String> {
+    let encoded_len = bytes.len().div_ceil(3) * 4;
+    let mut name: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let mime = if mime.len() > 200 || mime.contains(';') {
+        "application/octet-stream"
+    } else {
+        mime
+    };
+    if name.len() > DATA_URI_PREFIX_ROOM - 256 {
+        name = "file".into();
+    }
+    let prefix = format!("data:{mime};filename={name};base64,");
+    if prefix.len() + encoded_len > MAX_STRING_CHARS {
+        return None;
+    }
+    Some(prefix + &base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A file name safe to put in the spool (no path separators, not hidden,
+/// not too long), keeping the extension signal-cli guesses the type from.
+fn spool_name(name: &str, index: usize) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    let clean = if clean.is_empty() { "file" } else { clean };
+    let mut out = String::new();
+    for c in clean.chars() {
+        if out.len() + c.len_utf8() > 200 {
+            break;
+        }
+        out.push(c);
+    }
+    if index > 0 {
+        // Two files of one message may share a name.
+        format!("{index}-{out}")
+    } else {
+        out
+    }
+}
+
+/// An unguessable directory name (from the process's random hashing keys
+/// and a counter).
+fn random_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut h = state.build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let a = h.finish();
+    let mut h = state.build_hasher();
+    h.write_u64(a);
+    format!("{a:016x}{:016x}", h.finish())
+}
+
+/// A fresh directory under the spool (created, with the spool, as
+/// traversable but not listable by others); its name.
+async fn make_spool_dir(spool: &std::path::Path) -> std::io::Result<String> {
+    tokio::fs::create_dir_all(spool).await?;
+    let name = random_name();
+    let dir = spool.join(&name);
+    tokio::fs::create_dir(&dir).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = |m| std::fs::Permissions::from_mode(m);
+        // Best effort on the spool itself: it may belong to someone else.
+        let _ = tokio::fs::set_permissions(spool, perms(0o711)).await;
+        tokio::fs::set_permissions(&dir, perms(0o711)).await?;
+    }
+    Ok(name)
+}
+
+/// Writes a spooled file readable by the daemon's user.
+async fn write_spooled(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::fs::write(path, bytes).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).await?;
+    }
+    Ok(())
 }
 
 /// `groupId` for a group channel, `recipient` for a number. A group id is
@@ -620,154 +1220,12 @@ fn split_id(id: &RemoteId) -> Option<(String, i64)> {
     Some((author.to_owned(), ts.parse().ok()?))
 }
 
-impl SignalAdapter {
-    /// One request; a captcha challenge also marks the account as needing
-    /// an admin (shown by `switchboard status`) until a send succeeds.
-    async fn call(
-        &self,
-        conn: &Conn,
-        method: &str,
-        params: Value,
-        t: Duration,
-    ) -> Result<Value, SendError> {
-        let host = || self.host.lock().expect("host lock").clone();
-        match conn.call(method, params, t).await {
-            Ok(v) => {
-                if self
-                    .captcha
-                    .swap(false, std::sync::atomic::Ordering::Relaxed)
-                {
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::Connected);
-                    }
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                let captcha = matches!(&e, RpcError::Remote { data, .. } if data
-                    .pointer("/response/results")
-                    .and_then(Value::as_array)
-                    .is_some_and(|r| r.iter().any(|r| r.get("token").is_some())));
-                let err = classify(e);
-                if captcha {
-                    self.captcha
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::NeedsAction {
-                            what: err.message().to_owned(),
-                        });
-                    }
-                    tracing::error!(account = %self.cfg.account, problem = %err.message(), "Signal needs a captcha solved.");
-                }
-                Err(err)
-            }
-        }
-    }
-}
-
-/// What the outbox should do after a failed request.
-fn classify(e: RpcError) -> SendError {
-    let text = e.to_string();
-    match e {
-        RpcError::Remote { code, data, .. } => {
-            let results: Vec<&Value> = data
-                .get("response")
-                .and_then(|r| r.get("results"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .collect();
-            let retry_after = results
-                .iter()
-                .filter_map(|r| r.get("retryAfterSeconds").and_then(Value::as_u64))
-                .max();
-            if results.iter().any(|r| r.get("token").is_some()) {
-                return SendError::account_down(
-                    format!("{text}: Signal asks for a captcha; solve one at https://signalcaptchas.org/challenge/generate and submit it with `signal-cli submitRateLimitChallenge --challenge <token> --captcha <captcha>`"),
-                    retry_after.map(Duration::from_secs),
-                );
-            }
-            match code {
-                // Without the daemon's hint (0.13.x gives none for a plain
-                // rate limit), the outbox's doubling backoff spaces retries.
-                -5 => SendError::rate_limited(text, retry_after.map(Duration::from_secs)),
-                -3 | -32603 => SendError::transient(text, None),
-                -4 => SendError::permanent(text),
-                // Every recipient failed, for mixed reasons: retried, unless
-                // each is one that retrying cannot fix (not on Signal, an
-                // identity to trust first).
-                -1 if !results.is_empty()
-                    && !results.iter().all(|r| {
-                        matches!(
-                            r.get("type").and_then(Value::as_str),
-                            Some("UNREGISTERED_FAILURE" | "IDENTITY_FAILURE")
-                        )
-                    }) =>
-                {
-                    SendError::transient(text, None)
-                }
-                _ => SendError::permanent(text),
-            }
-        }
-        // The connection dropped under a request in flight: retried (the
-        // receive loop reconnects); no connection at all is `conn()`'s
-        // account-down.
-        RpcError::Closed(_) => SendError::transient(text, None),
-        RpcError::Timeout(_) => SendError::transient(text, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_core::RetryKind;
-
-    fn remote(code: i64, data: Value) -> RpcError {
-        RpcError::Remote {
-            code,
-            message: "m".into(),
-            data,
-        }
-    }
 
     #[test]
-    fn failures_are_classified_from_the_daemons_answer() {
-        let k = |e| classify(e).retry_kind();
-        let rl = json!({"response": {"timestamp": 1, "results": [{"type": "RATE_LIMIT_FAILURE", "retryAfterSeconds": 42}]}});
-        assert_eq!(
-            k(remote(-5, rl)),
-            RetryKind::Transient {
-                retry_after: Some(Duration::from_secs(42))
-            }
-        );
-        assert_eq!(
-            k(remote(-5, Value::Null)),
-            RetryKind::Transient { retry_after: None }
-        );
-        assert_eq!(
-            k(remote(-3, Value::Null)),
-            RetryKind::Transient { retry_after: None }
-        );
-        assert_eq!(k(remote(-4, Value::Null)), RetryKind::Permanent);
-        assert_eq!(k(remote(-1, Value::Null)), RetryKind::Permanent);
-        let mixed = json!({"response": {"results": [{"type": "NETWORK_FAILURE"}, {"type": "UNREGISTERED_FAILURE"}]}});
-        assert_eq!(
-            k(remote(-1, mixed)),
-            RetryKind::Transient { retry_after: None }
-        );
-        let gone = json!({"response": {"results": [{"type": "UNREGISTERED_FAILURE"}]}});
-        assert_eq!(k(remote(-1, gone)), RetryKind::Permanent);
-        let captcha = json!({"response": {"results": [{"type": "RATE_LIMIT_FAILURE", "token": "t", "retryAfterSeconds": 5}]}});
-        assert_eq!(
-            k(remote(-5, captcha)),
-            RetryKind::AccountDown {
-                retry_after: Some(Duration::from_secs(5))
-            }
-        );
-        assert_eq!(
-            k(RpcError::Closed("x".into())),
-            RetryKind::Transient { retry_after: None }
-        );
+    fn ids_targets_and_files() {
         assert_eq!(
             split_id(&RemoteId::new("u-1:1732480000000").unwrap()),
             Some(("u-1".into(), 1_732_480_000_000))
@@ -779,5 +1237,28 @@ mod tests {
         );
         let plus = "+2khZq0c9uD2m1YdJt7Xb3kZr0cQ9uD2m1YdJt7Xb3k=";
         assert_eq!(target(&ch(plus)), json!({"groupId": plus}));
+        assert_eq!(spool_name("../.a/b.png", 0), "_.a_b.png");
+        assert_eq!(spool_name("", 1), "1-file");
+        assert_ne!(random_name(), random_name());
+    }
+
+    #[test]
+    fn a_data_uri_never_exceeds_what_signal_cli_reads() {
+        let max = DATA_URI_MAX_FILE as usize;
+        let uri = data_uri("application/octet-stream", "a b.bin", &vec![0u8; max]).unwrap();
+        assert!(uri.len() <= MAX_STRING_CHARS, "{}", uri.len());
+        assert!(uri.starts_with("data:application/octet-stream;filename=a%20b.bin;base64,"));
+        assert!(data_uri("application/octet-stream", "a", &vec![0u8; 15_000_000]).is_none());
+        // 14.3 MiB, as measured against the daemon.
+        assert_eq!(switchboard_core::human_size(DATA_URI_MAX_FILE), "14.3 MiB");
+    }
+
+    #[test]
+    fn backoff_grows_to_a_minute_and_starts_again() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
     }
 }

@@ -257,12 +257,4 @@ async fn database_fails(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn drill_database_failing_for_10s_loses_nothing_and_recovers_by_itself_sqlite() {
-    database_fails(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn drill_database_failing_for_10s_loses_nothing_and_recovers_by_itself_postgres() {
-    database_fails(Backend::Postgres).await;
-}
+on_both_backends!(drill_database_failing_for_10s_loses_nothing_and_recovers_by_itself => |backend| database_fails(backend));

@@ -269,12 +269,4 @@ fn retry_after_ms(answer: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-#[tokio::test]
-async fn drill_hangs_slow_answers_and_rate_limit_storms_sqlite() {
-    faults(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn drill_hangs_slow_answers_and_rate_limit_storms_postgres() {
-    faults(Backend::Postgres).await;
-}
+on_both_backends!(drill_hangs_slow_answers_and_rate_limit_storms => |backend| faults(backend));

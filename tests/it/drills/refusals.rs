@@ -87,12 +87,4 @@ async fn refusals(backend: Backend) {
     d.stop().await;
 }
 
-#[tokio::test]
-async fn drill_each_network_refusing_for_60s_then_two_at_once_sqlite() {
-    refusals(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn drill_each_network_refusing_for_60s_then_two_at_once_postgres() {
-    refusals(Backend::Postgres).await;
-}
+on_both_backends!(drill_each_network_refusing_for_60s_then_two_at_once => |backend| refusals(backend));

@@ -294,15 +294,7 @@ async fn kills(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn drill_kill9_at_seeded_points_with_and_without_a_backlog_sqlite() {
-    kills(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn drill_kill9_at_seeded_points_with_and_without_a_backlog_postgres() {
-    kills(Backend::Postgres).await;
-}
+on_both_backends!(drill_kill9_at_seeded_points_with_and_without_a_backlog => |backend| kills(backend));
 
 async fn down_across_restart_and_reload(backend: Backend) {
     let started = Instant::now();
@@ -385,12 +377,4 @@ async fn down_across_restart_and_reload(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn drill_network_down_across_a_restart_and_a_reload_sqlite() {
-    down_across_restart_and_reload(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn drill_network_down_across_a_restart_and_a_reload_postgres() {
-    down_across_restart_and_reload(Backend::Postgres).await;
-}
+on_both_backends!(drill_network_down_across_a_restart_and_a_reload => |backend| down_across_restart_and_reload(backend));

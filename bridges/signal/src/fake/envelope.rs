@@ -117,10 +117,46 @@ pub(crate) fn data_message(
         }
         data.insert(key, value);
     }
+    long_text(shared, st, &mut data);
     if let Some(group) = group {
         data.insert("groupInfo".into(), group_info(st.group(group)));
     }
     data
+}
+
+/// The longest body a Signal message carries inline (signal-cli's
+/// `MAX_MESSAGE_SIZE_BYTES`, UTF-8 bytes).
+pub(crate) const MAX_BODY_BYTES: usize = 2000;
+
+/// A body over [`MAX_BODY_BYTES`] travels as a `text/x-signal-plain`
+/// attachment, listed first (signal-cli's `applyMessage`). Receiving it,
+/// 0.13 shows the sender's first 2,000 bytes as `message`; 0.14 fetches the
+/// attachment and shows the whole text, and lists the attachment all the
+/// same (`MessageEnvelope.Data.from`).
+fn long_text(shared: &Shared, st: &mut State, data: &mut Map<String, Value>) {
+    let Some(text) = data
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|t| t.len() > MAX_BODY_BYTES)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let stored = store_attachment(shared, st, text.as_bytes(), "text/x-signal-plain", None)
+        .unwrap_or_else(|e| panic!("cannot store a long text: {e}"));
+    let mut list = match data.remove("attachments") {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    list.insert(0, stored);
+    data.insert("attachments".into(), Value::Array(list));
+    if shared.opts.version == DaemonVersion::V0_13_19 {
+        let mut end = MAX_BODY_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        data.insert("message".into(), Value::String(text[..end].to_string()));
+    }
 }
 
 fn list(value: Value) -> Vec<Value> {

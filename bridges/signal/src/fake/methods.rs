@@ -82,6 +82,12 @@ pub(crate) async fn dispatch(
             effect = Effect::Malformed;
             None
         }
+        Some(Fault::Internal(message)) => {
+            return (
+                Err(RpcError::new(super::jsonrpc::INTERNAL_ERROR, message)),
+                Effect::None,
+            )
+        }
         other => other,
     };
     (run(shared, transport, method, params, fault).await, effect)
@@ -163,13 +169,13 @@ async fn run(
 ) -> Result<Value, RpcError> {
     let (cmd, kind) = lookup(method, transport).ok_or_else(RpcError::method_not_found)?;
     // Account selection, as SignalJsonRpcCommandHandler does it.
+    let mut chosen: Option<String> = None;
     let across_daemon = if !shared.opts.multi_account {
         if kind == Kind::Multi {
             return Err(RpcError::method_not_found());
         }
         false
     } else {
-        let mut chosen = false;
         if kind != Kind::Multi {
             if let Some(Value::Object(map)) = params.as_mut() {
                 if map.get("account").is_some_and(|a| !a.is_null()) {
@@ -177,26 +183,52 @@ async fn run(
                         .remove("account")
                         .map(|a| as_text(&a))
                         .unwrap_or_default();
-                    let matches = account == shared.opts.account
+                    let ours = account == shared.opts.account
                         || (shared.opts.version == DaemonVersion::V0_14_6
                             && account.eq_ignore_ascii_case(&shared.opts.account_uuid));
-                    if !matches {
+                    if ours {
+                        chosen = Some(shared.opts.account.clone());
+                    } else if shared.opts.other_accounts.contains(&account) {
+                        chosen = Some(account);
+                    } else {
                         return Err(RpcError::new(
                             INVALID_PARAMS,
                             "Specified account does not exist",
                         ));
                     }
-                    chosen = true;
                 }
             }
         }
-        // With exactly one account loaded a per-account command needs no
-        // `account`; the others run across the daemon.
-        !chosen && kind != Kind::Single
+        // A per-account command without `account` runs on the one account
+        // loaded, and needs it when there are several; the others run
+        // across the daemon.
+        if chosen.is_none() && kind == Kind::Single && !shared.opts.other_accounts.is_empty() {
+            return Err(RpcError::new(
+                INVALID_PARAMS,
+                "Method requires valid account parameter",
+            ));
+        }
+        chosen.is_none() && kind != Kind::Single
     };
+    // The fake's world is its own account's: another account the daemon
+    // serves can only be subscribed to.
+    let other = chosen.filter(|a| *a != shared.opts.account);
+    if other.is_some() && cmd != Cmd::SubscribeReceive && cmd != Cmd::UnsubscribeReceive {
+        return Err(RpcError::internal(
+            "the fake daemon models one account's world",
+            "UnsupportedOperationException",
+        ));
+    }
     let logged = params.clone().unwrap_or(Value::Null);
     match cmd {
-        Cmd::SubscribeReceive => return subscribe(shared, transport),
+        Cmd::SubscribeReceive => {
+            let only = if across_daemon {
+                None
+            } else {
+                Some(other.unwrap_or_else(|| shared.opts.account.clone()))
+            };
+            return subscribe(shared, transport, only);
+        }
         Cmd::UnsubscribeReceive => return unsubscribe(shared, transport, params, across_daemon),
         Cmd::Receive => return receive(shared, params, fault).await,
         _ => {}
@@ -221,14 +253,29 @@ async fn run(
     };
     match cmd {
         Cmd::Version => Ok(json!({ "version": shared.opts.version.as_str() })),
-        Cmd::ListAccounts => Ok(json!([{ "number": shared.opts.account }])),
+        Cmd::ListAccounts => {
+            let mut all = vec![shared.opts.account.clone()];
+            all.extend(shared.opts.other_accounts.iter().cloned());
+            Ok(Value::Array(
+                all.into_iter().map(|n| json!({ "number": n })).collect(),
+            ))
+        }
         Cmd::Send => ctx.send(&args),
         Cmd::SendReaction => ctx.send_reaction(&args),
         Cmd::RemoteDelete => ctx.remote_delete(&args),
         Cmd::SendTyping => ctx.send_typing(&args),
         Cmd::SendReceipt => ctx.send_receipt(&args),
         Cmd::ListGroups => list_groups(shared, &args),
-        Cmd::ListContacts => list_contacts(shared, &args),
+        Cmd::ListContacts => {
+            if ctx.any_fault() {
+                // A local read: only the account's database can fail it.
+                return Err(RpcError::internal(
+                    "Failed read from recipient store",
+                    "RuntimeException",
+                ));
+            }
+            list_contacts(shared, &args)
+        }
         Cmd::GetUserStatus => ctx.get_user_status(&args),
         Cmd::GetAttachment => get_attachment(shared, &args),
         Cmd::UpdateProfile => ctx.update_profile(&args),
@@ -241,7 +288,11 @@ async fn run(
 
 // ---- subscriptions and receive ----------------------------------------------
 
-fn subscribe(shared: &Shared, transport: Transport) -> Result<Value, RpcError> {
+fn subscribe(
+    shared: &Shared,
+    transport: Transport,
+    account: Option<String>,
+) -> Result<Value, RpcError> {
     let Transport::Line { conn } = transport else {
         return Err(RpcError::method_not_found());
     };
@@ -250,7 +301,7 @@ fn subscribe(shared: &Shared, transport: Transport) -> Result<Value, RpcError> {
         // The connection is gone; the answer will be too.
         return Ok(Value::from(st.next_subscription));
     }
-    Ok(Value::from(st.subscribe(conn, true)))
+    Ok(Value::from(st.subscribe(conn, true, account)))
 }
 
 fn unsubscribe(
@@ -1470,7 +1521,9 @@ fn list_groups(shared: &Shared, args: &Args) -> Result<Value, RpcError> {
 
 fn list_contacts(shared: &Shared, args: &Args) -> Result<Value, RpcError> {
     let me = shared.opts.account.clone();
-    let _all = args.flag("all-recipients")?;
+    // `allRecipients`: every recipient the account's store knows, itself
+    // included, not only contacts.
+    let all = args.flag("all-recipients")?;
     let _blocked = args.boolean("blocked")?;
     let wanted = args
         .strings("recipient")?
@@ -1480,10 +1533,10 @@ fn list_contacts(shared: &Shared, args: &Args) -> Result<Value, RpcError> {
         .collect::<Result<Vec<_>, _>>()?;
     let name = args.string("name");
     let st = shared.lock();
-    let contacts = st
-        .recipients
-        .iter()
-        .filter(|r| r.is_contact)
+    let contacts = std::iter::once(&st.me)
+        .filter(|_| all)
+        .chain(st.recipients.iter().filter(|r| r.number != st.me.number))
+        .filter(|r| all || r.is_contact)
         .filter(|r| {
             wanted.is_empty()
                 || wanted.iter().any(|w| match w {

@@ -252,8 +252,14 @@ pub struct FakeOptions {
     pub profile_name: Option<String>,
     /// `false`: started with `-a ACCOUNT` (an `account` param is ignored and
     /// `listAccounts` is not available). `true`: multi-account daemon with
-    /// this one account loaded (`account` optional, checked when given).
+    /// this account loaded, and [`other_accounts`](Self::other_accounts)
+    /// (`account` checked when given, and required by per-account methods
+    /// when more than one is loaded).
     pub multi_account: bool,
+    /// Further accounts a multi-account daemon serves (numbers). Only their
+    /// messages are modeled ([`FakeSignal::inject_envelope_for`]): a
+    /// subscription made without `account` gets them too.
+    pub other_accounts: Vec<String>,
     pub receive_mode: ReceiveMode,
     pub version: DaemonVersion,
     /// Delay every request by a random 0–10 ms, so that answers on one
@@ -274,6 +280,7 @@ impl Default for FakeOptions {
             account_uuid: "0b7d5f7e-1111-4222-8333-944455556666".into(),
             profile_name: Some("Bridge Bot".into()),
             multi_account: false,
+            other_accounts: Vec::new(),
             receive_mode: ReceiveMode::OnStart,
             version: DaemonVersion::V0_13_19,
             shuffle_responses: true,
@@ -323,6 +330,11 @@ pub enum Fault {
     /// Write a malformed line before the answer (over HTTP: a malformed body
     /// instead of the answer; the call is carried out either way).
     MalformedLine,
+    /// Answer -32603 with this message before doing anything, as signal-cli
+    /// does for an exception inside a command (e.g. `"Failed to send
+    /// message: <file>: … (AttachmentInvalidException)
+    /// (UnexpectedErrorException)"` for a file it cannot read).
+    Internal(String),
 }
 
 /// A scripted failure for the next sends to one recipient
@@ -779,6 +791,13 @@ impl FakeSignal {
     pub fn inject_envelope(&self, envelope: Value) {
         let mut st = self.shared.lock();
         st.arrive(&self.shared, envelope, None);
+    }
+
+    /// Queues an envelope for another account the daemon serves
+    /// ([`FakeOptions::other_accounts`]), exactly as given.
+    pub fn inject_envelope_for(&self, account: &str, envelope: Value) {
+        let mut st = self.shared.lock();
+        st.arrive_for(account, envelope, None);
     }
 
     /// Writes `line` as is to every connected socket/TCP client (plus

@@ -224,7 +224,7 @@ where
         let id = st.add_conn(ConnKind::Line, tx.clone(), kill.clone());
         if st.mode != ReceiveMode::Manual {
             // The automatic internal subscription (unwrapped).
-            st.subscribe(id, false);
+            st.subscribe(id, false, None);
         }
         ConnGuard {
             shared: shared.clone(),
@@ -302,6 +302,12 @@ fn handle_line(
                 return;
             }
             Parsed::Ignore => return,
+            // signal-cli's reader thread dies on Jackson's exception: the
+            // connection closes, nothing is answered.
+            Parsed::TooLong => {
+                kill.notify_one();
+                return;
+            }
             Parsed::Request(request) => {
                 let shared = shared.clone();
                 Box::pin(async move { answer_one(&shared, transport, request).await })
@@ -547,6 +553,17 @@ async fn rpc(
         match jsonrpc::parse_document(&text) {
             Parsed::Reply(reply) => return Ok(json_reply(StatusCode::OK, reply)),
             Parsed::Ignore => return Ok(empty(StatusCode::CREATED)),
+            // HttpServerHandler's catch-all.
+            Parsed::TooLong => {
+                let error = jsonrpc::RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    "An internal server error has occurred.",
+                );
+                return Ok(json_reply(
+                    StatusCode::OK,
+                    jsonrpc::response(&Err(error), &Value::Null),
+                ));
+            }
             Parsed::Request(request) => {
                 let shared = shared.clone();
                 Box::pin(async move { answer_one(&shared, Transport::Http, request).await })
@@ -593,6 +610,9 @@ async fn events(shared: Arc<Shared>, request: Request<Incoming>, path: &str) -> 
     if request.method() != Method::GET {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
+    // `?account=` picks one account of a multi-account daemon (a daemon
+    // started with `-a` ignores it).
+    let mut only = None;
     if shared.opts.multi_account {
         let account = request.uri().query().and_then(|q| {
             q.split('&').find_map(|pair| {
@@ -601,10 +621,14 @@ async fn events(shared: Arc<Shared>, request: Request<Incoming>, path: &str) -> 
             })
         });
         if let Some(account) = account.filter(|a| !a.is_empty()) {
-            let known = account == shared.opts.account
+            let ours = account == shared.opts.account
                 || (shared.opts.version == DaemonVersion::V0_14_6
                     && account.eq_ignore_ascii_case(&shared.opts.account_uuid));
-            if !known {
+            if ours {
+                only = Some(shared.opts.account.clone());
+            } else if shared.opts.other_accounts.contains(&account) {
+                only = Some(account);
+            } else {
                 return empty(StatusCode::BAD_REQUEST);
             }
         }
@@ -614,7 +638,7 @@ async fn events(shared: Arc<Shared>, request: Request<Incoming>, path: &str) -> 
     let guard = {
         let mut st = shared.lock();
         let id = st.add_conn(ConnKind::Sse, tx, kill.clone());
-        st.subscribe_sse(id);
+        st.subscribe_sse(id, only);
         ConnGuard {
             shared: shared.clone(),
             id,

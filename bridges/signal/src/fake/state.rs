@@ -230,6 +230,9 @@ pub(crate) struct Handler {
     pub subscription: Option<i64>,
     /// Wrapped notifications (`subscribeReceive`) or not (automatic).
     pub wrapped: bool,
+    /// The account whose envelopes it gets; `None`: every account the
+    /// daemon serves (a subscription made without `account`).
+    pub account: Option<String>,
 }
 
 /// A one-shot `receive` call in progress.
@@ -477,24 +480,26 @@ impl State {
 
     /// A JSON-RPC receive subscription for a line connection; returns its
     /// id. Starts receiving if this is the first handler.
-    pub fn subscribe(&mut self, conn: u64, wrapped: bool) -> i64 {
+    pub fn subscribe(&mut self, conn: u64, wrapped: bool, account: Option<String>) -> i64 {
         let id = self.next_subscription;
         self.next_subscription += 1;
         self.handlers.push(Handler {
             conn,
             subscription: Some(id),
             wrapped,
+            account,
         });
         self.pump();
         id
     }
 
     /// The receive handler of an SSE stream.
-    pub fn subscribe_sse(&mut self, conn: u64) {
+    pub fn subscribe_sse(&mut self, conn: u64, account: Option<String>) {
         self.handlers.push(Handler {
             conn,
             subscription: None,
             wrapped: false,
+            account,
         });
         self.pump();
     }
@@ -512,12 +517,18 @@ impl State {
     /// An envelope reaches Signal's server for the account; the daemon takes
     /// it at once if it is receiving.
     pub fn arrive(&mut self, shared: &Shared, envelope: Value, exception: Option<Value>) {
+        self.arrive_for(&shared.opts.account, envelope, exception);
+    }
+
+    /// An envelope for one of the daemon's accounts (its own or another it
+    /// serves, [`super::FakeOptions::other_accounts`]).
+    pub fn arrive_for(&mut self, account: &str, envelope: Value, exception: Option<Value>) {
         let mut params = serde_json::Map::new();
         if let Some(exception) = exception {
             params.insert("exception".into(), exception);
         }
         params.insert("envelope".into(), envelope);
-        params.insert("account".into(), shared.opts.account.clone().into());
+        params.insert("account".into(), account.into());
         self.server_queue.push_back(Value::Object(params));
         self.pump();
     }
@@ -566,7 +577,11 @@ impl State {
 
     fn broadcast(&mut self, params: &Value) {
         let mut dead = Vec::new();
+        let account = params.get("account").and_then(Value::as_str);
         for handler in &self.handlers {
+            if handler.account.is_some() && handler.account.as_deref() != account {
+                continue;
+            }
             let Some(conn) = self.conns.get(&handler.conn) else {
                 continue;
             };

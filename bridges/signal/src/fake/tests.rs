@@ -621,6 +621,140 @@ async fn multi_account_selection() {
     single.stop().await;
 }
 
+/// Several accounts loaded (a daemon started without `-a`, as documented):
+/// per-account methods need `account`; a subscription without it gets
+/// every account's messages, one with it only that account's (the
+/// notification names the account either way).
+#[tokio::test]
+async fn several_accounts_need_the_account_parameter() {
+    const OTHER: &str = "+15550000077";
+    let signal = fake(FakeOptions {
+        multi_account: true,
+        other_accounts: vec![OTHER.into()],
+        receive_mode: ReceiveMode::Manual,
+        ..FakeOptions::default()
+    })
+    .await;
+    let mut c = Line::tcp(&signal).await;
+    assert_eq!(
+        c.ok("listAccounts", json!({})).await,
+        json!([{ "number": "+15550000001" }, { "number": OTHER }])
+    );
+    let e = c.err("getUserStatus", json!({"recipient": [ALICE]})).await;
+    assert_eq!(
+        (e["code"].clone(), e["message"].clone()),
+        (
+            json!(-32602),
+            json!("Method requires valid account parameter")
+        )
+    );
+    c.ok(
+        "getUserStatus",
+        json!({"recipient": [ALICE], "account": "+15550000001"}),
+    )
+    .await;
+    let mut all = Line::tcp(&signal).await;
+    all.ok("subscribeReceive", json!({})).await;
+    c.ok("subscribeReceive", json!({"account": "+15550000001"}))
+        .await;
+    signal.inject_envelope_for(OTHER, json!({"source": ALICE, "timestamp": TS, "dataMessage": {"timestamp": TS, "message": "for the other"}}));
+    signal.inject_message(ALICE, None, json!({"message": "for us"}));
+    let first = all.notification().await;
+    assert_eq!(first["params"]["result"]["account"], OTHER);
+    assert_eq!(
+        all.notification().await["params"]["result"]["account"],
+        "+15550000001"
+    );
+    let ours = c.notification().await;
+    assert_eq!(
+        ours["params"]["result"]["envelope"]["dataMessage"]["message"],
+        "for us"
+    );
+    assert!(
+        c.silent(Duration::from_millis(200)).await,
+        "nothing of the other account"
+    );
+    signal.stop().await;
+}
+
+/// signal-cli reads no JSON string over 20,000,000 characters: over TCP the
+/// connection closes without an answer, over HTTP it answers -32603 (both
+/// measured on 0.13.19; `tests/it/signal_real.rs` checks them side by side).
+#[tokio::test]
+async fn strings_over_twenty_million_characters_are_refused() {
+    let signal = fake(FakeOptions {
+        shuffle_responses: false,
+        ..FakeOptions::default()
+    })
+    .await;
+    let line = |n: usize| {
+        let prefix = "data:application/octet-stream;filename=a.bin;base64,";
+        let uri = format!("{prefix}{}", "A".repeat(n - prefix.len()));
+        json!({"jsonrpc": "2.0", "method": "send", "params": {"recipient": [ALICE], "attachments": [uri]}, "id": 1}).to_string()
+    };
+    let mut c = Line::tcp(&signal).await;
+    c.send(&line(20_000_000)).await;
+    assert!(c.response(1).await.get("result").is_some());
+    c.send(&line(20_000_001)).await;
+    assert_eq!(c.raw().await, None, "closed without an answer");
+    let (status, body) = http_rpc(&signal, &line(20_000_001)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        r#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"An internal server error has occurred.","data":null},"id":null}"#
+    );
+    signal.stop().await;
+}
+
+/// A body over 2,000 bytes arrives with a `text/x-signal-plain` attachment
+/// holding the whole text: 0.13 shows the first 2,000 bytes as the
+/// message, 0.14 the whole text; `listContacts` with `allRecipients` lists
+/// the account itself (its ACI, a local read).
+#[tokio::test]
+async fn long_texts_and_the_account_itself() {
+    for version in [DaemonVersion::V0_13_19, DaemonVersion::V0_14_6] {
+        let signal = fake(FakeOptions {
+            version,
+            receive_mode: ReceiveMode::Manual,
+            ..FakeOptions::default()
+        })
+        .await;
+        let mut c = Line::tcp(&signal).await;
+        c.ok("subscribeReceive", json!({})).await;
+        let full = "é".repeat(1500);
+        signal.inject_message(ALICE, None, json!({"message": full}));
+        let data = wrapped_envelope(&mut c).await["dataMessage"].clone();
+        let attachment = &data["attachments"][0];
+        assert_eq!(attachment["contentType"], "text/x-signal-plain");
+        assert_eq!(attachment["filename"], Value::Null);
+        let got = c.ok("getAttachment", json!({"id": attachment["id"]})).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(got["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), full);
+        let inline = data["message"].as_str().unwrap();
+        match version {
+            DaemonVersion::V0_13_19 => assert_eq!(inline, &full[..2000]),
+            DaemonVersion::V0_14_6 => assert_eq!(inline, full),
+        }
+        let me = c
+            .ok(
+                "listContacts",
+                json!({"recipient": ["+15550000001"], "allRecipients": true}),
+            )
+            .await;
+        assert_eq!(me[0]["uuid"], signal.account_uuid());
+        assert_eq!(me[0]["profile"]["givenName"], "Bridge Bot");
+        let contacts = c.ok("listContacts", json!({})).await;
+        assert!(contacts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["number"] != "+15550000001"));
+        signal.stop().await;
+    }
+}
+
 // ---- receive modes ----------------------------------------------------------------
 
 #[tokio::test]
