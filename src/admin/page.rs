@@ -216,8 +216,9 @@ pub async fn events(
     let stream = futures_util::stream::unfold(
         state,
         |(st, csrf, mut last, mut shutdown, first)| async move {
+            let mut first = first;
             loop {
-                if !first {
+                if !std::mem::take(&mut first) {
                     tokio::select! {
                         () = tokio::time::sleep(LIVE_TICK) => {}
                         _ = shutdown.wait_for(|s| *s) => return None,
@@ -229,13 +230,10 @@ pub async fn events(
                 let Ok(overview) = Overview::gather(&st.hub).await else {
                     continue;
                 };
+                // The first render always goes out: the page learns it is
+                // live, and gets what changed since it was served.
                 let html = live(&overview, &csrf).into_string();
                 if html == last {
-                    if first {
-                        // Tell the page it is live even when nothing changed.
-                        let ev = SseEvent::default().event("hello").data("live");
-                        return Some((Ok(ev), (st, csrf, last, shutdown, false)));
-                    }
                     continue;
                 }
                 last.clone_from(&html);

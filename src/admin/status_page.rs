@@ -37,7 +37,10 @@ pub async fn page(State(st): State<AdminState>, Path(name): Path<String>) -> Res
         .iter()
         .filter(|m| m.network != "Webhook")
         .collect();
-    let down = members.iter().filter(|m| m.state != "up").count();
+    // A network pacing us still carries the conversation; a paused one
+    // keeps its messages for later, like one that is down.
+    let up = |m: &view::MemberView| matches!(m.state, "up" | "rate_limited");
+    let down = members.iter().filter(|m| !up(m)).count();
     let title = format!("{}: status", g.name);
     let body = html! {
         main.narrow {
@@ -51,8 +54,11 @@ pub async fn page(State(st): State<AdminState>, Path(name): Path<String>) -> Res
                     li data-state=(m.state) {
                         strong { (m.network) }
                         ": "
-                        @if m.state == "up" {
+                        @if up(m) {
                             span.badge.up { "up" }
+                        } @else if m.state == "paused" {
+                            span.badge.warn { "paused for maintenance" }
+                            " since " time datetime=(clock(m.since_ms.unwrap_or(now))) { (clock(m.since_ms.unwrap_or(now))) }
                         } @else {
                             span.badge.down { "down" }
                             " since " time datetime=(clock(m.since_ms.unwrap_or(now))) { (clock(m.since_ms.unwrap_or(now))) }

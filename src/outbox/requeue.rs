@@ -85,7 +85,15 @@ impl Outbox {
     ) -> Result<Vec<Requeued>, StoreError> {
         let gate = self.gate(account, channel);
         let done = {
-            let _held = gate.send.lock().await;
+            // A send in flight ends within its timeout; one whose outcome
+            // cannot be recorded (the database is down) holds the lane
+            // until the database is back: say so rather than hang.
+            let wait = self.inner.settings.send_timeout + std::time::Duration::from_secs(5);
+            let Ok(_held) = tokio::time::timeout(wait, gate.send.lock()).await else {
+                return Err(StoreError::Unavailable(format!(
+                    "the queue of {account} {channel} is busy recording a send; try again"
+                )));
+            };
             let done = dead_letters::requeue(
                 &self.inner.writer,
                 &account.to_string(),

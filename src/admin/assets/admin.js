@@ -13,7 +13,6 @@
     document.body.setAttribute("data-live", "on");
     if (state) state.textContent = "Live: this page updates as things change.";
   }
-  source.addEventListener("hello", connected);
   source.addEventListener("live", function (e) {
     // Keep the keyboard where it was when the part is replaced.
     var focused = document.activeElement && document.activeElement.id;
