@@ -535,4 +535,15 @@ impl Host for AccountHost {
             self.hub.outbox.ready(&self.account);
         }
     }
+
+    fn count(&self, event: &'static str) {
+        self.hub
+            .metrics
+            .adapter_events
+            .get_or_create(&crate::metrics::AdapterEventLabel {
+                account: self.account.to_string(),
+                event: event.to_owned(),
+            })
+            .inc();
+    }
 }

@@ -161,6 +161,7 @@ impl Running {
             settings.database.url.expose(),
             &store::OpenOptions {
                 max_size: settings.database.max_size,
+                durability: settings.database.durability,
                 ..store::OpenOptions::new(settings.database.max_connections)
             },
         )
@@ -227,6 +228,14 @@ impl Running {
             listeners: std::sync::Mutex::default(),
         });
         outbox.announce_to(spawn_announcer(&hub));
+        let weak = Arc::downgrade(&hub);
+        outbox.hosts_from(move |account| {
+            let hub = weak.upgrade()?;
+            Some(Arc::new(hub::AccountHost {
+                hub,
+                account: account.clone(),
+            }) as Arc<dyn switchboard_core::Host>)
+        });
         outbox.follow_moves(moves);
         outbox.set_gateways(&settings.gateways);
         outbox.start(pokes_rx).await.context("reading the outbox")?;

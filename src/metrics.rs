@@ -14,6 +14,15 @@ pub struct AccountLabel {
     pub account: String,
 }
 
+/// An adapter's own event on an account.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterEventLabel {
+    /// `<network>.<name>`.
+    pub account: String,
+    /// What happened (`plain_text_resend`, ...).
+    pub event: String,
+}
+
 /// The table a figure is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
@@ -50,6 +59,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Rows deleted by retention, by table.
     pub pruned: Family<TableLabel, Counter>,
+    /// What adapters counted (`Host::count`), by account and event.
+    pub adapter_events: Family<AdapterEventLabel, Counter>,
 }
 
 impl Metrics {
@@ -121,6 +132,12 @@ impl Metrics {
             "Rows deleted by retention, by table",
             pruned.clone(),
         );
+        let adapter_events = Family::<AdapterEventLabel, Counter>::default();
+        registry.register(
+            "adapter_events",
+            "Events adapters counted, by account and event (e.g. plain_text_resend)",
+            adapter_events.clone(),
+        );
         Self {
             registry,
             events_in,
@@ -133,6 +150,7 @@ impl Metrics {
             commit_batch,
             commit_seconds,
             pruned,
+            adapter_events,
         }
     }
 

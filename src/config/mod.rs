@@ -123,6 +123,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// SQLite only: the database file may not grow past this many bytes.
     pub max_size: Option<u64>,
+    /// When a commit counts as done (`database.durability`).
+    pub durability: crate::store::Durability,
 }
 
 /// How the outbox retries.

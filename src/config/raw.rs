@@ -58,6 +58,8 @@ pub(super) struct RawDatabase {
     pub(super) max_connections: Option<u32>,
     /// SQLite only: largest database file, e.g. "20GiB".
     pub(super) max_size: Option<String>,
+    /// "fsync" (default) or "process".
+    pub(super) durability: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

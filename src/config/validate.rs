@@ -374,10 +374,22 @@ fn database(
                     None
                 }
             });
+    let durability = match raw.durability.as_deref() {
+        None | Some("fsync") => crate::store::Durability::Fsync,
+        Some("process") => crate::store::Durability::Process,
+        Some(other) => {
+            c.issue(
+                "database.durability",
+                format!("`{other}` is not one of \"fsync\" or \"process\""),
+            );
+            crate::store::Durability::Fsync
+        }
+    };
     DatabaseSettings {
         url: db_url,
         max_connections: raw.max_connections.unwrap_or(8).max(2),
         max_size,
+        durability,
     }
 }
 

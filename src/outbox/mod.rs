@@ -198,7 +198,14 @@ struct Inner {
     /// Channels that moved, shared with the router; unset (a move is a
     /// dead letter) until [`Outbox::follow_moves`].
     moves: std::sync::OnceLock<Arc<crate::moves::Moves>>,
+    /// Each account's host for its adapter's sends (see
+    /// [`Outbox::hosts_from`]); unset, nothing is sent.
+    hosts: std::sync::OnceLock<Hosts>,
 }
+
+/// Makes an account's [`Host`](switchboard_core::Host) for one send;
+/// `None` once the hub is gone (shutting down).
+type Hosts = Box<dyn Fn(&AccountId) -> Option<Arc<dyn switchboard_core::Host>> + Send + Sync>;
 
 /// What the outbox needs to know of a gateway.
 #[derive(Debug, Clone, Default)]
@@ -265,6 +272,7 @@ impl Outbox {
                 notices: std::sync::OnceLock::new(),
                 gateways: std::sync::RwLock::new(HashMap::new()),
                 moves: std::sync::OnceLock::new(),
+                hosts: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -273,6 +281,16 @@ impl Outbox {
     /// the router reads) and in the store.
     pub fn follow_moves(&self, moves: Arc<crate::moves::Moves>) {
         let _ = self.inner.moves.set(moves);
+    }
+
+    /// Where sends get their account's host: `hosts` makes one per send,
+    /// holding the hub only for the send (the hub holds the outbox, so the
+    /// outbox must not hold the hub). Call before [`start`](Self::start).
+    pub fn hosts_from(
+        &self,
+        hosts: impl Fn(&AccountId) -> Option<Arc<dyn switchboard_core::Host>> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.hosts.set(Box::new(hosts));
     }
 
     /// Turns outage notices on: announcements go to `tx`. Call before
@@ -959,6 +977,9 @@ impl Delivery<'_> {
         let Some(_pass) = worker.breaker.ready(shutdown).await else {
             return Attempt::Stop;
         };
+        let Some(host) = inner.hosts.get().and_then(|make| make(self.account)) else {
+            return Attempt::Stop;
+        };
         let Some(parts) = self.parts(&caps, shutdown).await else {
             return if *shutdown.borrow() {
                 Attempt::Stop
@@ -986,7 +1007,7 @@ impl Delivery<'_> {
                 return Attempt::Rewound;
             };
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, adapter.send(part, &key))
+            let result = tokio::time::timeout(timeout, adapter.send(host.as_ref(), part, &key))
                 .await
                 .unwrap_or_else(|_| {
                     Err(SendError::transient(

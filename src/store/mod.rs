@@ -249,6 +249,25 @@ pub struct OpenOptions {
     pub max_size: Option<u64>,
     /// Apply migrations (`run`); `status` only reads what is there.
     pub migrate: bool,
+    /// When a commit counts as done.
+    pub durability: Durability,
+}
+
+/// When a commit counts as done, and so when switchboard acknowledges what
+/// it received (`database.durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk: every commit is fsync'd before it is acknowledged (SQLite
+    /// `synchronous = FULL`, PostgreSQL's default). Survives the machine
+    /// losing power.
+    #[default]
+    Fsync,
+    /// Handed to the operating system (SQLite `synchronous = NORMAL` in
+    /// WAL mode; PostgreSQL `synchronous_commit = off` for switchboard's
+    /// sessions). Survives switchboard being killed (kill -9, a crash);
+    /// the last commits before a power loss or a kernel crash may be lost
+    /// (and, as they were acknowledged, not fetched again).
+    Process,
 }
 
 impl OpenOptions {
@@ -259,6 +278,7 @@ impl OpenOptions {
             max_connections,
             max_size: None,
             migrate: true,
+            durability: Durability::Fsync,
         }
     }
 }
@@ -320,17 +340,28 @@ impl Store {
             }
         }
         let max_size = options.max_size;
+        let durability = options.durability;
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if backend == Backend::Postgres && durability == Durability::Process {
+                        sqlx::query("SET synchronous_commit = off")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer;
-                        // FULL makes every commit durable before we ack.
+                        // FULL makes every commit durable before we ack,
+                        // NORMAL (with WAL) leaves the fsync to checkpoints.
+                        let synchronous = match durability {
+                            Durability::Fsync => "PRAGMA synchronous = FULL",
+                            Durability::Process => "PRAGMA synchronous = NORMAL",
+                        };
+                        sqlx::query(synchronous).execute(&mut *conn).await?;
                         for pragma in [
                             "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
                             "PRAGMA busy_timeout = 10000",
                             // The writer checkpoints between its own
                             // transactions (see `writer`), where no new

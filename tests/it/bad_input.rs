@@ -34,6 +34,12 @@ fn bad_config_names_file_and_key_and_changes_nothing() {
         ("typo'd key", format!("{head}{API}bnid = 3\n"), "api.bots", "bnid"),
         ("typo'd section", format!("{head}{API}[outbx]\n"), "outbx", "unknown field"),
         (
+            "unknown durability",
+            format!("{head}[database]\ndurability = \"sometimes\"\n{API}"),
+            "database.durability",
+            "sometimes",
+        ),
+        (
             "missing token",
             format!("{head}{API}[[api.bots.tokens]]\nname = \"a\"\n"),
             "api.bots.tokens[0].token",

@@ -15,7 +15,10 @@ const PRODUCERS: usize = 8;
 const PER_PRODUCER: usize = 625;
 const TOTAL: usize = PRODUCERS * PER_PRODUCER;
 
-on_both_backends!(kill9_with_5000_in_flight_loses_and_duplicates_nothing => |backend| kill9(backend));
+on_both_backends!(kill9_with_5000_in_flight_loses_and_duplicates_nothing => |backend| kill9(backend, "fsync"));
+// `database.durability = "process"` leaves the fsync to the operating
+// system: a kill -9 of switchboard must lose nothing all the same.
+on_both_backends!(kill9_with_process_durability_loses_and_duplicates_nothing => |backend| kill9(backend, "process"));
 
 /// A WebSocket consumer that reconnects from its last cursor until told
 /// to stop, as a bot that wants exactly-once does.
@@ -68,14 +71,16 @@ fn assert_per_producer_order(what: &str, items: &[(usize, usize)]) {
     }
 }
 
-async fn kill9(backend: Backend) {
+async fn kill9(backend: Backend, durability: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::new(backend, dir.path()).await;
     let (api, admin) = (free_port(), free_port());
     let mut hook = Receiver::new();
     hook.up().await;
-    let cfg = base_config(&db, dir.path(), api, admin)
-        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+    let cfg = base_config(&db, dir.path(), api, admin).replace(
+        "[database]\n",
+        &format!("[database]\ndurability = \"{durability}\"\n"),
+    ) + &token("producer", r#"["write"]"#, r#"["g"]"#)
         + &token("reader", r#"["read"]"#, r#"["g"]"#)
         + &webhook("hook", hook.port, r#"["g"]"#)
         + &gateway("g");

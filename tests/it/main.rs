@@ -31,6 +31,9 @@
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
+//! - `matrix_real`: Matrix as it really is: Synapse's own rate limits, a
+//!   proxy that fails files and loses answers, moderators, stickers,
+//!   per-message profiles.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
 //! - `signal_fidelity`: Signal as it really is (issue 20), item by item,
 //!   against the fake where a Signal account is needed.
@@ -38,6 +41,8 @@
 //!   answers checked against it, an account it does not serve, a kill.
 //! - `synapse`: a real Synapse homeserver and its users, for the Matrix tests.
 //! - `telegram`: a Telegram group through the Bot API fake, both ways.
+//! - `telegram_in`, `telegram_out`: Telegram as it really is (issue 19),
+//!   receiving and sending.
 
 /// One test body run on both backends, instead of hand-written twins:
 /// `on_both_backends!(name => |backend| body(backend));` makes the tests
@@ -76,6 +81,7 @@ mod durability;
 mod fuzz_corpus;
 mod harness;
 mod matrix;
+mod matrix_real;
 mod notices;
 mod openapi;
 mod outage;
@@ -93,3 +99,5 @@ mod signatures;
 mod store;
 mod synapse;
 mod telegram;
+mod telegram_in;
+mod telegram_out;

@@ -259,6 +259,15 @@ pub trait Host: Send + Sync {
     /// waited for it (a [`SendError::not_ready`]) go at once, and an open
     /// breaker probes at once instead of waiting out its timer.
     fn health(&self, health: ReceiveHealth);
+
+    /// Counts something the adapter did that an operator may want to watch
+    /// (`switchboard_adapter_events_total{account, event}` on `/metrics`):
+    /// a message sent again as plain text after the network refused its
+    /// formatting, say. `event` is a short snake_case name. Does nothing
+    /// where nobody counts (test hosts).
+    fn count(&self, event: &'static str) {
+        let _ = event;
+    }
 }
 
 /// Why [`Adapter::run`] stopped; the supervisor logs it and restarts `run`
@@ -293,10 +302,17 @@ pub trait Adapter: Send + Sync + 'static {
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError>;
 
     /// Makes one attempt to perform `op`. `idempotency_key` is fixed when
-    /// the row was enqueued and is the same on every retry.
+    /// the row was enqueued and is the same on every retry. `host` is the
+    /// account's hub (its blobs to upload, its key-value state), the same
+    /// the receive side gets: an adapter keeps no handle of its own.
     ///
     /// # Errors
     /// A [`SendError`] whose [`retry_kind`](SendError::retry_kind) tells the
     /// outbox whether to retry, pause the account, or dead-letter.
-    async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError>;
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        idempotency_key: &str,
+    ) -> Result<Receipt, SendError>;
 }

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
+use switchboard_core::kit::{self, nap, Backoff};
 use switchboard_core::{
     not_bridged, push_line, AccountId, Adapter, Attachment, Batch, Capabilities, DeliverError,
     Delivered, EventKind, Host, Outbound, Pacing, Reactions, Receipt, ReceiveHealth, RemoteId,
@@ -64,6 +65,10 @@ use crate::client::{Conn, Notes, RpcError, MAX_STRING_CHARS};
 use crate::config::{Daemon, SignalConfig};
 use crate::convert::{self, message_id};
 use crate::errors::{self, classify, code};
+
+/// How long a received file may wait for the hub's store before the
+/// message goes on with a line saying the file was not bridged.
+const STORE_BUDGET: Duration = Duration::from_secs(600);
 
 /// Signal accepts edits and deletes for everyone within 24 hours.
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -87,39 +92,10 @@ pub const DATA_URI_MAX_FILE: u64 = ((MAX_STRING_CHARS - DATA_URI_PREFIX_ROOM) / 
 /// not, so they go as their still image (or a line).
 const STICKER_FORMATS: &[&str] = &["image/webp", "image/png", "image/jpeg", "image/gif"];
 
-/// Retry delays: from 1 s, doubling, to a minute.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-
-    /// A fresh backoff.
-    #[must_use]
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The delay before the next attempt; each call doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    /// Success: start again from 1 s.
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Reconnect delays: from 1 s, doubling, to a minute (a daemon that is
+/// restarting takes a while; a minute keeps a long outage quiet).
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// Where the connection stands, for sends.
@@ -144,8 +120,6 @@ pub struct SignalAdapter {
     conn: Mutex<Option<Arc<Conn>>>,
     /// Where the connection stands (what a send without one answers).
     link: Mutex<Link>,
-    /// Cleared when `run` ends (the host holds the hub, which holds this).
-    host: Mutex<Option<Arc<dyn Host>>>,
     /// The account's own ids: its number, then its ACI once known. Its
     /// messages, and what it sent from other devices, are never bridged
     /// back; its sent messages are recorded under the ACI.
@@ -175,7 +149,6 @@ impl SignalAdapter {
             cfg,
             conn: Mutex::new(None),
             link: Mutex::new(Link::Starting),
-            host: Mutex::new(None),
             own: Mutex::new(own),
             names: Mutex::new(HashMap::new()),
             names_read: Mutex::new(None),
@@ -278,13 +251,6 @@ impl Intake {
     }
 }
 
-async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = shutdown => false,
-    }
-}
-
 /// Logs a failure that repeats once: at warn when it is new, at debug
 /// while it stays the same.
 #[derive(Default)]
@@ -351,14 +317,17 @@ impl Adapter for SignalAdapter {
     }
 
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
         let r = self.clone().receive(host.as_ref(), shutdown).await;
-        self.host.lock().expect("host lock").take();
         self.conn.lock().expect("conn lock").take();
         r
     }
 
-    async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        _idempotency_key: &str,
+    ) -> Result<Receipt, SendError> {
         let conn = self.conn()?;
         let mut params = target(&op.channel);
         let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
@@ -381,7 +350,7 @@ impl Adapter for SignalAdapter {
                 }
                 let mut spooled = Vec::new();
                 if !attachments.is_empty() {
-                    let (files, lines, dir) = self.files(attachments).await?;
+                    let (files, lines, dir) = self.files(host, attachments).await?;
                     for line in lines {
                         push_line(&mut text, &line);
                     }
@@ -393,12 +362,12 @@ impl Adapter for SignalAdapter {
                 // The upload happens before signal-cli answers: as long as
                 // the outbox waits for it.
                 let t = self.capabilities().send_timeout(op, t);
-                let result = self.call(&conn, "send", params, t).await;
+                let result = self.call(host, &conn, "send", params, t).await;
                 for dir in spooled {
                     let _ = tokio::fs::remove_dir_all(dir).await;
                 }
                 let result = match result {
-                    Err(e) => return Err(self.spool_failure(e)),
+                    Err(e) => return Err(self.spool_failure(host, e)),
                     Ok(r) => r,
                 };
                 self.check_partial(&result);
@@ -409,7 +378,7 @@ impl Adapter for SignalAdapter {
             }
             EventKind::Notice { body } => {
                 params["message"] = json!(body.text);
-                let result = self.call(&conn, "send", params, t).await?;
+                let result = self.call(host, &conn, "send", params, t).await?;
                 let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
                 Ok(Receipt::one(
                     RemoteId::new(message_id(&self.own_id(), ts)).expect("an id"),
@@ -423,7 +392,7 @@ impl Adapter for SignalAdapter {
                 params["message"] = json!(text.text);
                 params["textStyle"] = json!(convert::text_styles(&text));
                 params["editTimestamp"] = json!(ts);
-                let result = self.call(&conn, "send", params, t).await?;
+                let result = self.call(host, &conn, "send", params, t).await?;
                 self.check_partial(&result);
                 Ok(Receipt::none())
             }
@@ -435,7 +404,7 @@ impl Adapter for SignalAdapter {
                     if let Some((_, ts)) = split_id(id) {
                         let mut p = params.clone();
                         p["targetTimestamp"] = json!(ts);
-                        self.call(&conn, "remoteDelete", p, t).await?;
+                        self.call(host, &conn, "remoteDelete", p, t).await?;
                     }
                 }
                 Ok(Receipt::none())
@@ -449,7 +418,7 @@ impl Adapter for SignalAdapter {
                 params["targetAuthor"] = json!(author);
                 params["targetTimestamp"] = json!(ts);
                 params["remove"] = json!(removed);
-                self.call(&conn, "sendReaction", params, t).await?;
+                self.call(host, &conn, "sendReaction", params, t).await?;
                 Ok(Receipt::none())
             }
             _ => Ok(Receipt::none()),
@@ -464,7 +433,7 @@ impl SignalAdapter {
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
         let account = self.cfg.account.clone();
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         let mut quiet = Quiet::default();
         // The ACI kept from an earlier run, until the daemon confirms it.
         if let Ok(Some(aci)) = host.state("aci").await {
@@ -481,7 +450,7 @@ impl SignalAdapter {
                     quiet.warn(&account, &error, "Cannot use signal-cli; retrying.");
                     self.set_link(Link::Down(error.clone()));
                     host.health(ReceiveHealth::Reconnecting { error });
-                    if !nap(backoff.next_delay(), &mut shutdown).await {
+                    if !nap(backoff.fail(), &mut shutdown).await {
                         return Ok(());
                     }
                     continue;
@@ -496,7 +465,7 @@ impl SignalAdapter {
                     );
                     self.set_link(Link::Missing(what.clone()));
                     host.health(ReceiveHealth::NeedsAction { what });
-                    if !nap(backoff.next_delay(), &mut shutdown).await {
+                    if !nap(backoff.fail(), &mut shutdown).await {
                         return Ok(());
                     }
                     continue;
@@ -517,8 +486,8 @@ impl SignalAdapter {
             tracing::info!(%account, "Connected to signal-cli.");
             quiet = Quiet::default();
             backoff.reset();
-            let mut aci_backoff = Backoff::new();
-            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.next_delay()));
+            let mut aci_backoff = reconnect_backoff();
+            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.fail()));
             loop {
                 // Unsubscribed with nothing left of what was handed over:
                 // nothing more can come on this connection; a new one
@@ -533,7 +502,7 @@ impl SignalAdapter {
                             self.set_link(Link::Up);
                             host.health(ReceiveHealth::Connected);
                         } else {
-                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.next_delay());
+                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
                         }
                         continue;
                     }
@@ -563,30 +532,27 @@ impl SignalAdapter {
                     }
                     continue;
                 }
-                loop {
-                    match host
-                        .deliver(Batch {
-                            events: events.clone(),
-                            cursor: None,
-                        })
-                        .await
-                    {
-                        Ok(answers) => {
-                            for a in answers {
-                                if let Delivered::Rejected(reason) = a {
-                                    tracing::warn!(%account, %reason, "Signal message rejected by the hub; skipped.");
-                                }
-                            }
-                            break;
+                let batch = Batch {
+                    events,
+                    cursor: None,
+                };
+                let answers = match host.deliver(batch.clone()).await {
+                    Ok(answers) => answers,
+                    Err(DeliverError::Stopping) => return Ok(()),
+                    Err(e) => {
+                        // Stop taking messages off Signal while the store
+                        // cannot commit them, then wait for it.
+                        tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
+                        intake.hold(&conn, self.cfg.request_timeout, &account).await;
+                        match kit::deliver(host, batch, &mut shutdown).await {
+                            Some(answers) => answers,
+                            None => return Ok(()),
                         }
-                        Err(DeliverError::Stopping) => return Ok(()),
-                        Err(e) => {
-                            tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
-                            intake.hold(&conn, self.cfg.request_timeout, &account).await;
-                            if !nap(Duration::from_secs(1), &mut shutdown).await {
-                                return Ok(());
-                            }
-                        }
+                    }
+                };
+                for a in answers {
+                    if let Delivered::Rejected(reason) = a {
+                        tracing::warn!(%account, %reason, "Signal message rejected by the hub; skipped.");
                     }
                 }
                 // Said once: remembered after the message saying it is
@@ -616,7 +582,7 @@ impl SignalAdapter {
             tracing::warn!(%account, %error, "Reconnecting.");
             self.set_link(Link::Down(error.clone()));
             host.health(ReceiveHealth::Reconnecting { error });
-            if !nap(backoff.next_delay(), &mut shutdown).await {
+            if !nap(backoff.fail(), &mut shutdown).await {
                 return Ok(());
             }
         }
@@ -804,17 +770,26 @@ impl SignalAdapter {
                     continue;
                 };
                 let size = bytes.len() as u64;
-                let content = loop {
-                    match host.put_blob(&f.mime, bytes.clone()).await {
-                        Ok(b) => break b,
-                        Err(DeliverError::Stopping) => return None,
-                        Err(_) => {
-                            intake
-                                .hold(conn, self.cfg.request_timeout, &self.cfg.account)
-                                .await;
-                            if !nap(Duration::from_secs(1), shutdown).await {
-                                return None;
+                let content = match host.put_blob(&f.mime, bytes.clone()).await {
+                    Ok(b) => b,
+                    Err(DeliverError::Stopping) => return None,
+                    Err(_) => {
+                        // The file is off Signal's server already: take no
+                        // more until the store takes it.
+                        intake
+                            .hold(conn, self.cfg.request_timeout, &self.cfg.account)
+                            .await;
+                        match kit::store_file(host, &f.name, &f.mime, bytes, STORE_BUDGET, shutdown)
+                            .await
+                        {
+                            kit::Stored::Blob(b) => b,
+                            kit::Stored::NotBridged(line) => {
+                                if let EventKind::Message { body, .. } = &mut d.event.kind {
+                                    push_line(body, &line);
+                                }
+                                continue;
                             }
+                            kit::Stored::Stopped => return None,
                         }
                     }
                 };
@@ -922,14 +897,9 @@ impl SignalAdapter {
     /// URIs; a file neither can carry becomes a line.
     async fn files(
         &self,
+        host: &dyn Host,
         attachments: &[Attachment],
     ) -> Result<(Vec<String>, Vec<String>, Option<PathBuf>), SendError> {
-        let host = self
-            .host
-            .lock()
-            .expect("host lock")
-            .clone()
-            .ok_or_else(|| SendError::not_ready("the adapter is not running"))?;
         let spool = self.cfg.spool.as_ref().filter(|_| self.spool_usable());
         let mut out = Vec::new();
         let mut lines = Vec::new();
@@ -999,7 +969,7 @@ impl SignalAdapter {
     /// A send whose spooled file the daemon could not open: the spool is
     /// not shared with it. Files go inside the request from now on (up to
     /// what that carries), and this send is retried.
-    fn spool_failure(&self, e: SendError) -> SendError {
+    fn spool_failure(&self, host: &dyn Host, e: SendError) -> SendError {
         let Some(spool) = &self.cfg.spool else {
             return e;
         };
@@ -1015,11 +985,9 @@ impl SignalAdapter {
             switchboard_core::human_size(DATA_URI_MAX_FILE)
         );
         tracing::warn!(account = %self.cfg.account, %reason, "Files to Signal no longer go by path.");
-        if let Some(h) = self.host.lock().expect("host lock").clone() {
-            h.health(ReceiveHealth::Degraded {
-                reason: reason.clone(),
-            });
-        }
+        host.health(ReceiveHealth::Degraded {
+            reason: reason.clone(),
+        });
         SendError::transient(format!("{reason}: {}", e.message()), None)
     }
 
@@ -1041,18 +1009,16 @@ impl SignalAdapter {
     /// an admin (shown by `switchboard status`) until a send succeeds.
     async fn call(
         &self,
+        host: &dyn Host,
         conn: &Conn,
         method: &str,
         params: Value,
         t: Duration,
     ) -> Result<Value, SendError> {
-        let host = || self.host.lock().expect("host lock").clone();
         match conn.call(method, params, t).await {
             Ok(v) => {
                 if self.captcha.swap(false, Ordering::Relaxed) {
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::Connected);
-                    }
+                    host.health(ReceiveHealth::Connected);
                 }
                 Ok(v)
             }
@@ -1064,11 +1030,9 @@ impl SignalAdapter {
                 let err = classify(e, &self.cfg.number);
                 if captcha {
                     self.captcha.store(true, Ordering::Relaxed);
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::NeedsAction {
-                            what: err.message().to_owned(),
-                        });
-                    }
+                    host.health(ReceiveHealth::NeedsAction {
+                        what: err.message().to_owned(),
+                    });
                     tracing::error!(account = %self.cfg.account, "Signal needs a captcha solved; `switchboard status` says how.");
                 }
                 Err(err)
@@ -1254,11 +1218,9 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_a_minute_and_starts_again() {
-        let mut b = Backoff::new();
-        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    fn reconnects_back_off_to_a_minute() {
+        let b = reconnect_backoff();
+        let steps: Vec<u64> = (1..=8).map(|n| b.step(n).as_secs()).collect();
+        assert_eq!(steps, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }

@@ -1,5 +1,5 @@
 //! One Bot API call per function: the HTTP request, the `{ok, result}`
-//! envelope, and a [`CallError`] that keeps what Telegram said
+//! envelope ([`envelope`]), and a [`CallError`] that keeps what Telegram said
 //! (`error_code`, `description`, `retry_after`, `migrate_to_chat_id`) so the
 //! adapter classifies it itself. No retries here.
 //!
@@ -157,49 +157,58 @@ impl Client {
 
     async fn answer(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, CallError> {
         let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let header_retry = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let body = resp.bytes().await.map_err(transport)?;
-        let env: Envelope = match serde_json::from_slice(&body) {
-            Ok(e) => e,
-            Err(_) => {
-                // A proxy's error page, or a truncated answer.
-                let code = status.as_u16();
-                if status.is_success() {
-                    return Err(CallError::Decode(format!(
-                        "HTTP {code} with a body that is not the Bot API's JSON"
-                    )));
-                }
-                return Err(CallError::Api {
-                    code,
-                    description: format!("HTTP {code} without a Bot API answer"),
-                    retry_after: header_retry,
-                    migrate_to: None,
-                });
-            }
-        };
-        if env.ok {
-            return env
-                .result
-                .ok_or_else(|| CallError::Decode("`ok` without a `result`".into()));
-        }
-        let params = env.parameters.unwrap_or(Parameters {
-            retry_after: None,
-            migrate_to_chat_id: None,
-        });
-        Err(CallError::Api {
-            code: env.error_code.unwrap_or(status.as_u16()),
-            description: env
-                .description
-                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
-            retry_after: params.retry_after.or(header_retry),
-            migrate_to: params.migrate_to_chat_id,
-        })
+        envelope(status, header_retry, &body)
     }
+}
+
+/// Reads an answer: `ok: true` is a success whatever its `result` (which
+/// may be absent or `null`: a proxy, an older or local server; the caller
+/// reads what it needs from it), `ok: false` Telegram's refusal.
+///
+/// # Errors
+/// The refusal, or an answer that is not the Bot API's envelope.
+pub fn envelope(
+    status: u16,
+    header_retry: Option<u64>,
+    body: &[u8],
+) -> Result<serde_json::Value, CallError> {
+    let env: Envelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(_) => {
+            // A proxy's error page, or a truncated answer.
+            if (200..300).contains(&status) {
+                return Err(CallError::Decode(format!(
+                    "HTTP {status} with a body that is not the Bot API's JSON"
+                )));
+            }
+            return Err(CallError::Api {
+                code: status,
+                description: format!("HTTP {status} without a Bot API answer"),
+                retry_after: header_retry,
+                migrate_to: None,
+            });
+        }
+    };
+    if env.ok {
+        return Ok(env.result.unwrap_or(serde_json::Value::Null));
+    }
+    let params = env.parameters.unwrap_or(Parameters {
+        retry_after: None,
+        migrate_to_chat_id: None,
+    });
+    Err(CallError::Api {
+        code: env.error_code.unwrap_or(status),
+        description: env.description.unwrap_or_else(|| format!("HTTP {status}")),
+        retry_after: params.retry_after.or(header_retry),
+        migrate_to: params.migrate_to_chat_id,
+    })
 }
 
 fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, CallError> {

@@ -3,8 +3,15 @@
 //! beside them), and the ids switchboard keys Telegram events by.
 //!
 //! Keys: a message is `(chat, message_id)`; an edit reuses the message id,
-//! so it is keyed `edit:<message_id>:<edit_date>`; a reaction has no id, so
-//! it is keyed by message, user, emoji, date and direction.
+//! and a reaction has none, so each is keyed by the update that brought it
+//! (`edit:<message_id>:u<update_id>`, `react:<message_id>:u<update_id>:+👍`).
+//! Telegram's `update_id` is unique and the same when an update comes again
+//! (an unconfirmed poll, a webhook retry), where `edit_date` and `date` are
+//! whole seconds: two edits within one second are two edits.
+//!
+//! Times: `date` is Unix seconds; one that cannot be a time (milliseconds,
+//! out of range, before Telegram existed, days ahead) gives way to the time
+//! the update was received ([`Draft::bad_date`] says so, for the log).
 
 use switchboard_core::richtext::Utf16Span;
 use switchboard_core::{
@@ -13,7 +20,7 @@ use switchboard_core::{
 };
 use time::OffsetDateTime;
 
-use crate::wire::{Entity, Message, ReactionType, ReactionUpdated, User};
+use crate::wire::{Entity, FileInfo, Message, ReactionType, ReactionUpdated, Sticker, User};
 
 /// Entities to rich text. An entity Telegram would never send (off the
 /// text, splitting a surrogate pair) is dropped, the text kept; kinds with
@@ -148,6 +155,9 @@ pub struct PendingFile {
     pub mime: String,
     /// Its size, when Telegram said.
     pub size: Option<u64>,
+    /// A still image to send instead where the format cannot be shown (a
+    /// sticker's thumbnail); its name and type are settled by its bytes.
+    pub alt: Option<Box<PendingFile>>,
 }
 
 /// An event built from an update, with the files it still needs.
@@ -157,6 +167,9 @@ pub struct Draft {
     pub event: NewEvent,
     /// Files to fetch, in order.
     pub files: Vec<PendingFile>,
+    /// The update's `date` when it could not be a time; the event carries
+    /// the time it was received instead.
+    pub bad_date: Option<i64>,
 }
 
 /// Where a chat's messages go: the chat's channel, or a forum topic's own
@@ -201,8 +214,24 @@ pub fn user_author(u: &User) -> Author {
     }
 }
 
-fn time_of(secs: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+/// The day Telegram opened (2013-08-14): no message is older.
+const TELEGRAM_BEGAN: i64 = 1_376_438_400;
+
+/// A `date` as a time, or `None` when it cannot be one: milliseconds
+/// (out of range), before Telegram existed, or more than a day after it
+/// was received (clocks differ by seconds, not days).
+#[must_use]
+pub fn plausible_time(secs: i64, received: OffsetDateTime) -> Option<OffsetDateTime> {
+    let at = OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    (secs >= TELEGRAM_BEGAN && at <= received + time::Duration::days(1)).then_some(at)
+}
+
+/// The time of a `date`, or the time received; and the date when refused.
+fn time_or_received(secs: i64, received: OffsetDateTime) -> (OffsetDateTime, Option<i64>) {
+    match plausible_time(secs, received) {
+        Some(at) => (at, None),
+        None => (received, Some(secs)),
+    }
 }
 
 fn remote(id: i64) -> RemoteId {
@@ -213,7 +242,7 @@ fn remote(id: i64) -> RemoteId {
 #[must_use]
 pub fn files_of(msg: &Message) -> Vec<PendingFile> {
     let mut out = Vec::new();
-    let mut push = |kind, f: &crate::wire::FileInfo, default_name: &str, default_mime: &str| {
+    let mut push = |kind, f: &FileInfo, default_name: &str, default_mime: &str| {
         out.push(PendingFile {
             kind,
             file_id: f.file_id.clone(),
@@ -226,12 +255,15 @@ pub fn files_of(msg: &Message) -> Vec<PendingFile> {
                 .clone()
                 .unwrap_or_else(|| default_mime.to_owned()),
             size: f.file_size,
+            alt: None,
         });
     };
     if let Some(p) = msg.photo.last() {
         push(AttachmentKind::Image, p, "photo.jpg", "image/jpeg");
     }
-    if let Some(f) = &msg.document {
+    // With an animation, `document` is the same file again ("for backward
+    // compatibility", the Bot API says): one file, one attachment.
+    if let Some(f) = msg.document.as_ref().filter(|_| msg.animation.is_none()) {
         push(AttachmentKind::File, f, "file", "application/octet-stream");
     }
     if let Some(f) = &msg.video {
@@ -246,30 +278,106 @@ pub fn files_of(msg: &Message) -> Vec<PendingFile> {
     if let Some(f) = &msg.voice {
         push(AttachmentKind::Voice, f, "voice.ogg", "audio/ogg");
     }
-    if let Some(f) = &msg.sticker {
-        push(AttachmentKind::Sticker, f, "sticker.webp", "image/webp");
+    if let Some(s) = &msg.sticker {
+        out.push(sticker_file(s));
     }
     out
 }
 
-/// The text of a message (its caption for media), with its styles.
+/// A sticker in its own format (the Sticker object names it only by
+/// `is_animated` and `is_video`), with its thumbnail as the still image for
+/// networks that cannot show that format.
+#[must_use]
+pub fn sticker_file(s: &Sticker) -> PendingFile {
+    let (name, mime) = if s.is_video {
+        ("sticker.webm", STICKER_WEBM)
+    } else if s.is_animated {
+        ("sticker.tgs", STICKER_TGS)
+    } else {
+        ("sticker.webp", STICKER_WEBP)
+    };
+    PendingFile {
+        kind: AttachmentKind::Sticker,
+        file_id: s.file_id.clone(),
+        name: name.to_owned(),
+        mime: mime.to_owned(),
+        size: s.file_size,
+        alt: s.thumbnail.as_ref().map(|t| {
+            Box::new(PendingFile {
+                kind: AttachmentKind::Image,
+                file_id: t.file_id.clone(),
+                // Settled by the bytes once fetched (WebP or JPEG).
+                name: "sticker.webp".to_owned(),
+                mime: STICKER_WEBP.to_owned(),
+                size: t.file_size,
+                alt: None,
+            })
+        }),
+    }
+}
+
+/// A static sticker.
+pub const STICKER_WEBP: &str = "image/webp";
+/// An animated sticker: gzipped Lottie JSON.
+pub const STICKER_TGS: &str = "application/x-tgsticker";
+/// A video sticker.
+pub const STICKER_WEBM: &str = "video/webm";
+
+/// What a still image is, from its first bytes: its name and MIME type,
+/// for a thumbnail Telegram gives without either. `None` for what is not a
+/// still image (an animated thumbnail).
+#[must_use]
+pub fn still_image(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        Some(("sticker.webp", "image/webp"))
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(("sticker.jpg", "image/jpeg"))
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(("sticker.png", "image/png"))
+    } else {
+        None
+    }
+}
+
+/// The text of a message (its caption for media), with its styles; a
+/// sticker's emoji, which says what it shows where it cannot be shown.
 #[must_use]
 pub fn body_of(msg: &Message) -> RichText {
     match (&msg.text, &msg.caption) {
         (Some(t), _) => entities_to_rich(t, &msg.entities),
         (None, Some(c)) => entities_to_rich(c, &msg.caption_entities),
-        (None, None) => RichText::default(),
+        (None, None) => msg
+            .sticker
+            .as_ref()
+            .and_then(|s| s.emoji.as_deref())
+            .map(RichText::plain)
+            .unwrap_or_default(),
     }
 }
 
-/// A `message` or `edited_message` as an event; `None` for what is not
-/// bridged (service messages other than joins and leaves, polls, dice...).
+/// [`message_draft_for`] a message whose update is not at hand (tools,
+/// the fuzz harness): keyed as update 0, received now.
 #[must_use]
 pub fn message_draft(
     account: &AccountId,
     channels: &dyn Channels,
     msg: &Message,
     edited: bool,
+) -> Option<Draft> {
+    message_draft_for(account, channels, msg, edited, 0, OffsetDateTime::now_utc())
+}
+
+/// A `message` or `edited_message` as an event; `None` for what is not
+/// bridged (service messages other than joins and leaves, polls, dice...).
+/// `update_id` is the update that brought it, `received` when.
+#[must_use]
+pub fn message_draft_for(
+    account: &AccountId,
+    channels: &dyn Channels,
+    msg: &Message,
+    edited: bool,
+    update_id: i64,
+    received: OffsetDateTime,
 ) -> Option<Draft> {
     let (channel, thread) = channels.channel_for(
         msg.chat.id,
@@ -284,16 +392,12 @@ pub fn message_draft(
     };
     let author = author_of(msg);
     if edited {
-        let at = time_of(msg.edit_date.unwrap_or(msg.date));
+        let (at, bad_date) = time_or_received(msg.edit_date.unwrap_or(msg.date), received);
         let body = body_of(msg);
         return Some(Draft {
             event: NewEvent {
                 origin,
-                key: Some(format!(
-                    "edit:{}:{}",
-                    msg.message_id,
-                    msg.edit_date.unwrap_or(msg.date)
-                )),
+                key: Some(format!("edit:{}:u{update_id}", msg.message_id)),
                 author,
                 at,
                 kind: EventKind::Edit {
@@ -302,9 +406,10 @@ pub fn message_draft(
                 },
             },
             files: Vec::new(),
+            bad_date,
         });
     }
-    let at = time_of(msg.date);
+    let (at, bad_date) = time_or_received(msg.date, received);
     let membership = |change, who: &User| NewEvent {
         origin: origin.clone(),
         key: None,
@@ -316,12 +421,14 @@ pub fn message_draft(
         return Some(Draft {
             event: membership(Membership::Joined, u),
             files: Vec::new(),
+            bad_date,
         });
     }
     if let Some(u) = &msg.left_chat_member {
         return Some(Draft {
             event: membership(Membership::Left, u),
             files: Vec::new(),
+            bad_date,
         });
     }
     let files = files_of(msg);
@@ -329,12 +436,16 @@ pub fn message_draft(
     if body.text.is_empty() && files.is_empty() {
         return None;
     }
-    // A reply to the topic's opening message is how Telegram marks every
-    // message of a topic: not a reply anyone wrote.
+    // In a forum topic, a message that answers nobody still carries the
+    // topic's opening message as `reply_to_message`: not a reply anyone
+    // wrote. Only there: in a supergroup without topics every reply
+    // carries `message_thread_id` (the reply chain's first message), and
+    // a reply to that message is a reply like any other.
+    let in_topic = msg.is_topic_message == Some(true);
     let reply_to = msg
         .reply_to_message
         .as_ref()
-        .filter(|r| Some(r.message_id) != msg.message_thread_id)
+        .filter(|r| !(in_topic && Some(r.message_id) == msg.message_thread_id))
         .map(|r| TargetRef::Remote(remote(r.message_id)));
     Some(Draft {
         event: NewEvent {
@@ -349,16 +460,33 @@ pub fn message_draft(
             },
         },
         files,
+        bad_date,
     })
 }
 
-/// A reaction change as events: one per emoji added or taken back.
-/// Custom emoji and paid reactions are not bridged.
+/// [`reaction_events_on`] the chat's own channel, for a reaction whose
+/// update is not at hand (tools, the fuzz harness): update 0, received now.
 #[must_use]
 pub fn reaction_events(
     account: &AccountId,
     channels: &dyn Channels,
     r: &ReactionUpdated,
+) -> Vec<NewEvent> {
+    let place = channels.channel_for(r.chat.id, None);
+    reaction_events_on(account, place, r, 0, OffsetDateTime::now_utc())
+}
+
+/// A reaction change as events on `channel` (the caller knows which of
+/// the chat's channels holds the message: the update names only the chat):
+/// one per emoji added or taken back. Custom emoji and paid reactions are
+/// not bridged.
+#[must_use]
+pub fn reaction_events_on(
+    account: &AccountId,
+    (channel, thread): (ChannelId, Option<String>),
+    r: &ReactionUpdated,
+    update_id: i64,
+    received: OffsetDateTime,
 ) -> Vec<NewEvent> {
     let emoji = |list: &[ReactionType]| -> Vec<String> {
         list.iter()
@@ -378,7 +506,7 @@ pub fn reaction_events(
         },
         (None, None) => Author::default(),
     };
-    let (channel, thread) = channels.channel_for(r.chat.id, None);
+    let (at, _) = time_or_received(r.date, received);
     let changes = new
         .iter()
         .filter(|e| !old.contains(e))
@@ -393,15 +521,12 @@ pub fn reaction_events(
                 thread: thread.clone(),
             },
             key: Some(format!(
-                "react:{}:{}:{}:{}:{}",
+                "react:{}:u{update_id}:{}{e}",
                 r.message_id,
-                author.remote_id,
-                r.date,
                 if removed { '-' } else { '+' },
-                e
             )),
             author: author.clone(),
-            at: time_of(r.date),
+            at,
             kind: EventKind::Reaction {
                 target: TargetRef::Remote(remote(r.message_id)),
                 emoji: e.clone(),

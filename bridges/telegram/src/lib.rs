@@ -6,7 +6,9 @@
 //! - [`client`]: one Bot API call, its envelope and [`client::CallError`].
 //! - [`wire`]: the Bot API objects read from Telegram.
 //! - [`convert`]: Telegram ↔ the normalized model, no I/O.
-//! - [`adapter`]: [`TelegramAdapter`]: the long-poll receive loop and sends.
+//! - [`adapter`]: [`TelegramAdapter`]: receiving (long polling or a
+//!   webhook; `adapter/receive.rs`, `adapter/webhook.rs`), sending
+//!   (`adapter/send.rs`), and the health it reports.
 //! - `fake` (feature `fake`): a faithful fake of the Bot API server, for
 //!   tests and the benchmark.
 //!

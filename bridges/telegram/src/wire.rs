@@ -25,6 +25,24 @@ pub struct Update {
     /// A user's reactions to a message changed.
     #[serde(default)]
     pub message_reaction: Option<ReactionUpdated>,
+    /// The bot's own standing in a chat changed (added, promoted, removed).
+    #[serde(default)]
+    pub my_chat_member: Option<ChatMemberUpdated>,
+}
+
+impl Update {
+    /// The chat the update is about, when it names one.
+    #[must_use]
+    pub fn chat_id(&self) -> Option<i64> {
+        self.message
+            .as_ref()
+            .or(self.edited_message.as_ref())
+            .or(self.channel_post.as_ref())
+            .or(self.edited_channel_post.as_ref())
+            .map(|m| m.chat.id)
+            .or_else(|| self.message_reaction.as_ref().map(|r| r.chat.id))
+            .or_else(|| self.my_chat_member.as_ref().map(|m| m.chat.id))
+    }
 }
 
 /// A user or bot.
@@ -129,12 +147,13 @@ pub struct Message {
     /// A voice note.
     #[serde(default)]
     pub voice: Option<FileInfo>,
-    /// A GIF or silent video.
+    /// A GIF or silent video. Telegram sets `document` to the same file
+    /// beside it, for clients older than animations.
     #[serde(default)]
     pub animation: Option<FileInfo>,
     /// A sticker.
     #[serde(default)]
-    pub sticker: Option<FileInfo>,
+    pub sticker: Option<Sticker>,
     /// Users who joined.
     #[serde(default)]
     pub new_chat_members: Vec<User>,
@@ -166,6 +185,61 @@ pub struct FileInfo {
     /// The MIME type the sender gave.
     #[serde(default)]
     pub mime_type: Option<String>,
+}
+
+/// A sticker: a static WebP, an animated TGS (gzipped Lottie) or a video
+/// WebM, told apart by `is_animated` and `is_video` (the object has no
+/// name or MIME type of its own).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sticker {
+    /// For getFile.
+    pub file_id: String,
+    /// Bytes, when known.
+    #[serde(default)]
+    pub file_size: Option<u64>,
+    /// A TGS animation.
+    #[serde(default)]
+    pub is_animated: bool,
+    /// A WebM video.
+    #[serde(default)]
+    pub is_video: bool,
+    /// The emoji it stands for.
+    #[serde(default)]
+    pub emoji: Option<String>,
+    /// A still image of it (WebP or JPEG), for who cannot play it.
+    #[serde(default)]
+    pub thumbnail: Option<FileInfo>,
+}
+
+/// A change of a chat member's standing (`my_chat_member`: the bot's own).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMemberUpdated {
+    /// The chat.
+    pub chat: Chat,
+    /// Before.
+    pub old_chat_member: ChatMember,
+    /// After.
+    pub new_chat_member: ChatMember,
+}
+
+/// A member of a chat, as getChatMember answers and `my_chat_member`
+/// carries it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMember {
+    /// creator, administrator, member, restricted, left or kicked.
+    pub status: String,
+    /// restricted: whether it may still send text messages.
+    #[serde(default)]
+    pub can_send_messages: Option<bool>,
+}
+
+impl ChatMember {
+    /// Whether Telegram sends this member `message_reaction` updates (only
+    /// administrators get them).
+    #[must_use]
+    pub fn sees_reactions(&self) -> bool {
+        matches!(self.status.as_str(), "creator" | "administrator")
+    }
 }
 
 /// A style or a special part of a text.

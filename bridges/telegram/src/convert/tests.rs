@@ -5,6 +5,7 @@ use switchboard_core::{Span, TextUnit};
 
 use super::*;
 use crate::wire::{Message, Update};
+use time::OffsetDateTime;
 
 struct Plain(HashSet<String>);
 impl Channels for Plain {
@@ -23,7 +24,53 @@ impl Channels for Plain {
 }
 
 fn fixture() -> Vec<serde_json::Value> {
-    serde_json::from_str(include_str!("../../tests/fixtures/album_and_edit.json")).unwrap()
+    parse_fixture(include_str!("../../tests/fixtures/album_and_edit.json"))
+}
+
+/// A fixture file: JSON after its `//` lines, which name its sources.
+fn parse_fixture(text: &str) -> Vec<serde_json::Value> {
+    let json: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&json).expect("a fixture is a JSON array")
+}
+
+/// The updates of a fixture, decoded.
+fn updates(text: &str) -> Vec<Update> {
+    parse_fixture(text)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("the fixture decodes"))
+        .collect()
+}
+
+/// When the fixtures' updates were received.
+fn received() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_764_200_000).unwrap()
+}
+
+fn draft(u: &Update, edited: bool) -> Option<Draft> {
+    let m = if edited {
+        u.edited_message.as_ref()
+    } else {
+        u.message.as_ref()
+    };
+    message_draft_for(
+        &account(),
+        &Plain(HashSet::new()),
+        m.unwrap(),
+        edited,
+        u.update_id,
+        received(),
+    )
+}
+
+fn reply_of(d: &Draft) -> Option<&TargetRef> {
+    match &d.event.kind {
+        EventKind::Message { reply_to, .. } => reply_to.as_ref(),
+        other => panic!("not a message: {other:?}"),
+    }
 }
 
 fn account() -> AccountId {
@@ -42,7 +89,15 @@ fn recorded_updates_become_events() {
     let u: Vec<Update> = updates.into_iter().take(6).map(Result::unwrap).collect();
     let ch = Plain(HashSet::new());
 
-    let photo = message_draft(&account(), &ch, u[0].message.as_ref().unwrap(), false).unwrap();
+    let photo = message_draft_for(
+        &account(),
+        &ch,
+        u[0].message.as_ref().unwrap(),
+        false,
+        500,
+        received(),
+    )
+    .unwrap();
     assert_eq!(photo.files[0].file_id, "big", "the largest size");
     assert_eq!(photo.event.author.display_name, "Ana Lima");
     assert_eq!(photo.event.author.username.as_deref(), Some("ana"));
@@ -50,19 +105,41 @@ fn recorded_updates_become_events() {
         panic!()
     };
     assert_eq!(&body.text[body.spans[0].start..body.spans[0].end], "😀");
-    let doc = message_draft(&account(), &ch, u[1].message.as_ref().unwrap(), false).unwrap();
+    let doc = message_draft_for(
+        &account(),
+        &ch,
+        u[1].message.as_ref().unwrap(),
+        false,
+        501,
+        received(),
+    )
+    .unwrap();
     assert_eq!(doc.files[0].name, "notes.pdf");
     assert_eq!(doc.files[0].mime, "application/pdf");
 
-    let edit = message_draft(&account(), &ch, u[2].edited_message.as_ref().unwrap(), true).unwrap();
-    assert_eq!(edit.event.key.as_deref(), Some("edit:9:1764100100"));
+    let edit = message_draft_for(
+        &account(),
+        &ch,
+        u[2].edited_message.as_ref().unwrap(),
+        true,
+        502,
+        received(),
+    )
+    .unwrap();
+    assert_eq!(edit.event.key.as_deref(), Some("edit:9:u502"));
     let EventKind::Edit { target, body } = &edit.event.kind else {
         panic!()
     };
     assert_eq!(target, &TargetRef::Remote(RemoteId::new("9").unwrap()));
     assert_eq!(&body.text[body.spans[0].start..body.spans[0].end], "typo");
 
-    let reactions = reaction_events(&account(), &ch, u[3].message_reaction.as_ref().unwrap());
+    let reactions = reaction_events_on(
+        &account(),
+        ch.channel_for(-1001, None),
+        u[3].message_reaction.as_ref().unwrap(),
+        503,
+        received(),
+    );
     let got: Vec<(String, bool)> = reactions
         .iter()
         .map(|e| match &e.kind {
@@ -73,7 +150,15 @@ fn recorded_updates_become_events() {
     assert_eq!(got, [("🔥".to_owned(), false), ("👍".to_owned(), true)]);
     assert_ne!(reactions[0].key, reactions[1].key);
 
-    let topic = message_draft(&account(), &ch, u[4].message.as_ref().unwrap(), false).unwrap();
+    let topic = message_draft_for(
+        &account(),
+        &ch,
+        u[4].message.as_ref().unwrap(),
+        false,
+        504,
+        received(),
+    )
+    .unwrap();
     assert_eq!(topic.event.origin.channel.as_str(), "-1001");
     assert_eq!(topic.event.origin.thread.as_deref(), Some("3"));
     let EventKind::Message { reply_to, .. } = &topic.event.kind else {
@@ -84,11 +169,27 @@ fn recorded_updates_become_events() {
         "the topic's opening message is not a reply"
     );
     let mapped = Plain(["-1001/3".to_owned()].into());
-    let topic = message_draft(&account(), &mapped, u[4].message.as_ref().unwrap(), false).unwrap();
+    let topic = message_draft_for(
+        &account(),
+        &mapped,
+        u[4].message.as_ref().unwrap(),
+        false,
+        504,
+        received(),
+    )
+    .unwrap();
     assert_eq!(topic.event.origin.channel.as_str(), "-1001/3");
 
     assert!(
-        message_draft(&account(), &ch, u[5].message.as_ref().unwrap(), false).is_none(),
+        message_draft_for(
+            &account(),
+            &ch,
+            u[5].message.as_ref().unwrap(),
+            false,
+            505,
+            received()
+        )
+        .is_none(),
         "dice are not bridged"
     );
 }
@@ -102,7 +203,7 @@ fn joins_and_leaves_are_membership() {
         "new_chat_members": [{"id": 9, "is_bot": false, "first_name": "Neo", "username": "neo"}]
     }))
     .unwrap();
-    let d = message_draft(&account(), &ch, &msg, false).unwrap();
+    let d = message_draft_for(&account(), &ch, &msg, false, 1, received()).unwrap();
     assert_eq!(
         d.event.kind,
         EventKind::Membership {
@@ -119,7 +220,7 @@ fn joins_and_leaves_are_membership() {
         "left_chat_member": {"id": 9, "is_bot": false, "first_name": "Neo"}
     }))
     .unwrap();
-    let d = message_draft(&account(), &ch, &msg, false).unwrap();
+    let d = message_draft_for(&account(), &ch, &msg, false, 1, received()).unwrap();
     assert_eq!(
         d.event.kind,
         EventKind::Membership {
@@ -379,4 +480,166 @@ proptest::proptest! {
             switchboard_core::arb::coverage(&rt)
         );
     }
+}
+
+// --- the fixtures of issue 19: each shape decoded and converted ---------------
+
+#[test]
+fn fixture_a_reply_in_a_supergroup_without_topics_is_a_reply() {
+    let u = updates(include_str!(
+        "../../tests/fixtures/reply_in_supergroup.json"
+    ));
+    for (i, target) in [(0, "111"), (1, "112")] {
+        let d = draft(&u[i], false).unwrap();
+        assert_eq!(
+            reply_of(&d),
+            Some(&TargetRef::Remote(RemoteId::new(target).unwrap())),
+            "update {i}"
+        );
+        // Not a topic: the group itself, no thread.
+        assert_eq!(d.event.origin.channel.as_str(), "-1002222000284");
+        assert_eq!(d.event.origin.thread, None);
+    }
+}
+
+#[test]
+fn fixture_in_a_forum_topic_only_the_implicit_reply_is_dropped() {
+    let u = updates(include_str!(
+        "../../tests/fixtures/reply_in_forum_topic.json"
+    ));
+    let first = draft(&u[0], false).unwrap();
+    assert_eq!(reply_of(&first), None, "the topic's creation is no reply");
+    assert_eq!(first.event.origin.thread.as_deref(), Some("3"));
+    let second = draft(&u[1], false).unwrap();
+    assert_eq!(
+        reply_of(&second),
+        Some(&TargetRef::Remote(RemoteId::new("40").unwrap()))
+    );
+    let topic = Plain(["-1001500000001/3".to_owned()].into());
+    let m = u[1].message.as_ref().unwrap();
+    let mapped =
+        message_draft_for(&account(), &topic, m, false, u[1].update_id, received()).unwrap();
+    assert_eq!(mapped.event.origin.channel.as_str(), "-1001500000001/3");
+}
+
+#[test]
+fn fixture_a_gif_is_one_file() {
+    let u = updates(include_str!("../../tests/fixtures/animation.json"));
+    let d = draft(&u[0], false).unwrap();
+    assert_eq!(d.files.len(), 1, "{:?}", d.files);
+    assert_eq!(d.files[0].kind, AttachmentKind::Video);
+    assert_eq!(d.files[0].file_id, "CgACanim");
+    assert_eq!(d.files[0].name, "example.gif.mp4");
+    assert_eq!(d.files[0].mime, "video/mp4");
+}
+
+#[test]
+fn fixture_stickers_keep_their_format_and_bring_their_still() {
+    let u = updates(include_str!("../../tests/fixtures/stickers.json"));
+    let want = [
+        ("CAACstatic", "sticker.webp", "image/webp", "😺", "AAMCs1"),
+        (
+            "CAACanimated",
+            "sticker.tgs",
+            "application/x-tgsticker",
+            "🎉",
+            "AAMCs2",
+        ),
+        ("CAACvideo", "sticker.webm", "video/webm", "🐸", "AAMCs3"),
+    ];
+    for (update, (file, name, mime, emoji, thumb)) in u.iter().zip(want) {
+        let d = draft(update, false).unwrap();
+        assert_eq!(d.files.len(), 1);
+        let f = &d.files[0];
+        assert_eq!(f.kind, AttachmentKind::Sticker);
+        assert_eq!(
+            (f.file_id.as_str(), f.name.as_str(), f.mime.as_str()),
+            (file, name, mime)
+        );
+        let still = f.alt.as_deref().expect("the thumbnail as the still");
+        assert_eq!(still.file_id, thumb);
+        assert_eq!(still.kind, AttachmentKind::Image);
+        let EventKind::Message { body, .. } = &d.event.kind else {
+            panic!()
+        };
+        assert_eq!(body.text, emoji, "the emoji says what the sticker shows");
+    }
+    assert_eq!(
+        still_image(b"RIFF\0\0\0\0WEBPVP8X"),
+        Some(("sticker.webp", "image/webp"))
+    );
+    assert_eq!(
+        still_image(&[0xFF, 0xD8, 0xFF, 0xE0]),
+        Some(("sticker.jpg", "image/jpeg"))
+    );
+    assert_eq!(still_image(&[0x1F, 0x8B, 8]), None, "a TGS is no still");
+}
+
+#[test]
+fn fixture_a_reaction_names_the_chat_not_the_topic() {
+    let u = updates(include_str!("../../tests/fixtures/reaction_in_forum.json"));
+    let r = u[0].message_reaction.as_ref().unwrap();
+    assert_eq!(r.chat.id, -1001500000001);
+    assert_eq!(u[0].chat_id(), Some(-1001500000001));
+    // The caller puts it on the channel that holds the message.
+    let topic = ChannelId::new("-1001500000001/3").unwrap();
+    let events = reaction_events_on(
+        &account(),
+        (topic.clone(), None),
+        r,
+        u[0].update_id,
+        received(),
+    );
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].origin.channel, topic);
+    assert_eq!(events[0].key.as_deref(), Some("react:40:u700030:+👍"));
+}
+
+#[test]
+fn fixture_the_bots_standing_says_whether_it_sees_reactions() {
+    let u = updates(include_str!("../../tests/fixtures/my_chat_member.json"));
+    let promoted = u[0].my_chat_member.as_ref().unwrap();
+    assert!(!promoted.old_chat_member.sees_reactions());
+    assert!(promoted.new_chat_member.sees_reactions());
+    let kicked = u[1].my_chat_member.as_ref().unwrap();
+    assert_eq!(kicked.new_chat_member.status, "kicked");
+    assert!(!kicked.new_chat_member.sees_reactions());
+    assert_eq!(u[1].chat_id(), Some(-1001000000001));
+}
+
+#[test]
+fn fixture_two_edits_in_one_second_are_two_edits() {
+    let u = updates(include_str!(
+        "../../tests/fixtures/edits_within_one_second.json"
+    ));
+    let a = draft(&u[0], true).unwrap();
+    let b = draft(&u[1], true).unwrap();
+    assert_ne!(a.event.key, b.event.key, "not a duplicate");
+    assert_eq!(a.event.at, b.event.at);
+    let text = |d: &Draft| match &d.event.kind {
+        EventKind::Edit { body, .. } => body.text.clone(),
+        _ => panic!(),
+    };
+    assert_eq!((text(&a), text(&b)), ("second".into(), "third".into()));
+}
+
+#[test]
+fn fixture_an_impossible_date_is_the_time_received() {
+    let u = updates(include_str!("../../tests/fixtures/impossible_dates.json"));
+    for (update, date) in u.iter().zip([1_764_100_900_000, -5]) {
+        let d = draft(update, false).unwrap();
+        assert_eq!(d.event.at, received());
+        assert_eq!(d.bad_date, Some(date));
+    }
+    // Seconds of a day ahead are a clock's difference, not an error.
+    let soon = received() + time::Duration::hours(2);
+    assert_eq!(
+        plausible_time(soon.unix_timestamp(), received()),
+        Some(soon)
+    );
+    assert_eq!(
+        plausible_time(0, received()),
+        None,
+        "1970 is before Telegram"
+    );
 }

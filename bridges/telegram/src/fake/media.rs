@@ -1,7 +1,8 @@
 //! File facts the fake needs without a media pipeline: image dimensions
 //! read from headers (PNG, JPEG, GIF, WebP, BMP), the photo sizes Telegram
-//! would generate, MIME types by file name, and [`png`], which makes a real
-//! (tiny) PNG for tests to upload.
+//! would generate, MIME types by file name, the three sticker formats told
+//! apart by their bytes, and small real files for tests: [`png`], [`webp`],
+//! [`tgs`] (a gzipped Lottie animation) and [`webm`] (a WebM header).
 //!
 //! Telegram recompresses photos and makes thumbnails; the fake keeps the
 //! uploaded bytes unchanged, so every size of a photo downloads the original.
@@ -182,6 +183,97 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// The three sticker formats Telegram has, told apart by their bytes
+/// (the server's Sticker object names them only by `is_animated` and
+/// `is_video`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickerFormat {
+    /// A static sticker: WebP.
+    Webp,
+    /// An animated sticker: TGS, gzipped Lottie JSON.
+    Tgs,
+    /// A video sticker: WebM (VP9).
+    Webm,
+}
+
+impl StickerFormat {
+    /// The extension of its file path.
+    pub fn extension(self) -> &'static str {
+        match self {
+            StickerFormat::Webp => "webp",
+            StickerFormat::Tgs => "tgs",
+            StickerFormat::Webm => "webm",
+        }
+    }
+
+    /// A small file of this format, as a test's sticker (see [`webp`],
+    /// [`tgs`], [`webm`]).
+    pub fn sample(self) -> Vec<u8> {
+        match self {
+            StickerFormat::Webp => webp(512, 512),
+            StickerFormat::Tgs => tgs(),
+            StickerFormat::Webm => webm(),
+        }
+    }
+}
+
+/// What sticker format these bytes are, if any (thumbnails too: WebP or
+/// JPEG stills are told apart from the animated kinds).
+pub(crate) fn sticker_format(b: &[u8]) -> Option<StickerFormat> {
+    if b.starts_with(b"RIFF") && b.get(8..12) == Some(b"WEBP") {
+        Some(StickerFormat::Webp)
+    } else if b.starts_with(&[0x1F, 0x8B]) {
+        Some(StickerFormat::Tgs)
+    } else if b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some(StickerFormat::Webm)
+    } else {
+        None
+    }
+}
+
+/// A WebP image of the given size: an extended-format (`VP8X`) header
+/// with its canvas, enough for anything that reads WebP dimensions.
+pub fn webp(width: u32, height: u32) -> Vec<u8> {
+    let mut vp8x = vec![0u8; 10];
+    vp8x[4..7].copy_from_slice(&(width.max(1) - 1).to_le_bytes()[..3]);
+    vp8x[7..10].copy_from_slice(&(height.max(1) - 1).to_le_bytes()[..3]);
+    let mut out = b"RIFF".to_vec();
+    out.extend(((4 + 8 + vp8x.len()) as u32).to_le_bytes());
+    out.extend(b"WEBPVP8X");
+    out.extend((vp8x.len() as u32).to_le_bytes());
+    out.extend(vp8x);
+    out
+}
+
+/// A TGS sticker: a tiny Lottie animation, gzipped (one stored block).
+pub fn tgs() -> Vec<u8> {
+    let lottie = br#"{"tgs":1,"v":"5.5.2","fr":60,"ip":0,"op":60,"w":512,"h":512,"layers":[]}"#;
+    let mut out = vec![0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF];
+    let len = lottie.len() as u16;
+    out.push(1);
+    out.extend(len.to_le_bytes());
+    out.extend((!len).to_le_bytes());
+    out.extend(lottie);
+    out.extend(crc32(lottie).to_le_bytes());
+    out.extend((lottie.len() as u32).to_le_bytes());
+    out
+}
+
+/// A WebM video sticker: the EBML header with doctype `webm` (the frames
+/// are not there; nothing in a test decodes them).
+pub fn webm() -> Vec<u8> {
+    let mut out = vec![0x1A, 0x45, 0xDF, 0xA3, 0x9F];
+    out.extend([0x42, 0x86, 0x81, 0x01]); // EBMLVersion 1
+    out.extend([0x42, 0xF7, 0x81, 0x01]); // EBMLReadVersion 1
+    out.extend([0x42, 0xF2, 0x81, 0x04]); // EBMLMaxIDLength 4
+    out.extend([0x42, 0xF3, 0x81, 0x08]); // EBMLMaxSizeLength 8
+    out.extend([0x42, 0x82, 0x84]);
+    out.extend(b"webm"); // DocType
+    out.extend([0x42, 0x87, 0x81, 0x04]); // DocTypeVersion 4
+    out.extend([0x42, 0x85, 0x81, 0x02]); // DocTypeReadVersion 2
+    out
+}
+
 fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);
     for byte in data {
@@ -227,6 +319,19 @@ mod tests {
             0xE0, 0x02, 0x80, 0x03,
         ];
         assert_eq!(image_size(&jpeg), Some((640, 480)));
+    }
+
+    #[test]
+    fn sticker_formats_are_told_by_their_bytes() {
+        assert_eq!(image_size(&webp(512, 300)), Some((512, 300)));
+        assert_eq!(sticker_format(&webp(1, 1)), Some(StickerFormat::Webp));
+        assert_eq!(sticker_format(&tgs()), Some(StickerFormat::Tgs));
+        assert_eq!(sticker_format(&webm()), Some(StickerFormat::Webm));
+        assert_eq!(sticker_format(&png(2, 2)), None);
+        // The TGS is a real gzip member: its trailer holds the length.
+        let t = tgs();
+        let isize = u32::from_le_bytes(t[t.len() - 4..].try_into().unwrap());
+        assert_eq!(isize as usize, t.len() - 10 - 5 - 8);
     }
 
     #[test]

@@ -15,9 +15,12 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, ApiResult, Success};
 use super::media;
 use super::params::{to_integer, Params, Upload};
-use super::state::{now_unix, Chat, ChatKind, FileKind, Shared, State, Stored, Webhook};
+use super::state::{
+    chat_member, now_unix, reply_thread, Chat, ChatKind, FileKind, Shared, State, Stored, Webhook,
+};
 use super::text::{self, Formatted};
 use super::updates::{self, BY_SET_WEBHOOK};
+use super::BotStatus;
 
 /// Methods the fake implements, spelled as documented.
 const METHODS: &[&str] = &[
@@ -33,6 +36,7 @@ const METHODS: &[&str] = &[
     "sendAudio",
     "sendVoice",
     "sendAnimation",
+    "sendSticker",
     "sendMediaGroup",
     "getFile",
     "editMessageText",
@@ -40,6 +44,7 @@ const METHODS: &[&str] = &[
     "deleteMessage",
     "setMessageReaction",
     "getChat",
+    "getChatMember",
     "sendChatAction",
     "getUserProfilePhotos",
 ];
@@ -52,7 +57,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "forwardMessages",
     "copyMessage",
     "copyMessages",
-    "sendSticker",
     "sendVideoNote",
     "sendPaidMedia",
     "sendLocation",
@@ -71,7 +75,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "pinChatMessage",
     "unpinChatMessage",
     "unpinAllChatMessages",
-    "getChatMember",
     "getChatMemberCount",
     "getChatAdministrators",
     "leaveChat",
@@ -145,6 +148,7 @@ fn call(st: &mut State, method: &str, p: &Params) -> ApiResult<Success> {
         "sendAudio" => send_media(st, p, FileKind::Audio),
         "sendVoice" => send_media(st, p, FileKind::Voice),
         "sendAnimation" => send_media(st, p, FileKind::Animation),
+        "sendSticker" => send_sticker(st, p),
         "sendMediaGroup" => send_media_group(st, p),
         "getFile" => get_file(st, p),
         "editMessageText" => edit_message_text(st, p),
@@ -155,6 +159,7 @@ fn call(st: &mut State, method: &str, p: &Params) -> ApiResult<Success> {
             let chat_id = resolve_chat(st, p, Access::Read)?;
             Ok(chat(st, chat_id)?.full_json().into())
         }
+        "getChatMember" => get_chat_member(st, p),
         "sendChatAction" => send_chat_action(st, p),
         "getUserProfilePhotos" => get_user_profile_photos(st, p),
         other => Err(ApiError::new(
@@ -186,10 +191,37 @@ fn resolve_chat(st: &State, p: &Params, access: Access) -> ApiResult<i64> {
     } else {
         st.chats.get(&to_integer(&raw))
     };
-    let chat = found.ok_or_else(|| bad("chat not found"))?;
-    match (access, chat.migrated_to) {
-        (Access::Write, Some(to)) => Err(ApiError::migrated(to)),
-        _ => Ok(chat.id),
+    let chat = found
+        .filter(|c| !c.missing)
+        .ok_or_else(|| bad("chat not found"))?;
+    if let (Access::Write, Some(to)) = (access, chat.migrated_to) {
+        return Err(ApiError::migrated(to));
+    }
+    if let Some(refused) = chat.access_error(access == Access::Write) {
+        return Err(refused);
+    }
+    Ok(chat.id)
+}
+
+/// A restricted bot may not send: `not enough rights to send <what> to the
+/// chat`, in TDLib's words (`what`: "text messages", "photos"...).
+fn may_send(chat: &Chat, what: &str) -> ApiResult<()> {
+    if chat.bot_status == BotStatus::Restricted {
+        return Err(bad(format!("not enough rights to send {what} to the chat")));
+    }
+    Ok(())
+}
+
+/// What TDLib calls a kind of file when refusing to send it.
+fn rights_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Photo | FileKind::Thumbnail => "photos",
+        FileKind::Document => "documents",
+        FileKind::Video => "videos",
+        FileKind::Audio => "music",
+        FileKind::Voice => "voice notes",
+        FileKind::Animation => "animations",
+        FileKind::Sticker => "stickers",
     }
 }
 
@@ -215,12 +247,10 @@ fn thread_and_reply(chat: &Chat, p: &Params) -> ApiResult<(Option<i64>, Option<V
         thread = Some(requested);
     }
     let reply = reply_target(chat, p)?;
-    if thread.is_none() && chat.is_forum {
-        // A reply goes to the replied message's topic.
-        thread = reply
-            .as_ref()
-            .and_then(|r| r.get("message_thread_id"))
-            .and_then(Value::as_i64);
+    if thread.is_none() {
+        // A reply goes to the replied message's topic, or in a supergroup
+        // without topics into its reply thread.
+        thread = reply.as_ref().and_then(|r| reply_thread(chat, r));
     }
     Ok((thread, reply))
 }
@@ -296,7 +326,10 @@ fn new_message(
     m.insert("date".into(), now_unix().into());
     if let Some(thread) = thread {
         m.insert("message_thread_id".into(), thread.into());
-        m.insert("is_topic_message".into(), true.into());
+        // Only a forum's topics are topics; elsewhere it is a reply thread.
+        if chat.is_forum {
+            m.insert("is_topic_message".into(), true.into());
+        }
     }
     if let Some(reply) = reply {
         m.insert("reply_to_message".into(), reply);
@@ -369,6 +402,7 @@ fn set_formatted(m: &mut Map<String, Value>, text_key: &str, entities_key: &str,
 fn send_message(st: &mut State, p: &Params) -> ApiResult<Success> {
     let text = message_text(p)?;
     let chat_id = resolve_chat(st, p, Access::Write)?;
+    may_send(chat(st, chat_id)?, "text messages")?;
     let (thread, reply) = thread_and_reply(chat(st, chat_id)?, p)?;
     if text.utf16_len() > text::MAX_TEXT {
         return Err(bad("message is too long"));
@@ -450,7 +484,7 @@ fn media_extras(
         FileKind::Voice => {
             extra.insert("duration".into(), clamp("duration", 86_400));
         }
-        FileKind::Photo | FileKind::Document => {}
+        FileKind::Photo | FileKind::Document | FileKind::Sticker | FileKind::Thumbnail => {}
     }
     extra
 }
@@ -470,6 +504,8 @@ fn kind_mime(kind: FileKind, name: Option<&str>, part: Option<&str>) -> String {
         FileKind::Voice => by_name
             .filter(|m| ["audio/ogg", "audio/mpeg", "audio/mp4"].contains(m))
             .or(Some("audio/ogg")),
+        // Not sent through send_media: stickers have no MIME type.
+        FileKind::Sticker | FileKind::Thumbnail => None,
     };
     match (chosen, name, part) {
         (Some(mime), _, _) => mime.to_string(),
@@ -576,6 +612,7 @@ fn send_media(st: &mut State, p: &Params, kind: FileKind) -> ApiResult<Success> 
     let source = source(p, field)?;
     let caption = caption(p)?;
     let chat_id = resolve_chat(st, p, Access::Write)?;
+    may_send(chat(st, chat_id)?, rights_name(kind))?;
     let (thread, reply) = thread_and_reply(chat(st, chat_id)?, p)?;
     let extra = media_extras(kind, &|n| p.int(n), &|n| p.arg(n));
     let prepared = prepare(st, kind, &source, extra)?;
@@ -585,6 +622,16 @@ fn send_media(st: &mut State, p: &Params, kind: FileKind) -> ApiResult<Success> 
     st.rate.admit(chat_id, 1)?;
     let media = commit(st, prepared);
     let mut m = new_message(st, chat_id, thread, reply)?;
+    if kind == FileKind::Animation {
+        // The server sets `document` beside `animation`, for old clients.
+        let mut document = media.clone();
+        if let Some(d) = document.as_object_mut() {
+            for key in ["duration", "width", "height"] {
+                d.remove(key);
+            }
+        }
+        m.insert("document".into(), document);
+    }
     m.insert(field.into(), media);
     set_formatted(&mut m, "caption", "caption_entities", caption);
     Ok(store(st, chat_id, m)?.into())
@@ -680,6 +727,9 @@ fn send_media_group(st: &mut State, p: &Params) -> ApiResult<Success> {
         .map(|item| album_item(p, item))
         .collect::<ApiResult<Vec<_>>>()?;
     let chat_id = resolve_chat(st, p, Access::Write)?;
+    if let Some(first) = album.first() {
+        may_send(chat(st, chat_id)?, rights_name(first.kind))?;
+    }
     let (thread, reply) = thread_and_reply(chat(st, chat_id)?, p)?;
     if album.is_empty() {
         return Err(bad("there are no messages to send"));
@@ -733,6 +783,72 @@ fn send_media_group(st: &mut State, p: &Params) -> ApiResult<Success> {
         sent.push(store(st, chat_id, m)?);
     }
     Ok(Value::Array(sent).into())
+}
+
+/// `sendSticker`: an uploaded `.WEBP`, `.TGS` or `.WEBM` sticker, or a
+/// sticker's file_id. No caption; `emoji` names an upload's emoji.
+fn send_sticker(st: &mut State, p: &Params) -> ApiResult<Success> {
+    let source = source(p, "sticker")?;
+    let chat_id = resolve_chat(st, p, Access::Write)?;
+    may_send(chat(st, chat_id)?, "stickers")?;
+    let (thread, reply) = thread_and_reply(chat(st, chat_id)?, p)?;
+    let sticker = match source {
+        Source::FileId(file_id) => {
+            let file = st
+                .files
+                .get(&file_id)
+                .ok_or_else(|| bad("wrong file identifier/HTTP URL specified"))?;
+            if file.kind != FileKind::Sticker {
+                return Err(bad(format!(
+                    "can't use file of type {} as Sticker",
+                    file.kind.tdlib_name()
+                )));
+            }
+            file.media.clone()
+        }
+        Source::Upload(upload) => {
+            if upload.bytes.is_empty() {
+                return Err(bad("file must be non-empty"));
+            }
+            // The fake's own wording: the documented formats only.
+            if media::sticker_format(&upload.bytes).is_none() {
+                return Err(bad(
+                    "the sticker must be a .WEBP, .TGS or .WEBM file (fake)",
+                ));
+            }
+            st.rate.admit(chat_id, 1)?;
+            let emoji = p.arg("emoji").unwrap_or_default();
+            let bytes = Arc::new(upload.bytes.clone());
+            let sticker = st.files.add_sticker(bytes, &emoji, "");
+            let mut m = new_message(st, chat_id, thread, reply)?;
+            m.insert("sticker".into(), sticker);
+            return Ok(store(st, chat_id, m)?.into());
+        }
+    };
+    st.rate.admit(chat_id, 1)?;
+    let mut m = new_message(st, chat_id, thread, reply)?;
+    m.insert("sticker".into(), sticker);
+    Ok(store(st, chat_id, m)?.into())
+}
+
+/// `getChatMember`: the bot's own standing (its status in the chat), or
+/// that of a user it has seen (`member`).
+fn get_chat_member(st: &mut State, p: &Params) -> ApiResult<Success> {
+    let user_id = p.int("user_id").unwrap_or(0);
+    if user_id <= 0 {
+        return Err(bad("invalid user_id specified"));
+    }
+    let chat_id = resolve_chat(st, p, Access::Read)?;
+    if user_id == st.bot.id {
+        let status = chat(st, chat_id)?.bot_status;
+        return Ok(chat_member(&st.bot.sender, status).into());
+    }
+    let user = st
+        .users
+        .get(&user_id)
+        .cloned()
+        .ok_or_else(|| bad("user not found"))?;
+    Ok(chat_member(&user, BotStatus::Member).into())
 }
 
 fn get_file(st: &mut State, p: &Params) -> ApiResult<Success> {
@@ -879,7 +995,7 @@ fn delete_message(st: &mut State, p: &Params) -> ApiResult<Success> {
         .get(&message_id)
         .ok_or_else(|| bad("message to delete not found"))?;
     // In groups a bot deletes others' messages only as an admin.
-    if chat.is_group() && !stored.from_bot && !chat.bot_is_admin {
+    if chat.is_group() && !stored.from_bot && !chat.bot_is_admin() {
         return Err(bad("message can't be deleted"));
     }
     let date = stored
@@ -1012,8 +1128,19 @@ fn set_webhook(st: &mut State, p: &Params) -> ApiResult<Success> {
     if p.flag("drop_pending_updates") {
         st.updates.clear();
     }
-    let same = st.webhook.as_ref().is_some_and(|w| w.url == url);
-    st.webhook = Some(Webhook { url });
+    st.updates.set_allowed(p.arg("allowed_updates").as_deref());
+    // The server's default is its --max-webhook-connections, 40 on the
+    // public one; a value out of 1-100 is clamped.
+    let max_connections = p.int("max_connections").unwrap_or(40).clamp(1, 100) as usize;
+    let secret_token = p.arg("secret_token").filter(|t| !t.is_empty());
+    let same = st.webhook.as_ref().is_some_and(|w| {
+        w.url == url && w.max_connections == max_connections && w.secret_token == secret_token
+    });
+    st.webhook = Some(Webhook {
+        url,
+        secret_token,
+        max_connections,
+    });
     st.updates.abort_long_poll(BY_SET_WEBHOOK);
     Ok(Success {
         result: Value::Bool(true),
@@ -1030,6 +1157,7 @@ fn delete_webhook(st: &mut State, p: &Params) -> ApiResult<Success> {
         st.updates.clear();
     }
     let was_set = st.webhook.take().is_some();
+    st.updates.webhook_reset();
     Ok(Success {
         result: Value::Bool(true),
         description: Some(if was_set {
@@ -1046,8 +1174,8 @@ fn webhook_info(st: &State) -> Value {
         "has_custom_certificate": false,
         "pending_update_count": st.updates.pending(now_unix()),
     });
-    if st.webhook.is_some() {
-        info["max_connections"] = 40.into();
+    if let Some(w) = &st.webhook {
+        info["max_connections"] = w.max_connections.into();
     }
     info
 }

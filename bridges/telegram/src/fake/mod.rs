@@ -11,10 +11,15 @@
 //! status codes and error descriptions are the real server's (taken from the
 //! open-source `telegram-bot-api` and TDLib), and it applies the rules a
 //! careless client trips over: per-chat message ids, Unix-second dates,
-//! UTF-16 entity offsets, text trimming, offset confirmation, long polling,
-//! the `allowed_updates` default, the 409 for a second poller, privacy mode,
-//! the 48 h delete window, flood control with `retry_after`, and group
-//! migration with `migrate_to_chat_id`.
+//! UTF-16 entity offsets (refused in TDLib's words when they do not fit),
+//! text trimming, offset confirmation, long polling, the `allowed_updates`
+//! default, the 409 for a second poller, the `limit=1` and `timeout>=3`
+//! answers to a hot poll loop, privacy mode, reactions for admin bots only,
+//! the 48 h delete window, flood control with `retry_after`, group migration
+//! with `migrate_to_chat_id`, a kicked, departed or restricted bot and a
+//! missing chat, reply threads in supergroups without topics, `document`
+//! beside every `animation`, the three sticker formats, and webhook delivery
+//! one update per request, in order per chat.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -36,11 +41,12 @@
 //!
 //! `getMe`, `getUpdates`, `setWebhook`, `deleteWebhook`, `getWebhookInfo`,
 //! `sendMessage`, `sendPhoto`, `sendDocument`, `sendVideo`, `sendAudio`,
-//! `sendVoice`, `sendAnimation`, `sendMediaGroup`, `getFile`,
+//! `sendVoice`, `sendAnimation`, `sendSticker`, `sendMediaGroup`, `getFile`,
 //! `editMessageText`, `editMessageCaption`, `deleteMessage`,
-//! `setMessageReaction`, `getChat`, `sendChatAction`, `getUserProfilePhotos`.
-//! Other real methods answer `501 Not Implemented`; unknown names answer
-//! `404 Not Found: method not found`; a wrong token `401 Unauthorized`.
+//! `setMessageReaction`, `getChat`, `getChatMember`, `sendChatAction`,
+//! `getUserProfilePhotos`; and webhook delivery (`webhook`). Other real
+//! methods answer `501 Not Implemented`; unknown names answer `404 Not
+//! Found: method not found`; a wrong token `401 Unauthorized`.
 //!
 //! # The control API
 //!
@@ -48,20 +54,30 @@
 //!
 //! - the world: [`add_chat`](FakeTelegram::add_chat),
 //!   [`set_bot_admin`](FakeTelegram::set_bot_admin),
+//!   [`set_bot_status`](FakeTelegram::set_bot_status) (with a
+//!   [`BotStatus`]: kicked, left, restricted...),
+//!   [`set_chat_missing`](FakeTelegram::set_chat_missing),
 //!   [`add_topic`](FakeTelegram::add_topic),
 //!   [`migrate`](FakeTelegram::migrate), [`user`](FakeTelegram::user),
 //!   [`store_file`](FakeTelegram::store_file),
 //!   [`store_photo`](FakeTelegram::store_photo) (with [`png`] for bytes),
+//!   [`store_animation`](FakeTelegram::store_animation),
+//!   [`store_sticker`](FakeTelegram::store_sticker) (a [`StickerFormat`]),
 //!   [`set_avatar`](FakeTelegram::set_avatar),
-//!   [`set_rate_limits`](FakeTelegram::set_rate_limits);
+//!   [`set_rate_limits`](FakeTelegram::set_rate_limits),
+//!   [`forward_webhook_to`](FakeTelegram::forward_webhook_to) (where the
+//!   webhook URL's requests arrive);
 //! - what users do, which queues updates:
 //!   [`inject_message`](FakeTelegram::inject_message),
 //!   [`inject_edit`](FakeTelegram::inject_edit),
 //!   [`inject_reaction`](FakeTelegram::inject_reaction),
 //!   [`inject_update`](FakeTelegram::inject_update);
 //! - trouble: [`fail`](FakeTelegram::fail) with a [`Fault`] for the next
-//!   calls of a method, [`set_outage`](FakeTelegram::set_outage) with an
-//!   [`Outage`] for the whole server;
+//!   calls of a method (an error, a hang, a reset, or a success of another
+//!   shape), [`set_outage`](FakeTelegram::set_outage) with an [`Outage`]
+//!   for the whole server,
+//!   [`answer_polls_at_once`](FakeTelegram::answer_polls_at_once) (a server
+//!   that ignores `timeout`);
 //! - time: [`age_message`](FakeTelegram::age_message),
 //!   [`age_updates`](FakeTelegram::age_updates);
 //! - what happened: [`calls`](FakeTelegram::calls) (every request, as a
@@ -74,10 +90,12 @@
 //! Rules worth knowing when writing a test: update ids start at a random
 //! number; a bot only sees what privacy mode and its admin status let it see
 //! (by default privacy mode is off, see [`FakeOptions`]); reaction updates
-//! need an admin bot *and* `message_reaction` in `allowed_updates`; a
+//! need an admin bot *and* `message_reaction` in `allowed_updates`; changing
+//! the bot's standing in a chat queues a `my_chat_member` update; a
 //! `getUpdates` with the same `offset` as the previous call within 3 s waits
-//! at least 3 s when there is nothing to return; flood limits are on by
-//! default; a one-item `sendMediaGroup` sends an ordinary message.
+//! at least 3 s when there is nothing to return, and within 0.5 s returns at
+//! most one update; flood limits are on by default; a one-item
+//! `sendMediaGroup` sends an ordinary message.
 //!
 //! # Timing and delivery
 //!
@@ -85,22 +103,36 @@
 //! connection dies before the answer, as on the real server (so a timed-out
 //! `sendMessage` may well have been sent). Long polls and [`Fault::Hang`]
 //! wait on tokio's clock (a paused test clock runs through them); flood
-//! windows and the getUpdates throttles use the wall clock.
+//! windows and the getUpdates throttles use the wall clock. Webhook
+//! deliveries follow the server's `WebhookActor`: one update per request, a
+//! chat's messages and edits one at a time in order (its reactions and
+//! member updates are queues of their own), other queues in parallel up to
+//! `max_connections` (default 40), a refused delivery retried after 1, 2,
+//! 4... s before its queue goes on.
 //!
-//! # Known differences from Telegram
+//! # What it does not model
 //!
-//! - No webhook delivery: with a webhook set, updates just queue (and
-//!   getUpdates answers 409, as it should).
-//! - No downloads by URL (a file parameter that looks like a URL answers
-//!   `failed to get HTTP URL content`), no `parse_mode` (answers
-//!   `unsupported parse_mode in this fake`: send entities), no inline
-//!   messages, no replies into other chats, no public `@username` chats.
-//! - Photos are not recompressed or resized: every size serves the uploaded
-//!   bytes. Media content is not inspected beyond image headers.
-//! - Entities past the end of the text are refused (Telegram clips them),
-//!   and mentions/URLs/hashtags are not re-detected in sent text.
+//! - Downloads by URL (a file parameter that looks like a URL answers
+//!   `failed to get HTTP URL content`), `parse_mode` (answers `unsupported
+//!   parse_mode in this fake`: send entities), inline messages, replies into
+//!   other chats, public `@username` chats (whose access rules differ).
+//! - Media processing: photos are not recompressed or resized (every size
+//!   serves the uploaded bytes), sticker thumbnails are generated WebP
+//!   stills whatever the sticker, and content is not inspected beyond
+//!   image headers and the sticker formats' magic bytes. `sendSticker`'s
+//!   refusal of another format is worded by the fake.
+//! - Mentions, URLs and hashtags are not re-detected in sent text.
 //! - Forum topics are not created through the API: a topic exists once a
-//!   message was injected into it or [`FakeTelegram::add_topic`] named it.
+//!   message was injected into it or [`FakeTelegram::add_topic`] named it,
+//!   and a topic's messages do not carry the implicit `reply_to_message`
+//!   (the topic's creation message) the server adds.
+//! - Webhooks: no TLS, certificates or IP address checks; updates queued
+//!   before the first [`forward_webhook_to`](FakeTelegram::forward_webhook_to)
+//!   wait for it; the answer timeout is 60 s.
+//! - Rights are coarse: a restricted bot may send nothing at all; an admin
+//!   bot has the usual admin rights and none can be taken away one by one.
+//! - Discussion groups of channels, business connections, payments,
+//!   games, polls and inline mode.
 //!
 //! # Layout
 //! - this file: the public types and the control API tests drive.
@@ -108,11 +140,14 @@
 //!   hangs), routing, token check, scripted faults, the envelope.
 //! - `params`: reading a request (query, JSON, urlencoded, multipart).
 //! - `methods`: one function per Bot API method.
-//! - `updates`: the update queue and getUpdates (offsets, long poll, 409s).
+//! - `updates`: the update queue and getUpdates (offsets, long poll, 409s)
+//!   and the webhook delivery queues.
+//! - `webhook`: the task that POSTs updates to a webhook.
 //! - `state`: the shared state, privacy mode, files, flood control.
 //! - `text`: entities, UTF-16 offsets, Telegram's text cleaning, the
 //!   reaction emoji list.
-//! - `media`: image headers, photo sizes, MIME types, [`png`].
+//! - `media`: image headers, photo sizes, MIME types, sticker formats,
+//!   [`png`], [`webp`], [`tgs`], [`webm`].
 //! - `error`: the failure envelope.
 //! - `tests`: the fake's own behaviour, over HTTP.
 
@@ -124,6 +159,7 @@ mod server;
 mod state;
 mod text;
 mod updates;
+mod webhook;
 
 #[cfg(test)]
 mod tests;
@@ -139,7 +175,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use media::png;
+pub use media::{png, tgs, webm, webp, StickerFormat};
 use server::Control;
 use state::{
     now_unix, BotInfo, Chat, ChatKind, FaultRule, FileKind, Files, RateLimiter, Shared, State,
@@ -198,6 +234,11 @@ pub enum Fault {
     Hang(Duration),
     /// Close the connection without answering (the call has no effect).
     Reset,
+    /// Carry the call out, then answer `{"ok":true,"result":<this>}`
+    /// instead of its real result: a proxy, an older or local server, or an
+    /// emulator that answers a success in another shape (`true` where a
+    /// Message was documented, `null`).
+    Result(Value),
 }
 
 impl Fault {
@@ -224,6 +265,50 @@ impl Fault {
     /// `403 Forbidden: bot was blocked by the user`.
     pub fn blocked() -> Self {
         Fault::error(403, "Forbidden: bot was blocked by the user")
+    }
+
+    /// A 400 refusing a text's entities in TDLib's words, as the Bot API
+    /// passes them on: `entity beginning at UTF-16 offset N ends after the
+    /// end of the text at UTF-16 offset M`.
+    pub fn entities(offset: usize, end: usize) -> Self {
+        Fault::error(
+            400,
+            &format!(
+                "Bad Request: entity beginning at UTF-16 offset {offset} ends after the end of \
+                 the text at UTF-16 offset {end}"
+            ),
+        )
+    }
+}
+
+/// The bot's standing in a chat ([`FakeTelegram::set_bot_status`]), as
+/// getChatMember names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BotStatus {
+    /// `administrator`: sees everything, gets reactions, deletes others'
+    /// messages.
+    Administrator,
+    /// `member`: an ordinary member.
+    Member,
+    /// `restricted`: a member who may not send messages (`not enough rights
+    /// to send text messages to the chat`).
+    Restricted,
+    /// `left`: not in the chat (`bot is not a member of the ... chat`).
+    Left,
+    /// `kicked`: removed and banned (`bot was kicked from the ... chat`).
+    Kicked,
+}
+
+impl BotStatus {
+    /// The `status` of a ChatMember.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BotStatus::Administrator => "administrator",
+            BotStatus::Member => "member",
+            BotStatus::Restricted => "restricted",
+            BotStatus::Left => "left",
+            BotStatus::Kicked => "kicked",
+        }
     }
 }
 
@@ -272,6 +357,8 @@ pub struct FakeTelegram {
     addr: SocketAddr,
     control: mpsc::UnboundedSender<Control>,
     task: Option<JoinHandle<()>>,
+    /// Delivers updates to the webhook while one is set (`webhook`).
+    deliveries: JoinHandle<()>,
 }
 
 impl Drop for FakeTelegram {
@@ -279,6 +366,7 @@ impl Drop for FakeTelegram {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.deliveries.abort();
         self.end_long_poll();
     }
 }
@@ -341,6 +429,8 @@ impl FakeTelegram {
             updates: UpdateQueue::new(first_update_id()),
             rate: RateLimiter::new(opts.per_chat_per_minute, opts.per_bot_per_second),
             webhook: None,
+            webhook_target: None,
+            polls_at_once: false,
             next_webhook_set: None,
             faults: Vec::new(),
             calls: Vec::new(),
@@ -349,11 +439,13 @@ impl FakeTelegram {
         let shared = Arc::new(Shared::new(opts.token, state));
         let (control, orders) = mpsc::unbounded_channel();
         let task = tokio::spawn(server::run(shared.clone(), listener, addr, orders));
+        let deliveries = tokio::spawn(webhook::run(shared.clone()));
         Ok(FakeTelegram {
             shared,
             addr,
             control,
             task: Some(task),
+            deliveries,
         })
     }
 
@@ -404,14 +496,84 @@ impl FakeTelegram {
         st.chats.insert(id, Chat::new(id, kind, title, is_forum));
     }
 
-    /// Makes the bot an admin of a chat, or not. Admins see every group
-    /// message despite privacy mode, get `message_reaction` updates (when
-    /// they ask for them) and may delete others' messages.
+    /// Makes the bot an admin of a chat, or an ordinary member. Admins see
+    /// every group message despite privacy mode, get `message_reaction`
+    /// updates (when they ask for them) and may delete others' messages.
+    /// See [`set_bot_status`](Self::set_bot_status).
     ///
     /// # Panics
     /// If the chat is not in the table.
     pub fn set_bot_admin(&self, chat_id: i64, admin: bool) {
-        self.with_chat(chat_id, |chat| chat.bot_is_admin = admin);
+        let status = if admin {
+            BotStatus::Administrator
+        } else {
+            BotStatus::Member
+        };
+        self.set_bot_status(chat_id, status);
+    }
+
+    /// Changes the bot's standing in a chat, as an admin of the chat would
+    /// (promote, demote, restrict, remove, ban), and queues the
+    /// `my_chat_member` update Telegram sends the bot about it. A bot that
+    /// left or was kicked gets no more updates from the chat, and its calls
+    /// are refused in the server's words: `Forbidden: bot was kicked from
+    /// the supergroup chat`, `Forbidden: bot is not a member of the
+    /// supergroup chat` (a basic group refuses only writes, and says `group
+    /// chat`); a restricted bot's sends answer `Bad Request: not enough
+    /// rights to send text messages to the chat` (or photos, documents...).
+    ///
+    /// # Panics
+    /// If the chat is not in the table.
+    pub fn set_bot_status(&self, chat_id: i64, status: BotStatus) {
+        let mut st = self.shared.lock();
+        let bot = st.bot.sender.clone();
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("chat {chat_id} is not in the fake's chat table"));
+        let old = chat.bot_status;
+        chat.bot_status = status;
+        if old == status || chat.kind == ChatKind::Private {
+            return;
+        }
+        let payload = json!({
+            "chat": chat.json(),
+            "from": anonymous_admin(),
+            "date": now_unix(),
+            "old_chat_member": state::chat_member(&bot, old),
+            "new_chat_member": state::chat_member(&bot, status),
+        });
+        st.updates
+            .push("my_chat_member", payload, now_unix() + 86_400);
+        drop(st);
+        self.shared.wake.notify_waiters();
+    }
+
+    /// Makes a chat unknown to the bot (deleted, or the bot never saw it):
+    /// every call naming it answers `400 Bad Request: chat not found`, and
+    /// it sends no updates, until `missing` is false again.
+    ///
+    /// # Panics
+    /// If the chat is not in the table.
+    pub fn set_chat_missing(&self, chat_id: i64, missing: bool) {
+        self.with_chat(chat_id, |chat| chat.missing = missing);
+    }
+
+    /// Where the webhook's HTTPS URL reaches the client: Telegram POSTs each
+    /// update there (the path of the URL kept), as a reverse proxy in front
+    /// of it would forward them. Until this is set, a webhook's updates
+    /// queue undelivered.
+    pub fn forward_webhook_to(&self, addr: std::net::SocketAddr) {
+        self.shared.lock().webhook_target = Some(addr);
+        self.shared.wake.notify_waiters();
+    }
+
+    /// Answers every getUpdates at once, whatever its `timeout`, as a
+    /// proxy with a short read timeout, a local Bot API server under load
+    /// or an emulator do; `false` long-polls again.
+    pub fn answer_polls_at_once(&self, at_once: bool) {
+        self.shared.lock().polls_at_once = at_once;
+        self.shared.wake.notify_waiters();
     }
 
     /// Declares a forum topic the bot may post into.
@@ -454,6 +616,38 @@ impl FakeTelegram {
             name.map(str::to_string),
             Some(mime.to_string()),
             Map::new(),
+        )
+    }
+
+    /// Stores a sticker of `format` (with its bytes from
+    /// [`StickerFormat::sample`]) and a WebP still as its thumbnail;
+    /// returns the Sticker object as the server writes it (`type`,
+    /// `width`, `height`, `emoji`, `set_name`, `is_animated` for TGS,
+    /// `is_video` for WebM, `thumbnail`, the file fields; no `file_name`
+    /// or `mime_type`, which stickers do not have), for the `sticker` field
+    /// of injected messages.
+    pub fn store_sticker(&self, format: StickerFormat, emoji: &str) -> Value {
+        self.shared
+            .lock()
+            .files
+            .add_sticker(Arc::new(format.sample()), emoji, "switchboard_test")
+    }
+
+    /// Stores a GIF as Telegram keeps them (an MPEG-4 video without
+    /// sound); returns the Animation object for the `animation` field of
+    /// injected messages. ([`inject_message`](Self::inject_message) adds the
+    /// `document` the server sets beside it.)
+    pub fn store_animation(&self, bytes: Vec<u8>, name: &str) -> Value {
+        let mut extra = Map::new();
+        extra.insert("duration".into(), 3.into());
+        extra.insert("width".into(), 320.into());
+        extra.insert("height".into(), 240.into());
+        self.shared.lock().files.add_file(
+            FileKind::Animation,
+            Arc::new(bytes),
+            Some(name.to_string()),
+            Some("video/mp4".into()),
+            extra,
         )
     }
 
@@ -521,6 +715,18 @@ impl FakeTelegram {
         let reply_to = fields.remove("reply_to_message_id");
         fields.remove("message_id");
         fields.remove("chat");
+        // "For backward compatibility, when this field is set, the document
+        // field will also be set" (Message.animation): the same file,
+        // without the video's own fields.
+        if let Some(Value::Object(animation)) = fields.get("animation") {
+            if !fields.contains_key("document") {
+                let mut document = animation.clone();
+                for key in ["duration", "width", "height"] {
+                    document.remove(key);
+                }
+                fields.insert("document".into(), Value::Object(document));
+            }
+        }
         m.extend(fields);
         if let Some(target) = reply_to
             .and_then(|r| r.as_i64())
@@ -530,9 +736,9 @@ impl FakeTelegram {
             if let Some(t) = target.as_object_mut() {
                 t.remove("reply_to_message");
             }
-            if chat.is_forum && !m.contains_key("message_thread_id") {
-                if let Some(thread) = target.get("message_thread_id") {
-                    m.insert("message_thread_id".into(), thread.clone());
+            if !m.contains_key("message_thread_id") {
+                if let Some(thread) = state::reply_thread(chat, &target) {
+                    m.insert("message_thread_id".into(), thread.into());
                 }
             }
             m.insert("reply_to_message".into(), target);
@@ -708,14 +914,14 @@ impl FakeTelegram {
     fn upgrade(&self, old_id: i64, new_id: i64, announce: bool) {
         let mut st = self.shared.lock();
         let (title, admin) = match st.chats.get(&old_id) {
-            Some(chat) if chat.kind == ChatKind::Group => (chat.title.clone(), chat.bot_is_admin),
+            Some(chat) if chat.kind == ChatKind::Group => (chat.title.clone(), chat.bot_status),
             _ => panic!("migrate: chat {old_id} is not a basic group in the fake's table"),
         };
         let supergroup = st
             .chats
             .entry(new_id)
             .or_insert_with(|| Chat::new(new_id, ChatKind::Supergroup, &title, false));
-        supergroup.bot_is_admin = admin;
+        supergroup.bot_status = admin;
         let new_json = supergroup.json();
         let service = |st: &mut State, chat_id: i64, extra: Value| {
             let Some(chat) = st.chats.get_mut(&chat_id) else {

@@ -236,6 +236,7 @@ async fn answer(
     check_token(&shared.token, token)?;
     let (method, _) = known.ok_or_else(|| ApiError::new(404, "Not Found: method not found"))?;
     let fault = shared.lock().take_fault(method);
+    let mut replace_result = None;
     match fault {
         Some(Fault::Error {
             code,
@@ -252,9 +253,14 @@ async fn answer(
         }
         Some(Fault::Reset) => return Err(Answer::Dropped),
         Some(Fault::Hang(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Result(value)) => replace_result = Some(value),
         None => {}
     }
-    Ok(methods::dispatch(shared, method, &params).await?)
+    let mut success = methods::dispatch(shared, method, &params).await?;
+    if let Some(value) = replace_result {
+        success.result = value;
+    }
+    Ok(success)
 }
 
 /// The token checks of the server: a malformed token is "invalid", a

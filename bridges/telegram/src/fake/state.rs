@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use super::error::ApiError;
 use super::media;
 use super::updates::UpdateQueue;
-use super::{Call, Fault, Outage};
+use super::{BotStatus, Call, Fault, Outage};
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now_unix() -> i64 {
@@ -110,7 +110,12 @@ pub(crate) struct Chat {
     pub kind: ChatKind,
     pub title: String,
     pub is_forum: bool,
-    pub bot_is_admin: bool,
+    /// The bot's own standing in the chat (what getChatMember answers for
+    /// it, and what decides which writes and updates it gets).
+    pub bot_status: BotStatus,
+    /// The chat is gone for the bot (deleted, or never seen): every call
+    /// naming it answers `chat not found`, and it sends no updates.
+    pub missing: bool,
     /// Set once a basic group became a supergroup.
     pub migrated_to: Option<i64>,
     /// Forum topics the bot may post into (by `message_thread_id`).
@@ -127,7 +132,12 @@ impl Chat {
             title: title.to_string(),
             is_forum: is_forum && kind == ChatKind::Supergroup,
             // Bots in channels are always administrators.
-            bot_is_admin: kind == ChatKind::Channel,
+            bot_status: if kind == ChatKind::Channel {
+                BotStatus::Administrator
+            } else {
+                BotStatus::Member
+            },
+            missing: false,
             migrated_to: None,
             topics: BTreeSet::new(),
             last_message_id: 0,
@@ -167,6 +177,47 @@ impl Chat {
     pub fn is_group(&self) -> bool {
         matches!(self.kind, ChatKind::Group | ChatKind::Supergroup)
     }
+
+    /// Whether the bot is an administrator here.
+    pub fn bot_is_admin(&self) -> bool {
+        self.bot_status == BotStatus::Administrator
+    }
+
+    /// Whether the bot is in the chat at all (and the chat exists for it).
+    pub fn bot_present(&self) -> bool {
+        !self.missing && !matches!(self.bot_status, BotStatus::Left | BotStatus::Kicked)
+    }
+
+    /// "group", "supergroup" or "channel", as the access errors name it.
+    fn access_name(&self) -> &'static str {
+        match self.kind {
+            ChatKind::Group => "group",
+            ChatKind::Channel => "channel",
+            ChatKind::Private | ChatKind::Supergroup => "supergroup",
+        }
+    }
+
+    /// The refusal for a call on this chat by a bot that left it or was
+    /// removed, in the server's words (`check_chat_access`): a supergroup
+    /// or channel refuses every call, a basic group only writes.
+    pub fn access_error(&self, write: bool) -> Option<ApiError> {
+        if self.kind == ChatKind::Private {
+            return None;
+        }
+        let name = self.access_name();
+        let everything = self.kind != ChatKind::Group;
+        match self.bot_status {
+            BotStatus::Kicked if write || everything => Some(ApiError::new(
+                403,
+                format!("Forbidden: bot was kicked from the {name} chat"),
+            )),
+            BotStatus::Left if write || everything => Some(ApiError::new(
+                403,
+                format!("Forbidden: bot is not a member of the {name} chat"),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The kinds of stored file, with how Telegram names and files them.
@@ -178,6 +229,10 @@ pub(crate) enum FileKind {
     Audio,
     Voice,
     Animation,
+    /// A sticker (WebP, TGS or WebM; no name or MIME type of its own).
+    Sticker,
+    /// A thumbnail of another file (a sticker's still image).
+    Thumbnail,
 }
 
 impl FileKind {
@@ -190,6 +245,8 @@ impl FileKind {
             FileKind::Audio => "audio",
             FileKind::Voice => "voice",
             FileKind::Animation => "animation",
+            FileKind::Sticker => "sticker",
+            FileKind::Thumbnail => "thumbnail",
         }
     }
 
@@ -202,6 +259,8 @@ impl FileKind {
             FileKind::Audio => "Audio",
             FileKind::Voice => "VoiceNote",
             FileKind::Animation => "Animation",
+            FileKind::Sticker => "Sticker",
+            FileKind::Thumbnail => "Thumbnail",
         }
     }
 
@@ -213,6 +272,8 @@ impl FileKind {
             FileKind::Audio => "music",
             FileKind::Voice => "voice",
             FileKind::Animation => "animations",
+            FileKind::Sticker => "stickers",
+            FileKind::Thumbnail => "thumbnails",
         }
     }
 
@@ -224,6 +285,8 @@ impl FileKind {
             FileKind::Audio => "CQAC",
             FileKind::Voice => "AwAC",
             FileKind::Animation => "CgAC",
+            FileKind::Sticker => "CAAC",
+            FileKind::Thumbnail => "AAMC",
         }
     }
 }
@@ -335,6 +398,62 @@ impl Files {
         media
     }
 
+    /// Stores a sticker and a WebP still of it as its thumbnail; returns
+    /// the Sticker object (see `FakeTelegram::store_sticker`).
+    pub fn add_sticker(&mut self, bytes: Arc<Vec<u8>>, emoji: &str, set_name: &str) -> Value {
+        let format = media::sticker_format(&bytes);
+        let still = Arc::new(media::webp(128, 128));
+        let (thumb_id, thumb_unique) = self.ids(FileKind::Thumbnail);
+        let thumbnail = json!({
+            "file_id": thumb_id,
+            "file_unique_id": thumb_unique,
+            "file_size": still.len(),
+            "width": 128,
+            "height": 128,
+        });
+        self.by_id.insert(
+            thumb_id,
+            StoredFile {
+                kind: FileKind::Thumbnail,
+                unique_id: thumb_unique,
+                bytes: still,
+                file_name: None,
+                mime: None,
+                path: None,
+                media: thumbnail.clone(),
+            },
+        );
+        let (file_id, unique_id) = self.ids(FileKind::Sticker);
+        // The server's field order (JsonSticker); `thumb` is the old name
+        // it still sends beside `thumbnail`.
+        let mut sticker = json!({ "width": 512, "height": 512 });
+        if !emoji.is_empty() {
+            sticker["emoji"] = emoji.into();
+        }
+        sticker["set_name"] = set_name.into();
+        sticker["is_animated"] = (format == Some(media::StickerFormat::Tgs)).into();
+        sticker["is_video"] = (format == Some(media::StickerFormat::Webm)).into();
+        sticker["type"] = "regular".into();
+        sticker["thumbnail"] = thumbnail.clone();
+        sticker["thumb"] = thumbnail;
+        sticker["file_id"] = file_id.clone().into();
+        sticker["file_unique_id"] = unique_id.clone().into();
+        sticker["file_size"] = bytes.len().into();
+        self.by_id.insert(
+            file_id,
+            StoredFile {
+                kind: FileKind::Sticker,
+                unique_id,
+                bytes,
+                file_name: None,
+                mime: None,
+                path: None,
+                media: sticker.clone(),
+            },
+        );
+        sticker
+    }
+
     pub fn get(&self, file_id: &str) -> Option<&StoredFile> {
         self.by_id.get(file_id)
     }
@@ -367,6 +486,10 @@ impl Files {
                 }
                 .into(),
             ),
+            // Named by what the bytes are, as the server's file types do.
+            FileKind::Sticker | FileKind::Thumbnail => {
+                media::sticker_format(&file.bytes).map(|f| f.extension().to_string())
+            }
         };
         let dir = file.kind.directory();
         let path = match ext {
@@ -380,6 +503,69 @@ impl Files {
 
     pub fn by_path(&self, path: &str) -> Option<&StoredFile> {
         self.by_id.get(self.by_path.get(path)?)
+    }
+}
+
+/// The ChatMember object getChatMember and `my_chat_member` show for
+/// `user` with `status` (the rights an administrator bot usually has).
+pub(crate) fn chat_member(user: &Value, status: BotStatus) -> Value {
+    let mut member = json!({ "user": user, "status": status.as_str() });
+    match status {
+        BotStatus::Administrator => {
+            for (key, value) in [
+                ("can_be_edited", false),
+                ("is_anonymous", false),
+                ("can_manage_chat", true),
+                ("can_delete_messages", true),
+                ("can_manage_video_chats", true),
+                ("can_restrict_members", true),
+                ("can_promote_members", false),
+                ("can_change_info", true),
+                ("can_invite_users", true),
+                ("can_post_stories", false),
+                ("can_edit_stories", false),
+                ("can_delete_stories", false),
+                ("can_pin_messages", true),
+            ] {
+                member[key] = value.into();
+            }
+        }
+        BotStatus::Restricted => {
+            member["is_member"] = true.into();
+            for key in [
+                "can_send_messages",
+                "can_send_audios",
+                "can_send_documents",
+                "can_send_photos",
+                "can_send_videos",
+                "can_send_video_notes",
+                "can_send_voice_notes",
+                "can_send_polls",
+                "can_send_other_messages",
+                "can_add_web_page_previews",
+            ] {
+                member[key] = false.into();
+            }
+            member["until_date"] = 0.into();
+        }
+        BotStatus::Kicked => member["until_date"] = 0.into(),
+        BotStatus::Member | BotStatus::Left => {}
+    }
+    member
+}
+
+/// The `message_thread_id` a reply to `target` carries (the server's
+/// `get_forum_topic_id` of the message's topic): in a forum, the target's
+/// topic; in a supergroup without topics, the reply thread, that is the
+/// message that started the reply chain (the target's own thread, or the
+/// target itself), without `is_topic_message`. Basic groups, channels and
+/// private chats have none.
+pub(crate) fn reply_thread(chat: &Chat, target: &Value) -> Option<i64> {
+    let own = target.get("message_thread_id").and_then(Value::as_i64);
+    match chat.kind {
+        ChatKind::Supergroup if chat.is_forum => own,
+        ChatKind::Supergroup => own.or_else(|| target.get("message_id").and_then(Value::as_i64)),
+        _ => None,
     }
 }
 
@@ -464,6 +650,10 @@ pub(crate) struct FaultRule {
 /// The webhook, while one is set.
 pub(crate) struct Webhook {
     pub url: String,
+    /// Sent in `X-Telegram-Bot-Api-Secret-Token` with every delivery.
+    pub secret_token: Option<String>,
+    /// Most deliveries in flight at once (`max_connections`, default 40).
+    pub max_connections: usize,
 }
 
 /// The whole state.
@@ -478,6 +668,13 @@ pub(crate) struct State {
     pub updates: UpdateQueue,
     pub rate: RateLimiter,
     pub webhook: Option<Webhook>,
+    /// Where the webhook's HTTPS URL really arrives (the test's listener,
+    /// as a reverse proxy in front of it would forward it); deliveries
+    /// wait until one is known.
+    pub webhook_target: Option<std::net::SocketAddr>,
+    /// Answer every getUpdates at once, ignoring `timeout` (a proxy, a
+    /// local server under load, an emulator).
+    pub polls_at_once: bool,
     /// setWebhook with a URL may be called once a second.
     pub next_webhook_set: Option<Instant>,
     pub faults: Vec<FaultRule>,
@@ -542,7 +739,7 @@ impl State {
     /// mode and the update filter let the bot see it. Returns the update id.
     pub fn deliver(&mut self, chat_id: i64, message: &Value, edited: bool) -> Option<i64> {
         let chat = self.chats.get(&chat_id)?;
-        if !self.bot_sees(chat, message) {
+        if !chat.bot_present() || !self.bot_sees(chat, message) {
             return None;
         }
         let kind = match (chat.kind == ChatKind::Channel, edited) {
@@ -563,7 +760,7 @@ impl State {
     /// Privacy mode: in groups, a bot that cannot read all messages and is
     /// not an admin sees only what is addressed to it.
     fn bot_sees(&self, chat: &Chat, message: &Value) -> bool {
-        if !chat.is_group() || self.bot.can_read_all_group_messages || chat.bot_is_admin {
+        if !chat.is_group() || self.bot.can_read_all_group_messages || chat.bot_is_admin() {
             return true;
         }
         if SERVICE_FIELDS.iter().any(|f| message.get(f).is_some()) {
@@ -597,7 +794,7 @@ impl State {
     pub fn reaction_visible(&self, chat_id: i64) -> bool {
         self.chats
             .get(&chat_id)
-            .is_some_and(|c| c.kind == ChatKind::Private || c.bot_is_admin)
+            .is_some_and(|c| c.bot_present() && (c.kind == ChatKind::Private || c.bot_is_admin()))
     }
 
     /// A fresh media_group_id.

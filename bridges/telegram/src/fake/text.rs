@@ -10,11 +10,14 @@
 //! refused (`message must be non-empty`), a caption of only whitespace
 //! becomes no caption.
 //!
-//! Stricter than the real server: it silently clips an entity that runs past
-//! the end of the text; the fake refuses it (`can't parse entities: ...`), so
-//! that an adapter's offset arithmetic bugs show up in tests. Also, the real
-//! server re-detects mentions, URLs, hashtags and bot commands in every
-//! text; the fake keeps the ones the client sent and detects none itself.
+//! Entities that do not fit the text are refused in the server's words
+//! (TDLib's `fix_formatted_text`, with the first letter lower-cased by the
+//! Bot API's error prefixing): `entity beginning at UTF-16 offset N ends
+//! after the end of the text at UTF-16 offset M`, `entity begins in a middle
+//! of a UTF-16 symbol at byte offset B`. (`can't parse entities: ...` is the
+//! wording of `parse_mode` markup errors, which the fake does not parse.)
+//! Unlike the real server, the fake does not re-detect mentions, URLs,
+//! hashtags and bot commands in a text; it keeps the ones the client sent.
 
 use serde_json::{Map, Value};
 
@@ -196,8 +199,9 @@ pub(crate) fn normalize(
             Err(i) => Err(starts.get(i).map_or(text.len(), |(_, b)| *b)),
         }
     };
-    let entity_error =
-        |reason: String| ApiError::bad_request(format!("can't parse entities: {reason}"));
+    // TDLib's messages, as the Bot API passes them on ("Bad Request: "
+    // and the first letter lower-cased).
+    let entity_error = ApiError::bad_request;
 
     let mut spans = Vec::new();
     for entity in entities {
@@ -208,10 +212,16 @@ pub(crate) fn normalize(
             )));
         }
         let (start, len) = (offset as usize, length as usize);
+        if start > total {
+            return Err(entity_error(format!(
+                "entity begins after the end of the text at UTF-16 offset {start}"
+            )));
+        }
         if start + len > total {
             return Err(entity_error(format!(
-                "entity beginning at UTF-16 offset {start} ends after the end of the text \
-                 (UTF-16 length {total})"
+                "entity beginning at UTF-16 offset {start} ends after the end of the text at \
+                 UTF-16 offset {}",
+                start + len
             )));
         }
         if len == 0 {
@@ -219,12 +229,12 @@ pub(crate) fn normalize(
         }
         if let Err(byte) = byte_at(start) {
             return Err(entity_error(format!(
-                "Entity begins in a middle of a UTF-16 symbol at byte offset {byte}"
+                "entity begins in a middle of a UTF-16 symbol at byte offset {byte}"
             )));
         }
         if let Err(byte) = byte_at(start + len) {
             return Err(entity_error(format!(
-                "Entity beginning at UTF-16 offset {start} ends in a middle of a UTF-16 \
+                "entity beginning at UTF-16 offset {start} ends in a middle of a UTF-16 \
                  symbol at byte offset {byte}"
             )));
         }
@@ -433,19 +443,20 @@ mod tests {
             entities(json!([{"type":"italic","offset":1,"length":2}])),
             false,
         );
-        assert!(split
-            .unwrap_err()
-            .description
-            .starts_with("Bad Request: can't parse entities: Entity begins in a middle"));
+        assert_eq!(
+            split.unwrap_err().description,
+            "Bad Request: entity begins in a middle of a UTF-16 symbol at byte offset 4"
+        );
         let beyond = normalize(
             "ok",
             entities(json!([{"type":"bold","offset":1,"length":5}])),
             false,
         );
-        assert!(beyond
-            .unwrap_err()
-            .description
-            .starts_with("Bad Request: can't parse entities:"));
+        assert_eq!(
+            beyond.unwrap_err().description,
+            "Bad Request: entity beginning at UTF-16 offset 1 ends after the end of the text \
+             at UTF-16 offset 6"
+        );
     }
 
     #[test]

@@ -22,6 +22,13 @@
 //!   least 3 s, and within 0.5 s gets `limit` 1.
 //! - updates expire a day after they were created (message updates: a day
 //!   after the message's date or edit date).
+//! - with a webhook set, the same queue is what `webhook` delivers: each
+//!   update belongs to a delivery queue as the server assigns them (a
+//!   chat's messages and edits one queue, its reactions another, its
+//!   `my_chat_member` updates a third; other kinds one queue each). A queue
+//!   delivers one update at a time, in order, retrying a refused one after
+//!   1 s, 2 s, 4 s... (at most 60 s) before the next; different queues go
+//!   in parallel, up to the webhook's `max_connections`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -75,6 +82,43 @@ struct Queued {
     update: Value,
     /// Unix seconds after which the update is gone.
     expires_at: i64,
+    /// The webhook delivery queue it belongs to.
+    queue: i64,
+    /// When a webhook may (next) carry it.
+    due: Instant,
+    /// Seconds before the next attempt after a refusal.
+    delay: u64,
+    /// A webhook delivery of it is under way.
+    in_flight: bool,
+}
+
+/// The server's webhook queue of an update (`webhook_queue_id`): a chat's
+/// messages share one, its reactions and its member updates have their own
+/// (offset by a kind number shifted past any chat id), anything else a
+/// queue of its own (`unique`).
+fn delivery_queue(update: &Map<String, Value>, unique: &mut i64) -> i64 {
+    let chat = |kind: &str, path: &str| {
+        update
+            .get(kind)
+            .and_then(|v| v.pointer(path))
+            .and_then(Value::as_i64)
+    };
+    let message = [
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+    ]
+    .iter()
+    .find_map(|k| chat(k, "/chat/id"));
+    let keyed = message
+        .or_else(|| chat("my_chat_member", "/chat/id").map(|c| c + (5 << 33)))
+        .or_else(|| chat("message_reaction", "/chat/id").map(|c| c + (8 << 33)))
+        .or_else(|| chat("message_reaction_count", "/chat/id").map(|c| c + (9 << 33)));
+    keyed.unwrap_or_else(|| {
+        *unique += 1;
+        *unique
+    })
 }
 
 /// Who is long-polling, and the throttles' memory.
@@ -95,6 +139,8 @@ pub(crate) struct UpdateQueue {
     next_id: i64,
     allowed: BTreeSet<&'static str>,
     poll: PollBook,
+    /// The last delivery queue handed out to an update of no chat.
+    unique_queue: i64,
 }
 
 fn default_allowed() -> BTreeSet<&'static str> {
@@ -112,6 +158,7 @@ impl UpdateQueue {
             next_id: first_id,
             allowed: default_allowed(),
             poll: PollBook::default(),
+            unique_queue: 1 << 60,
         }
     }
 
@@ -135,6 +182,7 @@ impl UpdateQueue {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let queue = delivery_queue(&update, &mut self.unique_queue);
         let mut ordered = Map::new();
         ordered.insert("update_id".into(), id.into());
         ordered.extend(update);
@@ -142,12 +190,88 @@ impl UpdateQueue {
             id,
             update: Value::Object(ordered),
             expires_at,
+            queue,
+            due: Instant::now(),
+            delay: 1,
+            in_flight: false,
         });
         Some(id)
     }
 
-    /// Applies an `allowed_updates` parameter.
-    fn set_allowed(&mut self, arg: Option<&str>) {
+    /// Updates a webhook may carry now, at most `room` of them: the oldest
+    /// update of each queue that has none in flight, once due, the earliest
+    /// due first (then by queue, as the server orders them). They are
+    /// marked in flight.
+    pub fn webhook_due(&mut self, now: Instant, room: usize, unix: i64) -> Vec<(i64, Value)> {
+        self.drop_expired(unix);
+        let busy: BTreeSet<i64> = self
+            .events
+            .iter()
+            .filter(|e| e.in_flight)
+            .map(|e| e.queue)
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut heads: Vec<usize> = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            if seen.insert(e.queue) && !busy.contains(&e.queue) && e.due <= now {
+                heads.push(i);
+            }
+        }
+        heads.sort_by_key(|i| (self.events[*i].due, self.events[*i].queue));
+        heads.truncate(room);
+        heads
+            .into_iter()
+            .map(|i| {
+                let e = &mut self.events[i];
+                e.in_flight = true;
+                (e.id, e.update.clone())
+            })
+            .collect()
+    }
+
+    /// When the next queue held back by a retry delay may deliver again
+    /// (the earliest due time of a queue's oldest update; the updates
+    /// behind it wait for it whatever their own time).
+    pub fn webhook_next_due(&self) -> Option<Instant> {
+        let mut seen = BTreeSet::new();
+        self.events
+            .iter()
+            .filter(|e| seen.insert(e.queue) && !e.in_flight)
+            .map(|e| e.due)
+            .min()
+    }
+
+    /// Deliveries under way.
+    pub fn webhook_in_flight(&self) -> usize {
+        self.events.iter().filter(|e| e.in_flight).count()
+    }
+
+    /// A delivery ended: a 2xx confirms the update (it is gone); anything
+    /// else puts it back at the head of its queue for a later attempt.
+    pub fn webhook_done(&mut self, id: i64, delivered: bool, now: Instant) {
+        let Some(i) = self.events.iter().position(|e| e.id == id) else {
+            return;
+        };
+        if delivered {
+            self.events.remove(i);
+            return;
+        }
+        let e = &mut self.events[i];
+        e.in_flight = false;
+        e.due = now + Duration::from_secs(e.delay);
+        e.delay = (e.delay * 2).min(60);
+    }
+
+    /// The webhook is gone: nothing is in flight any more.
+    pub fn webhook_reset(&mut self) {
+        for e in &mut self.events {
+            e.in_flight = false;
+        }
+    }
+
+    /// Applies an `allowed_updates` parameter (of getUpdates or
+    /// setWebhook).
+    pub fn set_allowed(&mut self, arg: Option<&str>) {
         let Some(Ok(Value::Array(names))) = arg.map(serde_json::from_str::<Value>) else {
             return;
         };
@@ -240,6 +364,7 @@ pub(crate) async fn get_updates(shared: &Shared, p: &Params) -> ApiResult<Succes
         if st.webhook.is_some() {
             (Step::Conflict(WEBHOOK_ACTIVE), 0)
         } else {
+            let at_once = st.polls_at_once;
             let q = &mut st.updates;
             q.set_allowed(p.arg("allowed_updates").as_deref());
             let now = Instant::now();
@@ -253,7 +378,7 @@ pub(crate) async fn get_updates(shared: &Shared, p: &Params) -> ApiResult<Succes
             }
             q.poll.previous = Some((offset, now));
             let batch = q.take(offset, limit, now_unix());
-            if !batch.is_empty() || timeout == 0 {
+            if !batch.is_empty() || timeout == 0 || at_once {
                 (Step::Answer(batch), 0)
             } else {
                 // This call becomes the long poll; the earlier one ends.
