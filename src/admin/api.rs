@@ -135,6 +135,11 @@ pub async fn list(
             ))
         }
     };
+    // A name that is no account id has no dead letters (and is never
+    // handed to the database: PostgreSQL cannot even compare a NUL).
+    if q.account.as_deref().is_some_and(|a| !is_account(a)) {
+        return Ok(Json(serde_json::json!({ "dead_letters": [] })).into_response());
+    }
     let rows = hub.store.dead_letters(q.account.as_deref(), limit).await?;
     Ok(Json(serde_json::json!({ "dead_letters": rows })).into_response())
 }
@@ -171,6 +176,11 @@ pub async fn drop_all(
     Query(q): Query<AccountQuery>,
 ) -> Result<Json<DropReport>, ApiError> {
     Ok(Json(drop_account(&hub, &q.account).await?))
+}
+
+/// Whether `raw` is an account id (`telegram.main`).
+fn is_account(raw: &str) -> bool {
+    raw.parse::<AccountId>().is_ok()
 }
 
 fn row_id(raw: &str) -> Result<i64, ApiError> {
@@ -212,6 +222,11 @@ pub async fn requeue_ids(hub: &Hub, ids: &[i64]) -> Result<RequeueReport, ApiErr
 /// # Errors
 /// As [`requeue_ids`].
 pub async fn requeue_account(hub: &Hub, account: &str) -> Result<RequeueReport, ApiError> {
+    if !is_account(account) {
+        return Ok(RequeueReport {
+            requeued: Vec::new(),
+        });
+    }
     let mut lanes: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
     for row in hub.store.dead_letters(Some(account), i64::MAX).await? {
         lanes
@@ -276,6 +291,9 @@ pub async fn drop_ids(hub: &Hub, ids: &[i64]) -> Result<DropReport, ApiError> {
 /// # Errors
 /// 503 when the store fails.
 pub async fn drop_account(hub: &Hub, account: &str) -> Result<DropReport, ApiError> {
+    if !is_account(account) {
+        return Ok(DropReport { dropped: 0 });
+    }
     let ids: Vec<i64> = hub
         .store
         .dead_letters(Some(account), i64::MAX)
