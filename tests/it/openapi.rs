@@ -39,9 +39,11 @@ fn schemathesis() -> String {
     format!("{venv}/bin/schemathesis")
 }
 
-/// One bounded schemathesis run; panics with its report on any failure.
-fn run(st: &str, url: &str, token: &str, extra: &[&str]) {
+/// One bounded schemathesis run (its cache in `dir`); panics with its
+/// report on any failure.
+fn run(st: &str, dir: &std::path::Path, url: &str, token: &str, extra: &[&str]) {
     let out = Command::new(st)
+        .current_dir(dir)
         .arg("--config-file")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -121,12 +123,14 @@ async fn fuzz(backend: Backend) {
     ];
     run(
         &st,
+        dir.path(),
         &format!("{}/v1/openapi.json", sb.api),
         &secret("fuzzer"),
         &streams,
     );
     run(
         &st,
+        dir.path(),
         &format!("{}/v1/openapi.json", sb.admin),
         ADMIN_TOKEN,
         &[],
