@@ -108,12 +108,7 @@ impl Names for RoomNames<'_> {
     }
 }
 
-pub(crate) async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = shutdown => false,
-    }
-}
+pub(crate) use switchboard_core::kit::nap;
 
 /// A transaction id from the outbox's idempotency key (part `i` of a send
 /// that creates several events), so a retried send never duplicates.
@@ -480,7 +475,7 @@ impl MatrixAdapter {
     }
 
     async fn start(&self, host: &dyn Host, shutdown: &mut Shutdown) -> bool {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = switchboard_core::kit::Backoff::reconnect();
         // One fresh login per refused stored token before telling anyone.
         let mut fresh_tried = false;
         loop {
@@ -533,10 +528,9 @@ impl MatrixAdapter {
                     host.health(ReceiveHealth::Reconnecting { error });
                 }
             }
-            if !nap(backoff, shutdown).await {
+            if !nap(backoff.fail(), shutdown).await {
                 return false;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 }

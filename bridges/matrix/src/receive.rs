@@ -28,10 +28,15 @@ use ruma::events::{AnySyncStateEvent, AnySyncTimelineEvent};
 use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use serde_json::Value;
+use switchboard_core::kit;
 use switchboard_core::{
-    not_bridged, push_line, Attachment, Batch, Cursor, DeliverError, EventKind, Host, NewEvent,
-    ReceiveHealth, RunError, Shutdown,
+    not_bridged, push_line, Attachment, Batch, Cursor, EventKind, Host, NewEvent, ReceiveHealth,
+    RunError, Shutdown,
 };
+
+/// How long a downloaded file may wait for the hub's store before the
+/// message goes on with a line saying it was not bridged.
+const STORE_BUDGET: Duration = Duration::from_secs(600);
 
 use crate::adapter::{nap, MatrixAdapter, RoomNames, MAX_JSON, SEND_TIMEOUT};
 use crate::client::{Budget, MxError};
@@ -250,12 +255,25 @@ impl MatrixAdapter {
                 m.mime
             };
             let size = bytes.len() as u64;
-            let content = loop {
-                match host.put_blob(&mime, bytes.clone()).await {
-                    Ok(b) => break b,
-                    Err(DeliverError::Stopping) => return Err(MxError::Network("stopping".into())),
-                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            // The store's own outage is bounded too: after its budget the
+            // message goes on with the shared line instead of the file.
+            let mut never: Shutdown = Box::pin(std::future::pending());
+            let content = match kit::store_file(
+                host,
+                &m.name,
+                &mime,
+                bytes,
+                STORE_BUDGET,
+                &mut never,
+            )
+            .await
+            {
+                kit::Stored::Blob(b) => b,
+                kit::Stored::NotBridged(line) => {
+                    lines.push(line);
+                    continue;
                 }
+                kit::Stored::Stopped => return Err(MxError::Network("stopping".into())),
             };
             got.push(Attachment {
                 alt: None,
@@ -395,24 +413,10 @@ impl MatrixAdapter {
         batch: Batch,
         shutdown: Option<&mut Shutdown>,
     ) -> bool {
-        let mut shutdown = shutdown;
-        loop {
-            match host.deliver(batch.clone()).await {
-                Ok(_) => return true,
-                Err(DeliverError::Stopping) => return false,
-                Err(DeliverError::Unavailable(error)) => {
-                    tracing::warn!(%error, "The store cannot take the batch; trying again.");
-                    match shutdown.as_deref_mut() {
-                        Some(s) => {
-                            if !nap(Duration::from_secs(1), s).await {
-                                return false;
-                            }
-                        }
-                        // An appservice transaction answers 503 instead.
-                        None => return false,
-                    }
-                }
-            }
+        match shutdown {
+            Some(s) => kit::deliver(host, batch, s).await.is_some(),
+            // An appservice transaction answers 503 instead of waiting.
+            None => host.deliver(batch).await.is_ok(),
         }
     }
 
@@ -426,7 +430,7 @@ impl MatrixAdapter {
         host.health(ReceiveHealth::Reconnecting {
             error: format!("the homeserver refused the access token ({error}); logging in again"),
         });
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = kit::Backoff::reconnect();
         loop {
             let wait = match self.sign_in(host, true).await {
                 Ok(()) => {
@@ -446,15 +450,13 @@ impl MatrixAdapter {
                     let error = format!("cannot log in again yet: {e}");
                     self.set_ready(Err(Some(error.clone())));
                     host.health(ReceiveHealth::Reconnecting { error });
-                    let wait = match &e {
+                    match &e {
                         MxError::Api {
                             retry_after: Some(d),
                             ..
                         } => *d,
-                        _ => backoff,
-                    };
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    wait
+                        _ => backoff.fail(),
+                    }
                 }
             };
             if !nap(wait, shutdown).await {
@@ -497,7 +499,7 @@ impl MatrixAdapter {
             Ok(s) => s,
             Err(_) => return Err(RunError("the store is unavailable".into())),
         };
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = kit::Backoff::reconnect();
         loop {
             let mut req = api::sync::sync_events::v3::Request::new();
             req.filter = Some(api::sync::sync_events::v3::Filter::FilterDefinition(
@@ -551,16 +553,15 @@ impl MatrixAdapter {
                             retry_after: Some(d),
                             ..
                         } => *d,
-                        _ => backoff,
+                        _ => backoff.fail(),
                     };
                     if !nap(wait, shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
             };
-            backoff = Duration::from_secs(1);
+            backoff.reset();
             self.report_up(host);
             let first = since.is_none();
             let mut events = Vec::new();
@@ -613,10 +614,9 @@ impl MatrixAdapter {
             }
             if let Some(e) = failed {
                 tracing::warn!(%account, error = %e, "Could not read a sync; reading it again.");
-                if !nap(backoff, shutdown).await {
+                if !nap(backoff.fail(), shutdown).await {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
             for room in res.rooms.invite.keys() {

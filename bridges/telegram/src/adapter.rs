@@ -272,13 +272,7 @@ fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Sleeps `d`, or returns false when `shutdown` came first.
-async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = shutdown => false,
-    }
-}
+use switchboard_core::kit::nap;
 
 #[async_trait]
 impl Adapter for TelegramAdapter {
