@@ -77,6 +77,7 @@ pub fn base_config(db: &Db, dir: &Path, api_port: u16, admin_port: u16) -> Strin
 [general]
 data_dir = "{dir}/data"
 admin_bind = "127.0.0.1:{admin_port}"
+admin_token = "{admin_token}"
 
 [database]
 url = "{url}"
@@ -89,7 +90,21 @@ breaker_probe = "200ms"
 "#,
         dir = dir.display(),
         url = db.url,
+        admin_token = ADMIN_TOKEN,
     ) + &format!("\n[api.bots]\nbind = \"127.0.0.1:{api_port}\"\n")
+}
+
+/// The admin token [`base_config`] configures.
+pub const ADMIN_TOKEN: &str = "admin-token-of-the-tests-0123456789";
+
+/// `GET` on the admin listener with the admin token.
+pub async fn admin_get(admin: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{admin}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// `[[api.bots.tokens]]` with a secret derived from the name.

@@ -289,7 +289,15 @@ async fn captchas_partial_sends_and_unregistered_recipients() {
         let client = client.clone();
         let url = format!("{}/v1/status", sb.admin);
         async move {
-            let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let v: Value = client
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             v["accounts"]
                 .as_array()
                 .unwrap()

@@ -856,7 +856,7 @@ async fn a_second_poller_is_a_health_error_that_names_the_cause() {
         let client = client.clone();
         let url = format!("{}/v1/status", sb.admin);
         async move {
-            let Ok(r) = client.get(&url).send().await else {
+            let Ok(r) = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await else {
                 return false;
             };
             let v: Value = r.json().await.unwrap_or_default();
