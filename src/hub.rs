@@ -352,6 +352,7 @@ impl Hub {
                         invites.join(", ")
                     ));
                 }
+                text.push_str(&self.status_link(gateway));
                 (gateway, account, channel, text)
             }
             Announcement::Back {
@@ -365,10 +366,11 @@ impl Hub {
                 account,
                 channel,
                 format!(
-                    "✅ {} is back after {}; {delivered} queued message{} delivered.",
+                    "✅ {} is back after {}; {delivered} queued message{} delivered.{}",
                     describe_destination(account, channel),
                     humantime::format_duration(Duration::from_secs(outage.as_secs().max(1))),
-                    if *delivered == 1 { " was" } else { "s were" }
+                    if *delivered == 1 { " was" } else { "s were" },
+                    self.status_link(gateway)
                 ),
             ),
         };
@@ -400,6 +402,21 @@ impl Hub {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Hub {
+    /// " Status: <url>" for a gateway whose public status page is on and
+    /// reachable (`general.public_url`); empty otherwise.
+    fn status_link(&self, gateway: &switchboard_core::GatewayName) -> String {
+        let settings = self.settings.read().expect("settings lock").clone();
+        match (
+            &settings.public_url,
+            self.router.load().gateway(gateway).map(|g| g.status_page),
+        ) {
+            (Some(base), Some(true)) => format!(" Status: {base}/status/{gateway}"),
+            _ => String::new(),
         }
     }
 }
@@ -458,6 +475,10 @@ fn unavailable(e: StoreError) -> DeliverError {
     }
 }
 
+/// Files larger than this are hashed on a blocking thread, not on an
+/// async worker.
+const OFF_WORKER_BYTES: usize = 256 * 1024;
+
 /// The hub as one account's adapter sees it.
 pub struct AccountHost {
     /// The hub.
@@ -481,7 +502,15 @@ impl Host for AccountHost {
     }
 
     async fn put_blob(&self, mime: &str, bytes: Vec<u8>) -> Result<BlobRef, DeliverError> {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Hashing a large file is CPU work that would hold an async worker
+        // (and every task queued behind it) for milliseconds per MiB.
+        let (sha256, bytes) = if bytes.len() > OFF_WORKER_BYTES {
+            tokio::task::spawn_blocking(move || (hex::encode(Sha256::digest(&bytes)), bytes))
+                .await
+                .map_err(|e| DeliverError::Unavailable(format!("hashing a file: {e}")))?
+        } else {
+            (hex::encode(Sha256::digest(&bytes)), bytes)
+        };
         self.hub
             .writer
             .blob(sha256.clone(), mime.to_owned(), bytes)

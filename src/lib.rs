@@ -19,6 +19,8 @@
 //! - [`reload`]: SIGHUP and `switchboard reload`: a new configuration in
 //!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
+//! - [`admin`]: the admin listener: health, metrics, the admin API and web
+//!   page behind the admin token, public status pages.
 //! - [`adapters`]: the one place that maps an account to its adapter.
 //! - [`links`]: links made from the chats (pairing codes, `/link`,
 //!   `!sb link`), on top of the configured gateways; the commands' answers;
@@ -31,6 +33,7 @@
 //! `switchboard-core` crate (`bridges/core`), which does no I/O.
 
 pub mod adapters;
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -54,7 +57,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -153,11 +155,14 @@ impl Running {
     /// # Errors
     /// When a listener cannot bind, the store cannot be opened, or a
     /// generated token cannot be kept.
+    // Longer than most on purpose: the order of the steps is the point (the
+    // store before the hub, the outbox before any receiver can commit, the
+    // listeners last) and reads best in one place; each step is a call.
     pub async fn start(
         settings: Settings,
         extra: Vec<Arc<dyn switchboard_core::Adapter>>,
     ) -> anyhow::Result<Self> {
-        let settings = Arc::new(adapters::ensure_tokens(settings)?);
+        let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
         let listeners = Listeners::bind(&settings).await?;
         let store = Store::open_with(
             settings.database.url.expose(),
@@ -269,8 +274,14 @@ impl Running {
         }
         let mut servers = Vec::new();
         if let Some(listener) = listeners.admin {
-            let app = admin_router(hub.clone());
-            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
+            let app = admin::router(
+                hub.clone(),
+                settings
+                    .admin_token
+                    .clone()
+                    .expect("set with the admin listener"),
+            );
+            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status pages, admin API and page) listening.");
             servers.push(tokio::spawn(serve::serve(
                 listener,
                 app,
@@ -413,96 +424,6 @@ fn spawn_reload_on_sighup(hub: &Arc<Hub>) {
             let _ = hub.reload().await;
         }
     });
-}
-
-fn admin_router(hub: Arc<Hub>) -> axum::Router {
-    axum::Router::new()
-        .merge(links::admin_routes())
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        hub.metrics.render(),
-                    )
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/pause",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, true).await
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/resume",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, false).await
-                },
-            ),
-        )
-        .route(
-            "/v1/reload",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    use axum::response::IntoResponse;
-                    match hub.reload().await {
-                        Ok(report) => axum::Json(report).into_response(),
-                        Err(e) => (
-                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            axum::Json(serde_json::json!({
-                                "error": {"code": "invalid_configuration", "message": e.to_string()}
-                            })),
-                        )
-                            .into_response(),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/v1/status",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    axum::Json(serde_json::json!({ "accounts": hub.account_states() }))
-                },
-            ),
-        )
-        .with_state(hub)
-}
-
-/// Pauses or resumes delivery to an account (the admin listener's route).
-async fn set_paused(hub: &Hub, account: &str, paused: bool) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    let Ok(id) = account.parse::<switchboard_core::AccountId>() else {
-        return api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no account `{account}`"),
-        );
-    };
-    match hub.outbox.set_paused(&id, paused).await {
-        Ok(true) => {
-            axum::Json(serde_json::json!({"account": account, "paused": paused})).into_response()
-        }
-        Ok(false) => api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no destination account `{account}`"),
-        ),
-        Err(e) => api::error::ApiError::Store(e).into_response(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

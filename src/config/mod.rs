@@ -94,6 +94,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Admin listener, if any.
     pub admin_bind: Option<SocketAddr>,
+    /// The admin listener's configured token; `None`: generated at first
+    /// start (see [`crate::admin::auth`]).
+    pub admin_token: Option<Secret>,
+    /// Where the public status pages are reached from outside (no trailing
+    /// slash); outage notices link there when set.
+    pub public_url: Option<String>,
     /// The store.
     pub database: DatabaseSettings,
     /// Delivery policy.
@@ -339,6 +345,8 @@ pub struct Gateway {
     /// Chats may join it with a pairing code from one of its chats
     /// (`linkable = true`; always so for gateways made from chats).
     pub linkable: bool,
+    /// Whether its public status page is served (`status_page = true`).
+    pub status_page: bool,
 }
 
 // ---------------------------------------------------------------------------

@@ -11,8 +11,8 @@
 //! - `DELETE /v1/links/{id}`: that chat leaves its gateway (a gateway made
 //!   from chats left with one chat goes too); the chats are told.
 //!
-//! Errors are `{"error": {"code", "message"}}`. Authentication is the
-//! admin listener's (see `admin_routes`' caller).
+//! Errors are `{"error": {"code", "message"}}`. They are mounted behind
+//! the admin listener's token, with the rest of its API (`crate::admin`).
 
 use std::sync::Arc;
 
@@ -30,8 +30,13 @@ use super::{merge, Link};
 use crate::api::error::{error_response, ApiError};
 use crate::hub::Hub;
 
-/// The routes, for the admin listener's router to mount.
-pub fn admin_routes() -> axum::Router<Arc<Hub>> {
+/// The routes, for the admin listener's router to mount (behind its
+/// admin token), with any state the hub can be had from.
+pub fn admin_routes<S>() -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Hub>: axum::extract::FromRef<S>,
+{
     axum::Router::new()
         .route("/v1/links", get(list).post(create))
         .route("/v1/links/{id}", delete(remove))

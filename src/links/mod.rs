@@ -179,6 +179,8 @@ pub fn merge(settings: &Settings, links: &[Link]) -> Merged {
             late_after: Some(std::time::Duration::from_secs(120)),
             nick_format: None,
             linkable: true,
+            // Made by the chats, not the operator: nothing public.
+            status_page: false,
         });
     }
     Merged { gateways, inactive }

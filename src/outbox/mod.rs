@@ -14,9 +14,11 @@
 //! - this file: the dispatcher and the lane loop.
 //! - [`breaker`]: the per-account circuit breaker.
 //! - [`notices`]: outage and recovery announcements per destination.
+//! - [`requeue`]: dead letters put back in their lane, in order.
 
 pub mod breaker;
 pub mod notices;
+pub mod requeue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,6 +67,9 @@ struct AccountWorker {
     /// (the bot removed from a group): the network's words and since when
     /// (Unix ms). Cleared by the channel's next success. Std mutex.
     channel_problems: Mutex<HashMap<ChannelId, (String, i64)>>,
+    /// Each lane's coordination with an admin's requeue (see [`requeue`]).
+    /// Std mutex, never held across await.
+    gates: Mutex<HashMap<ChannelId, Arc<requeue::LaneGate>>>,
 }
 
 impl AccountWorker {
@@ -82,7 +87,18 @@ impl AccountWorker {
             ready: watch::Sender::new(0),
             rate_limited_until: Mutex::new(None),
             channel_problems: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lane's gate (see [`requeue`]), made on first use.
+    fn gate(&self, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.gates
+            .lock()
+            .expect("gates lock")
+            .entry(channel.clone())
+            .or_default()
+            .clone()
     }
 
     /// The adapter in force.
@@ -467,6 +483,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// The gate of a lane (see [`requeue`]); a lane of an account without
+    /// a worker gets one of its own, which no lane waits on.
+    fn gate(&self, account: &AccountId, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.worker(account)
+            .map_or_else(Arc::default, |w| w.gate(channel))
+    }
+
     fn worker(&self, account: &AccountId) -> Option<Arc<AccountWorker>> {
         self.inner
             .accounts
@@ -646,10 +669,13 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
     };
     let mut shutdown = inner.shutdown.clone();
     let mut after = 0;
+    let gate = worker.gate(&channel);
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // An admin put a dead letter back in its old place: go back to it.
+        after = gate.read_after(after);
         let rows = match inner
             .store
             .pending(&account, &channel, after, LANE_BATCH)
@@ -699,6 +725,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
                 return;
             }
             after = id;
+            if gate.rewinds_before(i64::MAX) {
+                break;
+            }
         }
     }
 }
@@ -795,11 +824,16 @@ async fn deliver(
         parts_sent: usize::try_from(row.parts_sent).unwrap_or(0),
         failing_since: None,
         not_ready: 0,
+        gate: worker.gate(channel),
+        holding: None,
         row,
     };
     loop {
         match d.attempt(shutdown).await {
             Attempt::Stop => return false,
+            // An earlier row was put back in place: the lane goes back to
+            // it; this one stays queued.
+            Attempt::Rewound => return true,
             Attempt::Again => {}
             Attempt::Retired => {
                 let reason = "removed from config".to_owned();
@@ -838,6 +872,10 @@ struct Delivery<'a> {
     failing_since: Option<Instant>,
     /// Consecutive answers that the adapter is not ready.
     not_ready: u32,
+    /// The lane's gate (see [`requeue`]).
+    gate: Arc<requeue::LaneGate>,
+    /// The gate, held from the last piece's send until `Sent` is recorded.
+    holding: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// How one attempt ended.
@@ -853,6 +891,9 @@ enum Attempt {
     Retired,
     /// Shutdown.
     Stop,
+    /// An admin requeued an earlier row in place (see [`requeue`]):
+    /// nothing was sent.
+    Rewound,
 }
 
 /// What to do about a failed attempt; see [`decide`].
@@ -964,6 +1005,12 @@ impl Delivery<'_> {
             // stalled (and is sent again).
             let part = &parts[self.parts_sent];
             let timeout = caps.send_timeout(part, inner.settings.send_timeout);
+            // Held across the send and the record of its success, so an
+            // admin's requeue never decides while a row is handed over; a
+            // requeued earlier row makes the lane go back to it first.
+            let Some(held) = self.gate.hold(self.row.id, self.parts_sent).await else {
+                return Attempt::Rewound;
+            };
             let started = Instant::now();
             let result = tokio::time::timeout(timeout, adapter.send(host.as_ref(), part, &key))
                 .await
@@ -1013,6 +1060,7 @@ impl Delivery<'_> {
             self.parts_sent += 1;
             if self.parts_sent == parts.len() {
                 last = maps;
+                self.holding = Some(held);
                 break;
             }
             // Remember progress (and the piece's ids, so a later edit or

@@ -473,9 +473,17 @@ async fn admin_api_and_configuration(backend: Backend) {
         inbox.all()
     );
 
-    // The admin API: list, link two channels, remove.
+    // The admin API: behind the admin token; list, link two channels,
+    // remove.
+    let r = http
+        .get(format!("{}/v1/links", sb.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let links: Value = http
         .get(format!("{}/v1/links", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()
@@ -488,6 +496,7 @@ async fn admin_api_and_configuration(backend: Backend) {
     assert_eq!(rows[0]["in_force"], true);
     let r = http
         .post(format!("{}/v1/links", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"first": {"account": "telegram.main", "channel": TG_OTHER.to_string(), "name": "Porch"},
                       "second": {"account": "signal.main", "channel": SIGNAL_DM}}))
         .send()
@@ -514,6 +523,30 @@ async fn admin_api_and_configuration(backend: Backend) {
     .await;
     signal.inject_message(SIGNAL_DM, None, json!({"message": "from the porch dm"}));
     tg_says(&tg, TG_OTHER, "from the porch dm", 0).await;
+    // The admin page's data shows the gateway made from chats, and who
+    // linked each of its chats.
+    let overview: Value = http
+        .get(format!("{}/v1/overview", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shown = overview["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == gw.as_str())
+        .unwrap_or_else(|| panic!("{gw} not on the admin page: {overview}"));
+    assert_eq!(shown["source"], "chats", "{shown}");
+    let members = shown["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{shown}");
+    assert!(
+        members.iter().all(|m| m["linked"]["by"] == "the admin API"),
+        "{shown}"
+    );
     // Refused: a chat linked already; an account without links; garbage.
     for (body, status) in [
         (
@@ -530,6 +563,7 @@ async fn admin_api_and_configuration(backend: Backend) {
     ] {
         let r = http
             .post(format!("{}/v1/links", sb.admin))
+            .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
             .await
@@ -541,6 +575,7 @@ async fn admin_api_and_configuration(backend: Backend) {
     let id = made["links"][1]["id"].as_i64().unwrap();
     let r = http
         .delete(format!("{}/v1/links/{id}", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -560,6 +595,7 @@ async fn admin_api_and_configuration(backend: Backend) {
     .await;
     let r = http
         .delete(format!("{}/v1/links/{id}", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -579,6 +615,7 @@ async fn admin_api_and_configuration(backend: Backend) {
     );
     let links: Value = http
         .get(format!("{}/v1/links", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

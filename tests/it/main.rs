@@ -3,10 +3,17 @@
 //! to it over loopback, as bots and webhook receivers would.
 //!
 //! # Layout
+//! - `admin`: the admin listener locked, dead letters requeued and dropped,
+//!   public status pages.
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
+//! - `browser`: the admin page in a real headless Chromium, with an
+//!   accessibility check and screenshots.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
+//! - `destinations`: a webhook naming a gateway its account is not in
+//!   is a destination, and its outages are announced.
 //! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `openapi`: the generated OpenAPI documents under an OpenAPI fuzzer.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
 //! - `pause`: `switchboard pause` / `resume` hold and release a queue.
@@ -65,10 +72,13 @@ macro_rules! on_both_backends {
     };
 }
 
+mod admin;
 mod api;
 mod bad_input;
 mod bots;
+mod browser;
 mod crash;
+mod destinations;
 mod drills;
 mod durability;
 mod fuzz_corpus;
@@ -77,6 +87,7 @@ mod links;
 mod matrix;
 mod matrix_real;
 mod notices;
+mod openapi;
 mod outage;
 mod outbox;
 mod pause;

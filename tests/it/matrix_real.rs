@@ -58,9 +58,8 @@ async fn post(sb: &Sb, text: &str, username: &str) {
 
 /// `matrix.main`'s entry in `/v1/status`.
 async fn status(sb: &Sb) -> Value {
-    let v: Value = reqwest::get(format!("{}/v1/status", sb.admin))
+    let v: Value = admin_get(&sb.admin, "/v1/status")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap_or_default();
@@ -88,7 +87,7 @@ impl StatusWatch {
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 loop {
-                    if let Ok(r) = client.get(&url).send().await {
+                    if let Ok(r) = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await {
                         let v: Value = r.json().await.unwrap_or_default();
                         if let Some(a) = v["accounts"]
                             .as_array()

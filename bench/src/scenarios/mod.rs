@@ -4,6 +4,7 @@
 //! is a [`Network`] of it. Matrix (scenario 9) runs against a real
 //! Synapse, one room, one direction: a scenario of its own.
 
+mod community;
 mod fanout;
 mod matrix;
 mod network;
@@ -106,6 +107,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(Network::<telegram::Telegram>::new()),
         Box::new(Network::<signal::Signal>::new()),
         Box::new(matrix::Matrix),
+        Box::new(community::Community),
     ]
 }
 

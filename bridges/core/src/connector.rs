@@ -66,6 +66,13 @@ pub trait Connector: Send + Sync + 'static {
     fn command_style(&self) -> CommandStyle {
         CommandStyle::Prefix
     }
+
+    /// The network's peer for the hub's end-to-end tests (its fake, or the
+    /// real service where one runs here); `None` for a network without one.
+    #[cfg(feature = "test-util")]
+    fn test_peer(&self) -> Option<&'static dyn crate::testkit::TestPeerFactory> {
+        None
+    }
 }
 
 /// What the hub tells an account's adapter when it builds it.

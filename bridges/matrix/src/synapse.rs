@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+pub mod peer;
 pub mod proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

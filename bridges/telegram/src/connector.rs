@@ -44,6 +44,11 @@ impl Connector for TelegramConnector {
     fn command_style(&self) -> CommandStyle {
         CommandStyle::Slash
     }
+
+    #[cfg(feature = "fake")]
+    fn test_peer(&self) -> Option<&'static dyn switchboard_core::testkit::TestPeerFactory> {
+        Some(&crate::fake::peer::PEERS)
+    }
 }
 
 impl AccountConfig for TelegramConfig {

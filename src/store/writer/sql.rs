@@ -21,6 +21,9 @@ const BLOB_REFRESH_MS: i64 = 60_000;
 /// batch, not per command); the rest go one by one.
 /// Returns one entry per command: for an ingest, the outcome of each of
 /// its events.
+// The phases' order within the transaction is what this function is
+// (blobs, then row outcomes, then events in queue order, then cursors):
+// kept together so it reads as one sequence.
 pub(super) async fn apply_all(
     tx: &mut Transaction<'_, Any>,
     batch: &[WriteCmd],

@@ -47,6 +47,10 @@ pub struct Seen {
     /// The homeserver's status, when it was asked (also for a swallowed
     /// answer).
     pub upstream: Option<u16>,
+    /// When the proxy finished with it (answered, or gave up).
+    pub at: std::time::Instant,
+    /// The wait a rate-limited answer (`M_LIMIT_EXCEEDED`) asked for.
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -54,6 +58,8 @@ struct State {
     /// (a substring of the path, the fault); the first match applies.
     rules: Mutex<Vec<(String, Fault)>>,
     seen: Mutex<Vec<Seen>>,
+    /// Every answer this late (a slow homeserver).
+    delay: Mutex<std::time::Duration>,
 }
 
 /// A running proxy; stops (and drops every connection) when dropped.
@@ -129,6 +135,12 @@ impl Proxy {
             .retain(|(p, _)| p != path_part);
     }
 
+    /// Answers every request `d` late from now on (`Duration::ZERO`: on
+    /// time again), as a slow homeserver would.
+    pub fn set_delay(&self, d: std::time::Duration) {
+        *self.state.delay.lock().expect("proxy delay") = d;
+    }
+
     /// Every request so far, in the order they were answered (or given up).
     #[must_use]
     pub fn seen(&self) -> Vec<Seen> {
@@ -173,14 +185,21 @@ async fn handle(
         .iter()
         .find(|(p, _)| path.contains(p.as_str()))
         .map(|(_, f)| *f);
-    let log = |status: Option<u16>, upstream: Option<u16>| {
+    let delay = *state.delay.lock().expect("proxy delay");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let log_with = |status: Option<u16>, upstream: Option<u16>, retry_after_ms: Option<u64>| {
         state.seen.lock().expect("proxy log").push(Seen {
             method: method.clone(),
             path: path.clone(),
             status,
             upstream,
+            at: std::time::Instant::now(),
+            retry_after_ms,
         });
     };
+    let log = |status: Option<u16>, upstream: Option<u16>| log_with(status, upstream, None);
     match fault {
         Some(Fault::BadGateway) => {
             log(Some(502), None);
@@ -236,6 +255,10 @@ async fn handle(
         }
     }
     let bytes = answer.bytes().await.unwrap_or_default();
-    log(Some(status), Some(status));
+    let retry_after_ms = (status == 429)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .flatten()
+        .and_then(|v| v["retry_after_ms"].as_u64());
+    log_with(Some(status), Some(status), retry_after_ms);
     Ok(builder.body(Full::new(bytes)).expect("a response"))
 }
