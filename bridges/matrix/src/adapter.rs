@@ -1181,6 +1181,26 @@ impl Adapter for MatrixAdapter {
         r
     }
 
+    /// Sending needs the account signed in and the rooms joined, nothing
+    /// from `/sync` or pushed transactions.
+    fn sends_without_receiving(&self) -> bool {
+        true
+    }
+
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        *self.host.lock().expect("host lock") = Some(host.clone());
+        if self.start(host.as_ref(), &mut shutdown).await {
+            host.health(ReceiveHealth::Connected);
+            shutdown.await;
+        }
+        self.host.lock().expect("host lock").take();
+        Ok(())
+    }
+
     async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError> {
         self.send_op(op, idempotency_key).await
     }

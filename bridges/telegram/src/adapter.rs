@@ -338,6 +338,24 @@ impl Adapter for TelegramAdapter {
         result
     }
 
+    /// Sending needs only the hub's blobs: nothing is polled, no webhook is
+    /// set.
+    fn sends_without_receiving(&self) -> bool {
+        true
+    }
+
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        *self.host.lock().expect("host lock") = Some(host.clone());
+        host.health(switchboard_core::ReceiveHealth::Connected);
+        shutdown.await;
+        self.host.lock().expect("host lock").take();
+        Ok(())
+    }
+
     async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
         self.send_op(op).await
     }
