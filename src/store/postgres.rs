@@ -259,7 +259,10 @@ async fn keep(
 }
 
 /// Takes the feed's ordering lock inside `tx`, until it commits.
-pub(crate) async fn lock_feed_order(tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+///
+/// # Errors
+/// On database failure.
+pub async fn lock_feed_order(tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
     // In FROM: the function returns `void`, which the Any driver cannot
     // carry as a column.
     sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
@@ -280,7 +283,7 @@ pub mod channel {
 }
 
 /// Sends a notification when `tx` commits (none if it does not).
-pub(crate) async fn notify(
+pub async fn notify(
     tx: &mut Transaction<'_, Any>,
     channel: &str,
     payload: &str,
@@ -461,7 +464,7 @@ pub struct Fence {
 /// Whether each fence still holds, checked inside the writer's
 /// transaction: the lease rows stay locked (`FOR SHARE`) until it commits,
 /// so no other instance can take them in between.
-pub(crate) async fn check_fences(
+pub async fn check_fences(
     tx: &mut Transaction<'_, Any>,
     fences: &[&Fence],
 ) -> Result<Vec<bool>, sqlx::Error> {

@@ -6,6 +6,9 @@
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
+//! - `cluster`: several instances on one PostgreSQL (issue 25): leases,
+//!   fencing, the feed across writers, the one-instance guard, and three
+//!   instances through kill -9 and a rolling restart.
 //! - `crash`: kill -9 with 5,000 messages in flight.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
@@ -62,6 +65,7 @@ macro_rules! on_both_backends {
 mod api;
 mod bad_input;
 mod bots;
+mod cluster;
 mod crash;
 mod drills;
 mod durability;
