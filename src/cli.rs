@@ -1,5 +1,6 @@
 //! The command line: `switchboard run | check | status | pause | resume |
-//! reload`.
+//! reload | dead-letters`. The commands that talk to the running process
+//! use its admin listener with the admin token (see [`crate::admin::cli`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,19 @@ pub enum Command {
     /// Make the running switchboard read its configuration again (as
     /// SIGHUP does); prints what changed, or why nothing did.
     Reload,
+    /// List dead letters (reason, destination, age), or requeue or drop
+    /// them, through the running switchboard.
+    DeadLetters {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        action: Option<crate::admin::cli::DeadLettersAction>,
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// List at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Matrix helpers.
     #[command(subcommand)]
     Matrix(MatrixCommand),
@@ -137,6 +151,11 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Pause { account } => pause(&settings, &account, true).await,
         Command::Resume { account } => pause(&settings, &account, false).await,
         Command::Reload => reload(&settings).await,
+        Command::DeadLetters {
+            action,
+            account,
+            limit,
+        } => crate::admin::cli::dead_letters(&settings, action, account, limit).await,
         Command::Matrix(_) => unreachable!("handled before loading"),
         Command::Run => match crate::run(settings, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -149,7 +168,9 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+/// Rows as aligned columns.
+#[must_use]
+pub fn table(rows: &[Vec<String>]) -> String {
     let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -188,17 +209,10 @@ pub fn check_report(s: &Settings) -> String {
             ]);
         }
         for a in &s.api {
-            if !g
-                .members
-                .iter()
-                .any(|m| m.account == a.id && m.direction.writes())
-            {
-                continue;
-            }
             for w in a
                 .webhooks
                 .iter()
-                .filter(|w| w.gateways.as_ref().is_none_or(|x| x.contains(&g.name)))
+                .filter(|w| crate::router::webhook_receives(g, &a.id, w))
             {
                 rows.push(vec![
                     g.name.to_string(),
@@ -232,49 +246,18 @@ pub fn check_report(s: &Settings) -> String {
     out
 }
 
-/// What a POST to the running switchboard's admin listener got.
-enum Admin {
-    /// 2xx, with the JSON answer.
-    Done(serde_json::Value),
-    /// Another status, with the error's message.
-    Refused(reqwest::StatusCode, String),
-    /// Nothing answers there.
-    NotRunning,
-}
-
-async fn admin_post(addr: std::net::SocketAddr, path: &str) -> Admin {
-    let Ok(r) = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .send()
-        .await
-    else {
-        return Admin::NotRunning;
-    };
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    if status.is_success() {
-        Admin::Done(body)
-    } else {
-        let message = body["error"]["message"].as_str().unwrap_or("no details");
-        Admin::Refused(status, message.to_owned())
-    }
-}
-
-fn not_running(addr: std::net::SocketAddr) -> ExitCode {
-    eprintln!("error: switchboard is not running (nothing answers on {addr})");
-    ExitCode::FAILURE
-}
+use crate::admin::cli::{not_running, AdminClient, Answer as Admin};
 
 /// `reload`: asks the running switchboard on its admin listener.
 async fn reload(settings: &Settings) -> ExitCode {
-    let Some(addr) = settings.admin_bind else {
-        eprintln!(
-            "error: {}: general.admin_bind is not set; send SIGHUP to the process instead",
-            settings.source
-        );
-        return ExitCode::from(2);
+    let client = match AdminClient::new(settings, "send SIGHUP to the process instead") {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match admin_post(addr, "/v1/reload").await {
+    match client.post("/v1/reload").await {
         Admin::Done(body) => {
             println!(
                 "{}",
@@ -286,21 +269,24 @@ async fn reload(settings: &Settings) -> ExitCode {
             eprintln!("error: nothing changed: {message}");
             ExitCode::from(2)
         }
-        Admin::NotRunning => not_running(addr),
+        Admin::NotRunning => not_running(client.addr()),
     }
 }
 
 /// `pause` / `resume`: asks the running switchboard on its admin listener.
 async fn pause(settings: &Settings, account: &str, paused: bool) -> ExitCode {
-    let Some(addr) = settings.admin_bind else {
-        eprintln!(
-            "error: {}: general.admin_bind is not set; pause and resume talk to the running switchboard there",
-            settings.source
-        );
-        return ExitCode::from(2);
+    let client = match AdminClient::new(
+        settings,
+        "pause and resume talk to the running switchboard there",
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let verb = if paused { "pause" } else { "resume" };
-    match admin_post(addr, &format!("/v1/accounts/{account}/{verb}")).await {
+    match client.post(&format!("/v1/accounts/{account}/{verb}")).await {
         Admin::Done(_) => {
             println!(
                 "{account}: delivery {}.",
@@ -312,7 +298,7 @@ async fn pause(settings: &Settings, account: &str, paused: bool) -> ExitCode {
             eprintln!("error: {status}: {message}");
             ExitCode::FAILURE
         }
-        Admin::NotRunning => not_running(addr),
+        Admin::NotRunning => not_running(client.addr()),
     }
 }
 
@@ -358,18 +344,26 @@ async fn status(settings: &Settings, list_lanes: bool) -> ExitCode {
     let moves = store.channel_moves().await.unwrap_or_default();
     let cluster = cluster_view(settings, &store).await;
     store.close().await;
-    let live: Option<serde_json::Value> = match settings.admin_bind {
-        Some(addr) => admin_status(&addr.to_string()).await,
-        None => None,
+    let live: Option<serde_json::Value> = match AdminClient::new(settings, "") {
+        Ok(client) => match client.get("/v1/status").await {
+            Admin::Done(v) => Some(v),
+            Admin::Refused(status, message) => {
+                eprintln!("warning: the running switchboard refused the status query: {status}: {message}");
+                None
+            }
+            Admin::NotRunning => None,
+        },
+        Err(_) => None,
     };
     // In a cluster an account's receive side is where its lease is: that
     // instance says how it goes.
     let mut holders_live: std::collections::HashMap<String, serde_json::Value> =
         std::collections::HashMap::new();
-    if let Some(view) = &cluster {
+    if let (Some(view), Ok(client)) = (&cluster, AdminClient::new(settings, "")) {
         for i in view.instances.iter().filter(|i| i.state == "live") {
-            if let Some(admin) = i.info["admin"].as_str() {
-                if let Some(v) = admin_status(admin).await {
+            let admin = i.info["admin"].as_str().and_then(|a| a.parse().ok());
+            if let Some(addr) = admin {
+                if let Admin::Done(v) = client.at(addr).get("/v1/status").await {
                     holders_live.insert(i.name.clone(), v);
                 }
             }
@@ -496,17 +490,6 @@ async fn status(settings: &Settings, list_lanes: bool) -> ExitCode {
         print!("{}", table(&rows));
     }
     ExitCode::SUCCESS
-}
-
-/// The running instance's `/v1/status` at `admin` (`host:port`).
-async fn admin_status(admin: &str) -> Option<serde_json::Value> {
-    let r = reqwest::Client::new()
-        .get(format!("http://{admin}/v1/status"))
-        .timeout(std::time::Duration::from_secs(3))
-        .send()
-        .await
-        .ok()?;
-    r.json().await.ok()
 }
 
 /// The instances and leases of a cluster, as the database has them.

@@ -43,7 +43,7 @@ pub struct HealthBoard {
 }
 
 /// One account's state as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountHealth {
     /// `<network>.<name>`.
     pub account: String,
@@ -66,7 +66,7 @@ pub struct AccountHealth {
 }
 
 /// One channel whose sends the network refuses until someone acts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelHealth {
     /// The channel id.
     pub channel: String,

@@ -353,6 +353,7 @@ impl Hub {
                         invites.join(", ")
                     ));
                 }
+                text.push_str(&self.status_link(gateway));
                 (gateway, account, channel, text)
             }
             Announcement::Back {
@@ -366,10 +367,11 @@ impl Hub {
                 account,
                 channel,
                 format!(
-                    "✅ {} is back after {}; {delivered} queued message{} delivered.",
+                    "✅ {} is back after {}; {delivered} queued message{} delivered.{}",
                     describe_destination(account, channel),
                     humantime::format_duration(Duration::from_secs(outage.as_secs().max(1))),
-                    if *delivered == 1 { " was" } else { "s were" }
+                    if *delivered == 1 { " was" } else { "s were" },
+                    self.status_link(gateway)
                 ),
             ),
         };
@@ -401,6 +403,21 @@ impl Hub {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Hub {
+    /// " Status: <url>" for a gateway whose public status page is on and
+    /// reachable (`general.public_url`); empty otherwise.
+    fn status_link(&self, gateway: &switchboard_core::GatewayName) -> String {
+        let settings = self.settings.read().expect("settings lock").clone();
+        match (
+            &settings.public_url,
+            self.router.load().gateway(gateway).map(|g| g.status_page),
+        ) {
+            (Some(base), Some(true)) => format!(" Status: {base}/status/{gateway}"),
+            _ => String::new(),
         }
     }
 }

@@ -21,6 +21,8 @@
 //! - [`reload`]: SIGHUP and `switchboard reload`: a new configuration in
 //!   force without a restart.
 //! - [`api`]: the bot API (native `/v1`, matterbridge `/api`, webhooks).
+//! - [`admin`]: the admin listener: health, metrics, the admin API and web
+//!   page behind the admin token, public status pages.
 //! - [`adapters`]: the one place that maps an account to its adapter.
 //! - [`cli`]: `run`, `check`, `status`, `pause`, `resume`, `reload`.
 //! - [`serve`]: the API listeners' accept loop (connection cap, timeouts).
@@ -30,6 +32,7 @@
 //! `switchboard-core` crate (`bridges/core`), which does no I/O.
 
 pub mod adapters;
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod cluster;
@@ -53,7 +56,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -199,7 +201,7 @@ impl Running {
         settings: Settings,
         extra: Vec<Arc<dyn switchboard_core::Adapter>>,
     ) -> anyhow::Result<Self> {
-        let settings = Arc::new(adapters::ensure_tokens(settings)?);
+        let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
         let listeners = Listeners::bind(&settings).await?;
         // Before anything is written: one instance per database, unless
         // they are members of one cluster.
@@ -292,6 +294,14 @@ impl Running {
             cluster: cluster.clone(),
         });
         outbox.announce_to(spawn_announcer(&hub));
+        let weak = Arc::downgrade(&hub);
+        outbox.hosts_from(move |account| {
+            let hub = weak.upgrade()?;
+            Some(Arc::new(hub::AccountHost {
+                hub,
+                account: account.clone(),
+            }) as Arc<dyn switchboard_core::Host>)
+        });
         outbox.follow_moves(moves);
         outbox.set_gateways(&settings.gateways);
         if cluster.is_some() {
@@ -345,8 +355,14 @@ impl Running {
         }
         let mut servers = Vec::new();
         if let Some(listener) = listeners.admin {
-            let app = admin_router(hub.clone());
-            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status) listening.");
+            let app = admin::router(
+                hub.clone(),
+                settings
+                    .admin_token
+                    .clone()
+                    .expect("set with the admin listener"),
+            );
+            tracing::info!(addr = ?settings.admin_bind, "Admin listener (healthz, metrics, status pages, admin API and page) listening.");
             servers.push(tokio::spawn(serve::serve(
                 listener,
                 app,
@@ -504,131 +520,6 @@ fn spawn_reload_on_sighup(hub: &Arc<Hub>) {
             let _ = hub.reload().await;
         }
     });
-}
-
-fn admin_router(hub: Arc<Hub>) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        hub.metrics.render(),
-                    )
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/pause",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, true).await
-                },
-            ),
-        )
-        .route(
-            "/v1/accounts/{account}/resume",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
-                 axum::extract::Path(account): axum::extract::Path<String>| async move {
-                    set_paused(&hub, &account, false).await
-                },
-            ),
-        )
-        .route(
-            "/v1/reload",
-            axum::routing::post(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    use axum::response::IntoResponse;
-                    match hub.reload().await {
-                        Ok(report) => axum::Json(report).into_response(),
-                        Err(e) => (
-                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            axum::Json(serde_json::json!({
-                                "error": {"code": "invalid_configuration", "message": e.to_string()}
-                            })),
-                        )
-                            .into_response(),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/v1/status",
-            get(
-                |axum::extract::State(hub): axum::extract::State<Arc<Hub>>| async move {
-                    axum::Json(status(&hub).await)
-                },
-            ),
-        )
-        .with_state(hub)
-}
-
-/// `/v1/status`: every account's state; in a cluster also every instance
-/// and lease (from the database) and what runs here.
-async fn status(hub: &Hub) -> serde_json::Value {
-    let mut body = serde_json::json!({ "accounts": hub.account_states() });
-    if let Some(c) = &hub.cluster {
-        let mut cluster = c
-            .status()
-            .await
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
-        let roles: Vec<serde_json::Value> = {
-            let receivers = hub.receivers.lock().expect("receivers lock");
-            let mut v: Vec<serde_json::Value> = receivers
-                .iter()
-                .map(|(a, r)| {
-                    serde_json::json!({
-                        "account": a.to_string(),
-                        "role": match r.role() {
-                            receivers::Role::Receive => "receive",
-                            receivers::Role::SendOnly => "send_only",
-                            receivers::Role::Idle => "idle",
-                        },
-                    })
-                })
-                .collect();
-            v.sort_by(|a, b| a["account"].as_str().cmp(&b["account"].as_str()));
-            v
-        };
-        cluster["here"] = serde_json::json!({
-            "roles": roles,
-            "lanes": hub.outbox.held_lanes().len(),
-        });
-        body["cluster"] = cluster;
-    }
-    body
-}
-
-/// Pauses or resumes delivery to an account (the admin listener's route).
-async fn set_paused(hub: &Hub, account: &str, paused: bool) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    let Ok(id) = account.parse::<switchboard_core::AccountId>() else {
-        return api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no account `{account}`"),
-        );
-    };
-    match hub.outbox.set_paused(&id, paused).await {
-        Ok(true) => {
-            axum::Json(serde_json::json!({"account": account, "paused": paused})).into_response()
-        }
-        Ok(false) => api::error::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("no destination account `{account}`"),
-        ),
-        Err(e) => api::error::ApiError::Store(e).into_response(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

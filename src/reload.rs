@@ -65,7 +65,7 @@ impl Hub {
 }
 
 /// What a reload did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     /// Gateways in force now.
     pub gateways: Vec<String>,
@@ -327,6 +327,9 @@ fn needs_restart(old: &crate::config::Settings, new: &crate::config::Settings) -
     let mut keys = Vec::new();
     if new.database.url != old.database.url || new.database.max_size != old.database.max_size {
         keys.push("database".to_owned());
+    }
+    if new.admin_token.is_some() && new.admin_token != old.admin_token {
+        keys.push("general.admin_token".to_owned());
     }
     if new.admin_bind != old.admin_bind {
         keys.push("general.admin_bind".to_owned());

@@ -15,6 +15,23 @@ use crate::config::{Direction, Gateway, Settings, Webhook};
 use crate::moves::Moves;
 use crate::store::Dest;
 
+/// Whether webhook `w` of bot API account `account` receives gateway
+/// `g`'s events: its `gateways` names `g`, or is unset (every gateway of
+/// its account) while the account writes to `g`. A webhook that names a
+/// gateway its account is no member of is an `out` destination of it like
+/// any other: it gets the gateway's events, and its outages are announced
+/// there.
+#[must_use]
+pub fn webhook_receives(g: &Gateway, account: &AccountId, w: &Webhook) -> bool {
+    match &w.gateways {
+        Some(named) => named.contains(&g.name),
+        None => g
+            .members
+            .iter()
+            .any(|m| &m.account == account && m.direction.writes()),
+    }
+}
+
 /// Where one event goes.
 #[derive(Debug, Default, Clone)]
 pub struct Route {
@@ -73,8 +90,8 @@ impl Router {
 #[derive(Debug, Clone)]
 pub struct Routes {
     gateways: Vec<Gateway>,
-    /// Webhooks per API account.
-    webhooks: HashMap<AccountId, Vec<Webhook>>,
+    /// Webhooks per API account, in config order.
+    webhooks: Vec<(AccountId, Vec<Webhook>)>,
     /// For each readable (account, channel), the gateways it feeds.
     sources: HashMap<(AccountId, ChannelId), Vec<usize>>,
     /// Channels a network moved: members keep their configured ids here.
@@ -113,17 +130,16 @@ impl Routes {
         let mut out = std::collections::BTreeSet::new();
         for g in &self.gateways {
             for m in g.members.iter().filter(|m| m.direction.writes()) {
-                if m.account.network() == Network::API {
-                    for w in self.webhooks.get(&m.account).into_iter().flatten() {
-                        if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) {
-                            out.insert((m.account.clone(), w.channel()));
-                        }
-                    }
-                } else {
+                if m.account.network() != Network::API {
                     out.insert((
                         m.account.clone(),
                         self.moves.current(&m.account, &m.channel),
                     ));
+                }
+            }
+            for (account, hooks) in &self.webhooks {
+                for w in hooks.iter().filter(|w| webhook_receives(g, account, w)) {
+                    out.insert((account.clone(), w.channel()));
                 }
             }
         }
@@ -220,18 +236,6 @@ impl Routes {
                 if !route.feed.contains(&g.name) {
                     route.feed.push(g.name.clone());
                 }
-                for w in self.webhooks.get(&m.account).into_iter().flatten() {
-                    let own = &m.account == account
-                        && (token.is_some() && w.skip_token.as_deref() == token
-                            || &w.channel() == channel);
-                    if w.gateways.as_ref().is_none_or(|s| s.contains(&g.name)) && !own {
-                        route.dests.push(Dest {
-                            gateway: g.name.clone(),
-                            account: m.account.clone(),
-                            channel: w.channel(),
-                        });
-                    }
-                }
             } else if !(&m.account == account
                 && m.channel == self.moves.configured(account, channel))
             {
@@ -240,6 +244,24 @@ impl Routes {
                     account: m.account.clone(),
                     channel: self.moves.current(&m.account, &m.channel),
                 });
+            }
+        }
+        // Webhooks, members' and those that name the gateway themselves.
+        for (hook_account, hooks) in &self.webhooks {
+            for w in hooks
+                .iter()
+                .filter(|w| webhook_receives(g, hook_account, w))
+            {
+                let own = hook_account == account
+                    && (token.is_some() && w.skip_token.as_deref() == token
+                        || &w.channel() == channel);
+                if !own {
+                    route.dests.push(Dest {
+                        gateway: g.name.clone(),
+                        account: hook_account.clone(),
+                        channel: w.channel(),
+                    });
+                }
             }
         }
     }

@@ -27,59 +27,79 @@ use super::ApiState;
 use crate::store::FeedItem;
 
 /// matterbridge's `config.Message`, inbound. Go decodes JSON keys
-/// case-insensitively, so `Extra` and `extra` are both accepted.
-#[derive(Debug, Default, Deserialize)]
-struct MbMessage<'a> {
+/// case-insensitively, so `Extra` and `extra` are both accepted. The
+/// gateway is required; a message needs text or a file.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct MbMessage<'a> {
+    /// The text.
     #[serde(default)]
     text: String,
+    /// The author's name.
     #[serde(default)]
     username: String,
+    /// The author's id.
     #[serde(default)]
     userid: String,
+    /// The author's avatar URL.
     #[serde(default)]
     avatar: String,
+    /// `user_action` for a `/me` message.
     #[serde(default)]
     event: String,
+    /// The gateway to post into.
     #[serde(default)]
+    #[schema(min_length = 1)]
     gateway: String,
+    /// Files.
     #[serde(default, alias = "extra", rename = "Extra", borrow)]
     extra: Option<MbExtra<'a>>,
     // Fields matterbridge overwrites on input; accepted and ignored.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     channel: Value,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     account: Value,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     protocol: Value,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     id: Value,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     timestamp: Value,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(value_type = Value)]
     parent_id: Value,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct MbExtra<'a> {
+/// matterbridge's `Extra`: its files.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct MbExtra<'a> {
+    /// The files.
     #[serde(default, borrow)]
     file: Vec<MbFile<'a>>,
 }
 
 /// A file, base64 in `Data`: borrowed from the request where it can be,
 /// and decoded into the blob store step by step.
-#[derive(Debug, Default, Deserialize)]
-struct MbFile<'a> {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct MbFile<'a> {
+    /// The file's name.
     #[serde(default, alias = "name")]
     #[serde(rename = "Name")]
     name: String,
+    /// The bytes, standard base64 with padding.
     #[serde(default, alias = "data", borrow)]
     #[serde(rename = "Data")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$")]
     data: Option<Cow<'a, str>>,
 }
 

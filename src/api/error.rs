@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -63,6 +62,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every error's body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// One error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status in words, snake_case (`unprocessable_entity`).
+    pub code: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
 /// Longest error message sent, in bytes: messages quote what was wrong
 /// (a field name, a value), and a client's input is not echoed back whole.
 pub const MAX_MESSAGE: usize = 500;
@@ -92,7 +107,12 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
         .replace(' ', "_");
     let mut resp = (
         status,
-        axum::Json(json!({ "error": { "code": code, "message": message } })),
+        axum::Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into_owned(),
+            },
+        }),
     )
         .into_response();
     if status == StatusCode::UNAUTHORIZED {

@@ -10,12 +10,14 @@
 //! - [`json`]: the wire shapes of events.
 //! - [`webhook`]: outbound webhooks, an outbox adapter.
 //! - [`error`]: JSON error bodies.
+//! - [`openapi`]: the OpenAPI documents, generated from the handlers' types.
 
 pub mod auth;
 pub mod compat;
 pub mod error;
 pub mod json;
 pub mod native;
+pub mod openapi;
 pub mod post;
 pub mod stream;
 pub mod webhook;

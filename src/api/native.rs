@@ -26,33 +26,46 @@ use crate::store::blobs::BlobContent;
 
 /// A file in a JSON post, base64-encoded; the text is borrowed from the
 /// request where it can be, and decoded into the blob store step by step.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonFile<'a> {
+pub struct JsonFile<'a> {
+    /// The file's name.
     name: String,
+    /// Its MIME type; guessed from the bytes and the name when absent.
     #[serde(default)]
     mime: Option<String>,
+    /// The bytes, standard base64 with padding.
     #[serde(borrow)]
+    #[schema(value_type = String, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$")]
     data: Cow<'a, str>,
 }
 
 /// Body of `POST /v1/gateways/{gw}/messages` (also the `payload` part of a
-/// multipart post, and a WebSocket `post` frame).
-#[derive(Debug, Deserialize)]
+/// multipart post, and a WebSocket `post` frame). A message needs text
+/// (not only white space) or a file.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody<'a> {
+    /// The text.
     #[serde(default)]
     text: String,
-    #[serde(default)]
+    /// Styles over byte ranges of the text.
+    #[serde(default, deserialize_with = "integral_spans")]
+    #[schema(value_type = Vec<super::openapi::SpanDoc>)]
     spans: Vec<Span>,
+    /// The author's name shown on other networks (default: the token's).
     #[serde(default)]
     username: Option<String>,
+    /// The author's id (default: the token's name).
     #[serde(default)]
     userid: Option<String>,
+    /// The author's avatar URL.
     #[serde(default)]
     avatar: Option<String>,
+    /// The id of the message this one answers.
     #[serde(default)]
     reply_to: Option<String>,
+    /// Files, base64 in the JSON.
     #[serde(default, borrow)]
     attachments: Vec<JsonFile<'a>>,
 }
@@ -71,27 +84,80 @@ impl PostBody<'_> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PATCH /v1/gateways/{gw}/messages/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EditBody {
+pub struct EditBody {
+    /// The new text.
     text: String,
-    #[serde(default)]
+    /// Styles over byte ranges of the new text.
+    #[serde(default, deserialize_with = "integral_spans")]
+    #[schema(value_type = Vec<super::openapi::SpanDoc>)]
     spans: Vec<Span>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/gateways/{gw}/messages/{id}/reactions`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReactBody {
+pub struct ReactBody {
+    /// The reaction, 1 to 16 characters.
+    #[schema(min_length = 1, max_length = 16)]
     emoji: String,
+    /// `true` takes back a reaction the same token added.
     #[serde(default)]
     removed: bool,
 }
 
+/// Spans whose offsets may be written as JSON numbers with a zero
+/// fraction (`3.0`): JSON Schema's `integer`, which the OpenAPI document
+/// promises, includes them, where `usize` alone would refuse them.
+fn integral_spans<'de, D>(d: D) -> Result<Vec<Span>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut v = Value::deserialize(d)?;
+    for span in v.as_array_mut().into_iter().flatten() {
+        for key in ["start", "end"] {
+            let whole = span
+                .get(key)
+                .and_then(Value::as_f64)
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 9_007_199_254_740_992.0);
+            if let (Some(f), false) = (whole, span.get(key).is_some_and(Value::is_u64)) {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = f as u64;
+                span[key] = Value::from(n);
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(serde::de::Error::custom)
+}
+
+/// What a post, edit, delete or reaction answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Posted {
+    /// The event's id.
+    pub id: String,
+    /// The gateway it went into.
+    pub gateway: String,
+    /// `true` when the `Idempotency-Key` was used before: `id` is the
+    /// first post's.
+    pub duplicate: bool,
+}
+
 /// `?cursor=&consumer=&gateways=` of the streaming routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Resume after this cursor (`end`: only new events).
     cursor: Option<String>,
+    /// The consumer whose stored cursor is used (default `default`).
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     consumer: Option<String>,
+    /// WebSocket: comma-separated gateways (default: every readable one).
     gateways: Option<String>,
     /// `true` to also receive the caller's own posts.
     #[serde(default)]
@@ -324,7 +390,11 @@ pub async fn create(
     };
     Ok((
         status,
-        Json(json!({ "id": posted.id.to_string(), "gateway": gw.as_str(), "duplicate": posted.duplicate })),
+        Json(Posted {
+            id: posted.id.to_string(),
+            gateway: gw.as_str().to_owned(),
+            duplicate: posted.duplicate,
+        }),
     )
         .into_response())
 }
@@ -350,7 +420,15 @@ async fn simple(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(json!({ "id": posted.id.to_string(), "gateway": gw.as_str(), "duplicate": posted.duplicate }))).into_response())
+    Ok((
+        status,
+        Json(Posted {
+            id: posted.id.to_string(),
+            gateway: gw.as_str().to_owned(),
+            duplicate: posted.duplicate,
+        }),
+    )
+        .into_response())
 }
 
 /// `PATCH /v1/gateways/{gw}/messages/{id}`
@@ -684,11 +762,12 @@ pub async fn blob(
         .into_response())
 }
 
-/// `GET /v1/openapi.json`
+/// `GET /v1/openapi.json`: generated from these handlers' types (see
+/// [`super::openapi`]).
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
+        super::openapi::bot_api_json(),
     )
         .into_response()
 }

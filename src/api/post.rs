@@ -44,7 +44,11 @@ impl FileUpload {
     pub fn new(hub: &Hub, name: String, mime: Option<String>) -> Self {
         Self {
             name,
-            mime: mime.filter(|m| !m.is_empty()),
+            // A type with control characters (or absurdly long) is no MIME
+            // type: it is guessed instead, as for a file sent without one
+            // (PostgreSQL could not even store a NUL in it).
+            mime: mime
+                .filter(|m| !m.is_empty() && m.len() <= 255 && !m.chars().any(char::is_control)),
             blob: BlobUpload::new(hub.writer.clone()),
         }
     }
@@ -358,7 +362,10 @@ pub async fn post(hub: &Hub, caller: &Caller, draft: Draft) -> Result<Posted, Ap
                 .await?
                 .is_some_and(|e| Some((e.kind, e.author.display_name)) == asked);
             if !same {
-                return Err(ApiError::Invalid(
+                // A conflict with an earlier request, not a bad request:
+                // the same body with a fresh key is taken.
+                return Err(ApiError::Status(
+                    axum::http::StatusCode::CONFLICT,
                     "this Idempotency-Key was used for a different request".into(),
                 ));
             }

@@ -146,7 +146,7 @@ impl Adapter for WebhookAdapter {
         Ok(())
     }
 
-    async fn send(&self, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
+    async fn send(&self, _host: &dyn Host, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
         let hook = self
             .hooks
             .read()

@@ -391,6 +391,34 @@ impl Cluster {
     }
 }
 
+/// What runs on this instance, for `/v1/status`: each account's role and
+/// how many lanes it drives.
+#[must_use]
+pub fn here(hub: &crate::hub::Hub) -> serde_json::Value {
+    use crate::receivers::Role;
+    let mut roles: Vec<serde_json::Value> = hub
+        .receivers
+        .lock()
+        .expect("receivers lock")
+        .iter()
+        .map(|(a, r)| {
+            serde_json::json!({
+                "account": a.to_string(),
+                "role": match r.role() {
+                    Role::Receive => "receive",
+                    Role::SendOnly => "send_only",
+                    Role::Idle => "idle",
+                },
+            })
+        })
+        .collect();
+    roles.sort_by(|a, b| a["account"].as_str().cmp(&b["account"].as_str()));
+    serde_json::json!({
+        "roles": roles,
+        "lanes": hub.outbox.held_lanes().len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

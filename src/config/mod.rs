@@ -94,6 +94,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Admin listener, if any.
     pub admin_bind: Option<SocketAddr>,
+    /// The admin listener's configured token; `None`: generated at first
+    /// start (see [`crate::admin::auth`]).
+    pub admin_token: Option<Secret>,
+    /// Where the public status pages are reached from outside (no trailing
+    /// slash); outage notices link there when set.
+    pub public_url: Option<String>,
     /// The store.
     pub database: DatabaseSettings,
     /// Delivery policy.
@@ -328,6 +334,8 @@ pub struct Gateway {
     /// How a relayed message shows its author where the bridge posts as
     /// one account; `None`: the network's default (`**{NICK}**: `).
     pub nick_format: Option<String>,
+    /// Whether its public status page is served (`status_page = true`).
+    pub status_page: bool,
 }
 
 // ---------------------------------------------------------------------------

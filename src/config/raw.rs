@@ -39,6 +39,14 @@ pub(super) struct RawGeneral {
     pub(super) data_dir: Option<String>,
     /// Address of the admin listener (`/healthz`, `/metrics`, `/v1/status`).
     pub(super) admin_bind: Option<String>,
+    /// The admin listener's bearer token (generated at first start into
+    /// `<data_dir>/admin.token` when none is set; required off loopback).
+    pub(super) admin_token: Option<String>,
+    pub(super) admin_token_env: Option<String>,
+    pub(super) admin_token_file: Option<String>,
+    /// Where people reach the admin listener's public pages (status pages),
+    /// e.g. "https://status.example.org": outage notices link there.
+    pub(super) public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +170,9 @@ pub(super) struct RawGateway {
     /// How relayed messages show their author (`{NICK}`, `{USERNAME}`,
     /// `{NETWORK}`, `{CHANNEL}`, `{GATEWAY}`, `**bold**`).
     pub(super) nick_format: Option<String>,
+    /// Serve a public, read-only status page for this gateway (default
+    /// false) at `/status/<name>` on the admin listener.
+    pub(super) status_page: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

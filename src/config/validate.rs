@@ -273,6 +273,17 @@ pub(super) fn validate(
         .admin_bind
         .as_deref()
         .and_then(|a| c.addr("general.admin_bind", Some(a), None));
+    let (admin_token, public_url) = crate::admin::config::general(
+        &mut |key: &str, message: String| c.issue(key, message),
+        &FileSecrets { base_dir },
+        crate::admin::config::GeneralKeys {
+            admin_token: raw.general.admin_token.as_deref(),
+            admin_token_env: raw.general.admin_token_env.as_deref(),
+            admin_token_file: raw.general.admin_token_file.as_deref(),
+            public_url: raw.general.public_url.as_deref(),
+        },
+        admin_bind,
+    );
     let database = database(&mut c, &raw.database, &data_dir);
     let outbox = outbox(&mut c, &raw.outbox);
     let retention = retention(&mut c, &raw.retention);
@@ -301,6 +312,8 @@ pub(super) fn validate(
         source: file.to_owned(),
         data_dir,
         admin_bind,
+        admin_token,
+        public_url,
         database,
         outbox,
         retention,
@@ -727,6 +740,7 @@ fn gateway(
         notice_after: (g.notices != Some(false)).then_some(notice_after),
         late_after: Some(late_after),
         nick_format,
+        status_page: g.status_page == Some(true),
     })
 }
 

@@ -221,6 +221,36 @@ impl Outbox {
             .collect()
     }
 
+    /// In a cluster, wakes the lane on the instance holding it, when that
+    /// is another one (its rows changed outside the writer's ingest: a
+    /// dead letter requeued). Best effort: the lease round sweeps anyway.
+    pub async fn wake_elsewhere(&self, account: &AccountId, channel: &ChannelId) {
+        let Some(me) = self.inner.store.cluster_instance() else {
+            return;
+        };
+        let key = (account.clone(), channel.clone());
+        if self
+            .inner
+            .held
+            .lanes
+            .lock()
+            .expect("held lanes lock")
+            .contains_key(&key)
+        {
+            return;
+        }
+        let payload = format!("{me}\n{account} {channel}");
+        if let Err(e) = crate::store::postgres::notify_now(
+            self.inner.store.pool(),
+            crate::store::postgres::channel::LANES,
+            &payload,
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "Cannot wake the lane's holder; its next sweep finds the rows.");
+        }
+    }
+
     /// Wakes every held lane (after notifications may have been missed).
     pub fn poke_held(&self) {
         for (a, c) in self.held_lanes() {

@@ -14,11 +14,13 @@
 //! - this file: the dispatcher and the lane loop.
 //! - [`breaker`]: the per-account circuit breaker.
 //! - [`notices`]: outage and recovery announcements per destination.
+//! - [`requeue`]: dead letters put back in their lane, in order.
 //! - `held`: lanes in a cluster, which run where their lease is held.
 
 pub mod breaker;
 mod held;
 pub mod notices;
+pub mod requeue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,9 @@ struct AccountWorker {
     /// (the bot removed from a group): the network's words and since when
     /// (Unix ms). Cleared by the channel's next success. Std mutex.
     channel_problems: Mutex<HashMap<ChannelId, (String, i64)>>,
+    /// Each lane's coordination with an admin's requeue (see [`requeue`]).
+    /// Std mutex, never held across await.
+    gates: Mutex<HashMap<ChannelId, Arc<requeue::LaneGate>>>,
 }
 
 impl AccountWorker {
@@ -84,7 +89,18 @@ impl AccountWorker {
             ready: watch::Sender::new(0),
             rate_limited_until: Mutex::new(None),
             channel_problems: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lane's gate (see [`requeue`]), made on first use.
+    fn gate(&self, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.gates
+            .lock()
+            .expect("gates lock")
+            .entry(channel.clone())
+            .or_default()
+            .clone()
     }
 
     /// The adapter in force.
@@ -184,9 +200,16 @@ struct Inner {
     /// Channels that moved, shared with the router; unset (a move is a
     /// dead letter) until [`Outbox::follow_moves`].
     moves: std::sync::OnceLock<Arc<crate::moves::Moves>>,
+    /// Each account's host for its adapter's sends (see
+    /// [`Outbox::hosts_from`]); unset, nothing is sent.
+    hosts: std::sync::OnceLock<Hosts>,
     /// In a cluster, the lanes this instance holds (see `held`).
     held: held::HeldLanes,
 }
+
+/// Makes an account's [`Host`](switchboard_core::Host) for one send;
+/// `None` once the hub is gone (shutting down).
+type Hosts = Box<dyn Fn(&AccountId) -> Option<Arc<dyn switchboard_core::Host>> + Send + Sync>;
 
 /// What the outbox needs to know of a gateway.
 #[derive(Debug, Clone, Default)]
@@ -253,6 +276,7 @@ impl Outbox {
                 notices: std::sync::OnceLock::new(),
                 gateways: std::sync::RwLock::new(HashMap::new()),
                 moves: std::sync::OnceLock::new(),
+                hosts: std::sync::OnceLock::new(),
                 held: held::HeldLanes::default(),
             }),
         }
@@ -262,6 +286,16 @@ impl Outbox {
     /// the router reads) and in the store.
     pub fn follow_moves(&self, moves: Arc<crate::moves::Moves>) {
         let _ = self.inner.moves.set(moves);
+    }
+
+    /// Where sends get their account's host: `hosts` makes one per send,
+    /// holding the hub only for the send (the hub holds the outbox, so the
+    /// outbox must not hold the hub). Call before [`start`](Self::start).
+    pub fn hosts_from(
+        &self,
+        hosts: impl Fn(&AccountId) -> Option<Arc<dyn switchboard_core::Host>> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.hosts.set(Box::new(hosts));
     }
 
     /// Turns outage notices on: announcements go to `tx`. Call before
@@ -468,6 +502,13 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// The gate of a lane (see [`requeue`]); a lane of an account without
+    /// a worker gets one of its own, which no lane waits on.
+    fn gate(&self, account: &AccountId, channel: &ChannelId) -> Arc<requeue::LaneGate> {
+        self.worker(account)
+            .map_or_else(Arc::default, |w| w.gate(channel))
     }
 
     fn worker(&self, account: &AccountId) -> Option<Arc<AccountWorker>> {
@@ -693,10 +734,13 @@ async fn lane(
     let cluster = inner.held.enabled();
     let mut taken = cluster.then(|| held_lane_start(&inner, &account, &channel, start.orphaned));
     let mut after = 0;
+    let gate = worker.gate(&channel);
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // An admin put a dead letter back in its old place: go back to it.
+        after = gate.read_after(after);
         // Several instances commit rows: one with a smaller id may commit
         // after this lane read past it, so a lane in a cluster reads its
         // queue from the start (the index starts at its first pending row).
@@ -755,6 +799,9 @@ async fn lane(
                 return;
             }
             after = id;
+            if gate.rewinds_before(i64::MAX) {
+                break;
+            }
         }
     }
 }
@@ -922,11 +969,16 @@ async fn deliver(
         parts_sent: usize::try_from(row.parts_sent).unwrap_or(0),
         failing_since: None,
         not_ready: 0,
+        gate: worker.gate(channel),
+        holding: None,
         row,
     };
     loop {
         match d.attempt(shutdown).await {
             Attempt::Stop => return false,
+            // An earlier row was put back in place: the lane goes back to
+            // it; this one stays queued.
+            Attempt::Rewound => return true,
             Attempt::Again => {}
             Attempt::Retired => {
                 let reason = "removed from config".to_owned();
@@ -965,6 +1017,10 @@ struct Delivery<'a> {
     failing_since: Option<Instant>,
     /// Consecutive answers that the adapter is not ready.
     not_ready: u32,
+    /// The lane's gate (see [`requeue`]).
+    gate: Arc<requeue::LaneGate>,
+    /// The gate, held from the last piece's send until `Sent` is recorded.
+    holding: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// How one attempt ended.
@@ -980,6 +1036,9 @@ enum Attempt {
     Retired,
     /// Shutdown.
     Stop,
+    /// An admin requeued an earlier row in place (see [`requeue`]):
+    /// nothing was sent.
+    Rewound,
 }
 
 /// What to do about a failed attempt; see [`decide`].
@@ -1063,6 +1122,9 @@ impl Delivery<'_> {
         let Some(_pass) = worker.breaker.ready(shutdown).await else {
             return Attempt::Stop;
         };
+        let Some(host) = inner.hosts.get().and_then(|make| make(self.account)) else {
+            return Attempt::Stop;
+        };
         let Some(parts) = self.parts(&caps, shutdown).await else {
             return if *shutdown.borrow() {
                 Attempt::Stop
@@ -1088,8 +1150,14 @@ impl Delivery<'_> {
             // stalled (and is sent again).
             let part = &parts[self.parts_sent];
             let timeout = caps.send_timeout(part, inner.settings.send_timeout);
+            // Held across the send and the record of its success, so an
+            // admin's requeue never decides while a row is handed over; a
+            // requeued earlier row makes the lane go back to it first.
+            let Some(held) = self.gate.hold(self.row.id, self.parts_sent).await else {
+                return Attempt::Rewound;
+            };
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, adapter.send(part, &key))
+            let result = tokio::time::timeout(timeout, adapter.send(host.as_ref(), part, &key))
                 .await
                 .unwrap_or_else(|_| {
                     Err(SendError::transient(
@@ -1137,6 +1205,7 @@ impl Delivery<'_> {
             self.parts_sent += 1;
             if self.parts_sent == parts.len() {
                 last = maps;
+                self.holding = Some(held);
                 break;
             }
             // Remember progress (and the piece's ids, so a later edit or

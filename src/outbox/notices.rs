@@ -362,6 +362,48 @@ impl Outages {
     }
 }
 
+/// A destination that is failing now, as the admin page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct LaneOutage {
+    /// The destination account.
+    pub account: String,
+    /// The destination channel.
+    pub channel: String,
+    /// Since when it fails (Unix ms).
+    pub since_ms: i64,
+    /// Whether its gateway was told.
+    pub announced: bool,
+}
+
+impl Outages {
+    /// The destinations failing now (not those draining after an outage).
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<LaneOutage> {
+        let lanes = self.lanes.lock().expect("outages lock");
+        let mut v: Vec<LaneOutage> = lanes
+            .iter()
+            .filter(|(_, o)| o.recovered_at.is_none())
+            .map(|((a, c), o)| LaneOutage {
+                account: a.to_string(),
+                channel: c.to_string(),
+                since_ms: i64::try_from(o.since_wall.unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(0),
+                announced: o.announced,
+            })
+            .collect();
+        v.sort_by(|x, y| (&x.account, &x.channel).cmp(&(&y.account, &y.channel)));
+        v
+    }
+}
+
+impl super::Outbox {
+    /// The destinations failing now.
+    #[must_use]
+    pub fn outages(&self) -> Vec<LaneOutage> {
+        self.inner.outages.snapshot()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

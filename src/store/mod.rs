@@ -11,6 +11,8 @@
 //!   prunes old history through the writer.
 //! - [`blobs`]: attachment bytes, large ones written and read a chunk at
 //!   a time.
+//! - [`dead_letters`]: dead letters an admin lists, requeues or drops, and
+//!   the per-destination queue figures.
 //! - `backfill`: the one-time pass at start that fills what a migration
 //!   added for events stored before it.
 //! - [`sqlite`] and [`postgres`]: what differs per backend, and only that
@@ -23,6 +25,7 @@
 
 mod backfill;
 pub mod blobs;
+pub mod dead_letters;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
@@ -102,7 +105,12 @@ pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             let Some(code) = d.code() else { return false };
-            if let Ok(n) = code.parse::<i64>() {
+            // PostgreSQL's SQLSTATEs can be all digits (22021, a byte
+            // sequence it cannot store): only SQLite's codes are numbers.
+            let postgres = d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some();
+            if let (false, Ok(n)) = (postgres, code.parse::<i64>()) {
                 // Primary SQLite codes: BUSY, LOCKED, NOMEM, READONLY,
                 // IOERR, FULL, CANTOPEN, PROTOCOL.
                 return matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);

@@ -150,8 +150,8 @@ async fn try_lock(conn: &mut PgConnection, membership: Membership) -> Result<boo
         .await?)
 }
 
-/// Who holds the instance lock: (application name, client address, lock
-/// mode) per holder.
+/// Who holds the instance lock of this database (advisory locks are per
+/// database): (application name, client address, lock mode) per holder.
 async fn lock_holders(
     conn: &mut PgConnection,
 ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
@@ -159,7 +159,8 @@ async fn lock_holders(
         "SELECT COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'a local socket'), l.mode \
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid::bigint = $1 AND l.objsubid = 1 \
-         AND l.granted AND l.pid <> pg_backend_pid()",
+         AND l.granted AND l.pid <> pg_backend_pid() \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .bind(INSTANCE_LOCK)
     .fetch_all(&mut *conn)

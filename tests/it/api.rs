@@ -82,7 +82,7 @@ async fn attachments_idempotency_and_openapi(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 422);
+    assert_eq!(r.status(), 409, "a conflict with the first request");
     let body: Value = r.json().await.unwrap();
     assert!(
         body["error"]["message"]

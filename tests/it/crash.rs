@@ -116,8 +116,8 @@ async fn kill9(backend: Backend, durability: &str) {
         })
         .collect();
 
-    eventually("half the messages posted", || {
-        posted.load(Ordering::SeqCst) >= TOTAL / 2
+    until_count("half the messages posted", TOTAL / 2, || {
+        posted.load(Ordering::SeqCst)
     })
     .await;
     sb.kill9();
@@ -132,13 +132,12 @@ async fn kill9(backend: Backend, durability: &str) {
     }
 
     inbox.wait_len(TOTAL, "the reader's 5,000 messages").await;
-    eventually("the webhook's 5,000 deliveries", || {
+    until_count("the webhook's 5,000 deliveries", TOTAL, || {
         hook.deliveries()
             .iter()
             .map(|d| d.delivery_id.clone())
             .collect::<HashSet<_>>()
             .len()
-            >= TOTAL
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -77,6 +77,7 @@ pub fn base_config(db: &Db, dir: &Path, api_port: u16, admin_port: u16) -> Strin
 [general]
 data_dir = "{dir}/data"
 admin_bind = "127.0.0.1:{admin_port}"
+admin_token = "{admin_token}"
 
 [database]
 url = "{url}"
@@ -89,7 +90,21 @@ breaker_probe = "200ms"
 "#,
         dir = dir.display(),
         url = db.url,
+        admin_token = ADMIN_TOKEN,
     ) + &format!("\n[api.bots]\nbind = \"127.0.0.1:{api_port}\"\n")
+}
+
+/// The admin token [`base_config`] configures.
+pub const ADMIN_TOKEN: &str = "admin-token-of-the-tests-0123456789";
+
+/// `GET` on the admin listener with the admin token.
+pub async fn admin_get(admin: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{admin}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// `[[api.bots.tokens]]` with a secret derived from the name.
@@ -279,6 +294,26 @@ impl Sb {
     }
 }
 
+/// Waits until `count()` reaches `target`, failing the test only when it
+/// made no progress for PATIENCE: a bulk delivery on a loaded machine may
+/// take longer than PATIENCE in all, but never stalls that long.
+pub async fn until_count(what: &str, target: usize, mut count: impl FnMut() -> usize) {
+    let mut last = count();
+    let mut since = Instant::now();
+    while last < target {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "no progress towards {what} for {PATIENCE:?}: {last} of {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = count();
+        if now > last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
 /// Waits until `f` is true, failing the test after PATIENCE.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     until(what, || std::future::ready(f())).await;
@@ -369,7 +404,7 @@ impl Inbox {
         self.0.lock().unwrap().push(v);
     }
     pub async fn wait_len(&self, n: usize, what: &str) {
-        eventually(what, || self.len() >= n).await;
+        until_count(what, n, || self.len()).await;
     }
 }
 

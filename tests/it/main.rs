@@ -3,13 +3,20 @@
 //! to it over loopback, as bots and webhook receivers would.
 //!
 //! # Layout
+//! - `admin`: the admin listener locked, dead letters requeued and dropped,
+//!   public status pages.
 //! - `api`: attachments, idempotency, token files, dead letters, OpenAPI.
 //! - `harness`: databases, the process, clients, the webhook receiver.
+//! - `browser`: the admin page in a real headless Chromium, with an
+//!   accessibility check and screenshots.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
 //! - `cluster`: several instances on one PostgreSQL (issue 25): leases,
 //!   fencing, the feed across writers, the one-instance guard, and three
 //!   instances through kill -9 and a rolling restart.
+//! - `destinations`: a webhook naming a gateway its account is not in
+//!   is a destination, and its outages are announced.
 //! - `crash`: kill -9 with 5,000 messages in flight.
+//! - `openapi`: the generated OpenAPI documents under an OpenAPI fuzzer.
 //! - `notices`: one down and one back notice per outage (guarantee 4).
 //! - `outbox`: fallbacks and the breaker through a scripted adapter.
 //! - `pause`: `switchboard pause` / `resume` hold and release a queue.
@@ -27,6 +34,9 @@
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
+//! - `matrix_real`: Matrix as it really is: Synapse's own rate limits, a
+//!   proxy that fails files and loses answers, moderators, stickers,
+//!   per-message profiles.
 //! - `signal`: a Signal group through the signal-cli daemon fake, both ways.
 //! - `signal_fidelity`: Signal as it really is (issue 20), item by item,
 //!   against the fake where a Signal account is needed.
@@ -62,17 +72,22 @@ macro_rules! on_both_backends {
     };
 }
 
+mod admin;
 mod api;
 mod bad_input;
 mod bots;
+mod browser;
 mod cluster;
 mod crash;
+mod destinations;
 mod drills;
 mod durability;
 mod fuzz_corpus;
 mod harness;
 mod matrix;
+mod matrix_real;
 mod notices;
+mod openapi;
 mod outage;
 mod outbox;
 mod pause;

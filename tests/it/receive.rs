@@ -122,9 +122,8 @@ impl InProc {
     }
 
     async fn status(&self) -> Value {
-        reqwest::get(format!("{}/v1/status", self.admin))
+        admin_get(&self.admin, "/v1/status")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()

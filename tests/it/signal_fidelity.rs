@@ -95,9 +95,8 @@ fn metric(text: &str, name: &str, account: &str) -> i64 {
 }
 
 async fn account_status(sb: &Sb, account: &str) -> Value {
-    let v: Value = reqwest::get(format!("{}/v1/status", sb.admin))
+    let v: Value = admin_get(&sb.admin, "/v1/status")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -224,6 +224,7 @@ async fn a_daemon_without_the_account_says_what_to_do_and_keeps_messages() {
         async move {
             client
                 .get(url)
+                .bearer_auth(ADMIN_TOKEN)
                 .send()
                 .await
                 .unwrap()

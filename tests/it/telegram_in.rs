@@ -18,9 +18,8 @@ const OTHER: i64 = -1_003_000_000_001;
 
 /// `GET /v1/status` on the admin listener.
 async fn status(sb: &Sb) -> Value {
-    reqwest::get(format!("{}/v1/status", sb.admin))
+    admin_get(&sb.admin, "/v1/status")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap_or_default()

@@ -57,7 +57,10 @@ async fn dead_letters(sb: &Sb) -> u64 {
 
 /// The group's channel row in `/v1/status`, while it needs action.
 async fn channel_needing_action(sb: &Sb) -> Option<Value> {
-    let status: Value = reqwest::get(format!("{}/v1/status", sb.admin))
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/v1/status", sb.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
         .await
         .ok()?
         .json()

@@ -333,10 +333,17 @@ pub trait Adapter: Send + Sync + 'static {
     }
 
     /// Makes one attempt to perform `op`. `idempotency_key` is fixed when
-    /// the row was enqueued and is the same on every retry.
+    /// the row was enqueued and is the same on every retry. `host` is the
+    /// account's hub (its blobs to upload, its key-value state), the same
+    /// the receive side gets: an adapter keeps no handle of its own.
     ///
     /// # Errors
     /// A [`SendError`] whose [`retry_kind`](SendError::retry_kind) tells the
     /// outbox whether to retry, pause the account, or dead-letter.
-    async fn send(&self, op: &Outbound, idempotency_key: &str) -> Result<Receipt, SendError>;
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        idempotency_key: &str,
+    ) -> Result<Receipt, SendError>;
 }

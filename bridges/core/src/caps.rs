@@ -44,8 +44,9 @@ pub enum Reactions {
     /// Any emoji.
     Any,
     /// Only these (Telegram's allowed set): others become a short reply.
-    /// Compared without variation selectors (U+FE0F).
-    OneOf(Vec<String>),
+    /// Compared without variation selectors (U+FE0F). A static list, so
+    /// the capabilities asked for on every send allocate nothing.
+    OneOf(&'static [&'static str]),
 }
 
 /// How fast the outbox may send to a network, beyond its retry-after.
@@ -243,7 +244,13 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
             // A sticker the network cannot show goes as its still image.
             let a = match a {
                 a if a.kind != AttachmentKind::Sticker || caps.shows_sticker(&a.mime) => a,
-                Attachment { alt: Some(alt), .. } => *alt,
+                // Still a sticker, in a format the network shows (Matrix
+                // sends it as `m.sticker`, not a photo).
+                Attachment {
+                    alt: Some(alt),
+                    kind,
+                    ..
+                } => Attachment { kind, ..*alt },
                 a => {
                     let why = "a sticker in a format this network cannot show";
                     lines.push(not_bridged(&a.name, Some(a.size), why));
@@ -547,7 +554,7 @@ mod more_tests {
     #[test]
     fn reactions_outside_the_allowed_set_become_a_reply() {
         let caps = Capabilities {
-            reactions: Reactions::OneOf(vec!["👍".into()]),
+            reactions: Reactions::OneOf(&["👍"]),
             ..Capabilities::everything()
         };
         let react = |e: &str| EventKind::Reaction {
@@ -637,6 +644,71 @@ mod more_tests {
         // The bot API shows `at` itself: no prefix there.
         let api = Capabilities::everything();
         assert_eq!(text(&degrade(&op(msg, T0, None), &api, late)[0]), "hi");
+    }
+
+    #[test]
+    fn a_sticker_the_network_cannot_show_goes_as_its_still_or_a_line() {
+        let caps = Capabilities {
+            sticker_formats: Some(&["image/webp"]),
+            ..Capabilities::everything()
+        };
+        let file = |mime: &str, alt: Option<Attachment>| Attachment {
+            kind: AttachmentKind::Sticker,
+            name: "sticker".into(),
+            mime: mime.into(),
+            size: 10,
+            content: BlobRef {
+                sha256: "ab".repeat(32),
+            },
+            alt: alt.map(Box::new),
+        };
+        let still = Attachment {
+            kind: AttachmentKind::Image,
+            mime: "image/webp".into(),
+            name: "sticker.webp".into(),
+            ..file("image/webp", None)
+        };
+        let msg = |a: Attachment| EventKind::Message {
+            body: RichText::plain("😀"),
+            attachments: vec![a],
+            reply_to: None,
+        };
+        let cx = DegradeContext {
+            now: T0,
+            late_after: None,
+        };
+        let animated = file("application/x-tgsticker", Some(still.clone()));
+        let parts = degrade(&op(msg(animated), T0, None), &caps, cx);
+        let EventKind::Message { attachments, .. } = &parts[0].event.kind else {
+            panic!()
+        };
+        assert_eq!(attachments[0].mime, "image/webp", "its still image");
+        assert_eq!(
+            attachments[0].kind,
+            AttachmentKind::Sticker,
+            "still a sticker"
+        );
+        let bare = file("video/webm", None);
+        let parts = degrade(&op(msg(bare), T0, None), &caps, cx);
+        let EventKind::Message {
+            attachments, body, ..
+        } = &parts[0].event.kind
+        else {
+            panic!()
+        };
+        assert!(attachments.is_empty(), "never a file nobody can open");
+        assert!(
+            body.text.contains("[file not bridged: sticker"),
+            "{}",
+            body.text
+        );
+        // A network that shows the format gets the sticker itself.
+        let webp = file("image/webp", Some(still));
+        let parts = degrade(&op(msg(webp), T0, None), &caps, cx);
+        let EventKind::Message { attachments, .. } = &parts[0].event.kind else {
+            panic!()
+        };
+        assert_eq!(attachments[0].name, "sticker");
     }
 
     #[test]

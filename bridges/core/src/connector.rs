@@ -51,6 +51,13 @@ pub trait Connector: Send + Sync + 'static {
     /// # Errors
     /// What is wrong with it, in a sentence.
     fn check_channel(&self, channel: &str) -> Result<(), String>;
+
+    /// The network's peer for the hub's end-to-end tests (its fake, or the
+    /// real service where one runs here); `None` for a network without one.
+    #[cfg(feature = "test-util")]
+    fn test_peer(&self) -> Option<&'static dyn crate::testkit::TestPeerFactory> {
+        None
+    }
 }
 
 /// One account's validated section: what the hub keeps in its settings,

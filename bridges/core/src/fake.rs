@@ -68,8 +68,6 @@ pub struct FakeAdapter {
     steps: Mutex<VecDeque<RunStep>>,
     /// One record per start of `run`.
     runs: Mutex<Vec<RunRecord>>,
-    /// The hub's handle, kept from `run` for reading blobs when sending.
-    host: Mutex<Option<Arc<dyn Host>>>,
     /// How long each send takes.
     delay: Mutex<std::time::Duration>,
     /// Where its ingress listens, if it has one.
@@ -96,7 +94,6 @@ impl FakeAdapter {
             sent: Mutex::new(Vec::new()),
             steps: Mutex::new(VecDeque::new()),
             runs: Mutex::new(Vec::new()),
-            host: Mutex::new(None),
             delay: Mutex::new(std::time::Duration::ZERO),
             ingress: Mutex::new(None),
         })
@@ -171,7 +168,6 @@ impl Adapter for FakeAdapter {
     }
 
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
-        *self.host.lock().expect("fake lock") = Some(host.clone());
         let cursor = loop {
             match host.cursor("offset").await {
                 Ok(c) => break c,
@@ -222,7 +218,7 @@ impl Adapter for FakeAdapter {
         Ok(())
     }
 
-    async fn send(&self, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
+    async fn send(&self, host: &dyn Host, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
         self.attempts
             .lock()
             .expect("fake lock")
@@ -234,11 +230,8 @@ impl Adapter for FakeAdapter {
         if let Some(e) = self.script.lock().expect("fake lock").pop_front() {
             return Err(e);
         }
-        let host = self.host.lock().expect("fake lock").clone();
         let mut files = Vec::new();
-        if let (Some(host), crate::model::EventKind::Message { attachments, .. }) =
-            (host, &op.event.kind)
-        {
+        if let crate::model::EventKind::Message { attachments, .. } = &op.event.kind {
             for a in attachments {
                 match host.blob(&a.content).await {
                     Ok(Some(bytes)) => files.push(bytes),

@@ -28,6 +28,8 @@
 //!   config reads its section and the secrets in it.
 //! - [`caps`]: [`Capabilities`] and [`degrade`], the pure fallback planner.
 //! - `fake` (feature `test-util`): a scripted adapter for hub tests.
+//! - `testkit` (feature `test-util`): what a network gives the hub's
+//!   end-to-end tests: a running peer, its section, its faults.
 
 pub mod adapter;
 #[cfg(feature = "proptest")]
@@ -45,6 +47,8 @@ pub mod model;
 pub mod nick;
 pub mod richtext;
 pub mod secrets;
+#[cfg(feature = "test-util")]
+pub mod testkit;
 
 pub use adapter::{
     Adapter, Batch, Cursor, DeliverError, Delivered, Host, Outbound, Receipt, ReceiveHealth,

@@ -141,6 +141,10 @@ impl MatrixAdapter {
                 "the bridge cannot reach the homeserver yet",
             );
         }
+        // The homeserver gives up on a push after a minute: files that take
+        // longer are not bridged, rather than the whole transaction
+        // refused and everything after it queued behind it.
+        let files_by = std::time::Instant::now() + crate::receive::TRANSACTION_FILES_BUDGET;
         let mut events = Vec::new();
         for raw in &push.events {
             let Some(room) = raw
@@ -154,11 +158,17 @@ impl MatrixAdapter {
             let sync = raw.clone().cast_unchecked::<AnySyncTimelineEvent>();
             self.accept_invite(&sync, &room);
             if let Err(e) = self
-                .read_room(host, &room, std::slice::from_ref(&sync), &mut events)
+                .read_room(
+                    host,
+                    &room,
+                    std::slice::from_ref(&sync),
+                    &mut events,
+                    Some(files_by),
+                )
                 .await
             {
                 tracing::warn!(%account, txn = txn_id, error = %e, "Cannot read the transaction yet.");
-                return error(503, "M_UNKNOWN", "cannot fetch the transaction's media yet");
+                return error(503, "M_UNKNOWN", "the bridge cannot reach the homeserver");
             }
         }
         let batch = Batch {
@@ -288,7 +298,7 @@ impl MatrixAdapter {
         }
         if let Some(Avatar::Blob(blob)) = &author.avatar {
             if get(state("avatar")).await?.as_deref() != Some(blob.sha256.as_str()) {
-                let mxc = self.upload(host, blob, "image/jpeg", "avatar").await?;
+                let mxc = self.upload(host, blob, "", "avatar").await?.mxc;
                 #[allow(deprecated)]
                 let req = api::profile::set_avatar_url::v3::Request::new(user.clone(), Some(mxc));
                 self.client

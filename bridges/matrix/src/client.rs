@@ -87,7 +87,8 @@ impl MxError {
                 SendError::rate_limited(msg, *retry_after)
             }
             Self::Api { status, .. } if *status >= 500 => SendError::transient(msg, None),
-            Self::NotSignedIn => SendError::account_down(msg, None),
+            // Still signing in: the send waits for the account to be ready.
+            Self::NotSignedIn => SendError::not_ready(msg),
             _ if self.is_auth() => SendError::account_down(msg, None),
             Self::Api { .. } | Self::TooLarge(_) | Self::Build(_) => SendError::permanent(msg),
         }
@@ -110,6 +111,32 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// How long a download may take: the homeserver's answer within
+/// `first_byte`, and the whole file within `first_byte` plus its size at
+/// `min_rate` (the size the answer announces, else the most it may be), so
+/// a large file from a slow federated server is not cut off like a stalled
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Until the answer's headers.
+    pub first_byte: Duration,
+    /// The slowest transfer rate allowed for, in bytes per second.
+    pub min_rate: u64,
+    /// Done by then whatever the size (an appservice transaction's files
+    /// must be fetched before the homeserver gives up on it).
+    pub by: Option<std::time::Instant>,
+}
+
+impl Budget {
+    /// The whole time allowed for `bytes`.
+    #[must_use]
+    pub fn for_size(&self, bytes: u64) -> Duration {
+        let rate = self.min_rate.max(1);
+        self.first_byte
+            .saturating_add(Duration::from_millis(bytes.saturating_mul(1000) / rate))
+    }
 }
 
 /// Picks an endpoint's path from the server's versions, for either kind of
@@ -241,6 +268,55 @@ impl Client {
         R::PathBuilder: Paths,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
+        let builder = self.prepare(req, user)?;
+        let started = tokio::time::Instant::now();
+        let answer = builder
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| MxError::from_reqwest(&e))?;
+        Self::finish::<R>(answer, max_body, started + timeout).await
+    }
+
+    /// Downloads with a [`Budget`] instead of a flat timeout: the answer's
+    /// headers within `budget.first_byte`, the body within the time its
+    /// announced size takes at `budget.min_rate`.
+    ///
+    /// # Errors
+    /// [`MxError`], classified; [`MxError::Timeout`] when the budget ran out.
+    pub async fn download<R>(
+        &self,
+        req: R,
+        budget: Budget,
+        max_body: u64,
+    ) -> Result<R::IncomingResponse, MxError>
+    where
+        R: OutgoingRequest,
+        R::PathBuilder: Paths,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let builder = self.prepare(req, None)?;
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(budget.first_byte, builder.send())
+            .await
+            .map_err(|_| MxError::Timeout)?
+            .map_err(|e| MxError::from_reqwest(&e))?;
+        let size = answer.content_length().unwrap_or(max_body).min(max_body);
+        let mut deadline = started + budget.for_size(size);
+        if let Some(by) = budget.by {
+            deadline = deadline.min(tokio::time::Instant::from_std(by));
+        }
+        Self::finish::<R>(answer, max_body, deadline).await
+    }
+
+    /// The HTTP request for `req`, as the account or (an appservice) as
+    /// `user`.
+    fn prepare<R>(&self, req: R, user: Option<&UserId>) -> Result<reqwest::RequestBuilder, MxError>
+    where
+        R: OutgoingRequest,
+        R::PathBuilder: Paths,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
         let token = self
             .token
             .read()
@@ -281,25 +357,35 @@ impl Client {
         };
         let (parts, body) = http_req.into_parts();
         let url = parts.uri.to_string();
-        let mut builder = self
-            .http
-            .request(parts.method, url)
-            .timeout(timeout)
-            .body(body);
+        let mut builder = self.http.request(parts.method, url).body(body);
         for (name, value) in &parts.headers {
             builder = builder.header(name, value);
         }
-        let mut resp = builder
-            .send()
-            .await
-            .map_err(|e| MxError::from_reqwest(&e))?;
+        Ok(builder)
+    }
+
+    /// Reads an answer's body (by `deadline`, at most `max_body` bytes)
+    /// and decodes it as `R`'s response or a Matrix error.
+    async fn finish<R>(
+        mut resp: reqwest::Response,
+        max_body: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<R::IncomingResponse, MxError>
+    where
+        R: OutgoingRequest,
+    {
         let status = resp.status();
         let headers = resp.headers().clone();
         if resp.content_length().is_some_and(|n| n > max_body) {
             return Err(MxError::TooLarge(max_body));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| MxError::from_reqwest(&e))? {
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+                .await
+                .map_err(|_| MxError::Timeout)?
+                .map_err(|e| MxError::from_reqwest(&e))?;
+            let Some(chunk) = chunk else { break };
             if bytes.len() as u64 + chunk.len() as u64 > max_body {
                 return Err(MxError::TooLarge(max_body));
             }
@@ -424,9 +510,10 @@ mod tests {
     }
 
     /// A send before the sign-in is not sent (nothing listens on port 9)
-    /// and waits for it, where it used to go out with an empty bearer.
+    /// and waits for the sign-in, where it used to go out with an empty
+    /// bearer; it does not pause the account (nothing failed).
     #[tokio::test]
-    async fn a_send_before_the_sign_in_is_not_sent_and_pauses_the_account() {
+    async fn a_send_before_the_sign_in_is_not_sent_and_waits_for_it() {
         let client = Client::new("http://127.0.0.1:9");
         let room: ruma::OwnedRoomId = "!r:localhost".try_into().unwrap();
         let content = ruma::events::room::message::RoomMessageEventContent::text_plain("hi");
@@ -443,7 +530,18 @@ mod tests {
         assert!(matches!(e, MxError::NotSignedIn), "{e:?}");
         assert_eq!(
             e.send_error().retry_kind(),
-            switchboard_core::RetryKind::AccountDown { retry_after: None }
+            switchboard_core::RetryKind::NotReady
         );
+    }
+
+    #[test]
+    fn a_download_budget_grows_with_the_size() {
+        let b = Budget {
+            first_byte: Duration::from_secs(30),
+            min_rate: 256 * 1024,
+            by: None,
+        };
+        assert_eq!(b.for_size(0), Duration::from_secs(30));
+        assert_eq!(b.for_size(20 << 20), Duration::from_secs(30 + 80));
     }
 }

@@ -18,6 +18,12 @@
 //! # url = "http://127.0.0.1:29318"    # what the homeserver calls (default: http://<listen>)
 //! # bot = "switchboard"               # the bridge bot's localpart
 //! # ghosts = "sb_{network}_{id}"      # ghost localparts; the part before `{` is the namespace
+//!
+//! # Both: a file download waits this long for the homeserver's answer,
+//! # plus a second per 256 KiB of the file, three tries; then its message
+//! # goes on without it.
+//! # download_timeout = "30s"
+//! # max_download = "20MiB"
 //! ```
 
 use std::fmt;
@@ -51,6 +57,7 @@ struct RawMatrix {
     // Both.
     sync_timeout: Option<String>,
     max_download: Option<String>,
+    download_timeout: Option<String>,
 }
 
 /// How the account signs in.
@@ -134,6 +141,9 @@ pub struct MatrixConfig {
     pub sync_timeout: Duration,
     /// Largest file downloaded from the homeserver.
     pub max_download: u64,
+    /// How long a file download waits for the homeserver's answer; the
+    /// whole file then gets this plus its size at 256 KiB/s.
+    pub download_timeout: Duration,
 }
 
 impl fmt::Debug for MatrixConfig {
@@ -219,6 +229,11 @@ pub fn parse(
         raw.sync_timeout.as_ref(),
         Duration::from_secs(30),
     );
+    let download_timeout = duration(
+        "download_timeout",
+        raw.download_timeout.as_ref(),
+        Duration::from_secs(30),
+    );
     let max_download = match raw
         .max_download
         .as_deref()
@@ -252,6 +267,7 @@ pub fn parse(
             mode,
             sync_timeout,
             max_download,
+            download_timeout,
         }),
         _ => Err(problems),
     }

@@ -41,6 +41,11 @@ impl Connector for MatrixConnector {
     fn check_channel(&self, channel: &str) -> Result<(), String> {
         crate::config::check_channel(channel)
     }
+
+    #[cfg(feature = "synapse")]
+    fn test_peer(&self) -> Option<&'static dyn switchboard_core::testkit::TestPeerFactory> {
+        Some(&crate::synapse::peer::PEERS)
+    }
 }
 
 impl AccountConfig for MatrixConfig {

@@ -2,7 +2,8 @@
 //!
 //! In: [`read_event`] turns one timeline event (a ruma type) into what the
 //! adapter delivers: a [`NewEvent`] plus the media it still has to fetch.
-//! Out: [`message_content`] and friends build the ruma contents a send
+//! Out: [`text_content`], [`profiled_text`], [`media_content`],
+//! [`sticker_content`] and friends build the ruma contents a send
 //! puts into the room.
 
 use ruma::events::reaction::ReactionEventContent;
@@ -12,7 +13,8 @@ use ruma::events::room::message::{
     MessageType, Relation, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
     VideoMessageEventContent,
 };
-use ruma::events::room::MediaSource;
+use ruma::events::room::{ImageInfo, MediaSource};
+use ruma::events::sticker::{StickerEventContent, StickerMediaSource};
 use ruma::events::{
     AnySyncMessageLikeEvent, AnySyncStateEvent, AnySyncTimelineEvent, SyncMessageLikeEvent,
     SyncStateEvent,
@@ -154,6 +156,49 @@ pub fn read_event(
                     None,
                 ),
                 media.into_iter().collect(),
+            )
+        }
+        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::Sticker(
+            SyncMessageLikeEvent::Original(st),
+        )) => {
+            let StickerMediaSource::Plain(mxc) = &st.content.source else {
+                return Read::Skip("an encrypted sticker");
+            };
+            let (thread, reply_to) = match &st.content.relates_to {
+                Some(Relation::Reply(r)) => (None, remote(&r.in_reply_to.event_id)),
+                Some(Relation::Thread(t)) => (
+                    Some(t.event_id.to_string()),
+                    t.in_reply_to
+                        .as_ref()
+                        .filter(|_| !t.is_falling_back)
+                        .and_then(|r| remote(&r.event_id)),
+                ),
+                _ => (None, None),
+            };
+            let mime = st
+                .content
+                .info
+                .mimetype
+                .clone()
+                .unwrap_or_else(|| "image/png".into());
+            let media = Media {
+                mxc: mxc.clone(),
+                kind: AttachmentKind::Sticker,
+                name: sticker_name(&st.content.body, &mime),
+                mime,
+                size: st.content.info.size.map(u64::from),
+            };
+            Read::Deliver(
+                make(
+                    EventKind::Message {
+                        body: RichText::plain(""),
+                        attachments: Vec::new(),
+                        reply_to,
+                    },
+                    thread,
+                    None,
+                ),
+                vec![media],
             )
         }
         AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::Reaction(
@@ -359,6 +404,83 @@ pub fn localpart(user: &str) -> &str {
         .unwrap_or(user)
 }
 
+/// MSC4144's per-message profile, under its unstable name.
+pub const PROFILE_KEY: &str = "com.beeper.per_message_profile";
+
+/// Another relay bot's message in the room names its author with a
+/// per-message profile (MSC4144): the author is shown by the profile's
+/// name, and the text loses the fallback prefix (`Name: `) the profile
+/// says it has. The author's id stays the Matrix user who sent it: a
+/// profile is a name, not an identity.
+pub fn apply_profile(event: &mut NewEvent, content: &serde_json::Value) {
+    let Some(p) = content
+        .get(PROFILE_KEY)
+        .or_else(|| content.get("m.new_content")?.get(PROFILE_KEY))
+    else {
+        return;
+    };
+    let Some(name) = p["displayname"]
+        .as_str()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+    else {
+        return;
+    };
+    event.author.display_name = name.to_owned();
+    if p["has_fallback"] != true {
+        return;
+    }
+    let (EventKind::Message { body, .. } | EventKind::Edit { body, .. }) = &mut event.kind else {
+        return;
+    };
+    let prefix = format!("{name}: ");
+    if let Some(rest) = body.text.strip_prefix(&prefix) {
+        let cut = prefix.len();
+        body.text = rest.to_owned();
+        body.spans = std::mem::take(&mut body.spans)
+            .into_iter()
+            .filter(|s| s.end > cut)
+            .map(|mut s| {
+                s.start = s.start.saturating_sub(cut);
+                s.end -= cut;
+                s
+            })
+            .collect();
+    }
+}
+
+/// A sticker's file name: its description (an emoji, "Happy cat") when it
+/// makes a short name, else `sticker`, with the extension of its format.
+#[must_use]
+pub fn sticker_name(description: &str, mime: &str) -> String {
+    let ext = match mime {
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/jpeg" => "jpg",
+        "video/webm" => "webm",
+        "application/x-tgsticker" => "tgs",
+        _ => "png",
+    };
+    let stem = description.trim();
+    let stem = if stem.is_empty()
+        || stem.chars().count() > 32
+        || stem.contains(['/', '\\', '\n', '\0'])
+        || stem.contains('.')
+    {
+        "sticker"
+    } else {
+        stem
+    };
+    format!("{stem}.{ext}")
+}
+
+/// A sticker's description from its file name (the inverse of
+/// [`sticker_name`]).
+#[must_use]
+pub fn sticker_description(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(stem, _)| stem)
+}
+
 /// A text message's content: `body` and, when styled, `formatted_body`.
 #[must_use]
 pub fn text_content(rich: &RichText, notice: bool) -> RoomMessageEventContent {
@@ -370,13 +492,40 @@ pub fn text_content(rich: &RichText, notice: bool) -> RoomMessageEventContent {
     }
 }
 
+/// A relayed text with the author's name in front as a per-message
+/// profile's fallback (MSC4144): clients that show the profile remove the
+/// prefix, the others show it.
+#[must_use]
+pub fn profiled_text(prefix: &str, rich: &RichText) -> RoomMessageEventContent {
+    RoomMessageEventContent::text_html(
+        format!("{prefix}{}", rich.text),
+        html::with_profile_fallback(prefix, rich),
+    )
+}
+
 /// Puts a reply (and the thread it belongs to) on a content.
 pub fn set_reply(
     content: &mut RoomMessageEventContent,
     reply_to: Option<OwnedEventId>,
     thread: Option<OwnedEventId>,
 ) {
-    content.relates_to = match (thread, reply_to) {
+    content.relates_to = relation(reply_to, thread);
+}
+
+/// A sticker's reply (and the thread it belongs to).
+#[must_use]
+pub fn sticker_relation(
+    reply_to: Option<OwnedEventId>,
+    thread: Option<OwnedEventId>,
+) -> Option<Relation<ruma::events::sticker::StickerEventContentWithoutRelation>> {
+    relation(reply_to, thread)
+}
+
+fn relation<C>(
+    reply_to: Option<OwnedEventId>,
+    thread: Option<OwnedEventId>,
+) -> Option<Relation<C>> {
+    match (thread, reply_to) {
         (Some(root), Some(r)) => Some(Relation::Thread(Thread::reply(root, r))),
         (Some(root), None) => {
             let latest = root.clone();
@@ -384,27 +533,30 @@ pub fn set_reply(
         }
         (None, Some(r)) => Some(Relation::Reply(Reply::new(InReplyTo::new(r)))),
         (None, None) => None,
-    };
+    }
 }
 
 /// An edit of `target`: the `* ` fallback body for old clients, the new
 /// content in `m.new_content`.
 #[must_use]
 pub fn edit_content(target: OwnedEventId, rich: &RichText) -> RoomMessageEventContent {
-    let new = text_content(rich, false);
-    let fallback = RichText {
-        text: format!("* {}", rich.text),
-        spans: rich
-            .spans
-            .iter()
-            .map(|s| switchboard_core::Span {
-                start: s.start + 2,
-                end: s.end + 2,
-                style: s.style.clone(),
-            })
-            .collect(),
+    edit_of(target, text_content(rich, false))
+}
+
+/// An edit of `target` to `new` (a text content): `new` in
+/// `m.new_content`, and `* ` in front of it as the fallback for clients
+/// that do not apply edits.
+#[must_use]
+pub fn edit_of(target: OwnedEventId, new: RoomMessageEventContent) -> RoomMessageEventContent {
+    let mut content = match &new.msgtype {
+        MessageType::Text(t) => match &t.formatted {
+            Some(f) => {
+                RoomMessageEventContent::text_html(format!("* {}", t.body), format!("* {}", f.body))
+            }
+            None => RoomMessageEventContent::text_plain(format!("* {}", t.body)),
+        },
+        other => RoomMessageEventContent::text_plain(format!("* {}", other.body())),
     };
-    let mut content = text_content(&fallback, false);
     content.relates_to = Some(Relation::Replacement(Replacement::new(
         target,
         RoomMessageEventContentWithoutRelation::new(new.msgtype),
@@ -418,16 +570,58 @@ pub fn reaction_content(target: OwnedEventId, emoji: &str) -> ReactionEventConte
     ReactionEventContent::new(Annotation::new(target, emoji.to_owned()))
 }
 
-/// A file message for an uploaded attachment.
+/// Where Element shows a sticker at most, in pixels on its longer side.
+pub const STICKER_SIZE: u32 = 256;
+
+/// A sticker (`m.sticker`) for an uploaded attachment: its description in
+/// `body` (after `prefix`, the relay bot's fallback of who sent it, when
+/// given), its display size (at most [`STICKER_SIZE`]) in `info`.
 #[must_use]
-pub fn media_content(a: &Attachment, mxc: OwnedMxcUri) -> RoomMessageEventContent {
+pub fn sticker_content(
+    a: &Attachment,
+    mxc: OwnedMxcUri,
+    dims: Option<(u32, u32)>,
+    prefix: Option<&str>,
+) -> StickerEventContent {
+    let mut info = ImageInfo::new();
+    info.mimetype = Some(a.mime.clone());
+    info.size = ruma::UInt::new(a.size);
+    let (w, h) = dims
+        .map(|(width, height)| {
+            crate::image::ImageMeta {
+                mime: "",
+                width,
+                height,
+            }
+            .fit(STICKER_SIZE)
+        })
+        .unwrap_or((STICKER_SIZE, STICKER_SIZE));
+    info.width = Some(ruma::UInt::from(w));
+    info.height = Some(ruma::UInt::from(h));
+    let description = sticker_description(&a.name);
+    let body = format!("{}{description}", prefix.unwrap_or(""));
+    StickerEventContent::new(body, info, mxc)
+}
+
+/// A file message for an uploaded attachment; `dims` is an image's size in
+/// pixels, when known.
+#[must_use]
+pub fn media_content(
+    a: &Attachment,
+    mxc: OwnedMxcUri,
+    dims: Option<(u32, u32)>,
+) -> RoomMessageEventContent {
     let source = MediaSource::Plain(mxc);
     let size = ruma::UInt::new(a.size);
     let msgtype = match a.kind {
         AttachmentKind::Image | AttachmentKind::Sticker => {
-            let mut info = ruma::events::room::ImageInfo::new();
+            let mut info = ImageInfo::new();
             info.mimetype = Some(a.mime.clone());
             info.size = size;
+            if let Some((w, h)) = dims {
+                info.width = Some(ruma::UInt::from(w));
+                info.height = Some(ruma::UInt::from(h));
+            }
             let mut c = ImageMessageEventContent::new(a.name.clone(), source);
             c.info = Some(Box::new(info));
             MessageType::Image(c)
@@ -553,6 +747,81 @@ mod tests {
             )),
             Read::Encrypted
         ));
+    }
+
+    #[test]
+    fn stickers_read_as_sticker_attachments() {
+        let Read::Deliver(ev, media) = read(base(
+            serde_json::json!({"body": "😀", "url": "mxc://x/st",
+                "info": {"mimetype": "image/webp", "size": 30, "w": 256, "h": 256},
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$orig"}}}),
+            "m.sticker",
+        )) else {
+            panic!()
+        };
+        assert_eq!(media.len(), 1);
+        assert_eq!(media[0].kind, AttachmentKind::Sticker);
+        assert_eq!(media[0].name, "😀.webp");
+        assert_eq!(media[0].mime, "image/webp");
+        assert_eq!(media[0].size, Some(30));
+        assert!(
+            matches!(&ev.kind, EventKind::Message { body, reply_to: Some(_), .. } if body.text.is_empty())
+        );
+        assert_eq!(
+            sticker_name("a long description of a cat that waves", "image/png"),
+            "sticker.png"
+        );
+        assert_eq!(sticker_description("😀.webp"), "😀");
+    }
+
+    #[test]
+    fn another_bridges_profile_names_the_author_and_its_fallback_goes() {
+        let content = serde_json::json!({"msgtype": "m.text", "body": "Mia: hi there",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<strong data-mx-profile-fallback>Mia: </strong>hi <em>there</em>",
+            PROFILE_KEY: {"id": "tg/1", "displayname": "Mia", "has_fallback": true}});
+        let Read::Deliver(mut ev, _) = read(base(content.clone(), "m.room.message")) else {
+            panic!()
+        };
+        apply_profile(&mut ev, &content);
+        assert_eq!(ev.author.display_name, "Mia");
+        assert_eq!(ev.author.remote_id, "@alice:x");
+        let EventKind::Message { body, .. } = &ev.kind else {
+            panic!()
+        };
+        assert_eq!(body.text, "hi there");
+        assert_eq!(body.spans.len(), 1, "{body:?}");
+        assert_eq!((body.spans[0].start, body.spans[0].end), (3, 8));
+        assert!(body.validate().is_ok());
+    }
+
+    #[test]
+    fn a_relayed_text_carries_its_fallback_for_clients_without_profiles() {
+        let rich = RichText {
+            text: "hi there".into(),
+            spans: vec![switchboard_core::Span {
+                start: 3,
+                end: 8,
+                style: Style::Italic,
+            }],
+        };
+        let c = serde_json::to_value(profiled_text("Ann: ", &rich)).unwrap();
+        assert_eq!(c["body"], "Ann: hi there");
+        assert_eq!(
+            c["formatted_body"],
+            "<strong data-mx-profile-fallback>Ann: </strong>hi <em>there</em>"
+        );
+        let edit = edit_of(
+            "$t:x".try_into().unwrap(),
+            profiled_text("A&B: ", &RichText::plain("x")),
+        );
+        let e = serde_json::to_value(edit).unwrap();
+        assert_eq!(e["body"], "* A&B: x");
+        assert_eq!(
+            e["formatted_body"],
+            "* <strong data-mx-profile-fallback>A&amp;B: </strong>x"
+        );
+        assert_eq!(e["m.new_content"]["body"], "A&B: x");
     }
 
     #[test]

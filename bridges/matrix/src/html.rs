@@ -495,6 +495,24 @@ pub fn from_rich(rich: &RichText) -> Option<String> {
     if rich.spans.is_empty() {
         return None;
     }
+    Some(render(rich))
+}
+
+/// `prefix` (the relay bot's "who wrote this") as a per-message profile's
+/// fallback, then `rich` as HTML: clients that show per-message profiles
+/// (MSC4144) remove the element marked `data-mx-profile-fallback`, the
+/// others show it.
+#[must_use]
+pub fn with_profile_fallback(prefix: &str, rich: &RichText) -> String {
+    let mut out = String::from("<strong data-mx-profile-fallback>");
+    escape(prefix, &mut out);
+    out.push_str("</strong>");
+    out.push_str(&render(rich));
+    out
+}
+
+/// `rich` as HTML, also without styles (its line breaks as `<br>`).
+fn render(rich: &RichText) -> String {
     // Cut the text at every span edge; each piece carries the styles over
     // it. Tags are reopened where spans cross, so the HTML always nests.
     let mut edges: Vec<usize> = vec![0, rich.text.len()];
@@ -543,7 +561,7 @@ pub fn from_rich(rich: &RichText) -> Option<String> {
     while let Some(s) = stack.pop() {
         close_tag(&s.style, &mut out);
     }
-    Some(out)
+    out
 }
 
 /// Removes a reply fallback from a plain `body`: the leading `> ` lines

@@ -16,6 +16,13 @@
 //! watchdog kills it when the process that started it dies, even by
 //! SIGKILL.
 //!
+//! By default every `rc_*` rate limit is raised out of reach; a relay-bot
+//! test asks for Synapse's own ([`RateLimits::Default`], through
+//! [`Synapse::start_opts`]), as the homeservers people run keep them. The
+//! users' client waits out a rate limit as every real client does.
+//! [`proxy::Proxy`] sits between the bridge and Synapse when a test needs
+//! a file that fails (502) or stalls, or an answer that is lost.
+//!
 //! The helpers panic on what should not happen (a call refused, an answer
 //! without the expected field), with the server's answer in the message:
 //! they are for tests and benchmarks, not for the bridge.
@@ -23,10 +30,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+
+pub mod peer;
+pub mod proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -105,6 +115,31 @@ pub struct Synapse {
     pub start_time: Duration,
 }
 
+/// How strictly a test homeserver rate-limits its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimits {
+    /// Every `rc_*` limit raised out of reach: for tests about something
+    /// else, and for application services (whose registration exempts
+    /// them anyway).
+    #[default]
+    Relaxed,
+    /// Synapse's own defaults (`rc_message`: 0.2 per second, burst 10, per
+    /// user), as on the homeservers people run: for relay-bot tests.
+    Default,
+}
+
+/// How to start a [`Synapse`]: [`Synapse::start_opts`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Application service registration files to load.
+    pub appservices: Vec<PathBuf>,
+    /// Relaxed (the default) or Synapse's own limits.
+    pub rate_limits: RateLimits,
+    /// Appended to `hs.yaml`: a key given there replaces the harness's
+    /// (the last occurrence wins).
+    pub extra_yaml: String,
+}
+
 impl Synapse {
     /// Starts Synapse with its files in `dir` (created if missing), loading
     /// the given appservice registration files.
@@ -133,6 +168,24 @@ impl Synapse {
         appservice_registrations: &[PathBuf],
         extra_yaml: &str,
     ) -> Result<Synapse, String> {
+        let opts = Options {
+            appservices: appservice_registrations.to_vec(),
+            rate_limits: RateLimits::Relaxed,
+            extra_yaml: extra_yaml.to_owned(),
+        };
+        Self::try_start_opts(dir, &opts).await
+    }
+
+    /// Starts Synapse as `opts` say; panics when it does not start.
+    pub async fn start_opts(dir: &Path, opts: &Options) -> Synapse {
+        Self::try_start_opts(dir, opts)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Synapse::start_opts`]; `Err` (with the end of Synapse's log)
+    /// instead of a panic.
+    pub async fn try_start_opts(dir: &Path, opts: &Options) -> Result<Synapse, String> {
         let venv = try_synapse_venv()?;
         let io = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dir.display());
         std::fs::create_dir_all(dir.join("media")).map_err(|e| io("creating media/", e))?;
@@ -170,7 +223,7 @@ impl Synapse {
         // Another test may take the free port before Synapse binds it.
         for _ in 0..5 {
             hs.port = free_port();
-            let yaml = hs.hs_yaml(appservice_registrations, extra_yaml);
+            let yaml = hs.hs_yaml(opts);
             std::fs::write(hs.dir.join("hs.yaml"), yaml).map_err(|e| io("writing hs.yaml", e))?;
             match hs.spawn_and_wait().await {
                 Ok(()) => return Ok(hs),
@@ -181,14 +234,18 @@ impl Synapse {
         Err(format!("Synapse found no free port:\n{}", hs.log_tail(40)))
     }
 
-    fn hs_yaml(&self, registrations: &[PathBuf], extra: &str) -> String {
+    fn hs_yaml(&self, opts: &Options) -> String {
+        let (registrations, extra) = (&opts.appservices, &opts.extra_yaml);
         let d = &self.dir;
         let q = |p: PathBuf| serde_json::to_string(p.to_str().unwrap()).unwrap();
         let regs: Vec<String> = registrations
             .iter()
             .map(|p| q(std::path::absolute(p).unwrap()))
             .collect();
-        let rc = "{per_second: 100000, burst_count: 1000000}";
+        let limits = match opts.rate_limits {
+            RateLimits::Default => String::new(),
+            RateLimits::Relaxed => relaxed_limits(),
+        };
         format!(
             r#"# Written by switchboard_matrix::synapse.
 server_name: "{SERVER_NAME}"
@@ -225,40 +282,7 @@ presence:
 room_list_publication_rules:
   - action: allow
 app_service_config_files: [{regs}]
-rc_message: {rc}
-rc_registration: {rc}
-rc_registration_token_validity: {rc}
-rc_login:
-  address: {rc}
-  account: {rc}
-  failed_attempts: {rc}
-rc_admin_redaction: {rc}
-rc_joins:
-  local: {rc}
-  remote: {rc}
-rc_joins_per_room: {rc}
-rc_3pid_validation: {rc}
-rc_invites:
-  per_room: {rc}
-  per_user: {rc}
-  per_issuer: {rc}
-rc_third_party_invite: {rc}
-rc_media_create: {rc}
-rc_key_requests: {rc}
-rc_presence:
-  per_user: {rc}
-rc_delayed_event_mgmt: {rc}
-rc_room_creation: {rc}
-rc_reports: {rc}
-rc_user_directory: {rc}
-rc_profile: {rc}
-rc_federation:
-  window_size: 1000
-  sleep_limit: 100000
-  sleep_delay: 1
-  reject_limit: 100000
-  concurrent: 1000
-{extra}
+{limits}{extra}
 "#,
             port = self.port,
             db = q(d.join("homeserver.db")),
@@ -518,7 +542,14 @@ rc_federation:
             hs: self.url(),
             http: self.http.clone(),
             user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            token: Arc::new(Mutex::new(
+                body["access_token"].as_str().unwrap().to_owned(),
+            )),
+            login: Some(Login {
+                user: name.to_owned(),
+                password,
+                device_id: body["device_id"].as_str().unwrap_or_default().to_owned(),
+            }),
             masquerade: None,
         }
     }
@@ -530,7 +561,8 @@ rc_federation:
             hs: self.url(),
             http: self.http.clone(),
             user_id: user_id.unwrap_or_default().to_owned(),
-            access_token: as_token.to_owned(),
+            token: Arc::new(Mutex::new(as_token.to_owned())),
+            login: None,
             masquerade: user_id.map(str::to_owned),
         }
     }
@@ -563,6 +595,47 @@ impl Drop for Synapse {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every `rc_*` rate limit raised out of reach.
+fn relaxed_limits() -> String {
+    let rc = "{per_second: 100000, burst_count: 1000000}";
+    format!(
+        r#"rc_message: {rc}
+rc_registration: {rc}
+rc_registration_token_validity: {rc}
+rc_login:
+  address: {rc}
+  account: {rc}
+  failed_attempts: {rc}
+rc_admin_redaction: {rc}
+rc_joins:
+  local: {rc}
+  remote: {rc}
+rc_joins_per_room: {rc}
+rc_3pid_validation: {rc}
+rc_invites:
+  per_room: {rc}
+  per_user: {rc}
+  per_issuer: {rc}
+rc_third_party_invite: {rc}
+rc_media_create: {rc}
+rc_key_requests: {rc}
+rc_presence:
+  per_user: {rc}
+rc_delayed_event_mgmt: {rc}
+rc_room_creation: {rc}
+rc_reports: {rc}
+rc_user_directory: {rc}
+rc_profile: {rc}
+rc_federation:
+  window_size: 1000
+  sleep_limit: 100000
+  sleep_delay: 1
+  reject_limit: 100000
+  concurrent: 1000
+"#
+    )
 }
 
 fn log_yaml(dir: &Path) -> String {
@@ -624,9 +697,20 @@ pub struct MxUser {
     hs: String,
     http: reqwest::Client,
     pub user_id: String,
-    pub access_token: String,
+    /// The access token; replaced when the user logs in again after a soft
+    /// logout (shared by the clones).
+    token: Arc<Mutex<String>>,
+    /// How a registered user logs in again.
+    login: Option<Login>,
     /// `?user_id=` on every request (an appservice acting as one of its users).
     pub masquerade: Option<String>,
+}
+
+#[derive(Clone)]
+struct Login {
+    user: String,
+    password: String,
+    device_id: String,
 }
 
 /// Percent-encodes one path segment or query value.
@@ -663,8 +747,61 @@ impl MxUser {
     }
 
     /// One client-server API call; the status and the JSON body (`Null` when
-    /// the body is not JSON). Never panics on an error status.
+    /// the body is not JSON). Never panics on an error status. A rate limit
+    /// (`M_LIMIT_EXCEEDED`) is waited out and the same request made again,
+    /// as every real client does; a homeserver with its default limits
+    /// refuses a person typing fast, too.
     pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        loop {
+            let (status, v) = self.request_once(method.clone(), path, body).await;
+            if status == StatusCode::UNAUTHORIZED && v["soft_logout"] == true {
+                // The session ended (an expired token): log in again, as the
+                // same device, and make the same request.
+                if let Some(login) = &self.login {
+                    self.log_in_again(login).await;
+                    continue;
+                }
+            }
+            if status != StatusCode::TOO_MANY_REQUESTS || v["errcode"] != "M_LIMIT_EXCEEDED" {
+                return (status, v);
+            }
+            let wait = v["retry_after_ms"].as_u64().unwrap_or(1000).min(60_000);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
+    /// The access token this user sends now.
+    pub fn access_token(&self) -> String {
+        self.token.lock().unwrap().clone()
+    }
+
+    async fn log_in_again(&self, login: &Login) {
+        let r = self
+            .http
+            .post(format!("{}/_matrix/client/v3/login", self.hs))
+            .json(&json!({"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": login.user},
+                "password": login.password, "device_id": login.device_id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("login as {}: {e}", self.user_id));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "login as {}: {status} {v}",
+            self.user_id
+        );
+        *self.token.lock().unwrap() = v["access_token"].as_str().unwrap().to_owned();
+    }
+
+    /// As [`MxUser::request`], without waiting out a rate limit.
+    pub async fn request_once(
         &self,
         method: Method,
         path: &str,
@@ -673,7 +810,7 @@ impl MxUser {
         let mut req = self
             .http
             .request(method.clone(), self.url_for(path))
-            .bearer_auth(&self.access_token);
+            .bearer_auth(self.access_token());
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -900,18 +1037,84 @@ impl MxUser {
         .await
     }
 
-    /// An edit (`m.replace`) of `event_id` to `new_body`.
+    /// An edit (`m.replace`) of `event_id` to `new_body`, as Element
+    /// sends it: the `* ` fallback, the new content in `m.new_content`.
     pub async fn edit(&self, room: &str, event_id: &str, new_body: &str) -> String {
         self.send(
             room,
             "m.room.message",
             &json!({
                 "msgtype": "m.text", "body": format!("* {new_body}"),
-                "m.new_content": { "msgtype": "m.text", "body": new_body },
+                "m.new_content": { "msgtype": "m.text", "body": new_body, "m.mentions": {} },
+                "m.mentions": {},
                 "m.relates_to": { "rel_type": "m.replace", "event_id": event_id },
             }),
         )
         .await
+    }
+
+    /// A reply as clients before Matrix 1.13 sent it: the quoted original
+    /// as a fallback in `body` (`> <@user> text`) and in `formatted_body`
+    /// (`<mx-reply>`), then the reply itself.
+    pub async fn reply_with_fallback(
+        &self,
+        room: &str,
+        event_id: &str,
+        quoted_sender: &str,
+        quoted: &str,
+        body: &str,
+    ) -> String {
+        let link = format!("https://matrix.to/#/{room}/{event_id}");
+        let person = format!("https://matrix.to/#/{quoted_sender}");
+        self.send(
+            room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text",
+                "body": format!("> <{quoted_sender}> {quoted}\n\n{body}"),
+                "format": "org.matrix.custom.html",
+                "formatted_body": format!(
+                    "<mx-reply><blockquote><a href=\"{link}\">In reply to</a> \
+                     <a href=\"{person}\">{quoted_sender}</a><br>{quoted}</blockquote></mx-reply>{body}"
+                ),
+                "m.relates_to": { "m.in_reply_to": { "event_id": event_id } },
+            }),
+        )
+        .await
+    }
+
+    /// A sticker (`m.sticker`) as Element's sticker picker sends it: the
+    /// description in `body`, the display size in `info.w`/`info.h`.
+    pub async fn send_sticker(
+        &self,
+        room: &str,
+        description: &str,
+        mxc: &str,
+        mime: &str,
+        size: usize,
+        (w, h): (u32, u32),
+    ) -> String {
+        self.send(
+            room,
+            "m.sticker",
+            &json!({
+                "body": description, "url": mxc,
+                "info": { "mimetype": mime, "size": size, "w": w, "h": h },
+            }),
+        )
+        .await
+    }
+
+    /// Sets `user`'s power level in `room` (the room's
+    /// `m.room.power_levels`, read and written back).
+    pub async fn set_power_level(&self, room: &str, user: &str, level: i64) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            enc(room)
+        );
+        let mut levels = self.get(&path).await;
+        levels["users"][user] = json!(level);
+        self.put(&path, &levels).await;
     }
 
     /// A reaction (`m.annotation`) to `event_id`.
@@ -955,7 +1158,7 @@ impl MxUser {
         let r = self
             .http
             .post(self.url_for(&path))
-            .bearer_auth(&self.access_token)
+            .bearer_auth(self.access_token())
             .header(reqwest::header::CONTENT_TYPE, mime)
             .body(bytes.to_vec())
             .send()
@@ -986,7 +1189,7 @@ impl MxUser {
         let r = self
             .http
             .get(self.url_for(&path))
-            .bearer_auth(&self.access_token)
+            .bearer_auth(self.access_token())
             .send()
             .await
             .unwrap_or_else(|e| panic!("download {mxc} as {}: {e}", self.user_id));

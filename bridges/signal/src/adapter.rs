@@ -120,8 +120,6 @@ pub struct SignalAdapter {
     conn: Mutex<Option<Arc<Conn>>>,
     /// Where the connection stands (what a send without one answers).
     link: Mutex<Link>,
-    /// Cleared when `run` ends (the host holds the hub, which holds this).
-    host: Mutex<Option<Arc<dyn Host>>>,
     /// The account's own ids: its number, then its ACI once known. Its
     /// messages, and what it sent from other devices, are never bridged
     /// back; its sent messages are recorded under the ACI.
@@ -151,7 +149,6 @@ impl SignalAdapter {
             cfg,
             conn: Mutex::new(None),
             link: Mutex::new(Link::Starting),
-            host: Mutex::new(None),
             own: Mutex::new(own),
             names: Mutex::new(HashMap::new()),
             names_read: Mutex::new(None),
@@ -320,9 +317,7 @@ impl Adapter for SignalAdapter {
     }
 
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
         let r = self.clone().receive(host.as_ref(), shutdown).await;
-        self.host.lock().expect("host lock").take();
         self.conn.lock().expect("conn lock").take();
         r
     }
@@ -339,14 +334,17 @@ impl Adapter for SignalAdapter {
         host: Arc<dyn Host>,
         shutdown: Shutdown,
     ) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
         let r = self.clone().send_only(host.as_ref(), shutdown).await;
-        self.host.lock().expect("host lock").take();
         self.conn.lock().expect("conn lock").take();
         r
     }
 
-    async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        _idempotency_key: &str,
+    ) -> Result<Receipt, SendError> {
         let conn = self.conn()?;
         let mut params = target(&op.channel);
         let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
@@ -369,7 +367,7 @@ impl Adapter for SignalAdapter {
                 }
                 let mut spooled = Vec::new();
                 if !attachments.is_empty() {
-                    let (files, lines, dir) = self.files(attachments).await?;
+                    let (files, lines, dir) = self.files(host, attachments).await?;
                     for line in lines {
                         push_line(&mut text, &line);
                     }
@@ -381,12 +379,12 @@ impl Adapter for SignalAdapter {
                 // The upload happens before signal-cli answers: as long as
                 // the outbox waits for it.
                 let t = self.capabilities().send_timeout(op, t);
-                let result = self.call(&conn, "send", params, t).await;
+                let result = self.call(host, &conn, "send", params, t).await;
                 for dir in spooled {
                     let _ = tokio::fs::remove_dir_all(dir).await;
                 }
                 let result = match result {
-                    Err(e) => return Err(self.spool_failure(e)),
+                    Err(e) => return Err(self.spool_failure(host, e)),
                     Ok(r) => r,
                 };
                 self.check_partial(&result);
@@ -397,7 +395,7 @@ impl Adapter for SignalAdapter {
             }
             EventKind::Notice { body } => {
                 params["message"] = json!(body.text);
-                let result = self.call(&conn, "send", params, t).await?;
+                let result = self.call(host, &conn, "send", params, t).await?;
                 let ts = result.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
                 Ok(Receipt::one(
                     RemoteId::new(message_id(&self.own_id(), ts)).expect("an id"),
@@ -411,7 +409,7 @@ impl Adapter for SignalAdapter {
                 params["message"] = json!(text.text);
                 params["textStyle"] = json!(convert::text_styles(&text));
                 params["editTimestamp"] = json!(ts);
-                let result = self.call(&conn, "send", params, t).await?;
+                let result = self.call(host, &conn, "send", params, t).await?;
                 self.check_partial(&result);
                 Ok(Receipt::none())
             }
@@ -423,7 +421,7 @@ impl Adapter for SignalAdapter {
                     if let Some((_, ts)) = split_id(id) {
                         let mut p = params.clone();
                         p["targetTimestamp"] = json!(ts);
-                        self.call(&conn, "remoteDelete", p, t).await?;
+                        self.call(host, &conn, "remoteDelete", p, t).await?;
                     }
                 }
                 Ok(Receipt::none())
@@ -437,7 +435,7 @@ impl Adapter for SignalAdapter {
                 params["targetAuthor"] = json!(author);
                 params["targetTimestamp"] = json!(ts);
                 params["remove"] = json!(removed);
-                self.call(&conn, "sendReaction", params, t).await?;
+                self.call(host, &conn, "sendReaction", params, t).await?;
                 Ok(Receipt::none())
             }
             _ => Ok(Receipt::none()),
@@ -1014,14 +1012,9 @@ impl SignalAdapter {
     /// URIs; a file neither can carry becomes a line.
     async fn files(
         &self,
+        host: &dyn Host,
         attachments: &[Attachment],
     ) -> Result<(Vec<String>, Vec<String>, Option<PathBuf>), SendError> {
-        let host = self
-            .host
-            .lock()
-            .expect("host lock")
-            .clone()
-            .ok_or_else(|| SendError::not_ready("the adapter is not running"))?;
         let spool = self.cfg.spool.as_ref().filter(|_| self.spool_usable());
         let mut out = Vec::new();
         let mut lines = Vec::new();
@@ -1091,7 +1084,7 @@ impl SignalAdapter {
     /// A send whose spooled file the daemon could not open: the spool is
     /// not shared with it. Files go inside the request from now on (up to
     /// what that carries), and this send is retried.
-    fn spool_failure(&self, e: SendError) -> SendError {
+    fn spool_failure(&self, host: &dyn Host, e: SendError) -> SendError {
         let Some(spool) = &self.cfg.spool else {
             return e;
         };
@@ -1107,11 +1100,9 @@ impl SignalAdapter {
             switchboard_core::human_size(DATA_URI_MAX_FILE)
         );
         tracing::warn!(account = %self.cfg.account, %reason, "Files to Signal no longer go by path.");
-        if let Some(h) = self.host.lock().expect("host lock").clone() {
-            h.health(ReceiveHealth::Degraded {
-                reason: reason.clone(),
-            });
-        }
+        host.health(ReceiveHealth::Degraded {
+            reason: reason.clone(),
+        });
         SendError::transient(format!("{reason}: {}", e.message()), None)
     }
 
@@ -1133,18 +1124,16 @@ impl SignalAdapter {
     /// an admin (shown by `switchboard status`) until a send succeeds.
     async fn call(
         &self,
+        host: &dyn Host,
         conn: &Conn,
         method: &str,
         params: Value,
         t: Duration,
     ) -> Result<Value, SendError> {
-        let host = || self.host.lock().expect("host lock").clone();
         match conn.call(method, params, t).await {
             Ok(v) => {
                 if self.captcha.swap(false, Ordering::Relaxed) {
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::Connected);
-                    }
+                    host.health(ReceiveHealth::Connected);
                 }
                 Ok(v)
             }
@@ -1156,11 +1145,9 @@ impl SignalAdapter {
                 let err = classify(e, &self.cfg.number);
                 if captcha {
                     self.captcha.store(true, Ordering::Relaxed);
-                    if let Some(h) = host() {
-                        h.health(ReceiveHealth::NeedsAction {
-                            what: err.message().to_owned(),
-                        });
-                    }
+                    host.health(ReceiveHealth::NeedsAction {
+                        what: err.message().to_owned(),
+                    });
                     tracing::error!(account = %self.cfg.account, "Signal needs a captcha solved; `switchboard status` says how.");
                 }
                 Err(err)

@@ -42,6 +42,11 @@ impl Connector for SignalConnector {
     fn check_channel(&self, channel: &str) -> Result<(), String> {
         crate::config::check_channel(channel)
     }
+
+    #[cfg(feature = "fake")]
+    fn test_peer(&self) -> Option<&'static dyn switchboard_core::testkit::TestPeerFactory> {
+        Some(&crate::fake::peer::PEERS)
+    }
 }
 
 impl AccountConfig for SignalConfig {

@@ -166,10 +166,6 @@ const STICKER_FORMATS: &[&str] = &[
 pub struct TelegramAdapter {
     cfg: TelegramConfig,
     client: Client,
-    /// The hub, kept from `run` for reading blobs when sending.
-    /// Cleared when `run` ends: the host holds the hub, which holds this
-    /// adapter, and the cycle would keep the hub alive past shutdown.
-    host: Mutex<Option<Arc<dyn Host>>>,
     /// The bot itself, from `getMe`: its own updates are ignored.
     me: OnceLock<User>,
     /// Forum topics that are channels of their own (`<chat>/<thread>`).
@@ -227,7 +223,6 @@ impl TelegramAdapter {
             this: this.clone(),
             cfg,
             client,
-            host: Mutex::new(None),
             me: OnceLock::new(),
             topics,
             chats,
@@ -277,13 +272,7 @@ fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Sleeps `d`, or returns false when `shutdown` came first.
-async fn nap(d: Duration, shutdown: &mut Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = shutdown => false,
-    }
-}
+use switchboard_core::kit::nap;
 
 #[async_trait]
 impl Adapter for TelegramAdapter {
@@ -309,7 +298,7 @@ impl Adapter for TelegramAdapter {
             deletes: true,
             // Telegram deletes a message for everyone only within 48 h.
             delete_window: Some(Duration::from_secs(48 * 3600)),
-            reactions: Reactions::OneOf(REACTIONS.iter().map(|s| (*s).to_owned()).collect()),
+            reactions: Reactions::OneOf(REACTIONS),
             replies: true,
             threads: true,
             formatting: true,
@@ -332,13 +321,10 @@ impl Adapter for TelegramAdapter {
     }
 
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
-        let result = self.clone().receive(host.as_ref(), shutdown).await;
-        self.host.lock().expect("host lock").take();
-        result
+        self.clone().receive(host.as_ref(), shutdown).await
     }
 
-    /// Sending needs only the hub's blobs: nothing is polled, no webhook is
+    /// Sending needs nothing of `run`: nothing is polled, no webhook is
     /// set.
     fn sends_without_receiving(&self) -> bool {
         true
@@ -349,15 +335,18 @@ impl Adapter for TelegramAdapter {
         host: Arc<dyn Host>,
         shutdown: Shutdown,
     ) -> Result<(), RunError> {
-        *self.host.lock().expect("host lock") = Some(host.clone());
         host.health(switchboard_core::ReceiveHealth::Connected);
         shutdown.await;
-        self.host.lock().expect("host lock").take();
         Ok(())
     }
 
-    async fn send(&self, op: &Outbound, _idempotency_key: &str) -> Result<Receipt, SendError> {
-        self.send_op(op).await
+    async fn send(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+        _idempotency_key: &str,
+    ) -> Result<Receipt, SendError> {
+        self.send_op(host, op).await
     }
 }
 

@@ -218,6 +218,25 @@ pub enum WriteCmd {
     /// Delete one step of old history (see [`crate::store::retention`]),
     /// in a transaction of its own.
     Prune(PruneStep, oneshot::Sender<Result<StepDone, StoreError>>),
+    /// A change that decides from what it reads, in a transaction of its
+    /// own, answered in its own type (an admin's requeue or drop of dead
+    /// letters, see [`crate::store::dead_letters`]).
+    Solo(Box<dyn Solo>),
+}
+
+/// A [`WriteCmd::Solo`] change: `apply` runs inside its own transaction
+/// (called again on a fresh one only if the writer retries), then `answer`
+/// gets the commit's result.
+#[async_trait::async_trait]
+pub trait Solo: Send + Sync {
+    /// Does the change.
+    ///
+    /// # Errors
+    /// The database's; the transaction is rolled back.
+    async fn apply(&mut self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<(), StoreError>;
+
+    /// Answers the caller: `Ok` once committed.
+    fn answer(self: Box<Self>, result: Result<(), StoreError>);
 }
 
 /// A step of a large blob's upload (see [`crate::store::blobs`]).
@@ -392,6 +411,14 @@ impl WriterHandle {
         }
     }
 
+    /// Runs a [`Solo`] change; its answer comes through its own channel.
+    ///
+    /// # Errors
+    /// When the writer stopped (the change was not run).
+    pub async fn solo(&self, change: Box<dyn Solo>) -> Result<(), StoreError> {
+        self.send(WriteCmd::Solo(change)).await
+    }
+
     /// Runs one pruning step; returns after its commit.
     ///
     /// # Errors
@@ -428,11 +455,15 @@ pub fn spawn(
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let mut cmds = std::mem::take(&mut batch);
             let prunes = take_prunes(&mut cmds);
+            let solos = take_solos(&mut cmds);
             if !cmds.is_empty() {
                 run_batch(&mut conn, sink.as_ref(), cmds).await;
             }
             for (step, reply) in prunes {
                 let _ = reply.send(conn.prune(step).await);
+            }
+            for change in solos {
+                conn.solo(change).await;
             }
         }
     });
@@ -456,6 +487,23 @@ fn take_prunes(
     }
     *cmds = rest;
     prunes
+}
+
+/// Takes the [`Solo`] changes out of a batch, in order.
+fn take_solos(cmds: &mut Vec<WriteCmd>) -> Vec<Box<dyn Solo>> {
+    if !cmds.iter().any(|c| matches!(c, WriteCmd::Solo(..))) {
+        return Vec::new();
+    }
+    let mut solos = Vec::new();
+    let mut rest = Vec::with_capacity(cmds.len());
+    for cmd in cmds.drain(..) {
+        match cmd {
+            WriteCmd::Solo(s) => solos.push(s),
+            other => rest.push(other),
+        }
+    }
+    *cmds = rest;
+    solos
 }
 
 enum Reply {
@@ -571,6 +619,38 @@ impl WriteConn {
             }
         }
         result
+    }
+
+    /// Runs a [`Solo`] change in a transaction of its own, like a pruning
+    /// step, and answers it.
+    async fn solo(&mut self, mut change: Box<dyn Solo>) {
+        if let Some(error) = self.recovered() {
+            change.answer(Err(StoreError::Unavailable(error)));
+            return;
+        }
+        let result = async {
+            if self.conn.is_none() {
+                self.conn = Some(self.store.pool().acquire().await?);
+            }
+            let conn = self.conn.as_mut().expect("acquired above");
+            let mut tx = conn.begin().await?;
+            change.apply(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match &result {
+            Ok(()) => self.wal.after_commit(self.conn.as_mut()).await,
+            Err(e) => {
+                if let Some(conn) = self.conn.take() {
+                    drop(conn.detach());
+                }
+                if e.is_unavailable() {
+                    self.down(e);
+                }
+            }
+        }
+        change.answer(result);
     }
 
     /// While down: the error to answer with, or `None` once the probe got
@@ -767,6 +847,7 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
             WriteCmd::Prune(_, r) => {
                 let _ = r.send(Err(err()));
             }
+            WriteCmd::Solo(s) => s.answer(Err(err())),
         }
     }
 }

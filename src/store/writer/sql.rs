@@ -75,7 +75,8 @@ pub(super) async fn apply_all(
             WriteCmd::Ingest(..)
             | WriteCmd::Blob { .. }
             | WriteCmd::BlobPart(..)
-            | WriteCmd::Prune(..) => {}
+            | WriteCmd::Prune(..)
+            | WriteCmd::Solo(..) => {}
         }
     }
     bulk_sent(tx, &sent, now).await?;
@@ -563,7 +564,7 @@ async fn put_state(
 async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
     let now = now_ms();
     match cmd {
-        WriteCmd::Ingest(..) | WriteCmd::Prune(..) => Ok(()),
+        WriteCmd::Ingest(..) | WriteCmd::Prune(..) | WriteCmd::Solo(..) => Ok(()),
         WriteCmd::State {
             account,
             key,

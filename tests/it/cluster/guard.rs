@@ -18,6 +18,17 @@ fn config(db: &Db, dir: &Path, extra: &str) -> (String, u16, u16) {
     (base_config(db, dir, api, admin) + extra, api, admin)
 }
 
+/// Starts an instance and waits until it is all up (its SIGTERM handler
+/// is installed last, after the listeners answer).
+async fn start(dir: &Path, cfg: &str, api: u16, admin: u16) -> Sb {
+    let sb = Sb::start(dir, cfg, api, admin).await;
+    until("the instance to be running", || async {
+        sb.log().contains("switchboard is running")
+    })
+    .await;
+    sb
+}
+
 /// Runs `switchboard run` on `config`, which must exit with a failure
 /// before `PATIENCE`; its stderr.
 fn refused(dir: &Path, config: &str) -> String {
@@ -53,7 +64,7 @@ async fn a_second_instance_on_a_sqlite_database_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::new(Backend::Sqlite, dir.path()).await;
     let (cfg, api, admin) = config(&db, dir.path(), "");
-    let mut first = Sb::start(dir.path(), &cfg, api, admin).await;
+    let mut first = start(dir.path(), &cfg, api, admin).await;
     let other = tempfile::tempdir().unwrap();
     let (cfg2, api2, admin2) = config(&db, other.path(), "");
     let err = refused(other.path(), &cfg2);
@@ -80,7 +91,7 @@ async fn a_second_instance_on_a_sqlite_database_refuses_to_start() {
     );
     // Once the first stopped, the second starts.
     first.stop().await;
-    let mut second = Sb::start(other.path(), &cfg2, api2, admin2).await;
+    let mut second = start(other.path(), &cfg2, api2, admin2).await;
     second.stop().await;
 }
 
@@ -89,7 +100,7 @@ async fn on_postgres_a_second_instance_starts_only_as_a_member_of_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::new(Backend::Postgres, dir.path()).await;
     let (cfg, api, admin) = config(&db, dir.path(), "");
-    let mut lone = Sb::start(dir.path(), &cfg, api, admin).await;
+    let mut lone = start(dir.path(), &cfg, api, admin).await;
     let other = tempfile::tempdir().unwrap();
     let err = refused(other.path(), &config(&db, other.path(), "").0);
     assert!(
@@ -109,10 +120,10 @@ async fn on_postgres_a_second_instance_starts_only_as_a_member_of_a_cluster() {
 
     // A cluster: members start beside each other; a lone instance does not.
     let (cfg, api, admin) = config(&db, dir.path(), &cluster("a"));
-    let mut a = Sb::start(dir.path(), &cfg, api, admin).await;
+    let mut a = start(dir.path(), &cfg, api, admin).await;
     let b_dir = tempfile::tempdir().unwrap();
     let (cfg_b, api_b, admin_b) = config(&db, b_dir.path(), &cluster("b"));
-    let mut b = Sb::start(b_dir.path(), &cfg_b, api_b, admin_b).await;
+    let mut b = start(b_dir.path(), &cfg_b, api_b, admin_b).await;
     let err = refused(other.path(), &config(&db, other.path(), "").0);
     assert!(
         err.contains("instances with [cluster] enabled = true are running on"),

@@ -80,17 +80,18 @@ impl Poster {
 async fn round_through(d: &mut Drill, poster: &Poster) {
     d.n += 1;
     let n = d.n;
-    for who in SENDERS {
+    for net in d.nets() {
+        let who = d.peer(net).sender();
         let text = format!("{who}-{n:03}");
         let at = now_ms();
-        if who == "api" {
-            poster.tx.send(text.clone()).unwrap();
-        } else {
-            d.write_as_person(who, &text).await;
-        }
+        d.peer(net).write(&text).await;
         d.wrote_at.insert(text.clone(), at);
         d.wrote.entry(who).or_default().push(text);
     }
+    let text = format!("{API}-{n:03}");
+    d.wrote_at.insert(text.clone(), now_ms());
+    poster.tx.send(text.clone()).unwrap();
+    d.wrote.entry(API).or_default().push(text);
 }
 
 /// A fresh database on a private server.
@@ -117,15 +118,8 @@ async fn database_fails(backend: Backend) {
         Some(pg) => Some(fresh_database(pg).await),
         None => None,
     };
-    let mut d = Drill::start_with(
-        backend,
-        Options {
-            db_url,
-            ..Options::default()
-        },
-    )
-    .await;
-    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1), true)
+    let mut d = Drill::start_with(backend, Options { db_url }).await;
+    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1))
         .await;
     d.until_caught_up("the first rounds everywhere").await;
     let baseline = 1..=d.n;
@@ -151,21 +145,27 @@ async fn database_fails(backend: Backend) {
         }
     }
     let failed = Instant::now();
-    // On PostgreSQL, where a store write fails at once, the first message is
-    // a file: its blob is what cannot be stored, and the adapter stops
-    // taking messages off Signal there too. (SQLite's lock makes the write
-    // wait out its busy timeout instead.)
-    let file = "a file from Sam";
+    // On PostgreSQL, where a store write fails at once, the first message
+    // from each network is a file: its blob is what cannot be stored, and
+    // an adapter whose service hands messages over (signal-cli) stops
+    // taking them there too. (SQLite's lock makes the write wait out its
+    // busy timeout instead.)
+    let files: Vec<(Net, String)> = d
+        .nets()
+        .into_iter()
+        .map(|n| (n, format!("a file from {}", d.dest(n))))
+        .collect();
     if pg.is_some() {
-        d.signal.inject_message(
-            SAM,
-            Some(&d.group),
-            json!({"message": file, "attachments": [{"contentType": "text/plain",
-                "filename": "plan.txt", "text": "the plan"}]}),
-        );
+        for (net, text) in &files {
+            d.peer(*net).write_file(text, "plan.txt", "the plan").await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let pending_before = d.tg.pending_updates();
+    let held_before: Vec<Option<usize>> = d
+        .nets()
+        .iter()
+        .map(|n| d.peer(*n).unacknowledged())
+        .collect();
     let poster = Poster::start(d.sb.api.clone());
     let first = d.n + 1;
     while failed.elapsed() + Duration::from_secs(1) < FAILURE {
@@ -174,29 +174,37 @@ async fn database_fails(backend: Backend) {
         tokio::time::sleep_until(next.into()).await;
     }
     let during = first..=d.n;
-    // Telegram's updates are not confirmed while they cannot be committed.
-    // signal-cli acknowledges what it hands over, so the adapter stops
-    // taking messages once a commit fails: the rest stay on Signal's server
-    // (those handed over before wait in the adapter).
-    let unconfirmed = d.tg.pending_updates();
-    let on_signal = d.signal.pending_envelopes();
+    // What the networks hold for the bridge: a service that keeps
+    // everything until the bridge acknowledges it after its commit
+    // (Telegram's offset) still has all of it; one that hands messages over
+    // as it sends them (signal-cli) keeps what came after the adapter
+    // stopped asking, at least half.
     let written = during.clone().count();
-    assert!(
-        unconfirmed >= pending_before + written,
-        "Telegram updates confirmed while the database failed: {unconfirmed} pending, \
-         {pending_before} before and {written} written since"
-    );
-    // Only what arrived before the first commit failed was handed over
-    // (one of nine in the runs so far; without the unsubscribe, none stay).
-    assert!(
-        on_signal * 2 >= written,
-        "Signal messages taken off the server while the database failed: \
-         {on_signal} of {written} left there"
-    );
-    report!(
-        "drill database | {backend:?} | while failing, of {written} per network: Telegram updates \
-         unconfirmed {unconfirmed}, Signal envelopes left on the server {on_signal}"
-    );
+    for (i, net) in d.nets().into_iter().enumerate() {
+        let peer = d.peer(net);
+        let (Some(before), Some(held)) = (held_before[i], peer.unacknowledged()) else {
+            continue;
+        };
+        if peer.holds_until_acknowledged() {
+            assert!(
+                held >= before + written,
+                "{}: acknowledged while the database failed: {held} held, {before} before and \
+                 {written} written since",
+                d.dest(net)
+            );
+        } else {
+            assert!(
+                held * 2 >= written,
+                "{}: taken off the service while the database failed: {held} of {written} left",
+                d.dest(net)
+            );
+        }
+        report!(
+            "drill database | {backend:?} | while failing, of {written} written on {}: {held} \
+             still held by the service",
+            d.dest(net)
+        );
+    }
     tokio::time::sleep(FAILURE.saturating_sub(failed.elapsed())).await;
     match &pg {
         Some(pg) => pg.up(),
@@ -216,37 +224,44 @@ async fn database_fails(backend: Backend) {
         healed.elapsed()
     );
     assert!(answers.retry_after, "every 503 carries Retry-After");
-    d.round(true).await;
+    d.round().await;
     d.until_caught_up("every destination after the database is back")
         .await;
     d.sb.drained().await;
-    until("every Telegram update confirmed", || async {
-        d.tg.pending_updates() == 0
-    })
-    .await;
-    assert_eq!(d.signal.pending_envelopes(), 0, "taken again off Signal");
+    for net in d.nets() {
+        if d.peer(net).unacknowledged().is_some() {
+            until(
+                &format!("everything acknowledged on {}", d.dest(net)),
+                || async { d.peer(net).unacknowledged() == Some(0) },
+            )
+            .await;
+        }
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(d.sb.pid(), pid, "recovered by itself, without a restart");
     if pg.is_some() {
-        eventually("Sam's file at the bot", || {
-            d.ws.all()
-                .iter()
-                .any(|e| e["text"] == file && e["attachments"][0]["name"] == "plan.txt")
-        })
-        .await;
+        for (_, text) in &files {
+            eventually(&format!("{text} at the bot"), || {
+                d.ws.all().iter().any(|e| {
+                    e["text"] == text.as_str() && e["attachments"][0]["name"] == "plan.txt"
+                })
+            })
+            .await;
+        }
     }
     d.assert_each_once_in_order().await;
     // No network was down: nobody is told anything.
     assert!(d.bot_notices().is_empty(), "{:#?}", d.bot_notices());
-    for net in Net::ALL {
+    for net in d.nets() {
         let seen = d.notices_on(net).await;
-        assert!(seen.is_empty(), "notices on {net:?}: {seen:#?}");
+        assert!(seen.is_empty(), "notices on {}: {seen:#?}", d.dest(net));
     }
+    let all = d.nets();
     d.report_latency(
         &format!("{backend:?}: the database failing {FAILURE:?}"),
         baseline,
         during,
-        &Net::ALL,
+        &all,
     )
     .await;
     d.stop().await;

@@ -1,10 +1,14 @@
-//! Outage drills (issue 10), through the real binary: one gateway with a
-//! Telegram group (the Bot API fake), a Signal group (the signal-cli
-//! fake), a Matrix room (a real Synapse, relay-bot mode), a WebSocket bot
-//! and a webhook, carrying a conversation from every side while networks
-//! fail. Every destination gets every message once, in order per sender,
-//! and the people on the healthy networks get exactly one "down" and one
-//! "back" notice per outage.
+//! Outage drills (issue 10), through the real binary: one gateway with one
+//! conversation on every network of the build (each network's
+//! [`TestPeer`]: the Telegram Bot API fake, the signal-cli fake, a real
+//! Synapse), a WebSocket bot and a webhook, carrying a conversation from
+//! every side while networks fail. Every destination gets every message
+//! once, in order per sender, and the people on the healthy networks get
+//! exactly one "down" and one "back" notice per outage.
+//!
+//! The drills are written once against [`TestPeer`]: the networks come from
+//! the registry (`switchboard::adapters::CONNECTORS`, each connector's
+//! `test_peer`), so a new network is drilled without a line here changing.
 //!
 //! This file is the kit every scenario uses ([`Drill`]); the scenarios are
 //! in `refusals` (1: refused connections), `faults` (2–4: hangs, slow
@@ -18,9 +22,6 @@
 //! scenario prints the healthy destinations' p50/p99 during the fault next
 //! to a fault-free phase of the same run, for docs/outages.md.
 
-// A kit, like the harness: parts of it (the proxy, hangs) serve scenarios
-// still to be written.
-
 /// Prints one line of a drill's report (latency, repeats, retry-after
 /// waits), and appends it to the file `SWITCHBOARD_DRILL_REPORT` names, if
 /// any: nextest shows a passing test's output only with `--no-capture`,
@@ -33,71 +34,30 @@ macro_rules! report {
 
 mod database;
 mod faults;
-mod proxy;
 mod refusals;
 mod restarts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use switchboard_signal::fake::{
-    DaemonVersion, FakeOptions as SignalOptions, FakeSignal, Outage as SignalOutage, ReceiveMode,
-};
-use switchboard_telegram::fake::{FakeTelegram, Outage as TelegramOutage};
+use switchboard_core::testkit::{Fault, TestPeer};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
-use crate::synapse::{MxUser, Synapse};
 
-pub(crate) use proxy::Proxy;
+/// The bot API's sender prefix.
+pub(crate) const API: &str = "api";
 
-pub(crate) const GROUP: i64 = -1_001_000_000_777;
-pub(crate) const SAM: &str = "+15550000002";
+/// The bot API's destinations.
+pub(crate) const BOT_DESTS: [&str; 2] = ["bot API (WebSocket)", "webhook"];
 
-/// The senders, by the prefix of what they write.
-pub(crate) const SENDERS: [&str; 4] = ["tg", "sig", "mx", "api"];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Net {
-    Telegram,
-    Signal,
-    Matrix,
-}
-
-impl Net {
-    pub(crate) const ALL: [Net; 3] = [Net::Telegram, Net::Signal, Net::Matrix];
-
-    /// The sender prefix of this network's people.
-    pub(crate) fn sender(self) -> &'static str {
-        match self {
-            Net::Telegram => "tg",
-            Net::Signal => "sig",
-            Net::Matrix => "mx",
-        }
-    }
-
-    /// The destination name in [`Drill::received`].
-    pub(crate) fn dest(self) -> &'static str {
-        match self {
-            Net::Telegram => "telegram",
-            Net::Signal => "signal",
-            Net::Matrix => "matrix",
-        }
-    }
-
-    /// The account name in notices.
-    pub(crate) fn account(self) -> &'static str {
-        match self {
-            Net::Telegram => "telegram.main",
-            Net::Signal => "signal.main",
-            Net::Matrix => "matrix.main",
-        }
-    }
-}
+/// One network of the drill, by its place in [`Drill::peers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Net(pub usize);
 
 /// What a scenario changes in the drill's world.
 #[derive(Default)]
@@ -105,31 +65,19 @@ pub(crate) struct Options {
     /// A database URL of the scenario's own (a private PostgreSQL it
     /// restarts); otherwise a fresh database on `backend`.
     pub db_url: Option<String>,
-    /// Extra `homeserver.yaml` for Synapse (rate limits).
-    pub synapse_yaml: String,
-    /// Switchboard reaches Synapse through a [`Proxy`] the scenario can
-    /// slow down (the people in the room talk to Synapse directly).
-    pub matrix_proxy: bool,
-    /// The Telegram fake enforces its documented flood limits.
-    pub telegram_limits: bool,
-    /// Extra TOML inside `[telegram.main]`.
-    pub telegram_extra: String,
 }
 
 pub(crate) struct Drill {
     pub dir: tempfile::TempDir,
-    pub tg: FakeTelegram,
-    pub signal: FakeSignal,
-    pub group: String,
-    pub synapse: Synapse,
-    pub proxy: Option<Proxy>,
-    pub mia: MxUser,
-    pub room: String,
+    /// Every network's conversation, in the registry's order.
+    pub peers: Vec<Box<dyn TestPeer>>,
     pub sb: Sb,
     pub ws: Inbox,
     ws_task: JoinHandle<()>,
     pub hook: Receiver,
     pub client: reqwest::Client,
+    /// The networks refusing or hanging now.
+    down: HashSet<Net>,
     /// What each sender wrote, in order.
     pub wrote: BTreeMap<&'static str, Vec<String>>,
     /// When each text was written (ms since the epoch).
@@ -162,150 +110,143 @@ impl Drill {
             Some(url) => Db { url },
             None => Db::new(backend, dir.path()).await,
         };
+        let mut peers = Vec::new();
+        for c in switchboard::adapters::CONNECTORS {
+            if let Some(factory) = c.test_peer() {
+                peers.push(factory.start(dir.path()).await);
+            }
+        }
+        assert!(peers.len() >= 2, "a drill needs networks to fail");
         let (api, admin) = (free_port(), free_port());
-        let tg = crate::telegram::fake(opts.telegram_limits).await;
-        tg.add_chat(GROUP, "supergroup", "Lobby", false);
-        let signal = FakeSignal::start(SignalOptions {
-            receive_mode: ReceiveMode::Manual,
-            // The current daemon, which says how long a rate limit lasts.
-            version: DaemonVersion::V0_14_6,
-            ..SignalOptions::default()
-        })
-        .await
-        .expect("fake signal-cli");
-        signal.add_contact(SAM, "0b8c1a52-8a3e-4f6a-9d41-6f1f3c2b7a10", Some("Sam"));
-        let group = signal.add_group("Lobby", &[SAM]);
-        std::fs::create_dir_all(dir.path().join("synapse")).unwrap();
-        let synapse =
-            Synapse::start_with(&dir.path().join("synapse"), &[], &opts.synapse_yaml).await;
-        let mia = synapse.register("mia", false).await;
-        mia.set_displayname("Mia").await;
-        synapse.register("bridge", false).await;
-        let bridge = synapse.user_id("bridge");
-        let room = mia
-            .create_room(None, &[bridge.as_str()], Some("private_chat"))
-            .await;
-        let proxy = if opts.matrix_proxy {
-            Some(Proxy::start(synapse.port()).await)
-        } else {
-            None
-        };
-        let homeserver = proxy.as_ref().map_or(synapse.url(), Proxy::url);
         let mut hook = Receiver::new();
         hook.up().await;
         // Sends get the default 10 s, not the harness's 2 s: a drill's slow
         // network answers in 2 s, and a timeout there would be a retry (and,
-        // on Telegram and Signal, a lost-answer duplicate) the scenario did
-        // not ask for.
-        let cfg = base_config(&db, dir.path(), api, admin)
+        // on a network without idempotency, a lost-answer duplicate) the
+        // scenario did not ask for.
+        let mut cfg = base_config(&db, dir.path(), api, admin)
             .replace("send_timeout = \"2s\"", "send_timeout = \"10s\"")
             + &token("ann", r#"["read", "write"]"#, r#"["g"]"#)
-            + &webhook("hook", hook.port, r#"["g"]"#)
-            + &crate::telegram::telegram_config(&tg, &opts.telegram_extra)
-            + &format!(
-                "\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://{}\"\nrequest_timeout = \"10s\"\n",
-                signal.tcp_addr()
-            )
-            + &format!(
-                "\n[matrix.main]\nhomeserver = \"{homeserver}\"\nuser = \"{bridge}\"\npassword = \"pw-bridge\"\nsync_timeout = \"5s\"\n",
-            )
-            // Time compressed through configuration: notices after 5 s.
-            + "\n[[gateway]]\nname = \"g\"\nnotice_after = \"5s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n"
-            + &format!("\n[[gateway.inout]]\naccount = \"telegram.main\"\nchannel = \"{GROUP}\"\n")
-            + &format!("\n[[gateway.inout]]\naccount = \"signal.main\"\nchannel = \"{group}\"\n")
-            + &format!("\n[[gateway.inout]]\naccount = \"matrix.main\"\nchannel = \"{room}\"\n");
+            + &webhook("hook", hook.port, r#"["g"]"#);
+        for p in &peers {
+            cfg += &p.section();
+        }
+        // Time compressed through configuration: notices after 5 s.
+        cfg += "\n[[gateway]]\nname = \"g\"\nnotice_after = \"5s\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n";
+        for p in &peers {
+            cfg += &format!(
+                "\n[[gateway.inout]]\naccount = \"{}.main\"\nchannel = \"{}\"\n",
+                p.network(),
+                p.channel()
+            );
+        }
         let sb = Sb::start(dir.path(), &cfg, api, admin).await;
         let ws = Inbox::default();
         let ws_task = bot_reader(&sb.api, ws.clone());
-        until("the bridge in the Matrix room", || {
-            let (mia, room, bridge) = (mia.clone(), room.clone(), bridge.clone());
-            async move { mia.members(&room).await.contains(&bridge) }
-        })
-        .await;
-        assert!(
-            signal.wait_receivers(1, PATIENCE).await,
-            "subscribed to Signal"
-        );
+        for p in &peers {
+            p.ready().await;
+        }
         Self {
             dir,
-            tg,
-            signal,
-            group,
-            synapse,
-            proxy,
-            mia,
-            room,
+            peers,
             sb,
             ws,
             ws_task,
             hook,
             client: reqwest::Client::new(),
+            down: HashSet::new(),
             wrote: BTreeMap::new(),
             wrote_at: HashMap::new(),
             n: 0,
         }
     }
 
-    /// One message from each sender whose network lets them write: people
-    /// on a homeserver that is down or hung cannot write (`matrix_up`
-    /// false); Telegram and Signal keep what their users write for the
-    /// bridge to fetch later. Returns the round's number.
-    pub(crate) async fn round(&mut self, matrix_up: bool) -> usize {
+    /// Every network of the drill.
+    pub(crate) fn nets(&self) -> Vec<Net> {
+        (0..self.peers.len()).map(Net).collect()
+    }
+
+    /// The peer of `net`.
+    pub(crate) fn peer(&self, net: Net) -> &dyn TestPeer {
+        self.peers[net.0].as_ref()
+    }
+
+    /// `net`'s destination name in [`Drill::received`]: its network's name.
+    pub(crate) fn dest(&self, net: Net) -> &'static str {
+        self.peer(net).network().as_str()
+    }
+
+    /// `net`'s account, as notices name it.
+    pub(crate) fn account(&self, net: Net) -> String {
+        format!("{}.main", self.peer(net).network())
+    }
+
+    /// Every sender prefix: each network's people's, then the bot API's.
+    pub(crate) fn senders(&self) -> Vec<&'static str> {
+        self.peers
+            .iter()
+            .map(|p| p.sender())
+            .chain(std::iter::once(API))
+            .collect()
+    }
+
+    /// Whether `dest` is where `sender` writes (nothing is echoed back).
+    pub(crate) fn own(&self, dest: &str, sender: &str) -> bool {
+        if sender == API {
+            return BOT_DESTS.contains(&dest);
+        }
+        self.peers
+            .iter()
+            .any(|p| p.sender() == sender && p.network().as_str() == dest)
+    }
+
+    /// Whether the people of `net` can write now (their service is not the
+    /// one that is down, or holds their messages for the bridge).
+    fn can_write(&self, net: Net) -> bool {
+        !self.down.contains(&net) || self.peer(net).people_write_while_down()
+    }
+
+    /// One message from each sender whose network lets them write now.
+    /// Returns the round's number.
+    pub(crate) async fn round(&mut self) -> usize {
         self.n += 1;
         let n = self.n;
-        for who in SENDERS {
-            if who == "mx" && !matrix_up {
+        for net in self.nets() {
+            if !self.can_write(net) {
                 continue;
             }
+            let who = self.peer(net).sender();
             let text = format!("{who}-{n:03}");
             // Stamped before it is written: latency includes the writing.
             let at = now_ms();
-            if who == "api" {
-                let (s, body) = post_native(
-                    &self.client,
-                    &self.sb.api,
-                    "ann",
-                    "g",
-                    json!({"text": text, "username": "Ann"}),
-                    None,
-                )
-                .await
-                .unwrap();
-                assert_eq!(s, 201, "{body}");
-            } else {
-                self.write_as_person(who, &text).await;
-            }
+            self.peer(net).write(&text).await;
             self.wrote_at.insert(text.clone(), at);
             self.wrote.entry(who).or_default().push(text);
         }
+        let text = format!("{API}-{n:03}");
+        let at = now_ms();
+        let (s, body) = post_native(
+            &self.client,
+            &self.sb.api,
+            "ann",
+            "g",
+            json!({"text": text, "username": "Ann"}),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 201, "{body}");
+        self.wrote_at.insert(text.clone(), at);
+        self.wrote.entry(API).or_default().push(text);
         n
     }
 
-    /// `text` written by the person on the network of sender `who` (`tg`,
-    /// `sig` or `mx`).
-    pub(crate) async fn write_as_person(&self, who: &str, text: &str) {
-        match who {
-            "tg" => {
-                let tina = FakeTelegram::user(42, "Tina", Some("tina"));
-                self.tg.inject_message(GROUP, &tina, json!({"text": text}));
-            }
-            "sig" => {
-                self.signal
-                    .inject_message(SAM, Some(&self.group), json!({"message": text}));
-            }
-            "mx" => {
-                self.mia.send_text(&self.room, text).await;
-            }
-            other => panic!("{other} is not a person's network"),
-        }
-    }
-
     /// Rounds every `every` for `total` (the first at once).
-    pub(crate) async fn rounds_for(&mut self, total: Duration, every: Duration, matrix_up: bool) {
+    pub(crate) async fn rounds_for(&mut self, total: Duration, every: Duration) {
         let started = Instant::now();
         while started.elapsed() < total {
             let next = Instant::now() + every;
-            self.round(matrix_up).await;
+            self.round().await;
             tokio::time::sleep_until(next.into()).await;
         }
     }
@@ -314,11 +255,11 @@ impl Drill {
     /// up (logins, first syncs), then a round every 2 s for 20 s, all
     /// delivered. Returns its rounds.
     pub(crate) async fn baseline(&mut self) -> std::ops::RangeInclusive<usize> {
-        self.round(true).await;
-        self.round(true).await;
+        self.round().await;
+        self.round().await;
         self.until_caught_up("the warm-up rounds everywhere").await;
         let first = self.n + 1;
-        self.rounds_for(Duration::from_secs(20), Duration::from_secs(2), true)
+        self.rounds_for(Duration::from_secs(20), Duration::from_secs(2))
             .await;
         self.until_caught_up("the baseline rounds everywhere").await;
         first..=self.n
@@ -331,60 +272,18 @@ impl Drill {
         // "tg-001" (the bot API, which carries the author separately).
         let strip = |s: &str| s.rsplit(": ").next().unwrap_or(s).to_owned();
         let mut out = BTreeMap::new();
-        let bot = self.tg.bot()["id"].as_i64();
-        // The fake stamps messages in whole seconds; the answered
-        // sendMessage calls say to the millisecond when they were read.
-        let mut sent_at: HashMap<String, u64> = HashMap::new();
-        for c in self.tg.calls_to("sendMessage") {
-            if let (Some(200), Some(text)) = (c.status, c.param("text")) {
-                sent_at.entry(strip(&text)).or_insert(instant_ms(c.at));
-            }
+        for net in self.nets() {
+            let posted = self.peer(net).posted().await;
+            out.insert(
+                self.dest(net),
+                posted
+                    .into_iter()
+                    .map(|p| (strip(&p.text), p.at_ms))
+                    .collect(),
+            );
         }
         out.insert(
-            "telegram",
-            self.tg
-                .messages(GROUP)
-                .into_iter()
-                .filter(|m| m["from"]["id"].as_i64() == bot)
-                .filter_map(|m| {
-                    let text = strip(m["text"].as_str()?);
-                    let at = sent_at
-                        .get(&text)
-                        .copied()
-                        .unwrap_or(m["date"].as_u64().unwrap_or(0) * 1000);
-                    Some((text, at))
-                })
-                .collect(),
-        );
-        out.insert(
-            "signal",
-            self.signal
-                .sent()
-                .into_iter()
-                .filter(|s| s.method == "send" && s.error.is_none())
-                .filter_map(|s| Some((strip(s.params["message"].as_str()?), s.timestamp as u64)))
-                .collect(),
-        );
-        out.insert(
-            "matrix",
-            self.mia
-                .messages(&self.room)
-                .await
-                .into_iter()
-                .filter(|e| {
-                    e["type"] == "m.room.message" && e["sender"] != self.mia.user_id.as_str()
-                })
-                .filter(|e| e["content"]["msgtype"] == "m.text")
-                .filter_map(|e| {
-                    Some((
-                        strip(e["content"]["body"].as_str()?),
-                        e["origin_server_ts"].as_u64()?,
-                    ))
-                })
-                .collect(),
-        );
-        out.insert(
-            "bot API (WebSocket)",
+            BOT_DESTS[0],
             self.ws
                 .all()
                 .iter()
@@ -393,7 +292,7 @@ impl Drill {
                 .collect(),
         );
         out.insert(
-            "webhook",
+            BOT_DESTS[1],
             self.hook
                 .deliveries()
                 .into_iter()
@@ -416,8 +315,9 @@ impl Drill {
     /// Whether every destination has everything the other senders wrote.
     pub(crate) async fn caught_up(&self) -> bool {
         let got = self.received().await;
+        let senders = self.senders();
         got.iter().all(|(dest, texts)| {
-            SENDERS.iter().filter(|s| !own(dest, s)).all(|s| {
+            senders.iter().filter(|s| !self.own(dest, s)).all(|s| {
                 self.wrote.get(s).map_or(0, Vec::len)
                     <= texts
                         .iter()
@@ -438,16 +338,25 @@ impl Drill {
         self.assert_delivered(&[]).await;
     }
 
+    /// The destinations that may repeat a message whose answer was lost.
+    pub(crate) fn lossy(&self) -> Vec<&'static str> {
+        self.nets()
+            .into_iter()
+            .filter(|n| self.peer(*n).may_repeat())
+            .map(|n| self.dest(n))
+            .collect()
+    }
+
     /// Every destination: each other sender's messages, in the order they
-    /// were written, none missing. A destination in `lossy` (Telegram and
-    /// Signal, which have no idempotency key) may show a message twice when
-    /// the network performed a send whose answer was lost; such repeats are
+    /// were written, none missing. A destination in `lossy` (a network
+    /// without an idempotency key) may show a message twice when the
+    /// network performed a send whose answer was lost; such repeats are
     /// counted, and returned per destination. Anywhere else a repeat fails.
     pub(crate) async fn assert_delivered(&self, lossy: &[&str]) -> BTreeMap<&'static str, usize> {
         let got = self.received().await;
         let mut repeats = BTreeMap::new();
         for (dest, texts) in &got {
-            for s in SENDERS.iter().filter(|s| !own(dest, s)) {
+            for s in self.senders().iter().filter(|s| !self.own(dest, s)) {
                 let from_s: Vec<&String> = texts
                     .iter()
                     .filter(|t| t.starts_with(&format!("{s}-")))
@@ -478,37 +387,13 @@ impl Drill {
 
     /// The notices the bridge posted on `net`, as its people see them.
     pub(crate) async fn notices_on(&self, net: Net) -> Vec<String> {
-        let is_notice = |t: &str| t.contains("⚠️") || t.contains("✅");
-        match net {
-            Net::Telegram => {
-                let bot = self.tg.bot()["id"].as_i64();
-                self.tg
-                    .messages(GROUP)
-                    .into_iter()
-                    .filter(|m| m["from"]["id"].as_i64() == bot)
-                    .filter_map(|m| m["text"].as_str().map(str::to_owned))
-                    .filter(|t| is_notice(t))
-                    .collect()
-            }
-            Net::Signal => self
-                .signal
-                .sent()
-                .into_iter()
-                .filter(|s| s.method == "send" && s.error.is_none())
-                .filter_map(|s| s.params["message"].as_str().map(str::to_owned))
-                .filter(|t| is_notice(t))
-                .collect(),
-            Net::Matrix => self
-                .mia
-                .messages(&self.room)
-                .await
-                .into_iter()
-                .filter(|e| e["sender"] != self.mia.user_id.as_str())
-                .filter(|e| e["type"] == "m.room.message")
-                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-                .filter(|t| is_notice(t))
-                .collect(),
-        }
+        self.peer(net)
+            .posted()
+            .await
+            .into_iter()
+            .map(|p| p.text)
+            .filter(|t| t.contains("⚠️") || t.contains("✅"))
+            .collect()
     }
 
     /// Delivery latencies (write to arrival, ms) of the messages written in
@@ -531,7 +416,7 @@ impl Drill {
                     continue;
                 };
                 let in_rounds = n.parse::<usize>().is_ok_and(|n| rounds.contains(&n));
-                if !in_rounds || !senders.contains(&who) || own(dest, who) {
+                if !in_rounds || !senders.contains(&who) || self.own(dest, who) {
                     continue;
                 }
                 if let Some(w) = self.wrote_at.get(&text) {
@@ -552,10 +437,10 @@ impl Drill {
         during: std::ops::RangeInclusive<usize>,
         healthy: &[Net],
     ) {
-        let mut senders: Vec<&str> = healthy.iter().map(|n| n.sender()).collect();
-        senders.push("api");
-        let mut dests: Vec<&str> = healthy.iter().map(|n| n.dest()).collect();
-        dests.extend(["bot API (WebSocket)", "webhook"]);
+        let mut senders: Vec<&str> = healthy.iter().map(|n| self.peer(*n).sender()).collect();
+        senders.push(API);
+        let mut dests: Vec<&str> = healthy.iter().map(|n| self.dest(*n)).collect();
+        dests.extend(BOT_DESTS);
         self.report_latency_of(what, baseline, during, &senders, &dests)
             .await;
     }
@@ -597,44 +482,36 @@ impl Drill {
         );
     }
 
-    /// Makes `nets` refuse connections (Synapse stopped).
-    pub(crate) async fn refuse(&mut self, nets: &[Net]) {
+    /// Puts `nets` in `fault`; refusing and hanging ones count as down
+    /// (their people may not be able to write).
+    pub(crate) async fn fault(&mut self, nets: &[Net], fault: Fault) {
         for net in nets {
-            match net {
-                Net::Telegram => self.tg.set_outage(TelegramOutage::Refuse).await,
-                Net::Signal => self.signal.set_outage(SignalOutage::Refuse).await,
-                Net::Matrix => self.synapse.stop().await,
-            }
-        }
-    }
-
-    /// Makes `nets` accept connections and never answer (Synapse
-    /// SIGSTOPped, as a hung host).
-    pub(crate) async fn hang(&mut self, nets: &[Net]) {
-        for net in nets {
-            match net {
-                Net::Telegram => self.tg.set_outage(TelegramOutage::Hang).await,
-                Net::Signal => self.signal.set_outage(SignalOutage::Hang).await,
-                Net::Matrix => self.synapse.pause(),
-            }
-        }
-    }
-
-    /// Ends a refusal or a hang of `nets`.
-    pub(crate) async fn restore(&mut self, nets: &[Net]) {
-        for net in nets {
-            match net {
-                Net::Telegram => self.tg.set_outage(TelegramOutage::Up).await,
-                Net::Signal => self.signal.set_outage(SignalOutage::Up).await,
-                Net::Matrix => {
-                    if self.synapse.is_running() {
-                        self.synapse.resume();
-                    } else {
-                        self.synapse.start_again().await;
-                    }
+            self.peer(*net).fault(fault).await;
+            match fault {
+                Fault::Refuse | Fault::Hang => {
+                    self.down.insert(*net);
                 }
+                Fault::None => {
+                    self.down.remove(net);
+                }
+                Fault::Slow(_) | Fault::RateLimit { .. } => {}
             }
         }
+    }
+
+    /// Makes `nets` refuse connections.
+    pub(crate) async fn refuse(&mut self, nets: &[Net]) {
+        self.fault(nets, Fault::Refuse).await;
+    }
+
+    /// Makes `nets` accept connections and never answer.
+    pub(crate) async fn hang(&mut self, nets: &[Net]) {
+        self.fault(nets, Fault::Hang).await;
+    }
+
+    /// Ends every fault of `nets`.
+    pub(crate) async fn restore(&mut self, nets: &[Net]) {
+        self.fault(nets, Fault::None).await;
     }
 
     /// Kills switchboard with SIGKILL and starts it again.
@@ -703,18 +580,6 @@ pub(crate) fn report_line(line: &str) {
             .expect("the drill report file");
         writeln!(f, "{line}").expect("write the drill report");
     }
-}
-
-/// Whether `dest` is where `sender` writes (nothing is echoed back).
-pub(crate) fn own(dest: &str, sender: &str) -> bool {
-    matches!(
-        (dest, sender),
-        ("telegram", "tg")
-            | ("signal", "sig")
-            | ("matrix", "mx")
-            | ("bot API (WebSocket)", "api")
-            | ("webhook", "api")
-    )
 }
 
 pub(crate) fn notices(events: &[Value]) -> Vec<String> {

@@ -87,21 +87,22 @@ async fn received_once_per_delivery(d: &Drill) -> (BTreeMap<&'static str, Vec<St
 }
 
 /// Every destination has each other sender's messages once, in order,
-/// except Telegram and Signal, which may repeat a message right after
-/// itself: the lost-answer window (the network took the send, the kill
-/// came before switchboard recorded it), at most once per kill. Matrix
-/// (transaction ids) and the bot API repeat nothing; the webhook's
-/// redeliveries carry the delivery id they had. Returns the repeats per
-/// destination.
+/// except the networks without an idempotency key, which may repeat a
+/// message right after itself: the lost-answer window (the network took
+/// the send, the kill came before switchboard recorded it), at most once
+/// per kill. The others (transaction ids, the bot API) repeat nothing; the
+/// webhook's redeliveries carry the delivery id they had. Returns the
+/// repeats per destination.
 async fn assert_once_in_order_but_lost_answers(
     d: &Drill,
     kills: usize,
 ) -> BTreeMap<&'static str, usize> {
     let (got, redelivered) = received_once_per_delivery(d).await;
+    let lossy = d.lossy();
     let mut repeats = BTreeMap::new();
     for (dest, texts) in &got {
         let (kept, n) = without_repeats(texts);
-        let may_repeat = matches!(*dest, "telegram" | "signal");
+        let may_repeat = lossy.contains(dest);
         assert!(
             n == 0 || may_repeat,
             "{dest} got {n} messages twice, and it de-duplicates: {texts:#?}"
@@ -110,7 +111,7 @@ async fn assert_once_in_order_but_lost_answers(
             n <= kills,
             "{dest}: {n} repeats for {kills} kills (one lost answer per kill at most)"
         );
-        for s in SENDERS.iter().filter(|s| !own(dest, s)) {
+        for s in d.senders().iter().filter(|s| !d.own(dest, s)) {
             let from_s: Vec<&String> = kept
                 .iter()
                 .filter(|t| t.starts_with(&format!("{s}-")))
@@ -144,35 +145,29 @@ async fn assert_once_in_order_but_lost_answers(
     repeats
 }
 
-/// The notices the people on `net` saw, a lost-answer repeat (Telegram,
-/// Signal) counted once.
+/// The notices the people on `net` saw, a lost-answer repeat counted once.
 async fn notices_seen(d: &Drill, net: Net) -> Vec<String> {
-    if net == Net::Matrix {
-        return d.notices_on(net).await;
+    let seen = d.notices_on(net).await;
+    if !d.peer(net).may_repeat() {
+        return seen;
     }
-    let sent = d.received().await.remove(net.dest()).unwrap_or_default();
-    let is_notice = |t: &String| t.contains("⚠️") || t.contains("✅");
-    without_repeats(&sent)
-        .0
-        .into_iter()
-        .filter(is_notice)
-        .collect()
+    without_repeats(&seen).0
 }
 
-/// The "down" and "back" notices about `net` among `seen`.
-fn downs_and_backs(seen: &[String], net: Net) -> (usize, usize) {
-    let about: Vec<&String> = seen.iter().filter(|t| t.contains(net.account())).collect();
+/// The "down" and "back" notices about `account` among `seen`.
+fn downs_and_backs(seen: &[String], account: &str) -> (usize, usize) {
+    let about: Vec<&String> = seen.iter().filter(|t| t.contains(account)).collect();
     (
         about.iter().filter(|t| t.contains("⚠️")).count(),
         about.iter().filter(|t| t.contains("✅")).count(),
     )
 }
 
-/// How long the "back" notice about `net` says the outage lasted.
-fn outage_length(seen: &[String], net: Net) -> Duration {
+/// How long the "back" notice about `account` says the outage lasted.
+fn outage_length(seen: &[String], account: &str) -> Duration {
     let back = seen
         .iter()
-        .find(|t| t.contains(net.account()) && t.contains("✅"))
+        .find(|t| t.contains(account) && t.contains("✅"))
         .expect("a back notice");
     let said = back
         .split_once("back after ")
@@ -187,26 +182,29 @@ fn outage_length(seen: &[String], net: Net) -> Duration {
 /// network but the one that was down.
 async fn assert_one_down_one_back(d: &Drill, down: &[Net]) {
     let at_bot = d.bot_notices();
-    for net in Net::ALL {
+    for net in d.nets() {
         let expected = if down.contains(&net) { (1, 1) } else { (0, 0) };
+        let account = d.account(net);
         assert_eq!(
-            downs_and_backs(&at_bot, net),
+            downs_and_backs(&at_bot, &account),
             expected,
-            "(down, back) notices about {net:?} at the bot: {at_bot:#?}"
+            "(down, back) notices about {account} at the bot: {at_bot:#?}"
         );
     }
-    for net in Net::ALL {
+    for net in d.nets() {
         let seen = notices_seen(d, net).await;
-        for other in Net::ALL {
+        for other in d.nets() {
             let expected = if down.contains(&other) && other != net {
                 (1, 1)
             } else {
                 (0, 0)
             };
+            let account = d.account(other);
             assert_eq!(
-                downs_and_backs(&seen, other),
+                downs_and_backs(&seen, &account),
                 expected,
-                "(down, back) notices about {other:?} seen on {net:?}: {seen:#?}"
+                "(down, back) notices about {account} seen on {}: {seen:#?}",
+                d.dest(net)
             );
         }
     }
@@ -214,16 +212,18 @@ async fn assert_one_down_one_back(d: &Drill, down: &[Net]) {
 
 /// Waits until the bot has heard that `net` is down.
 async fn until_announced_down(d: &Drill, net: Net) {
-    until(&format!("{net:?} announced down at the bot"), || async {
-        downs_and_backs(&d.bot_notices(), net).0 > 0
+    let account = d.account(net);
+    until(&format!("{account} announced down at the bot"), || async {
+        downs_and_backs(&d.bot_notices(), &account).0 > 0
     })
     .await;
 }
 
 /// Waits until the bot has heard that `net` is back.
 async fn until_announced_back(d: &Drill, net: Net) {
-    until(&format!("{net:?} announced back at the bot"), || async {
-        downs_and_backs(&d.bot_notices(), net).1 > 0
+    let account = d.account(net);
+    until(&format!("{account} announced back at the bot"), || async {
+        downs_and_backs(&d.bot_notices(), &account).1 > 0
     })
     .await;
 }
@@ -232,44 +232,46 @@ async fn kills(backend: Backend) {
     let started = Instant::now();
     let mut rng = Seeded::from_env();
     let mut d = Drill::start(backend).await;
-    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1), true)
+    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1))
         .await;
     d.until_caught_up("the first rounds everywhere").await;
     let mut delays = Vec::new();
 
     // No backlog: a kill somewhere in the delivery of one round.
     for _ in 0..10 {
-        d.round(true).await;
+        d.round().await;
         delays.push(kill_after_seeded_delay(&mut d, &mut rng).await);
     }
 
-    // A backlog: Telegram refuses long enough to be announced down; one
-    // kill in the announced outage (the restarted process goes on with
-    // it), then more than `notice_after` still down.
-    d.refuse(&[Net::Telegram]).await;
+    // A backlog: the first network refuses long enough to be announced
+    // down; one kill in the announced outage (the restarted process goes
+    // on with it), then more than `notice_after` still down.
+    let down = d.nets()[0];
+    let account = d.account(down);
+    d.refuse(&[down]).await;
     let refused = Instant::now();
-    d.rounds_for(Duration::from_secs(3), Duration::from_millis(500), true)
+    d.rounds_for(Duration::from_secs(3), Duration::from_millis(500))
         .await;
-    until_announced_down(&d, Net::Telegram).await;
+    until_announced_down(&d, down).await;
     delays.push(kill_after_seeded_delay(&mut d, &mut rng).await);
-    d.rounds_for(Duration::from_secs(7), Duration::from_secs(1), true)
+    d.rounds_for(Duration::from_secs(7), Duration::from_secs(1))
         .await;
     let outage = refused.elapsed();
-    d.restore(&[Net::Telegram]).await;
+    d.restore(&[down]).await;
     // Kills while it drains, each after a burst of three rounds (a
     // backlog on every destination).
     for _ in 0..11 {
         for _ in 0..3 {
-            d.round(true).await;
+            d.round().await;
         }
         delays.push(kill_after_seeded_delay(&mut d, &mut rng).await);
     }
-    d.round(true).await;
+    d.round().await;
     d.until_caught_up("every destination caught up after the last restart")
         .await;
-    // The back notice first: it is queued only once Telegram's lane has
-    // drained, and may still be on its way to the others then.
-    until_announced_back(&d, Net::Telegram).await;
+    // The back notice first: it is queued only once the network's lane
+    // has drained, and may still be on its way to the others then.
+    until_announced_back(&d, down).await;
     d.sb.drained().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report!(
@@ -279,10 +281,10 @@ async fn kills(backend: Backend) {
     );
 
     assert_once_in_order_but_lost_answers(&d, delays.len()).await;
-    assert_one_down_one_back(&d, &[Net::Telegram]).await;
+    assert_one_down_one_back(&d, &[down]).await;
     // The back notice counts from when the outage began, not from the
     // restart in the middle of it.
-    let said = outage_length(&d.bot_notices(), Net::Telegram);
+    let said = outage_length(&d.bot_notices(), &account);
     assert!(
         said + Duration::from_secs(2) >= outage,
         "the back notice says {said:?}, the outage lasted {outage:?}"
@@ -299,68 +301,73 @@ on_both_backends!(drill_kill9_at_seeded_points_with_and_without_a_backlog => |ba
 async fn down_across_restart_and_reload(backend: Backend) {
     let started = Instant::now();
     let mut d = Drill::start(backend).await;
-    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1), true)
+    d.rounds_for(Duration::from_secs(3), Duration::from_secs(1))
         .await;
     d.until_caught_up("the first rounds everywhere").await;
+    let (first, second) = (d.nets()[0], d.nets()[1]);
 
-    // (a) Telegram refusing; announced down; switchboard stopped (SIGTERM)
-    // and started again while it still refuses, and left longer than
-    // `notice_after` (a new outage would be announced by then).
-    d.refuse(&[Net::Telegram]).await;
+    // (a) The first network refusing; announced down; switchboard stopped
+    // (SIGTERM) and started again while it still refuses, and left longer
+    // than `notice_after` (a new outage would be announced by then).
+    let account = d.account(first);
+    d.refuse(&[first]).await;
     let refused = Instant::now();
-    d.round(true).await;
-    until_announced_down(&d, Net::Telegram).await;
+    d.round().await;
+    until_announced_down(&d, first).await;
     d.sb.stop().await;
     d.sb.restart().await;
-    d.rounds_for(Duration::from_secs(8), Duration::from_secs(1), true)
+    d.rounds_for(Duration::from_secs(8), Duration::from_secs(1))
         .await;
     let outage = refused.elapsed();
-    d.restore(&[Net::Telegram]).await;
-    d.round(true).await;
-    d.until_caught_up("every destination after Telegram is back")
+    d.restore(&[first]).await;
+    d.round().await;
+    d.until_caught_up("every destination after the first network is back")
         .await;
-    until_announced_back(&d, Net::Telegram).await;
+    until_announced_back(&d, first).await;
     assert_eq!(
-        downs_and_backs(&d.bot_notices(), Net::Telegram),
+        downs_and_backs(&d.bot_notices(), &account),
         (1, 1),
         "one outage across the restart: {:#?}",
         d.bot_notices()
     );
-    let said = outage_length(&d.bot_notices(), Net::Telegram);
+    let said = outage_length(&d.bot_notices(), &account);
     assert!(
         said + Duration::from_secs(2) >= outage,
         "the back notice says {said:?}, the outage (across the restart) lasted {outage:?}"
     );
 
-    // (b) Signal refusing; announced down; a reload that changes its
-    // account (rebuilt, its receiving restarted) while it is down.
-    d.refuse(&[Net::Signal]).await;
+    // (b) The second network refusing; announced down; a reload that
+    // changes its account (rebuilt, its receiving restarted) while it is
+    // down.
+    let account = d.account(second);
+    d.refuse(&[second]).await;
     let refused = Instant::now();
-    d.round(true).await;
-    until_announced_down(&d, Net::Signal).await;
+    d.round().await;
+    until_announced_down(&d, second).await;
     let config = std::fs::read_to_string(&d.sb.config).unwrap();
-    let changed = config.replacen("request_timeout = \"10s\"", "request_timeout = \"11s\"", 1);
-    assert_ne!(config, changed, "the Signal section has a request_timeout");
+    let peer = d.peer(second);
+    let changed = config.replacen(&peer.section(), &peer.section_changed(), 1);
+    assert_ne!(config, changed, "the reload changes {account}");
     std::fs::write(&d.sb.config, changed).unwrap();
     let pid = d.sb.pid();
     let report = d.sb.cli(&["reload"]);
     report!("drill reload | {}", report.trim().replace('\n', " | "));
-    d.rounds_for(Duration::from_secs(8), Duration::from_secs(1), true)
+    d.rounds_for(Duration::from_secs(8), Duration::from_secs(1))
         .await;
     let outage_b = refused.elapsed();
-    d.restore(&[Net::Signal]).await;
-    d.round(true).await;
-    d.until_caught_up("every destination after Signal is back")
+    d.restore(&[second]).await;
+    d.round().await;
+    d.until_caught_up("every destination after the second network is back")
         .await;
-    until_announced_back(&d, Net::Signal).await;
+    until_announced_back(&d, second).await;
     assert_eq!(d.sb.pid(), pid, "a reload, not a restart");
     assert_eq!(
-        downs_and_backs(&d.bot_notices(), Net::Signal),
+        downs_and_backs(&d.bot_notices(), &account),
         (1, 1),
         "one outage across the reload: {:#?}",
         d.bot_notices()
     );
-    let said = outage_length(&d.bot_notices(), Net::Signal);
+    let said = outage_length(&d.bot_notices(), &account);
     assert!(
         said + Duration::from_secs(2) >= outage_b,
         "the back notice says {said:?}, the outage (across the reload) lasted {outage_b:?}"
@@ -369,7 +376,7 @@ async fn down_across_restart_and_reload(backend: Backend) {
     d.sb.drained().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     d.assert_each_once_in_order().await;
-    assert_one_down_one_back(&d, &[Net::Telegram, Net::Signal]).await;
+    assert_one_down_one_back(&d, &[first, second]).await;
     d.stop().await;
     report!(
         "drill wall time | drill_network_down_across_a_restart_and_a_reload_{backend:?} | {:?}",

@@ -178,6 +178,7 @@
 mod envelope;
 mod jsonrpc;
 mod methods;
+pub mod peer;
 mod server;
 mod state;
 

@@ -8,11 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchboard_core::kit;
 use switchboard_core::{
     not_bridged, push_line, Attachment, AttachmentKind, Batch, BlobRef, ChannelId, Cursor,
-    DeliverError, Delivered, EventKind, Host, NewEvent, ReceiveHealth, RunError, Shutdown,
+    Delivered, EventKind, Host, NewEvent, ReceiveHealth, RunError, Shutdown,
 };
 use time::OffsetDateTime;
+
+/// How long a downloaded file may wait for the hub's store before the
+/// message goes on with a line saying it was not bridged.
+const STORE_BUDGET: Duration = Duration::from_secs(600);
 
 use super::{
     decode_updates, merge_album_part, nap, remote, trailing_album, Decoded, TelegramAdapter,
@@ -90,19 +95,15 @@ impl TelegramAdapter {
         {
             tracing::debug!(account = %self.cfg.account, error = %e, "deleteWebhook failed; polling will say why.");
         }
-        let mut offset: i64 = loop {
-            match host.cursor("offset").await {
-                Ok(v) => break v.and_then(|v| v.parse().ok()).unwrap_or(0),
-                Err(DeliverError::Stopping) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot read the update offset; retrying.");
-                    if !nap(Duration::from_secs(1), &mut shutdown).await {
-                        return Ok(());
-                    }
-                }
-            }
+        let Some(offset) = kit::until_stored("read the update offset", &mut shutdown, || {
+            host.cursor("offset")
+        })
+        .await
+        else {
+            return Ok(());
         };
-        let mut backoff = Duration::from_secs(1);
+        let mut offset: i64 = offset.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut backoff = kit::Backoff::reconnect();
         // The album whose updates the last poll left unconfirmed.
         let mut holding: Option<Holding> = None;
         // When the last poll began: the server's throttle counts from there.
@@ -151,15 +152,14 @@ impl TelegramAdapter {
             });
             let raw = match polled {
                 Ok(raw) => {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     raw
                 }
                 Err(e) => {
-                    let wait = self.report_poll_error(host, &e, backoff);
+                    let wait = self.report_poll_error(host, &e, backoff.fail());
                     if !nap(wait, &mut shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
             };
@@ -227,7 +227,7 @@ impl TelegramAdapter {
 
     /// `getMe` until it answers; warns when privacy mode hides messages.
     async fn hello(&self, host: &dyn Host, shutdown: &mut Shutdown) -> Option<User> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = kit::Backoff::reconnect();
         let none = json!({});
         loop {
             let r = tokio::select! {
@@ -248,11 +248,10 @@ impl TelegramAdapter {
                     return Some(me);
                 }
                 Err(e) => {
-                    let wait = self.report_poll_error(host, &e, backoff);
+                    let wait = self.report_poll_error(host, &e, backoff.fail());
                     if !nap(wait, shutdown).await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
@@ -565,19 +564,15 @@ impl TelegramAdapter {
             return Some(chat);
         }
         among.push(chat.0.clone());
-        loop {
-            match host.channel_of(&remote(r.message_id), &among).await {
-                Ok(Some(found)) if found != chat.0 => return Some((found, None)),
-                Ok(_) => return Some(chat),
-                Err(DeliverError::Stopping) => return None,
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot look up a reaction's message; retrying.");
-                    if !nap(Duration::from_secs(1), shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
+        let message = remote(r.message_id);
+        let found = kit::until_stored("look up a reaction's message", shutdown, || {
+            host.channel_of(&message, &among)
+        })
+        .await?;
+        Some(match found {
+            Some(found) if found != chat.0 => (found, None),
+            _ => chat,
+        })
     }
 
     /// Commits events and the offset after them; `None` on shutdown.
@@ -596,22 +591,10 @@ impl TelegramAdapter {
                 value: next.to_string(),
             }),
         };
-        loop {
-            match host.deliver(batch.clone()).await {
-                Ok(answers) => {
-                    self.note_answers(answers, &channels);
-                    return Some(());
-                }
-                Err(DeliverError::Stopping) => return None,
-                Err(e) => {
-                    // Not confirmed to Telegram: the updates stay there.
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot commit updates; holding the offset.");
-                    if !nap(Duration::from_secs(1), shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
+        // Not confirmed to Telegram until committed: the updates stay there.
+        let answers = kit::deliver(host, batch, shutdown).await?;
+        self.note_answers(answers, &channels);
+        Some(())
     }
 
     /// Logs what the hub said about committed events: a rejection, or the
@@ -651,18 +634,10 @@ impl TelegramAdapter {
         ) else {
             return Some(());
         };
-        loop {
-            match host.moved(&from, &to).await {
-                Ok(()) => return Some(()),
-                Err(DeliverError::Stopping) => return None,
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot record the chat's migration; retrying.");
-                    if !nap(Duration::from_secs(1), shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
+        kit::until_stored("record the chat's migration", shutdown, || {
+            host.moved(&from, &to)
+        })
+        .await
     }
 
     /// Downloads one file into the blob store, with its still image when it
@@ -679,7 +654,10 @@ impl TelegramAdapter {
             Err(line) => return Some(Err(line)),
         };
         let size = bytes.len() as u64;
-        let content = self.store(host, &f.mime, bytes, shutdown).await?;
+        let content = match self.store(host, &f.name, &f.mime, bytes, shutdown).await? {
+            Ok(b) => b,
+            Err(line) => return Some(Err(line)),
+        };
         let mut attachment = Attachment {
             alt: None,
             kind: f.kind,
@@ -711,7 +689,10 @@ impl TelegramAdapter {
             return Some(None);
         };
         let size = bytes.len() as u64;
-        let content = self.store(host, mime, bytes, shutdown).await?;
+        // A still image is a nicety: without the store, the sticker goes on.
+        let Ok(content) = self.store(host, name, mime, bytes, shutdown).await? else {
+            return Some(None);
+        };
         Some(Some(Attachment {
             alt: None,
             kind: AttachmentKind::Image,
@@ -786,26 +767,21 @@ impl TelegramAdapter {
         }
     }
 
-    /// Keeps bytes in the blob store, retrying while it is unavailable.
-    /// `None` on shutdown.
+    /// Keeps bytes in the blob store, retrying while it is unavailable for
+    /// at most [`STORE_BUDGET`]; `Err` is the line the message carries
+    /// instead of a file that could not be stored. `None` on shutdown.
     async fn store(
         &self,
         host: &dyn Host,
+        name: &str,
         mime: &str,
         bytes: Vec<u8>,
         shutdown: &mut Shutdown,
-    ) -> Option<BlobRef> {
-        loop {
-            match host.put_blob(mime, bytes.clone()).await {
-                Ok(b) => return Some(b),
-                Err(DeliverError::Stopping) => return None,
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot store a file; retrying.");
-                    if !nap(Duration::from_secs(1), shutdown).await {
-                        return None;
-                    }
-                }
-            }
+    ) -> Option<Result<BlobRef, String>> {
+        match kit::store_file(host, name, mime, bytes, STORE_BUDGET, shutdown).await {
+            kit::Stored::Blob(b) => Some(Ok(b)),
+            kit::Stored::NotBridged(line) => Some(Err(line)),
+            kit::Stored::Stopped => None,
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard_core::{
-    Attachment, AttachmentKind, ChannelId, EventKind, Outbound, Receipt, Reference, RemoteId,
+    Attachment, AttachmentKind, ChannelId, EventKind, Host, Outbound, Receipt, Reference, RemoteId,
     RichText, SendError, TextUnit, DEFAULT_NICK_FORMAT,
 };
 
@@ -37,16 +37,23 @@ struct Dest<'a> {
     thread: Option<i64>,
     /// `<chat>` or `<chat>/<thread>`, for errors.
     channel: &'a ChannelId,
+    /// The account's hub: files to upload, counters.
+    host: &'a dyn Host,
 }
 
 impl TelegramAdapter {
     /// One outbound operation (see [`switchboard_core::Adapter::send`]).
-    pub(super) async fn send_op(&self, op: &Outbound) -> Result<Receipt, SendError> {
+    pub(super) async fn send_op(
+        &self,
+        host: &dyn Host,
+        op: &Outbound,
+    ) -> Result<Receipt, SendError> {
         let (chat, thread) = split_channel(&op.channel)?;
         let to = Dest {
             chat,
             thread,
             channel: &op.channel,
+            host,
         };
         let template = op.nick_format.as_deref().unwrap_or(DEFAULT_NICK_FORMAT);
         let same_network = op.event.origin.account.network() == crate::NETWORK;
@@ -95,7 +102,7 @@ impl TelegramAdapter {
                     {
                         Ok(_) => {}
                         Err(e) if already_deleted(&e) => {}
-                        Err(e) => return Err(classify(e, &to)),
+                        Err(e) => return Err(classify(e, to.channel, to.thread)),
                     }
                 }
                 Ok(Receipt::none())
@@ -115,7 +122,7 @@ impl TelegramAdapter {
                 self.client
                     .call::<Value>("setMessageReaction", &params, CALL_TIMEOUT)
                     .await
-                    .map_err(|e| classify(e, &to))?;
+                    .map_err(|e| classify(e, to.channel, to.thread))?;
                 Ok(Receipt::none())
             }
             // Joins and leaves are not posted into Telegram chats.
@@ -145,7 +152,7 @@ impl TelegramAdapter {
                 ..
             }) if refuses_formatting(&description) => {
                 tracing::warn!(account = %self.cfg.account, channel = %to.channel, method, %description, "Telegram refused the formatting; sending it again as plain text.");
-                self.count("plain_text_resend");
+                to.host.count("plain_text_resend");
                 if let Some(p) = params.as_object_mut() {
                     p.remove(entities_key);
                 }
@@ -154,13 +161,6 @@ impl TelegramAdapter {
                     .await
             }
             other => other,
-        }
-    }
-
-    /// Counts an event for `/metrics`, when running.
-    fn count(&self, event: &'static str) {
-        if let Some(host) = self.host.lock().expect("host lock").as_ref() {
-            host.count(event);
         }
     }
 
@@ -191,7 +191,7 @@ impl TelegramAdapter {
             let sent = self
                 .call_formatted("sendMessage", params, "entities", to)
                 .await
-                .map_err(|e| classify(e, to))?;
+                .map_err(|e| classify(e, to.channel, to.thread))?;
             ids.extend(self.new_message_id(&sent, to));
         }
         Ok(ids)
@@ -249,7 +249,7 @@ impl TelegramAdapter {
                     description,
                     ..
                 }) if description.contains("message is not modified") => {}
-                Err(e) => return Err(classify(e, to)),
+                Err(e) => return Err(classify(e, to.channel, to.thread)),
             }
         }
         for piece in pieces.iter().skip(editable.len()) {
@@ -313,14 +313,14 @@ impl TelegramAdapter {
                         ..
                     })) if caption.is_some() && refuses_formatting(&description) => {
                         tracing::warn!(account = %self.cfg.account, channel = %to.channel, %description, "Telegram refused a caption's formatting; sending it again as plain text.");
-                        self.count("plain_text_resend");
+                        to.host.count("plain_text_resend");
                         self.send_chunk(to, chunk, caption, same_network, reply, false)
                             .await
                     }
                     other => other,
                 }
                 .map_err(|e| match e {
-                    ChunkError::Call(e) => classify(e, to),
+                    ChunkError::Call(e) => classify(e, to.channel, to.thread),
                     ChunkError::Blob(e) => e,
                 })?;
                 match answer {
@@ -349,14 +349,7 @@ impl TelegramAdapter {
         reply: Option<&str>,
         formatted: bool,
     ) -> Result<Value, ChunkError> {
-        let host = self
-            .host
-            .lock()
-            .expect("host lock")
-            .clone()
-            .ok_or_else(|| {
-                ChunkError::Blob(SendError::not_ready("the adapter is not running yet"))
-            })?;
+        let host = to.host;
         let mut form = reqwest::multipart::Form::new().text("chat_id", to.chat.to_string());
         if let Some(t) = to.thread {
             form = form.text("message_thread_id", t.to_string());
@@ -518,7 +511,7 @@ fn telegram_emoji(e: &str) -> String {
 }
 
 /// What the outbox should do after a failed call.
-fn classify(e: CallError, to: &Dest<'_>) -> SendError {
+fn classify(e: CallError, channel: &ChannelId, thread: Option<i64>) -> SendError {
     let text = e.to_string();
     match e {
         CallError::Api {
@@ -529,7 +522,7 @@ fn classify(e: CallError, to: &Dest<'_>) -> SendError {
         CallError::Api {
             migrate_to: Some(moved),
             ..
-        } => match ChannelId::new(match to.thread {
+        } => match ChannelId::new(match thread {
             Some(t) => format!("{moved}/{t}"),
             None => moved.to_string(),
         }) {
@@ -542,7 +535,7 @@ fn classify(e: CallError, to: &Dest<'_>) -> SendError {
             code: 401 | 404, ..
         }
         | CallError::Connect(_) => {
-            SendError::account_down(format!("{text} (sending to {})", to.channel), None)
+            SendError::account_down(format!("{text} (sending to {channel})"), None)
         }
         // The channel is down, not the message bad: Telegram's own words
         // are what the admin reads in `status`.
@@ -583,16 +576,8 @@ mod tests {
 
     fn kind(e: CallError, channel: &str) -> RetryKind {
         let channel = ch(channel);
-        let (chat, thread) = split_channel(&channel).unwrap();
-        classify(
-            e,
-            &Dest {
-                chat,
-                thread,
-                channel: &channel,
-            },
-        )
-        .retry_kind()
+        let (_, thread) = split_channel(&channel).unwrap();
+        classify(e, &channel, thread).retry_kind()
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchboard_core::kit;
 use switchboard_core::{
     Batch, ChannelId, Cursor, DeliverError, Host, IngressRequest, IngressResponse, RunError,
     Shutdown,
@@ -125,18 +126,12 @@ impl TelegramAdapter {
         secret: &str,
         mut shutdown: Shutdown,
     ) -> Result<(), RunError> {
-        loop {
-            let loaded = self.load_held(host, &mut *self.held.lock().await).await;
-            match loaded {
-                Ok(()) => break,
-                Err(DeliverError::Stopping) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(account = %self.cfg.account, error = %e, "Cannot read the held album parts; retrying.");
-                    if !nap(Duration::from_secs(1), &mut shutdown).await {
-                        return Ok(());
-                    }
-                }
-            }
+        let loaded = kit::until_stored("read the held album parts", &mut shutdown, || async {
+            self.load_held(host, &mut *self.held.lock().await).await
+        })
+        .await;
+        if loaded.is_none() {
+            return Ok(());
         }
         let params = json!({
             "url": url,
@@ -146,7 +141,7 @@ impl TelegramAdapter {
             // One request at a time: see the module docs.
             "max_connections": 1,
         });
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = kit::Backoff::reconnect();
         loop {
             let r = tokio::select! {
                 r = self.client.call::<Value>("setWebhook", &params, CALL_TIMEOUT) => r,
@@ -155,11 +150,10 @@ impl TelegramAdapter {
             match r {
                 Ok(_) => break,
                 Err(e) => {
-                    let wait = self.report_poll_error(host, &e, backoff);
+                    let wait = self.report_poll_error(host, &e, backoff.fail());
                     if !nap(wait, &mut shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -155,6 +155,7 @@ mod error;
 mod media;
 mod methods;
 mod params;
+pub mod peer;
 mod server;
 mod state;
 mod text;
