@@ -476,6 +476,10 @@ fn unavailable(e: StoreError) -> DeliverError {
     }
 }
 
+/// Files larger than this are hashed on a blocking thread, not on an
+/// async worker.
+const OFF_WORKER_BYTES: usize = 256 * 1024;
+
 /// The hub as one account's adapter sees it.
 pub struct AccountHost {
     /// The hub.
@@ -499,7 +503,15 @@ impl Host for AccountHost {
     }
 
     async fn put_blob(&self, mime: &str, bytes: Vec<u8>) -> Result<BlobRef, DeliverError> {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Hashing a large file is CPU work that would hold an async worker
+        // (and every task queued behind it) for milliseconds per MiB.
+        let (sha256, bytes) = if bytes.len() > OFF_WORKER_BYTES {
+            tokio::task::spawn_blocking(move || (hex::encode(Sha256::digest(&bytes)), bytes))
+                .await
+                .map_err(|e| DeliverError::Unavailable(format!("hashing a file: {e}")))?
+        } else {
+            (hex::encode(Sha256::digest(&bytes)), bytes)
+        };
         self.hub
             .writer
             .blob(sha256.clone(), mime.to_owned(), bytes)

@@ -197,6 +197,9 @@ impl Running {
     /// # Errors
     /// When a listener cannot bind, the store cannot be opened, or a
     /// generated token cannot be kept.
+    // Longer than most on purpose: the order of the steps is the point (the
+    // store before the hub, the outbox before any receiver can commit, the
+    // listeners last) and reads best in one place; each step is a call.
     pub async fn start(
         settings: Settings,
         extra: Vec<Arc<dyn switchboard_core::Adapter>>,

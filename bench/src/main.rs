@@ -40,8 +40,9 @@ struct Args {
     /// Run only these scenarios (repeatable): 1 compat+WebSocket, 2
     /// native+SSE, 3 destination down, 4 fan-out, 5 start-up, 6 soak (only
     /// when named), 7 Telegram against the fake Bot API, 8 Signal against
-    /// the fake signal-cli daemon, 9 Matrix (appservice, real Synapse), 11
-    /// 1, 2 and 3 instances of a cluster (PostgreSQL only).
+    /// the fake signal-cli daemon, 9 Matrix (a real Synapse), 10 a
+    /// community's cost (10,000 gateways), 11 1, 2 and 3 instances of a
+    /// cluster (PostgreSQL only).
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].

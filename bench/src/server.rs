@@ -137,9 +137,7 @@ impl Setup {
         let admin = free_port()?;
         let (url, pg) = match (backend, &spec.database) {
             (_, Some(url)) => (url.clone(), None),
-            (Backend::Sqlite, None) => {
-                (format!("sqlite://{}", data.join("sb.db").display()), None)
-            }
+            (Backend::Sqlite, None) => (format!("sqlite://{}", data.join("sb.db").display()), None),
             (Backend::Postgres(base), None) => {
                 let (url, name) = create_database(base)?;
                 (url, Some((base.clone(), name)))

@@ -148,7 +148,8 @@ async fn once(ctx: &Ctx, base: &str, n: usize, kill_rate: Option<f64>) -> anyhow
     };
     let hooks = Hooks::start(total).await?;
     hooks.per_connection();
-    let spec = |instance: usize, database: Option<String>| Spec {
+    let spec = |instance: usize, database: Option<String>| {
+        Spec {
         gateways: gateways.clone(),
         hooks: (0..GATEWAYS)
             .map(|k| HookSpec {
@@ -162,8 +163,14 @@ async fn once(ctx: &Ctx, base: &str, n: usize, kill_rate: Option<f64>) -> anyhow
         ),
         database,
         ..Spec::default()
+    }
     };
-    let first = Setup::new(&ctx.bin, &ctx.tmp, &Backend::Postgres(base.to_owned()), &spec(0, None))?;
+    let first = Setup::new(
+        &ctx.bin,
+        &ctx.tmp,
+        &Backend::Postgres(base.to_owned()),
+        &spec(0, None),
+    )?;
     let url = first.database_url().to_owned();
     let mut setups = vec![first];
     for i in 1..n {
@@ -255,7 +262,8 @@ async fn drive(
     let mut all = Tracker::new(total);
     let mut lost = 0;
     for k in 0..GATEWAYS {
-        let mine = (0..total).filter(|s| usize::try_from(*s).unwrap_or(0) % GATEWAYS == k && !failed.contains(s));
+        let mine = (0..total)
+            .filter(|s| usize::try_from(*s).unwrap_or(0) % GATEWAYS == k && !failed.contains(s));
         match trackers.get(&format!("h{k}")) {
             Some(t) => lost += t.lost(mine),
             None => lost += mine.count() as u64,
@@ -264,7 +272,11 @@ async fn drive(
     for (_, t) in trackers {
         all.merge(t);
     }
-    let mut lat: Vec<u64> = all.samples.iter().map(|(s, r)| r.saturating_sub(*s)).collect();
+    let mut lat: Vec<u64> = all
+        .samples
+        .iter()
+        .map(|(s, r)| r.saturating_sub(*s))
+        .collect();
     let lat = Latency::of(&mut lat);
     let wall = (all.last_ns().max(t0) - t0) as f64 / 1e9;
     let per_s = all.unique as f64 / wall.max(1e-9);
@@ -306,7 +318,10 @@ async fn settled(url: &str, n: usize, within: Duration) -> anyhow::Result<()> {
                  GROUP BY holder",
             )
         })?;
-        let held: usize = rows.iter().filter_map(|r| r.get(1)?.parse::<usize>().ok()).sum();
+        let held: usize = rows
+            .iter()
+            .filter_map(|r| r.get(1)?.parse::<usize>().ok())
+            .sum();
         if rows.len() == n && held >= GATEWAYS {
             return Ok(());
         }

@@ -6,6 +6,7 @@
 //! runs 1, 2 and 3 instances of a cluster on one PostgreSQL.
 
 mod cluster;
+mod community;
 mod fanout;
 mod matrix;
 mod network;
@@ -108,6 +109,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(Network::<telegram::Telegram>::new()),
         Box::new(Network::<signal::Signal>::new()),
         Box::new(matrix::Matrix),
+        Box::new(community::Community),
         Box::new(cluster::Cluster),
     ]
 }

@@ -182,53 +182,8 @@ fn closed(window: Option<Duration>, at: OffsetDateTime, now: OffsetDateTime) -> 
 #[must_use]
 pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<Outbound> {
     let mut out = out.clone();
-    let who = out.event.author.display_name.clone();
-    // When the referenced message was sent: the window counts from there.
-    let target_at = out.target.as_ref().map(|t| t.event.at);
-    let reply_target = |out: &Outbound| {
-        out.target
-            .clone()
-            .filter(|_| caps.replies)
-            .and_then(|_| out.event.kind.target().cloned())
-    };
-    let edit_closed = target_at.is_some_and(|at| closed(caps.edit_window, at, cx.now));
-    let delete_closed = target_at.is_some_and(|at| closed(caps.delete_window, at, cx.now));
-    match &out.event.kind {
-        EventKind::Edit { body, .. } if !caps.edits || out.target.is_none() || edit_closed => {
-            let reply_to = reply_target(&out);
-            if reply_to.is_none() {
-                out.target = None;
-            }
-            out.event.kind = EventKind::Message {
-                body: body.prefixed("✏️ "),
-                attachments: Vec::new(),
-                reply_to,
-            };
-        }
-        EventKind::Delete { .. } if !caps.deletes || out.target.is_none() || delete_closed => {
-            return Vec::new()
-        }
-        EventKind::Reaction {
-            removed: true,
-            emoji,
-            ..
-        } if !caps.can_react(emoji) || out.target.is_none() => return Vec::new(),
-        EventKind::Reaction { emoji, .. } if !caps.can_react(emoji) || out.target.is_none() => {
-            let text = format!("{who} reacted {emoji}");
-            let reply_to = reply_target(&out);
-            if reply_to.is_none() {
-                out.target = None;
-            }
-            out.event.kind = EventKind::Message {
-                body: RichText::plain(text),
-                attachments: Vec::new(),
-                reply_to,
-            };
-        }
-        EventKind::Message { .. } if !caps.replies || out.target.is_none() => {
-            out.target = None;
-        }
-        _ => {}
+    if !adapt_kind(&mut out, caps, cx) {
+        return Vec::new();
     }
     let late = !caps.renders_time
         && cx
@@ -238,39 +193,7 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
         body, attachments, ..
     } = &mut out.event.kind
     {
-        let mut lines = Vec::new();
-        let mut fit = Vec::with_capacity(attachments.len());
-        for a in attachments.drain(..) {
-            // A sticker the network cannot show goes as its still image.
-            let a = match a {
-                a if a.kind != AttachmentKind::Sticker || caps.shows_sticker(&a.mime) => a,
-                // Still a sticker, in a format the network shows (Matrix
-                // sends it as `m.sticker`, not a photo).
-                Attachment {
-                    alt: Some(alt),
-                    kind,
-                    ..
-                } => Attachment { kind, ..*alt },
-                a => {
-                    let why = "a sticker in a format this network cannot show";
-                    lines.push(not_bridged(&a.name, Some(a.size), why));
-                    continue;
-                }
-            };
-            if a.size > caps.max_upload_bytes {
-                let why = format!(
-                    "larger than this network takes ({})",
-                    human_size(caps.max_upload_bytes)
-                );
-                lines.push(not_bridged(&a.name, Some(a.size), &why));
-                continue;
-            }
-            fit.push(a);
-        }
-        *attachments = fit;
-        for line in lines {
-            push_line(body, &line);
-        }
+        fit_files(body, attachments, caps);
         if late {
             let at = out.event.at.to_offset(time::UtcOffset::UTC);
             let when = format!(
@@ -287,6 +210,110 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
             body.spans.clear();
         }
     }
+    split_long(out, caps)
+}
+
+/// What the network cannot do with the operation's kind, done another way
+/// (in place): an edit it cannot apply becomes a corrected copy replying to
+/// the original, a reaction it cannot show a short reply, a reply it cannot
+/// render a plain message. False when nothing is left to send: a delete
+/// (or a reaction's removal) of what the network never got or can no
+/// longer change.
+fn adapt_kind(out: &mut Outbound, caps: &Capabilities, cx: DegradeContext) -> bool {
+    let who = out.event.author.display_name.clone();
+    // When the referenced message was sent: the window counts from there.
+    let target_at = out.target.as_ref().map(|t| t.event.at);
+    let reply_target = |out: &Outbound| {
+        out.target
+            .clone()
+            .filter(|_| caps.replies)
+            .and_then(|_| out.event.kind.target().cloned())
+    };
+    let edit_closed = target_at.is_some_and(|at| closed(caps.edit_window, at, cx.now));
+    let delete_closed = target_at.is_some_and(|at| closed(caps.delete_window, at, cx.now));
+    match &out.event.kind {
+        EventKind::Edit { body, .. } if !caps.edits || out.target.is_none() || edit_closed => {
+            let reply_to = reply_target(out);
+            if reply_to.is_none() {
+                out.target = None;
+            }
+            out.event.kind = EventKind::Message {
+                body: body.prefixed("✏️ "),
+                attachments: Vec::new(),
+                reply_to,
+            };
+        }
+        EventKind::Delete { .. } if !caps.deletes || out.target.is_none() || delete_closed => {
+            return false
+        }
+        EventKind::Reaction {
+            removed: true,
+            emoji,
+            ..
+        } if !caps.can_react(emoji) || out.target.is_none() => return false,
+        EventKind::Reaction { emoji, .. } if !caps.can_react(emoji) || out.target.is_none() => {
+            let text = format!("{who} reacted {emoji}");
+            let reply_to = reply_target(out);
+            if reply_to.is_none() {
+                out.target = None;
+            }
+            out.event.kind = EventKind::Message {
+                body: RichText::plain(text),
+                attachments: Vec::new(),
+                reply_to,
+            };
+        }
+        EventKind::Message { .. } if !caps.replies || out.target.is_none() => {
+            out.target = None;
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Keeps the files the network takes: a sticker in a format it cannot
+/// show goes as its still image (still a sticker), or a line; a file
+/// larger than it takes becomes a line (the shared "not bridged" wording).
+fn fit_files(body: &mut RichText, attachments: &mut Vec<Attachment>, caps: &Capabilities) {
+    let mut lines = Vec::new();
+    let mut fit = Vec::with_capacity(attachments.len());
+    for a in attachments.drain(..) {
+        let a = match a {
+            a if a.kind != AttachmentKind::Sticker || caps.shows_sticker(&a.mime) => a,
+            // Still a sticker, in a format the network shows (Matrix sends
+            // it as `m.sticker`, not a photo).
+            Attachment {
+                alt: Some(alt),
+                kind,
+                ..
+            } => Attachment { kind, ..*alt },
+            a => {
+                let why = "a sticker in a format this network cannot show";
+                lines.push(not_bridged(&a.name, Some(a.size), why));
+                continue;
+            }
+        };
+        if a.size > caps.max_upload_bytes {
+            let why = format!(
+                "larger than this network takes ({})",
+                human_size(caps.max_upload_bytes)
+            );
+            lines.push(not_bridged(&a.name, Some(a.size), &why));
+            continue;
+        }
+        fit.push(a);
+    }
+    *attachments = fit;
+    for line in lines {
+        push_line(body, &line);
+    }
+}
+
+/// A message too long for the network in pieces of its text limit, in its
+/// own unit. With files whose caption cannot hold the text: the files
+/// first (with the reply), then the text. The reply goes with the first
+/// piece only.
+fn split_long(out: Outbound, caps: &Capabilities) -> Vec<Outbound> {
     let (body, has_files) = match &out.event.kind {
         EventKind::Message {
             body, attachments, ..
@@ -297,12 +324,10 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
     if body.len_in(limit.unit) <= limit.max {
         return vec![out];
     }
-    // Too long. With files whose caption cannot hold it: the files first
-    // (with the reply), then the text in pieces of the text limit.
     let mut parts = Vec::new();
     let mut rest = out.clone();
     if has_files {
-        let mut files = out.clone();
+        let mut files = out;
         if let EventKind::Message { body, .. } = &mut files.event.kind {
             *body = RichText::default();
         }
@@ -331,7 +356,6 @@ pub fn degrade(out: &Outbound, caps: &Capabilities, cx: DegradeContext) -> Vec<O
         } = &mut part.event.kind
         {
             *body = piece;
-            // Files and the reply go with the first piece only.
             if i > 0 {
                 attachments.clear();
                 *reply_to = None::<TargetRef>;

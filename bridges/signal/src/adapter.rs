@@ -70,6 +70,10 @@ use crate::errors::{self, classify, code};
 /// message goes on with a line saying the file was not bridged.
 const STORE_BUDGET: Duration = Duration::from_secs(600);
 
+/// base64 longer than this is decoded (and files this large encoded) on a
+/// blocking thread, not on an async worker.
+const OFF_WORKER_CHARS: usize = 256 * 1024;
+
 /// Signal accepts edits and deletes for everyone within 24 hours.
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -967,11 +971,21 @@ impl SignalAdapter {
     /// An attachment's bytes (`getAttachment`), `None` when it cannot be
     /// had.
     async fn fetch(&self, conn: &Conn, id: &str) -> Option<Vec<u8>> {
-        conn.call("getAttachment", json!({"id": id}), self.cfg.request_timeout)
+        let mut answer = conn
+            .call("getAttachment", json!({"id": id}), self.cfg.request_timeout)
             .await
-            .ok()
-            .and_then(|v| v.get("data").and_then(Value::as_str).map(str::to_owned))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok()?;
+        let Some(Value::String(data)) = answer.get_mut("data").map(Value::take) else {
+            return None;
+        };
+        let long = data.len() > OFF_WORKER_CHARS;
+        let decode = move || base64::engine::general_purpose::STANDARD.decode(data).ok();
+        // Decoding megabytes is CPU work: not on an async worker.
+        if long {
+            tokio::task::spawn_blocking(decode).await.ok()?
+        } else {
+            decode()
+        }
     }
 
     fn remember_name(&self, contact: &Value, name: &str) {
@@ -1066,7 +1080,17 @@ impl SignalAdapter {
                 out.push(theirs.join(&name).to_string_lossy().into_owned());
                 continue;
             }
-            match data_uri(&a.mime, &a.name, &bytes) {
+            // Encoding megabytes is CPU work: not on an async worker.
+            let uri = if bytes.len() > OFF_WORKER_CHARS {
+                let (mime, name) = (a.mime.clone(), a.name.clone());
+                tokio::task::spawn_blocking(move || data_uri(&mime, &name, &bytes))
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                data_uri(&a.mime, &a.name, &bytes)
+            };
+            match uri {
                 Some(uri) => out.push(uri),
                 None => lines.push(not_bridged(
                     &a.name,

@@ -26,6 +26,9 @@ const BLOB_REFRESH_MS: i64 = 60_000;
 /// batch are inserted last, under the feed's ordering lock (see
 /// [`cluster`]), and the other instances are notified of new feed rows and
 /// lanes with new rows when the transaction commits.
+// The phases' order within the transaction is what this function is
+// (blobs, then row outcomes, then events in queue order, then cursors):
+// kept together so it reads as one sequence.
 pub(super) async fn apply_all(
     tx: &mut Transaction<'_, Any>,
     batch: &[WriteCmd],
