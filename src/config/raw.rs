@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) retention: RawRetention,
     #[serde(default)]
+    pub(super) cluster: RawCluster,
+    #[serde(default)]
     pub(super) api: BTreeMap<String, RawApi>,
     #[serde(default)]
     pub(super) gateway: Vec<RawGateway>,
@@ -89,6 +91,18 @@ pub(super) struct RawRetention {
     pub(super) blobs: Option<String>,
     /// Time between pruning passes (default "10m").
     pub(super) interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    /// Several instances share this (PostgreSQL) database (default false).
+    pub(super) enabled: Option<bool>,
+    /// This instance's name (default: `<hostname>-<pid>`).
+    pub(super) instance: Option<String>,
+    /// Longest time an account or a lane goes undriven after its instance
+    /// died (default "15s").
+    pub(super) takeover_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
