@@ -45,8 +45,13 @@ pub enum Command {
     Run,
     /// Validate the configuration and print the resolved gateways.
     Check,
-    /// Print each account's state, queue depth and last error.
-    Status,
+    /// Print each account's state, queue depth and last error; in a
+    /// cluster also each instance, its liveness and what it holds.
+    Status {
+        /// In a cluster: list every lane with the instance driving it.
+        #[arg(long)]
+        lanes: bool,
+    },
     /// Hold delivery to an account (maintenance): its queue fills and
     /// drains in order on `resume`. Remembered across restarts.
     Pause {
@@ -146,7 +151,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Status => status(&settings).await,
+        Command::Status { lanes } => status(&settings, lanes).await,
         Command::Pause { account } => pause(&settings, &account, true).await,
         Command::Resume { account } => pause(&settings, &account, false).await,
         Command::Reload => reload(&settings).await,
@@ -396,7 +401,7 @@ async fn pause(settings: &Settings, account: &str, paused: bool) -> ExitCode {
     }
 }
 
-async fn status(settings: &Settings) -> ExitCode {
+async fn status(settings: &Settings, list_lanes: bool) -> ExitCode {
     // Read only what is there: a live server's database is not migrated
     // (or created) by a status query.
     let options = crate::store::OpenOptions {
@@ -438,6 +443,7 @@ async fn status(settings: &Settings) -> ExitCode {
     let moves = store.channel_moves().await.unwrap_or_default();
     // Links made from chats (none in a database older than them).
     let links = crate::links::store::load(&store).await.unwrap_or_default();
+    let cluster = cluster_view(settings, &store).await;
     store.close().await;
     let live: Option<serde_json::Value> = match AdminClient::new(settings, "") {
         Ok(client) => match client.get("/v1/status").await {
@@ -450,8 +456,25 @@ async fn status(settings: &Settings) -> ExitCode {
         },
         Err(_) => None,
     };
+    // In a cluster an account's receive side is where its lease is: that
+    // instance says how it goes.
+    let mut holders_live: std::collections::HashMap<String, serde_json::Value> =
+        std::collections::HashMap::new();
+    if let (Some(view), Ok(client)) = (&cluster, AdminClient::new(settings, "")) {
+        for i in view.instances.iter().filter(|i| i.state == "live") {
+            let admin = i.info["admin"].as_str().and_then(|a| a.parse().ok());
+            if let Some(addr) = admin {
+                if let Admin::Done(v) = client.at(addr).get("/v1/status").await {
+                    holders_live.insert(i.name.clone(), v);
+                }
+            }
+        }
+    }
     let live_of = |account: &str| -> Option<&serde_json::Value> {
-        live.as_ref()?
+        let holder = cluster.as_ref().and_then(|v| v.holder_of(account));
+        holder
+            .and_then(|h| holders_live.get(h))
+            .or(live.as_ref())?
             .get("accounts")?
             .as_array()?
             .iter()
@@ -505,9 +528,12 @@ async fn status(settings: &Settings) -> ExitCode {
         "DEAD".into(),
         "LAST ERROR".into(),
     ]];
+    if cluster.is_some() {
+        rows[0].insert(2, "RECEIVING ON".into());
+    }
     for (i, a) in accounts.into_iter().enumerate() {
         let q = queues.iter().find(|q| q.account == a);
-        rows.push(vec![
+        let mut row = vec![
             a.clone(),
             // Rows of an account removed from the configuration.
             if i < configured {
@@ -518,9 +544,16 @@ async fn status(settings: &Settings) -> ExitCode {
             q.map_or(0, |q| q.pending).to_string(),
             q.map_or(0, |q| q.dead).to_string(),
             last_error_of(&a, q).unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if let Some(view) = &cluster {
+            row.insert(2, view.receiving_on(&a));
+        }
+        rows.push(row);
     }
     print!("{}", table(&rows));
+    if let Some(view) = &cluster {
+        print!("{}", view.render(list_lanes));
+    }
     let mut problems = vec![vec![
         "ACCOUNT".into(),
         "CHANNEL".into(),
@@ -559,6 +592,148 @@ async fn status(settings: &Settings) -> ExitCode {
         print!("{}", table(&rows));
     }
     ExitCode::SUCCESS
+}
+
+/// The instances and leases of a cluster, as the database has them.
+struct ClusterView {
+    instances: Vec<crate::store::postgres::InstanceRow>,
+    leases: Vec<crate::store::postgres::LeaseRow>,
+    takeover_after: std::time::Duration,
+}
+
+/// The cluster's view, when this database has one (PostgreSQL with
+/// instances that ran with `[cluster]`).
+async fn cluster_view(settings: &Settings, store: &Store) -> Option<ClusterView> {
+    use crate::store::postgres;
+    if store.backend() != crate::store::Backend::Postgres {
+        return None;
+    }
+    let takeover_after = settings
+        .cluster
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(15), |c| c.takeover_after);
+    let fresh = crate::cluster::Timing::of(takeover_after).ttl_ms();
+    // A database from before clusters has no tables for them.
+    let instances = postgres::instances(store.pool(), fresh).await.ok()?;
+    if instances.is_empty() && settings.cluster.is_none() {
+        return None;
+    }
+    let leases = postgres::leases(store.pool()).await.unwrap_or_default();
+    Some(ClusterView {
+        instances,
+        leases,
+        takeover_after,
+    })
+}
+
+impl ClusterView {
+    /// The instance receiving for `account`, while its lease runs.
+    fn holder_of(&self, account: &str) -> Option<&str> {
+        self.leases
+            .iter()
+            .find(|l| l.kind == "account" && l.account == account && l.expires_in_ms > 0)
+            .and_then(|l| l.holder.as_deref())
+    }
+
+    fn receiving_on(&self, account: &str) -> String {
+        if account.starts_with("api.") {
+            return "every instance".into();
+        }
+        match self.holder_of(account) {
+            Some(h) => h.to_owned(),
+            None if self
+                .leases
+                .iter()
+                .any(|l| l.kind == "account" && l.account == account) =>
+            {
+                "nobody (taking over)".into()
+            }
+            None => "-".into(),
+        }
+    }
+
+    /// The instances table, lanes waiting for an instance, and with
+    /// `lanes` every lane.
+    fn render(&self, lanes: bool) -> String {
+        let held =
+            |l: &&crate::store::postgres::LeaseRow| l.expires_in_ms > 0 && l.holder.is_some();
+        let mut rows = vec![vec![
+            "INSTANCE".into(),
+            "STATE".into(),
+            "LAST SEEN".into(),
+            "RECEIVES FOR".into(),
+            "LANES".into(),
+            "PID".into(),
+            "HOST".into(),
+            "ADMIN".into(),
+        ]];
+        for i in &self.instances {
+            let mine: Vec<&crate::store::postgres::LeaseRow> = self
+                .leases
+                .iter()
+                .filter(held)
+                .filter(|l| l.holder.as_deref() == Some(i.name.as_str()))
+                .collect();
+            let accounts: Vec<&str> = mine
+                .iter()
+                .filter(|l| l.kind == "account")
+                .map(|l| l.account.as_str())
+                .collect();
+            rows.push(vec![
+                i.name.clone(),
+                i.state.into(),
+                format!("{:.1}s ago", i.seen_ms_ago.max(0) as f64 / 1000.0),
+                if accounts.is_empty() {
+                    "-".into()
+                } else {
+                    accounts.join(", ")
+                },
+                mine.iter().filter(|l| l.kind == "lane").count().to_string(),
+                i.info["pid"].to_string(),
+                i.info["host"].as_str().unwrap_or("-").to_owned(),
+                i.info["admin"].as_str().unwrap_or("-").to_owned(),
+            ]);
+        }
+        let mut out = format!(
+            "\nInstances (takeover within {}; stale: no heartbeat, its leases go to the others):\n",
+            humantime::format_duration(self.takeover_after)
+        );
+        out.push_str(&table(&rows));
+        let orphans: Vec<&crate::store::postgres::LeaseRow> = self
+            .leases
+            .iter()
+            .filter(|l| l.kind == "lane" && !held(l))
+            .collect();
+        if !orphans.is_empty() && !lanes {
+            out.push_str(&format!(
+                "\n{} lane(s) have no instance right now (taken within the takeover time; `status --lanes` lists them).\n",
+                orphans.len()
+            ));
+        }
+        if lanes {
+            let mut rows = vec![vec![
+                "ACCOUNT".into(),
+                "CHANNEL".into(),
+                "DRIVEN BY".into(),
+                "HANDOVERS".into(),
+            ]];
+            for l in self.leases.iter().filter(|l| l.kind == "lane") {
+                rows.push(vec![
+                    l.account.clone(),
+                    l.channel.clone(),
+                    if held(&l) {
+                        l.holder.clone().unwrap_or_default()
+                    } else {
+                        "nobody".into()
+                    },
+                    l.token.to_string(),
+                ]);
+            }
+            out.push_str("\nLanes:\n");
+            out.push_str(&table(&rows));
+        }
+        out
+    }
 }
 
 /// `switchboard matrix registration`: writes the registration file and

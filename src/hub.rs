@@ -67,6 +67,8 @@ pub struct Hub {
     /// Links made from the chats, merged into the routes on top of the
     /// configuration's gateways.
     pub links: crate::links::Links,
+    /// This instance as one of a cluster (`[cluster]`); `None` alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Hub {
@@ -95,6 +97,10 @@ pub struct FeedSink {
     pub pokes: mpsc::UnboundedSender<(AccountId, ChannelId)>,
     /// For queue depth.
     pub metrics: Arc<Metrics>,
+    /// In a cluster: feed rows go to live consumers through the feed pump
+    /// (`crate::cluster::feed`), and cursor batches carry the account's
+    /// lease.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl CommitSink for FeedSink {
@@ -103,14 +109,26 @@ impl CommitSink for FeedSink {
         self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
     }
 
+    fn fence(&self, account: &AccountId) -> Option<crate::store::postgres::Fence> {
+        self.cluster.as_ref()?.fence(account)
+    }
+
     fn committed(&self, outcomes: &[IngestOutcome]) {
-        // Subscribers drop rows at or below their cursor, so rows must be
-        // published in sequence order, whatever order the batch used.
-        let mut rows: Vec<&FeedItem> = outcomes.iter().flat_map(|o| &o.feed).collect();
-        rows.sort_unstable_by_key(|r| r.seq);
-        for item in rows {
-            // No receivers is fine: nobody is streaming right now.
-            let _ = self.feed.send(Arc::new(item.clone()));
+        if let Some(cluster) = &self.cluster {
+            // Other instances commit feed rows too: the pump reads them all
+            // in order.
+            if outcomes.iter().any(|o| !o.feed.is_empty()) {
+                cluster.feed_wake.notify_one();
+            }
+        } else {
+            // Subscribers drop rows at or below their cursor, so rows must
+            // be published in sequence order, whatever order the batch used.
+            let mut rows: Vec<&FeedItem> = outcomes.iter().flat_map(|o| &o.feed).collect();
+            rows.sort_unstable_by_key(|r| r.seq);
+            for item in rows {
+                // No receivers is fine: nobody is streaming right now.
+                let _ = self.feed.send(Arc::new(item.clone()));
+            }
         }
         for o in outcomes {
             for (account, channel) in &o.lanes {
@@ -198,6 +216,14 @@ impl Hub {
             {
                 Ok(o) => o.into_iter().map(|o| Ok(o.delivered)).collect(),
                 Err(e) if e.is_unavailable() => return Err(unavailable(e)),
+                // Another instance of the cluster holds the account now:
+                // nothing was committed, nothing may be acknowledged.
+                Err(StoreError::Fenced(_)) => {
+                    if let Some(c) = &self.cluster {
+                        c.wake.notify_one();
+                    }
+                    return Err(DeliverError::Stopping);
+                }
                 // The store refused the batch for one of its events: find
                 // which, committing the others one by one, then the cursor.
                 Err(e) => {

@@ -2,6 +2,8 @@
 //! bots, with a durable outbox so a network that is down loses nothing.
 //!
 //! # Layout
+//! - [`cluster`]: several instances on one PostgreSQL: leases for receive
+//!   sides and lanes, the feed across instances (docs/scaling.md).
 //! - [`config`]: TOML + environment, raw and validated forms.
 //! - [`fuzzing`]: the fuzz targets' entry points (`fuzz/`), replayed on
 //!   their seed corpus by the tests.
@@ -36,6 +38,7 @@ pub mod adapters;
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod fuzzing;
 pub mod health;
@@ -144,6 +147,49 @@ pub struct Running {
     shutdown_tx: watch::Sender<bool>,
     /// The admin listener's server.
     servers: Vec<tokio::task::JoinHandle<()>>,
+    /// What keeps a second instance off this database (alone), released
+    /// once the writer finished; in a cluster the cluster holds its own.
+    alone: Option<Alone>,
+    /// A cluster's lease round, listener and feed pump.
+    cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// This instance's claim to its database when it runs alone: SQLite's lock
+/// file, or PostgreSQL's exclusive advisory lock.
+enum Alone {
+    File(Option<store::sqlite::FileLock>),
+    Database(store::postgres::InstanceLock),
+}
+
+impl Alone {
+    /// Takes the claim, or says who has it and what to do; for a cluster
+    /// member, the shared lock that keeps lone instances off.
+    async fn take(settings: &Settings) -> Result<Claim, store::StoreError> {
+        let url = settings.database.url.expose();
+        if settings.cluster.is_some() {
+            return Ok(Claim::Member(cluster::member_lock(settings).await?));
+        }
+        Ok(Claim::Alone(match store::Backend::of_url(url)? {
+            store::Backend::Sqlite => Self::File(store::sqlite::FileLock::acquire(url)?),
+            store::Backend::Postgres => Self::Database(
+                store::postgres::InstanceLock::acquire(url, store::postgres::Membership::Alone)
+                    .await?,
+            ),
+        }))
+    }
+
+    async fn release(self) {
+        match self {
+            Self::File(lock) => drop(lock),
+            Self::Database(lock) => lock.release().await,
+        }
+    }
+}
+
+/// See [`Alone::take`].
+enum Claim {
+    Alone(Alone),
+    Member(store::postgres::InstanceLock),
 }
 
 impl Running {
@@ -164,17 +210,35 @@ impl Running {
     ) -> anyhow::Result<Self> {
         let settings = Arc::new(admin::auth::with_token(adapters::ensure_tokens(settings)?)?);
         let listeners = Listeners::bind(&settings).await?;
+        // Before anything is written: one instance per database, unless
+        // they are members of one cluster.
+        let claim = Alone::take(&settings)
+            .await
+            .context("checking that this instance may use the database (database.url)")?;
+        let instance = settings.cluster.as_ref().map(|c| c.instance.clone());
         let store = Store::open_with(
-            settings.database.url.expose(),
+            &cluster::database_url(&settings),
             &store::OpenOptions {
                 max_size: settings.database.max_size,
                 durability: settings.database.durability,
+                cluster: instance.clone(),
                 ..store::OpenOptions::new(settings.database.max_connections)
             },
         )
         .await
         .context("opening the database (database.url)")?;
-        let metrics = Arc::new(Metrics::new());
+        let (alone, cluster) = match claim {
+            Claim::Alone(a) => (Some(a), None),
+            Claim::Member(lock) => (
+                None,
+                Some(
+                    cluster::Cluster::join(&settings, &store, lock)
+                        .await
+                        .context("joining the cluster ([cluster])")?,
+                ),
+            ),
+        };
+        let metrics = Arc::new(Metrics::for_instance(instance.as_deref()));
         // Capacity bounds memory only: a lagging subscriber re-reads the store.
         let (feed, _) = broadcast::channel(8192);
         // Unbounded on purpose: the writer must never wait on the outbox
@@ -186,6 +250,7 @@ impl Running {
             feed: feed.clone(),
             pokes: pokes_tx,
             metrics: metrics.clone(),
+            cluster: cluster.clone(),
         });
         let (writer, writer_task) = store::writer::spawn(store.clone(), sink);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -241,6 +306,7 @@ impl Running {
             receivers: std::sync::Mutex::default(),
             listeners: std::sync::Mutex::default(),
             links,
+            cluster: cluster.clone(),
         });
         outbox.announce_to(spawn_announcer(&hub));
         let weak = Arc::downgrade(&hub);
@@ -253,16 +319,46 @@ impl Running {
         });
         outbox.follow_moves(moves);
         outbox.set_gateways(&routed.gateways);
+        if cluster.is_some() {
+            outbox.set_cluster();
+        }
         outbox.start(pokes_rx).await.context("reading the outbox")?;
         store.spawn_checkpointer(shutdown_rx.clone());
         spawn_retention(&hub);
-        for adapter in adapters {
-            let account = adapter.account().clone();
-            let running = receivers::start(&hub, adapter).await?;
-            hub.receivers
-                .lock()
-                .expect("receivers lock")
-                .insert(account, running);
+        let mut cluster_tasks = Vec::new();
+        if let Some(c) = &cluster {
+            // The first lease round starts every account in its role (and
+            // the lanes this instance takes); later rounds follow.
+            let mut balancer = cluster::balance::Balancer::new(hub.clone());
+            balancer
+                .first()
+                .await
+                .context("taking this instance's first leases")?;
+            cluster_tasks.push(balancer.spawn(shutdown_rx.clone()));
+            cluster_tasks.push(cluster::listen::spawn(
+                hub.clone(),
+                cluster::database_url(&settings),
+                shutdown_rx.clone(),
+            ));
+            cluster_tasks.push(
+                cluster::feed::spawn(
+                    c.clone(),
+                    store.clone(),
+                    hub.feed.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await
+                .context("reading the feed")?,
+            );
+        } else {
+            for adapter in adapters {
+                let account = adapter.account().clone();
+                let running = receivers::start(&hub, adapter).await?;
+                hub.receivers
+                    .lock()
+                    .expect("receivers lock")
+                    .insert(account, running);
+            }
         }
         for (account, listener) in settings.api.iter().zip(listeners.api) {
             let tokens = hub.api_tokens.read().expect("tokens lock")[&account.id].clone();
@@ -301,6 +397,8 @@ impl Running {
             writer_task,
             shutdown_tx,
             servers,
+            alone,
+            cluster_tasks,
         })
     }
 
@@ -320,10 +418,12 @@ impl Running {
             mut writer_task,
             shutdown_tx,
             servers,
+            alone,
+            cluster_tasks,
         } = self;
         tracing::info!("Shutting down: finishing sends in flight.");
         let _ = shutdown_tx.send(true);
-        for s in servers {
+        for s in servers.into_iter().chain(cluster_tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
         }
         // The API listeners finish the requests in flight; receive loops stop
@@ -339,6 +439,10 @@ impl Running {
         futures_util::future::join_all(running.into_iter().map(receivers::Running::stop)).await;
         let outbox = hub.outbox.clone();
         outbox.join().await;
+        // Receive sides and lanes stopped: their leases go to the others.
+        if let Some(c) = &hub.cluster {
+            c.leave().await;
+        }
         drop(hub);
         drop(outbox);
         // The writer ends when the last handle is gone, after committing its
@@ -353,6 +457,9 @@ impl Running {
             writer_task.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
+        if let Some(alone) = alone {
+            alone.release().await;
+        }
         tracing::info!("Stopped.");
     }
 }
@@ -388,6 +495,10 @@ fn spawn_retention(hub: &Arc<Hub>) {
         hub.writer.clone(),
         move || {
             let hub = weak.upgrade()?;
+            // In a cluster, one instance prunes for all.
+            if hub.cluster.as_ref().is_some_and(|c| !c.runs_retention()) {
+                return None;
+            }
             let settings = hub.settings.read().expect("settings lock");
             settings.retention
         },

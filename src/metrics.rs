@@ -23,6 +23,13 @@ pub struct AdapterEventLabel {
     pub event: String,
 }
 
+/// The kind of a cluster's lease: `account`, `lane` or `task`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The lease kind.
+    pub kind: String,
+}
+
 /// The table a figure is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
@@ -61,13 +68,36 @@ pub struct Metrics {
     pub pruned: Family<TableLabel, Counter>,
     /// What adapters counted (`Host::count`), by account and event.
     pub adapter_events: Family<AdapterEventLabel, Counter>,
+    /// In a cluster: leases this instance holds, by kind.
+    pub cluster_leases: Family<KindLabel, Gauge>,
+    /// In a cluster: leases taken from an instance whose lease ran out.
+    pub cluster_takeovers: Family<KindLabel, Counter>,
+    /// In a cluster: live instances, as this one sees them.
+    pub cluster_instances: Gauge,
 }
 
 impl Metrics {
     /// Registers every metric.
     #[must_use]
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("switchboard");
+        Self::for_instance(None)
+    }
+
+    /// Registers every metric; in a cluster each carries the label
+    /// `instance`, so figures of several instances add up in Prometheus.
+    #[must_use]
+    pub fn for_instance(instance: Option<&str>) -> Self {
+        let mut registry = match instance {
+            None => Registry::with_prefix("switchboard"),
+            Some(name) => Registry::with_prefix_and_labels(
+                "switchboard",
+                [(
+                    std::borrow::Cow::Borrowed("instance"),
+                    std::borrow::Cow::Owned(name.to_owned()),
+                )]
+                .into_iter(),
+            ),
+        };
         let events_in = Family::<AccountLabel, Counter>::default();
         let events_out = Family::<AccountLabel, Counter>::default();
         let queue_depth = Family::<AccountLabel, Gauge>::default();
@@ -138,6 +168,26 @@ impl Metrics {
             "Events adapters counted, by account and event (e.g. plain_text_resend)",
             adapter_events.clone(),
         );
+        let cluster_leases = Family::<KindLabel, Gauge>::default();
+        let cluster_takeovers = Family::<KindLabel, Counter>::default();
+        let cluster_instances = Gauge::default();
+        if instance.is_some() {
+            registry.register(
+                "cluster_leases",
+                "Leases this instance holds, by kind (account, lane, task)",
+                cluster_leases.clone(),
+            );
+            registry.register(
+                "cluster_takeovers",
+                "Leases taken over from an instance whose lease ran out, by kind",
+                cluster_takeovers.clone(),
+            );
+            registry.register(
+                "cluster_instances",
+                "Live instances of the cluster, as this instance sees them",
+                cluster_instances.clone(),
+            );
+        }
         Self {
             registry,
             events_in,
@@ -151,6 +201,9 @@ impl Metrics {
             commit_seconds,
             pruned,
             adapter_events,
+            cluster_leases,
+            cluster_takeovers,
+            cluster_instances,
         }
     }
 

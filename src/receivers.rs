@@ -3,6 +3,12 @@
 //! listener. Started for every account at start, and by a reload for an
 //! account it adds or changes; stopped by a reload for an account it
 //! removes or changes (the outbox keeps the account's queue either way).
+//!
+//! In a cluster an instance receives only for the accounts whose lease it
+//! holds ([`Role`]); for the others it runs the adapter's `serve_sends`
+//! (sending only) where the adapter can, or nothing. The lease round
+//! (`crate::cluster::balance`) restarts an account in its new role when
+//! its lease comes or goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +22,34 @@ use tokio::task::JoinHandle;
 use crate::hub::{AccountHost, Hub};
 use crate::supervisor;
 
+/// What an instance runs of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Its receive side (`run`, and its ingress listener): alone, or
+    /// holding the account's lease in a cluster.
+    Receive,
+    /// Sending only (`serve_sends`): another instance of the cluster
+    /// receives for it.
+    SendOnly,
+    /// Nothing: another instance receives, and the adapter sends only where
+    /// it receives.
+    Idle,
+}
+
 /// One adapter's running receive side.
 pub struct Running {
     stop: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
+    role: Role,
 }
 
 impl Running {
+    /// What runs.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// Stops `run` and the ingress listener and waits (a bounded time) for
     /// both to end, so a successor can take the same port and poller.
     pub async fn stop(self) {
@@ -72,23 +99,36 @@ pub fn start_api(
     Running {
         stop,
         tasks: vec![task],
+        role: Role::Receive,
     }
 }
 
-/// Starts `adapter`'s receive side.
+/// Starts `adapter`'s receive side, in this instance's role for it.
 ///
 /// # Errors
 /// When its ingress address cannot be listened on.
 pub async fn start(hub: &Arc<Hub>, adapter: Arc<dyn Adapter>) -> anyhow::Result<Running> {
     let account = adapter.account().clone();
+    let role = hub
+        .cluster
+        .as_ref()
+        .map_or(Role::Receive, |c| c.role(adapter.as_ref()));
+    // Stops on the hub's shutdown, or alone when a reload says so.
+    let stop = stop_signal(hub);
+    if role == Role::Idle {
+        return Ok(Running {
+            stop,
+            tasks: Vec::new(),
+            role,
+        });
+    }
     let host = Arc::new(AccountHost {
         hub: hub.clone(),
         account: account.clone(),
     });
-    // Stops on the hub's shutdown, or alone when a reload says so.
-    let stop = stop_signal(hub);
     let mut tasks = Vec::new();
-    if let Some((addr, ingress)) = adapter.ingress() {
+    let ingress = adapter.ingress().filter(|_| role == Role::Receive);
+    if let Some((addr, ingress)) = ingress {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("{account}: cannot listen on {addr} for its ingress"))?;
@@ -113,7 +153,10 @@ pub async fn start(hub: &Arc<Hub>, adapter: Arc<dyn Adapter>) -> anyhow::Result<
         hub.health.clone(),
         hub.metrics.clone(),
         restarts,
-        stop.subscribe(),
+        supervisor::Serve {
+            send_only: role == Role::SendOnly,
+            shutdown: stop.subscribe(),
+        },
     ));
-    Ok(Running { stop, tasks })
+    Ok(Running { stop, tasks, role })
 }

@@ -21,6 +21,10 @@ use switchboard_core::AccountId;
 use crate::config::{self, ConfigError, ConfigIssue};
 use crate::hub::Hub;
 
+/// One reload at a time (SIGHUP and `switchboard reload` may meet), and
+/// not while a cluster's lease round restarts receive sides.
+pub(crate) static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Hub {
     /// Starts a bot API account a reload added (its tokens, webhooks and
     /// listener), or only its listener again (`known`: its address or
@@ -90,8 +94,6 @@ impl Hub {
     /// # Errors
     /// The configuration's problems; nothing was changed.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ConfigError> {
-        // One reload at a time (SIGHUP and `switchboard reload` may meet).
-        static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one = RELOADING.lock().await;
         let old = self.settings.read().expect("settings lock").clone();
         let new = read_again(&old)?;

@@ -31,6 +31,15 @@ impl Restarts {
     }
 }
 
+/// What [`adapter`] runs, until when.
+pub struct Serve {
+    /// `serve_sends` instead of `run` (another instance of a cluster
+    /// receives for the account).
+    pub send_only: bool,
+    /// Stops it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs `adapter` until shutdown, restarting it when it stops early.
 pub fn adapter(
     adapter: Arc<dyn Adapter>,
@@ -38,8 +47,12 @@ pub fn adapter(
     health: Arc<HealthBoard>,
     metrics: Arc<Metrics>,
     restarts: Restarts,
-    mut shutdown: watch::Receiver<bool>,
+    serve: Serve,
 ) -> JoinHandle<()> {
+    let Serve {
+        send_only,
+        mut shutdown,
+    } = serve;
     let account = adapter.account().clone();
     tokio::spawn(async move {
         let mut backoff = restarts.backoff();
@@ -53,7 +66,11 @@ pub fn adapter(
                 let _ = rx.wait_for(|s| *s).await;
             });
             let started = Instant::now();
-            let run = tokio::spawn(adapter.clone().run(host.clone(), stop));
+            let run = if send_only {
+                tokio::spawn(adapter.clone().serve_sends(host.clone(), stop))
+            } else {
+                tokio::spawn(adapter.clone().run(host.clone(), stop))
+            };
             let error = match run.await {
                 Ok(Ok(())) if *shutdown.borrow() => return,
                 Ok(Ok(())) => "run returned before shutdown".to_owned(),

@@ -39,6 +39,10 @@ pub struct HookState {
     pub progress: Progress,
     /// Requests that arrived, answered or not.
     pub requests: AtomicU64,
+    /// Judge order per producer connection only, not by event id: with
+    /// several instances committing, event ids of concurrent posts are not
+    /// in commit order (see [`Hooks::per_connection`]).
+    per_connection: std::sync::atomic::AtomicBool,
 }
 
 /// A running (or refusing) receiver.
@@ -61,6 +65,7 @@ impl Hooks {
             total,
             progress: Progress::default(),
             requests: AtomicU64::new(0),
+            per_connection: std::sync::atomic::AtomicBool::new(false),
         });
         let mut hooks = Self {
             addr,
@@ -108,6 +113,14 @@ impl Hooks {
         Ok(())
     }
 
+    /// Judges order per producer connection only: several instances
+    /// commit concurrent posts, whose event ids need not follow the order
+    /// their lane delivers them in; one connection's posts (each waiting
+    /// for the answer to the one before) must still arrive in order.
+    pub fn per_connection(&self) {
+        self.state.per_connection.store(true, Ordering::Relaxed);
+    }
+
     /// Switches between answering and hanging.
     pub fn set_mode(&self, mode: Mode) {
         self.state.mode.send_replace(mode);
@@ -141,7 +154,10 @@ async fn receive(
         return StatusCode::BAD_REQUEST;
     };
     let text = v["text"].as_str().unwrap_or_default();
-    let id = v["id"].as_str().and_then(|s| s.parse::<i64>().ok());
+    let id = v["id"]
+        .as_str()
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|_| !st.per_connection.load(Ordering::Relaxed));
     let new = {
         let mut trackers = st.trackers.lock().expect("trackers");
         trackers

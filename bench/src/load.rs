@@ -95,14 +95,23 @@ pub fn parse_marker(frame: &str) -> Option<(u32, u64, u64)> {
 
 /// Runs the load to completion.
 pub async fn produce(addr: SocketAddr, load: Load) -> Sent {
+    produce_spread(&[addr], load).await
+}
+
+/// Runs the load to completion over several servers (the instances of a
+/// cluster), as a load balancer would: connection `c` goes to
+/// `addrs[c % n]`, and one whose server stops answering moves on to the
+/// next (its failed message is counted failed, not sent again).
+pub async fn produce_spread(addrs: &[SocketAddr], load: Load) -> Sent {
     let next = Arc::new(AtomicU64::new(0));
     let load = Arc::new(load);
+    let addrs: Arc<[SocketAddr]> = addrs.into();
     let start = now_ns();
     let mut tasks = Vec::new();
     for c in 0..load.conns {
-        let (next, load) = (next.clone(), load.clone());
+        let (next, load, addrs) = (next.clone(), load.clone(), addrs.clone());
         tasks.push(tokio::spawn(async move {
-            worker(addr, c, &next, &load, start).await
+            worker(&addrs, c, &next, &load, start).await
         }));
     }
     let mut total = Sent {
@@ -140,8 +149,9 @@ pub async fn pace(start: u64, seq: u64, rate: f64) -> u64 {
     }
 }
 
-async fn worker(addr: SocketAddr, c: usize, next: &AtomicU64, load: &Load, start: u64) -> Sent {
-    let mut conn = HttpConn::new(addr);
+async fn worker(addrs: &[SocketAddr], c: usize, next: &AtomicU64, load: &Load, start: u64) -> Sent {
+    let mut at = c % addrs.len();
+    let mut conn = HttpConn::new(addrs[at]);
     let mut sent = Sent {
         first_ns: u64::MAX,
         acks: Vec::with_capacity(usize::try_from(load.total).unwrap_or(0) / load.conns + 1),
@@ -195,6 +205,10 @@ async fn worker(addr: SocketAddr, c: usize, next: &AtomicU64, load: &Load, start
             }
             Err(e) => {
                 conn.reset();
+                if addrs.len() > 1 {
+                    at = (at + 1) % addrs.len();
+                    conn = HttpConn::new(addrs[at]);
+                }
                 sent.failed.push(seq);
                 sent.first_error.get_or_insert_with(|| format!("{e:#}"));
             }

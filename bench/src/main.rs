@@ -41,7 +41,8 @@ struct Args {
     /// native+SSE, 3 destination down, 4 fan-out, 5 start-up, 6 soak (only
     /// when named), 7 Telegram against the fake Bot API, 8 Signal against
     /// the fake signal-cli daemon, 9 Matrix (a real Synapse), 10 a
-    /// community's cost (10,000 gateways).
+    /// community's cost (10,000 gateways), 11 1, 2 and 3 instances of a
+    /// cluster (PostgreSQL only).
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].

@@ -88,6 +88,9 @@ pub struct Spec {
     /// TOML appended to the config as is: the sections of the accounts
     /// `members` name (e.g. `[telegram.main]`).
     pub extra: String,
+    /// The database URL of another setup (an instance of the same
+    /// cluster): used as is, neither created nor dropped here.
+    pub database: Option<String>,
 }
 
 impl Spec {
@@ -114,6 +117,7 @@ pub struct Setup {
     /// The bot API listener.
     pub api: SocketAddr,
     pg: Option<(String, String)>,
+    url: String,
 }
 
 impl Setup {
@@ -131,9 +135,10 @@ impl Setup {
         fs::create_dir_all(&data)?;
         let api = free_port()?;
         let admin = free_port()?;
-        let (url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", data.join("sb.db").display()), None),
-            Backend::Postgres(base) => {
+        let (url, pg) = match (backend, &spec.database) {
+            (_, Some(url)) => (url.clone(), None),
+            (Backend::Sqlite, None) => (format!("sqlite://{}", data.join("sb.db").display()), None),
+            (Backend::Postgres(base), None) => {
                 let (url, name) = create_database(base)?;
                 (url, Some((base.clone(), name)))
             }
@@ -186,7 +191,13 @@ impl Setup {
             config,
             api,
             pg,
+            url,
         })
+    }
+
+    /// The database URL in the config.
+    pub fn database_url(&self) -> &str {
+        &self.url
     }
 
     /// The server's data directory (the SQLite file lives here).
@@ -334,6 +345,15 @@ impl Server {
         self.terminate();
     }
 
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        LIVE.lock().expect("pid list").retain(|p| *p != self.pid);
+    }
+
     fn terminate(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -466,6 +486,26 @@ fn clk_tck() -> u64 {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100)
     })
+}
+
+/// Runs one query with psql; its rows, one per line, fields split by `|`.
+pub fn psql_rows(url: &str, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-c", sql])
+        .output()
+        .context("running psql (install the PostgreSQL client to bench PostgreSQL)")?;
+    if !out.status.success() {
+        bail!(
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect())
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {

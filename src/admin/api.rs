@@ -1,7 +1,8 @@
 //! The admin API (JSON, `Authorization: Bearer <admin token>`): what the
 //! CLI and the admin page do, for programs too.
 //!
-//! - `GET /v1/status`: every account's state.
+//! - `GET /v1/status`: every account's state; in a cluster, every instance
+//!   and lease too.
 //! - `GET /v1/overview`: everything the admin page shows.
 //! - `POST /v1/accounts/{account}/pause` and `/resume`.
 //! - `POST /v1/reload`: the configuration again, with its report.
@@ -62,9 +63,19 @@ pub struct DropReport {
     pub dropped: u64,
 }
 
-/// `GET /v1/status`
+/// `GET /v1/status`; in a cluster also every instance and lease (from the
+/// database) and what runs here.
 pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
-    Json(serde_json::json!({ "accounts": hub.account_states() })).into_response()
+    let mut body = serde_json::json!({ "accounts": hub.account_states() });
+    if let Some(c) = &hub.cluster {
+        let mut cluster = c
+            .status()
+            .await
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+        cluster["here"] = crate::cluster::here(&hub);
+        body["cluster"] = cluster;
+    }
+    Json(body).into_response()
 }
 
 /// `GET /v1/overview`

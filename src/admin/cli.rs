@@ -76,6 +76,19 @@ impl AdminClient {
         self.addr
     }
 
+    /// The same client for another instance of a cluster, whose admin
+    /// listener is at `addr` (the instances share the admin token when
+    /// it is configured; a generated one is each instance's own, and the
+    /// other answers 401).
+    #[must_use]
+    pub fn at(&self, addr: std::net::SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            token: self.token.clone(),
+            addr,
+        }
+    }
+
     /// `POST path` (with a JSON-less body).
     pub async fn post(&self, path: &str) -> Answer {
         self.send(reqwest::Client::new().post(format!("{}{path}", self.base)))

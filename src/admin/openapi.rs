@@ -23,6 +23,12 @@ use crate::store::dead_letters::DeadLetter;
 pub struct StatusBody {
     /// Every account's state.
     accounts: Vec<AccountHealth>,
+    /// In a cluster (`[cluster]`, docs/scaling.md): `instance` (the one
+    /// answering), `takeover_after_ms`, `instances` (name, `live`/`stale`/
+    /// `stopped`, `seen_ms_ago`, `info`), `leases` (kind `account`/`lane`/
+    /// `task`, account, channel, holder, token, `expires_in_ms`) and `here`
+    /// (each account's role on this instance, and its lane count).
+    cluster: Option<serde_json::Value>,
 }
 
 /// `{"dead_letters": [...]}`.

@@ -106,6 +106,9 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// How long history is kept; `None` when nothing is ever deleted.
     pub retention: Option<RetentionSettings>,
+    /// Several instances on one PostgreSQL (`[cluster]`); `None`: this
+    /// instance is alone on its database, and makes sure of it.
+    pub cluster: Option<ClusterSettings>,
     /// Bot API accounts.
     pub api: Vec<ApiAccount>,
     /// Telegram, Signal and Matrix accounts, each validated by its crate.
@@ -176,6 +179,22 @@ pub struct OutboxSettings {
     pub no_content_budget: Duration,
     /// The longest a network's retry-after is honoured.
     pub max_retry_after: Duration,
+}
+
+/// One instance of several on one PostgreSQL (`[cluster]`; see
+/// `crate::cluster` and docs/scaling.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This instance's name: unique among the instances of the database.
+    pub instance: String,
+    /// The longest an account's receive side or a lane goes undriven when
+    /// its instance dies or is cut off from the database.
+    pub takeover_after: Duration,
+}
+
+impl ClusterSettings {
+    /// The shortest `takeover_after`.
+    pub const MIN_TAKEOVER: Duration = Duration::from_secs(3);
 }
 
 /// How long history is kept (`[retention]`); see

@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) retention: RawRetention,
     #[serde(default)]
+    pub(super) cluster: RawCluster,
+    #[serde(default)]
     pub(super) api: BTreeMap<String, RawApi>,
     #[serde(default)]
     pub(super) gateway: Vec<RawGateway>,
@@ -103,6 +105,18 @@ pub(super) struct RawLinks {
     pub(super) attempts: Option<u32>,
     /// The window failed attempts are counted in (default "10m").
     pub(super) attempts_window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    /// Several instances share this (PostgreSQL) database (default false).
+    pub(super) enabled: Option<bool>,
+    /// This instance's name (default: `<hostname>-<pid>`).
+    pub(super) instance: Option<String>,
+    /// Longest time an account or a lane goes undriven after its instance
+    /// died (default "15s").
+    pub(super) takeover_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

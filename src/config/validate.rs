@@ -288,6 +288,7 @@ pub(super) fn validate(
     let database = database(&mut c, &raw.database, &data_dir);
     let outbox = outbox(&mut c, &raw.outbox);
     let retention = retention(&mut c, &raw.retention);
+    let cluster = cluster(&mut c, &raw.cluster, &database);
     let mut binds = BTreeMap::new();
     let api: Vec<ApiAccount> = raw
         .api
@@ -317,6 +318,7 @@ pub(super) fn validate(
         database,
         outbox,
         retention,
+        cluster,
         api,
         networks,
         gateways,
@@ -352,6 +354,58 @@ fn links(c: &mut Checker<'_>, raw: &super::raw::RawLinks) -> super::LinkSettings
         attempts,
         attempts_window,
     }
+}
+
+/// `[cluster]`: `None` unless `enabled = true`. A cluster shares one
+/// PostgreSQL; SQLite is one instance's alone.
+fn cluster(
+    c: &mut Checker<'_>,
+    raw: &super::raw::RawCluster,
+    database: &DatabaseSettings,
+) -> Option<super::ClusterSettings> {
+    let takeover_after = c.duration(
+        "cluster.takeover_after",
+        raw.takeover_after.as_deref(),
+        secs(15),
+    );
+    if takeover_after < super::ClusterSettings::MIN_TAKEOVER {
+        c.issue(
+            "cluster.takeover_after",
+            "must be at least \"3s\": instances renew their leases six times within it",
+        );
+    }
+    let instance = match raw.instance.as_deref() {
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !ok {
+                c.issue(
+                    "cluster.instance",
+                    format!("`{name}` is not a name of 1 to 63 letters, digits, `-`, `_` or `.`"),
+                );
+            }
+            name.to_owned()
+        }
+        None => crate::cluster::default_instance_name(),
+    };
+    if raw.enabled != Some(true) {
+        return None;
+    }
+    if database.url.expose().starts_with("sqlite:") {
+        c.issue(
+            "cluster.enabled",
+            "several instances need PostgreSQL (database.url = \"postgres://...\"): a SQLite \
+             database is used by one instance at a time",
+        );
+        return None;
+    }
+    Some(super::ClusterSettings {
+        instance,
+        takeover_after,
+    })
 }
 
 /// `[database]`: the URL (default: SQLite under `data_dir`), pool and size.
@@ -871,8 +925,8 @@ fn network_sections(
                     key.clone(),
                     format!(
                         "unknown field `{key}`: not a section of switchboard's own \
-                         (general, database, outbox, retention, api, gateway, links) nor a \
-                         network of this build ({})",
+                         (general, database, outbox, retention, cluster, api, gateway, links) \
+                         nor a network of this build ({})",
                         crate::adapters::network_names()[1..].join(", ")
                     ),
                 );

@@ -11,7 +11,7 @@
 //! - `codes`: pairing codes (`sb-7KQ4-M2XD`: 40 random bits from an
 //!   alphabet without look-alikes), normalised and hashed; only the hash
 //!   is stored.
-//! - `store`: the tables (migration 0005) and every change to them, each
+//! - `store`: the tables (migration 0006) and every change to them, each
 //!   one transaction in the store writer; what `check` and `status` read.
 //! - `plan`: which gateway a new link joins, and why one is refused.
 //! - `commands`: the commands adapters deliver (`link`, `unlink`,
@@ -250,7 +250,39 @@ impl Links {
         &self,
         hub: &crate::hub::Hub,
     ) -> Result<(), crate::store::StoreError> {
-        self.set(store::load(&hub.store).await?);
+        self.reread(hub).await?;
+        // The other instances of a cluster route too: they read the rows
+        // again when told (and whenever their notification connection
+        // comes back, in case they missed it).
+        if let Some(cluster) = &hub.cluster {
+            if let Err(e) = crate::store::postgres::notify_now(
+                hub.store.pool(),
+                crate::store::postgres::channel::LINKS,
+                cluster.name(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "Cannot tell the other instances about a link change; they see it when they next reconnect or reload.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Another instance of the cluster changed a link: reads the rows again
+    /// and puts the routes in force here.
+    pub(crate) async fn follow(&self, hub: &crate::hub::Hub) {
+        let _one = self.changes.lock().await;
+        if let Err(e) = self.reread(hub).await {
+            tracing::warn!(error = %e, "Cannot read the links another instance changed; the routes stay as they were until the next change or reload.");
+        }
+    }
+
+    async fn reread(&self, hub: &crate::hub::Hub) -> Result<(), crate::store::StoreError> {
+        let rows = store::load(&hub.store).await?;
+        if *self.rows() == rows {
+            return Ok(());
+        }
+        self.set(rows);
         let settings = hub.settings.read().expect("settings lock").clone();
         let removed = hub.swap_routes(&settings);
         if !removed.is_empty() {

@@ -1,4 +1,4 @@
-//! The links' tables (migration 0005: `links`, `link_codes`,
+//! The links' tables (migration 0006: `links`, `link_codes`,
 //! `link_failures`) and every change to them. Each change is one
 //! transaction of its own in the store writer ([`Solo`]) that reads what
 //! it decides from in the same transaction: a code is used once even if

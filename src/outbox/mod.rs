@@ -15,8 +15,10 @@
 //! - [`breaker`]: the per-account circuit breaker.
 //! - [`notices`]: outage and recovery announcements per destination.
 //! - [`requeue`]: dead letters put back in their lane, in order.
+//! - `held`: lanes in a cluster, which run where their lease is held.
 
 pub mod breaker;
+mod held;
 pub mod notices;
 pub mod requeue;
 
@@ -201,6 +203,8 @@ struct Inner {
     /// Each account's host for its adapter's sends (see
     /// [`Outbox::hosts_from`]); unset, nothing is sent.
     hosts: std::sync::OnceLock<Hosts>,
+    /// In a cluster, the lanes this instance holds (see `held`).
+    held: held::HeldLanes,
 }
 
 /// Makes an account's [`Host`](switchboard_core::Host) for one send;
@@ -273,6 +277,7 @@ impl Outbox {
                 gateways: std::sync::RwLock::new(HashMap::new()),
                 moves: std::sync::OnceLock::new(),
                 hosts: std::sync::OnceLock::new(),
+                held: held::HeldLanes::default(),
             }),
         }
     }
@@ -324,7 +329,7 @@ impl Outbox {
     /// When the pending lanes cannot be read.
     pub async fn start(
         &self,
-        mut pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>,
+        pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>,
     ) -> Result<(), crate::store::StoreError> {
         let accounts: Vec<(AccountId, Arc<AccountWorker>)> = self
             .inner
@@ -347,6 +352,25 @@ impl Outbox {
                 w.paused.send_replace(true);
             }
         }
+        // In a cluster, lanes start as their leases are taken, and each
+        // takes its own outage back then (see `held`).
+        if !self.in_cluster() {
+            self.start_pending().await?;
+        }
+        for q in self.inner.store.queues().await? {
+            self.inner
+                .metrics
+                .queue_depth
+                .get_or_create(&Metrics::label(&q.account))
+                .set(q.pending);
+        }
+        self.follow(pokes);
+        Ok(())
+    }
+
+    /// Takes back the outages announced before a restart and starts a lane
+    /// for every channel with pending rows.
+    async fn start_pending(&self) -> Result<(), crate::store::StoreError> {
         // Before any lane runs: a lane failing in an outage announced before
         // the restart goes on with it instead of starting a new one.
         let resumed = self
@@ -378,13 +402,11 @@ impl Outbox {
         for (a, c) in &pending {
             self.poke(a, c);
         }
-        for q in self.inner.store.queues().await? {
-            self.inner
-                .metrics
-                .queue_depth
-                .get_or_create(&Metrics::label(&q.account))
-                .set(q.pending);
-        }
+        Ok(())
+    }
+
+    /// Follows the writer's pokes, and announces outages as they become due.
+    fn follow(&self, mut pokes: mpsc::UnboundedReceiver<(AccountId, ChannelId)>) {
         let this = self.clone();
         let task = tokio::spawn(async move {
             while let Some((a, c)) = pokes.recv().await {
@@ -414,7 +436,6 @@ impl Outbox {
                 }
             });
         }
-        Ok(())
     }
 
     /// Records that `from` now lives as `to` (the network said so while
@@ -499,8 +520,17 @@ impl Outbox {
             .cloned()
     }
 
-    /// Wakes (starting if needed) the lane of one destination channel.
+    /// Wakes (starting if needed) the lane of one destination channel. In
+    /// a cluster, only a lane this instance holds (see `held`).
     pub fn poke(&self, account: &AccountId, channel: &ChannelId) {
+        let stop = if self.in_cluster() {
+            match self.inner.held.stop_of(account, channel) {
+                Some(stop) => stop,
+                None => return,
+            }
+        } else {
+            self.inner.shutdown.clone()
+        };
         let Some(worker) = self.worker(account) else {
             tracing::warn!(%account, %channel, "No adapter for destination; rows stay queued.");
             return;
@@ -513,17 +543,35 @@ impl Outbox {
         let notify = Arc::new(Notify::new());
         lanes.insert(channel.clone(), notify.clone());
         drop(lanes);
+        let task = self.spawn_lane(account, channel, notify, stop, None);
+        if !self.in_cluster() {
+            self.inner.tasks.lock().expect("tasks lock").push(task);
+        }
+    }
+
+    /// Runs a lane until `stop`: restarted if it panics (its rows are
+    /// still pending).
+    fn spawn_lane(
+        &self,
+        account: &AccountId,
+        channel: &ChannelId,
+        notify: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+        orphaned: Option<Duration>,
+    ) -> JoinHandle<()> {
         let inner = self.inner.clone();
         let (a, c) = (account.clone(), channel.clone());
         let restarts = crate::supervisor::Restarts {
             initial: inner.settings.backoff_initial,
             max: inner.settings.backoff_max,
         };
-        // A lane that panics is started again: its rows are still pending.
-        let task = crate::supervisor::task(format!("lane {a} {c}"), restarts, move || {
-            lane(inner.clone(), a.clone(), c.clone(), notify.clone())
-        });
-        self.inner.tasks.lock().expect("tasks lock").push(task);
+        crate::supervisor::task(format!("lane {a} {c}"), restarts, move || {
+            let held = LaneStart {
+                stop: stop.clone(),
+                orphaned,
+            };
+            lane(inner.clone(), a.clone(), c.clone(), notify.clone(), held)
+        })
     }
 
     /// A reload removed `account`/`channel` from every gateway: its queued
@@ -643,8 +691,9 @@ impl Outbox {
         if let Some(f) = self.inner.follower.lock().expect("follower lock").take() {
             f.abort();
         }
-        let tasks: Vec<JoinHandle<()>> =
+        let mut tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        tasks.extend(self.inner.held.take_tasks());
         for t in tasks {
             if t.is_finished() {
                 continue;
@@ -656,8 +705,22 @@ impl Outbox {
     }
 }
 
-#[tracing::instrument(name = "lane", skip(inner, notify), fields(%account, %channel))]
-async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify: Arc<Notify>) {
+/// How a lane starts: what stops it (the hub's shutdown; in a cluster,
+/// also its lease given back or lost), and in a cluster how long nobody
+/// drove it before this instance took it.
+struct LaneStart {
+    stop: watch::Receiver<bool>,
+    orphaned: Option<Duration>,
+}
+
+#[tracing::instrument(name = "lane", skip(inner, notify, start), fields(%account, %channel))]
+async fn lane(
+    inner: Arc<Inner>,
+    account: AccountId,
+    channel: ChannelId,
+    notify: Arc<Notify>,
+    start: LaneStart,
+) {
     let Some(worker) = inner
         .accounts
         .read()
@@ -667,7 +730,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
     else {
         return;
     };
-    let mut shutdown = inner.shutdown.clone();
+    let mut shutdown = start.stop;
+    let cluster = inner.held.enabled();
+    let mut taken = cluster.then(|| held_lane_start(&inner, &account, &channel, start.orphaned));
     let mut after = 0;
     let gate = worker.gate(&channel);
     loop {
@@ -676,6 +741,12 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
         }
         // An admin put a dead letter back in its old place: go back to it.
         after = gate.read_after(after);
+        // Several instances commit rows: one with a smaller id may commit
+        // after this lane read past it, so a lane in a cluster reads its
+        // queue from the start (the index starts at its first pending row).
+        if cluster {
+            after = 0;
+        }
         let rows = match inner
             .store
             .pending(&account, &channel, after, LANE_BATCH)
@@ -690,6 +761,9 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
                 continue;
             }
         };
+        if let Some(start) = taken.take() {
+            start.await.first_read(&inner, &account, &channel, &rows);
+        }
         if rows.is_empty() {
             // Caught up: a destination that was announced down is back.
             if let Some(tx) = inner.notices.get() {
@@ -728,6 +802,77 @@ async fn lane(inner: Arc<Inner>, account: AccountId, channel: ChannelId, notify:
             if gate.rewinds_before(i64::MAX) {
                 break;
             }
+        }
+    }
+}
+
+/// A lane just taken in a cluster: its outage, if the previous holder
+/// announced one, is taken back from the store before its first rows.
+async fn held_lane_start(
+    inner: &Inner,
+    account: &AccountId,
+    channel: &ChannelId,
+    orphaned: Option<Duration>,
+) -> TakenLane {
+    let key = format!("{}{channel}", notices::KEY_PREFIX);
+    match inner.store.adapter_state(account, &key).await {
+        Ok(Some(value)) => {
+            inner
+                .outages
+                .resume(vec![(account.to_string(), key, value)]);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot read the lane's outage; at worst it is announced again.");
+        }
+    }
+    TakenLane { orphaned }
+}
+
+/// See [`held_lane_start`].
+struct TakenLane {
+    orphaned: Option<Duration>,
+}
+
+impl TakenLane {
+    /// With the lane's first rows: an outage taken back with nothing queued
+    /// is over; a lane nobody drove for longer than its gateway's
+    /// `notice_after` (the takeover outlasted it) is announced down at once
+    /// (and back when it drained). An instance dying is not a network
+    /// outage: a quicker takeover says nothing.
+    fn first_read(
+        self,
+        inner: &Inner,
+        account: &AccountId,
+        channel: &ChannelId,
+        rows: &[Result<PendingRow, crate::store::PoisonRow>],
+    ) {
+        let Some(tx) = inner.notices.get() else {
+            return;
+        };
+        let mut send = |a| {
+            let _ = tx.send(a);
+        };
+        match rows.first() {
+            None => inner.outages.settle_lane(account, channel, &mut send),
+            Some(Ok(row)) => {
+                let Some(idle) = self.orphaned else {
+                    return;
+                };
+                let after = inner
+                    .gateways
+                    .read()
+                    .expect("gateways lock")
+                    .get(&row.gateway)
+                    .and_then(|p| p.notice_after);
+                if after.is_some_and(|after| idle >= after) {
+                    tracing::warn!(%account, %channel, idle = ?idle, "Nobody drove this lane for longer than notice_after; announcing it.");
+                    inner
+                        .outages
+                        .overdue(account, channel, &row.gateway, idle, &mut send);
+                }
+            }
+            Some(Err(_)) => {}
         }
     }
 }
@@ -1000,6 +1145,11 @@ impl Delivery<'_> {
                 self.row.idempotency_key.clone()
             };
             worker.pace(channel, &caps.pacing).await;
+            // Stopped meanwhile (in a cluster: the lane's lease is given
+            // back or ran out here): nothing more goes out from here.
+            if *shutdown.borrow() {
+                return Attempt::Stop;
+            }
             let ready_seen = *worker.ready.borrow();
             // A large upload gets longer than a text before it counts as
             // stalled (and is sent again).

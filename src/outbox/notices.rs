@@ -256,6 +256,80 @@ impl Outages {
         }
     }
 
+    /// In a cluster, the lane's lease went to another instance: it takes
+    /// the lane's announced outage back from the store; this one forgets it.
+    pub fn forget(&self, account: &AccountId, channel: &ChannelId) {
+        self.lanes
+            .lock()
+            .expect("outages lock")
+            .remove(&(account.clone(), channel.clone()));
+    }
+
+    /// In a cluster, a lane taken over with nothing queued: an outage taken
+    /// back for it is over (as [`Outages::settle_idle`] at start).
+    pub fn settle_lane(
+        &self,
+        account: &AccountId,
+        channel: &ChannelId,
+        send: &mut dyn FnMut(Announcement),
+    ) {
+        let mut lanes = self.lanes.lock().expect("outages lock");
+        let key = (account.clone(), channel.clone());
+        if !lanes
+            .get(&key)
+            .is_some_and(|o| o.announced && o.recovered_at.is_none())
+        {
+            return;
+        }
+        let Some(o) = lanes.remove(&key) else {
+            return;
+        };
+        send(Announcement::Back {
+            gateway: o.gateway,
+            account: key.0,
+            channel: key.1,
+            outage: o.since.elapsed(),
+            delivered: 0,
+        });
+    }
+
+    /// In a cluster, a lane nobody drove for `idle` (its instance died, and
+    /// the takeover outlasted the gateway's `notice_after`): announced down
+    /// at once, as unreachable since then, unless it is in an outage already.
+    pub fn overdue(
+        &self,
+        account: &AccountId,
+        channel: &ChannelId,
+        gateway: &GatewayName,
+        idle: Duration,
+        send: &mut dyn FnMut(Announcement),
+    ) {
+        let mut lanes = self.lanes.lock().expect("outages lock");
+        let key = (account.clone(), channel.clone());
+        if lanes.contains_key(&key) {
+            return;
+        }
+        let (now, now_wall) = (Instant::now(), OffsetDateTime::now_utc());
+        let since_wall = now_wall - idle;
+        lanes.insert(
+            key,
+            Outage {
+                gateway: gateway.clone(),
+                since: now.checked_sub(idle).unwrap_or(now),
+                since_wall,
+                announced: true,
+                recovered_at: None,
+                delivered: 0,
+            },
+        );
+        send(Announcement::Down {
+            gateway: gateway.clone(),
+            account: account.clone(),
+            channel: channel.clone(),
+            since: since_wall,
+        });
+    }
+
     /// At start, after [`Outages::resume`]: an outage taken back for a lane
     /// with nothing queued would wait for the next message to end (a crash
     /// between the last send and the commit of its "back", or a channel
@@ -422,6 +496,54 @@ mod tests {
             },
             "the back notice forgets the outage"
         );
+    }
+
+    #[test]
+    fn a_lane_taken_over_late_is_announced_once_and_back_when_drained() {
+        let (a, c, g): (AccountId, ChannelId, GatewayName) = (
+            "signal.main".parse().unwrap(),
+            ChannelId::new("group").unwrap(),
+            GatewayName::new("g").unwrap(),
+        );
+        let o = Outages::default();
+        let mut sent = Vec::new();
+        o.overdue(&a, &c, &g, Duration::from_secs(90), &mut |x| sent.push(x));
+        o.overdue(&a, &c, &g, Duration::from_secs(95), &mut |x| sent.push(x));
+        match sent.as_slice() {
+            [Announcement::Down { since, .. }] => {
+                assert!(OffsetDateTime::now_utc() - *since >= Duration::from_secs(90));
+            }
+            other => panic!("one down notice: {other:?}"),
+        }
+        assert!(
+            due(&o, &|_| Some(Duration::ZERO)).is_empty(),
+            "announced already"
+        );
+        o.delivered(&a, &c);
+        assert!(matches!(
+            drained(&o, &a, &c),
+            Some(Announcement::Back { delivered: 1, .. })
+        ));
+        // Given back to another instance: forgotten here.
+        o.failed(&a, &c, &g);
+        o.forget(&a, &c);
+        assert!(due(&o, &|_| Some(Duration::ZERO)).is_empty());
+        // Taken over with nothing queued after an announced outage: back.
+        let down = Announcement::Down {
+            gateway: g.clone(),
+            account: a.clone(),
+            channel: c.clone(),
+            since: OffsetDateTime::now_utc() - Duration::from_secs(30),
+        };
+        let r = down.record();
+        o.resume(vec![(a.to_string(), r.key, r.value.unwrap())]);
+        let mut back = Vec::new();
+        o.settle_lane(&a, &c, &mut |x| back.push(x));
+        o.settle_lane(&a, &c, &mut |x| back.push(x));
+        assert!(matches!(
+            back.as_slice(),
+            [Announcement::Back { delivered: 0, .. }]
+        ));
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl Outbox {
                 tracing::info!(%account, %channel, row = r.id, new_row = r.new_id, placement = ?r.placement, "Dead letter requeued by an admin.");
             }
             self.poke(account, channel);
+            self.wake_elsewhere(account, channel).await;
         }
         Ok(done)
     }

@@ -15,6 +15,10 @@
 //!   the per-destination queue figures.
 //! - `backfill`: the one-time pass at start that fills what a migration
 //!   added for events stored before it.
+//! - [`sqlite`] and [`postgres`]: what differs per backend, and only that
+//!   (SQLite's pragmas, checkpoints and lock file; PostgreSQL's session
+//!   settings, advisory locks, notifications and the lease table of a
+//!   cluster). The backend is the URL's scheme ([`Backend::of_url`]).
 //!
 //! Queries are written once with `$n` parameters in order, which both
 //! SQLite and PostgreSQL accept, and run through sqlx's `Any` driver.
@@ -22,10 +26,11 @@
 mod backfill;
 pub mod blobs;
 pub mod dead_letters;
+pub mod postgres;
 pub mod retention;
+pub mod sqlite;
 pub mod writer;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -64,6 +69,14 @@ pub enum StoreError {
     /// The writer task is gone (shutting down).
     #[error("the store writer has stopped")]
     WriterGone,
+    /// Another switchboard uses this database in a way this one cannot
+    /// join (the message says who and what to do).
+    #[error("{0}")]
+    InUse(String),
+    /// A write of a lease holder that no longer holds its lease (another
+    /// instance took it over): refused, nothing of it was written.
+    #[error("refused: this instance no longer holds the lease of {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -88,7 +101,7 @@ impl From<sqlx::Error> for StoreError {
 /// Whether a database error is about the database (gone, full, locked)
 /// rather than about the request. SQLite reports numeric result codes,
 /// PostgreSQL five-character SQLSTATEs.
-fn unavailable(e: &sqlx::Error) -> bool {
+pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             let Some(code) = d.code() else { return false };
@@ -158,6 +171,24 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a database URL names by its scheme (`sqlite:`,
+    /// `postgres:` or `postgresql:`): said, never guessed.
+    ///
+    /// # Errors
+    /// [`StoreError::Rejected`] for any other scheme.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(StoreError::Rejected(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            )),
+        }
+    }
+}
+
 /// One event as API consumers read it: a feed row with its event.
 #[derive(Debug, Clone)]
 pub struct FeedItem {
@@ -221,12 +252,16 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// SQLite's WAL length, shared by the background checkpointer (which
-    /// measures it) and the writer (which resets it); see `writer::wal`.
+    /// measures it) and the writer (which resets it); see `sqlite`.
     wal: Arc<WalSize>,
     /// A random id of this database, made when it was created: generated
     /// delivery keys carry it, so a receiver that deduplicates never takes a
     /// new database's first messages for repeats of an old one's.
     id: Arc<str>,
+    /// This instance's name when it is one of a cluster (see
+    /// `crate::cluster`): the writer orders the feed across instances and
+    /// tells the others what it committed.
+    cluster: Option<Arc<str>>,
 }
 
 /// What the checkpointers know of SQLite's write-ahead log.
@@ -251,6 +286,8 @@ pub struct OpenOptions {
     pub migrate: bool,
     /// When a commit counts as done.
     pub durability: Durability,
+    /// This instance's name, when it is one of a cluster on PostgreSQL.
+    pub cluster: Option<String>,
 }
 
 /// When a commit counts as done, and so when switchboard acknowledges what
@@ -279,6 +316,7 @@ impl OpenOptions {
             max_size: None,
             migrate: true,
             durability: Durability::Fsync,
+            cluster: None,
         }
     }
 }
@@ -303,26 +341,11 @@ impl Store {
     /// When the database cannot be reached or migrated.
     pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            Backend::Postgres
+        let backend = Backend::of_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite::prepare_url(url)?,
+            Backend::Postgres => url.to_owned(),
         };
-        let mut url = url.to_owned();
-        if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
-            }
-            url = with_create_mode(&url);
-        }
         let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         // One plain connection first: the pool would retry until its
         // timeout and then only say that it timed out, where this says
@@ -346,50 +369,12 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Postgres && durability == Durability::Process {
-                        sqlx::query("SET synchronous_commit = off")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the single writer;
-                        // FULL makes every commit durable before we ack,
-                        // NORMAL (with WAL) leaves the fsync to checkpoints.
-                        let synchronous = match durability {
-                            Durability::Fsync => "PRAGMA synchronous = FULL",
-                            Durability::Process => "PRAGMA synchronous = NORMAL",
-                        };
-                        sqlx::query(synchronous).execute(&mut *conn).await?;
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA busy_timeout = 10000",
-                            // The writer checkpoints between its own
-                            // transactions (see `writer`), where no new
-                            // frames can arrive, so the WAL is reset.
-                            "PRAGMA wal_autocheckpoint = 0",
-                            // A reset WAL file is truncated to this, so a
-                            // burst does not leave a huge file behind.
-                            "PRAGMA journal_size_limit = 16777216",
-                            // Multi-row inserts with ON CONFLICT need a
-                            // statement journal: keep it in memory, not in a
-                            // temp file created and unlinked per statement.
-                            "PRAGMA temp_store = MEMORY",
-                            "PRAGMA foreign_keys = ON",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            sqlite::prepare_connection(conn, durability, max_size).await
                         }
-                        if let Some(bytes) = max_size {
-                            let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-                                .fetch_one(&mut *conn)
-                                .await?;
-                            let pages =
-                                (bytes / u64::try_from(page.max(512)).unwrap_or(4096)).max(1);
-                            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-                                .execute(&mut *conn)
-                                .await?;
-                        }
+                        Backend::Postgres => postgres::prepare_connection(conn, durability).await,
                     }
-                    Ok(())
                 })
             })
             .connect_with(opts)
@@ -419,47 +404,20 @@ impl Store {
             backend,
             wal: Arc::default(),
             id: id.unwrap_or_default().into(),
+            cluster: options
+                .cluster
+                .as_deref()
+                .filter(|_| backend == Backend::Postgres)
+                .map(Arc::from),
         })
     }
 
-    /// For SQLite: copies WAL frames into the database four times a
-    /// second without blocking the writer (`PASSIVE`), records the log's
-    /// length for the writer, and truncates the log file once writes stop
-    /// (`TRUNCATE`), until `shutdown` is true.
-    pub fn spawn_checkpointer(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        if self.backend != Backend::Sqlite {
-            return;
+    /// For SQLite: keeps the write-ahead log bounded in the background
+    /// until `shutdown` is true (see [`sqlite`]); nothing for PostgreSQL.
+    pub fn spawn_checkpointer(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.backend == Backend::Sqlite {
+            sqlite::spawn_checkpointer(self.pool.clone(), self.wal.clone(), shutdown);
         }
-        let (pool, wal) = (self.pool.clone(), self.wal.clone());
-        tokio::spawn(async move {
-            let mut last_log = 0;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                let result: Result<(i64, i64, i64), _> =
-                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                        .fetch_one(&pool)
-                        .await;
-                match result {
-                    Ok((_, log, done)) => {
-                        wal.frames.store(log, std::sync::atomic::Ordering::Relaxed);
-                        // Nothing written since the last look and all of it
-                        // copied: give the file's space back.
-                        if log > 0 && log == last_log && log == done {
-                            if let Err(e) = truncate_wal(&pool).await {
-                                tracing::debug!(error = %e, "WAL truncate failed.");
-                            }
-                            last_log = 0;
-                            continue;
-                        }
-                        last_log = log;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed."),
-                }
-            }
-        });
     }
 
     /// This database's random id (see the field).
@@ -468,7 +426,15 @@ impl Store {
         &self.id
     }
 
-    pub(crate) fn backend(&self) -> Backend {
+    /// This instance's name when it is one of a cluster.
+    #[must_use]
+    pub fn cluster_instance(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// Which database this is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
         self.backend
     }
 
@@ -1003,16 +969,6 @@ pub fn where_is(url: &str) -> String {
     }
 }
 
-/// A SQLite URL that creates the file if it is missing, also when the URL
-/// already has parameters of its own.
-fn with_create_mode(url: &str) -> String {
-    match url.split_once('?') {
-        None => format!("{url}?mode=rwc"),
-        Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
-        Some(_) => format!("{url}&mode=rwc"),
-    }
-}
-
 /// The blobs an event uses, each once: its attachments and its author's
 /// avatar when the hub stored it. What `blob_refs` records.
 pub(crate) fn blobs_used(event: &NewEvent) -> Vec<&str> {
@@ -1034,7 +990,7 @@ pub(crate) fn blobs_used(event: &NewEvent) -> Vec<&str> {
 }
 
 /// Decodes a stored event body.
-fn decode_event(id: i64, body: &str) -> Result<Event, StoreError> {
+pub(crate) fn decode_event(id: i64, body: &str) -> Result<Event, StoreError> {
     let new: NewEvent =
         serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
     Ok(Event::from_new(EventId(id), new))
@@ -1050,27 +1006,4 @@ pub fn now_ms() -> i64 {
             .as_millis(),
     )
     .unwrap_or(i64::MAX)
-}
-
-/// Truncates an idle SQLite WAL, if no reader is in the way right now. A
-/// TRUNCATE checkpoint holds off writers while it waits for readers, for
-/// as long as the busy timeout: with the connection's 10 s, one slow
-/// reader made commits fail with "database is locked". It is only
-/// housekeeping, so it waits 50 ms at most and tries again later.
-async fn truncate_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query("PRAGMA busy_timeout = 50")
-        .execute(&mut *conn)
-        .await?;
-    let result = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut *conn)
-        .await;
-    let restored = sqlx::query("PRAGMA busy_timeout = 10000")
-        .execute(&mut *conn)
-        .await;
-    if restored.is_err() {
-        // A connection with the short timeout must not serve anyone else.
-        conn.detach();
-    }
-    result.map(|_| ())
 }

@@ -638,3 +638,99 @@ async fn admin_api_and_configuration(backend: Backend) {
     signal_says(&signal, &group, "by the server's configuration", 0).await;
     sb.stop().await;
 }
+
+/// Two instances of a cluster: a link made through one instance's admin
+/// API is in force on the other, which receives for Telegram (it is told
+/// through PostgreSQL's notifications), and so is its removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_on_one_instance_routes_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let tg = crate::telegram::fake(false).await;
+    tg.add_chat(TG_CHAT, "supergroup", "Lobby", false);
+    let ann = FakeTelegram::user(9, "Ann", None);
+    let (signal, group) = signal_fake().await;
+    let db = Db::new(Backend::Postgres, dir.path()).await;
+    let pool = crate::cluster::pool(&db.url).await;
+    let mut sbs = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let (api, admin) = (free_port(), free_port());
+        let cfg = base_config(&db, &sub, api, admin)
+            + &format!(
+                "\n[cluster]\nenabled = true\ninstance = \"{name}\"\ntakeover_after = \"6s\"\n"
+            )
+            + &sections(&tg, &signal);
+        sbs.push(Sb::start(&sub, &cfg, api, admin).await);
+    }
+    let holder = wait_some("an instance receiving for Telegram", || {
+        let pool = pool.clone();
+        async move {
+            switchboard::store::postgres::leases(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| {
+                    l.kind == "account" && l.account == "telegram.main" && l.expires_in_ms > 0
+                })
+                .and_then(|l| l.holder)
+        }
+    })
+    .await;
+    let (receiving, other) = if holder == "a" {
+        (&sbs[0], &sbs[1])
+    } else {
+        (&sbs[1], &sbs[0])
+    };
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/links", other.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"first": {"account": "telegram.main", "channel": TG_CHAT.to_string(), "name": "Lobby"},
+                      "second": {"account": "signal.main", "channel": group}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let made: Value = r.json().await.unwrap();
+    let id = made["links"][0]["id"].as_i64().unwrap();
+    // The instance that receives for Telegram has the link in force.
+    let links_on = |sb: &Sb| {
+        let url = format!("{}/v1/links", sb.admin);
+        let http = http.clone();
+        async move {
+            let v: Value = http
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["links"].as_array().unwrap().len()
+        }
+    };
+    wait_some("the link on the receiving instance", || async {
+        (links_on(receiving).await == 2).then_some(())
+    })
+    .await;
+    tg.inject_message(TG_CHAT, &ann, json!({"text": "hello across instances"}));
+    signal_says(&signal, &group, "hello across instances", 0).await;
+
+    // Removed on the other instance: gone on the receiving one too.
+    let r = http
+        .delete(format!("{}/v1/links/{id}", other.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    wait_some("the link gone on the receiving instance", || async {
+        (links_on(receiving).await == 0).then_some(())
+    })
+    .await;
+    for sb in &mut sbs {
+        sb.stop().await;
+    }
+}

@@ -10,6 +10,9 @@
 //! - `browser`: the admin page in a real headless Chromium, with an
 //!   accessibility check and screenshots.
 //! - `bots`: four bots (native and matterbridge) and late consumers.
+//! - `cluster`: several instances on one PostgreSQL (issue 25): leases,
+//!   fencing, the feed across writers, the one-instance guard, and three
+//!   instances through kill -9 and a rolling restart.
 //! - `destinations`: a webhook naming a gateway its account is not in
 //!   is a destination, and its outages are announced.
 //! - `crash`: kill -9 with 5,000 messages in flight.
@@ -77,6 +80,7 @@ mod api;
 mod bad_input;
 mod bots;
 mod browser;
+mod cluster;
 mod crash;
 mod destinations;
 mod drills;

@@ -2,8 +2,10 @@
 //! new type in this folder added to [`all`]. A network adapter against its
 //! fake server (scenarios 7 and 8) is a [`network::Fake`], whose scenario
 //! is a [`Network`] of it. Matrix (scenario 9) runs against a real
-//! Synapse, one room, one direction: a scenario of its own.
+//! Synapse, one room, one direction: a scenario of its own. Scenario 11
+//! runs 1, 2 and 3 instances of a cluster on one PostgreSQL.
 
+mod cluster;
 mod community;
 mod fanout;
 mod matrix;
@@ -108,6 +110,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(Network::<signal::Signal>::new()),
         Box::new(matrix::Matrix),
         Box::new(community::Community),
+        Box::new(cluster::Cluster),
     ]
 }
 

@@ -316,6 +316,37 @@ pub trait Adapter: Send + Sync + 'static {
     /// A failure the supervisor logs before restarting `run` with backoff.
     async fn run(self: Arc<Self>, host: Arc<dyn Host>, shutdown: Shutdown) -> Result<(), RunError>;
 
+    /// Whether [`serve_sends`](Self::serve_sends) readies this adapter to
+    /// send without receiving. Several switchboards on one database (a
+    /// cluster, the hub's docs/scaling.md) run an account's receive side on
+    /// one of them at a time; the others drive some of its lanes when this
+    /// is true. False (the default): only the instance receiving for the
+    /// account sends for it.
+    fn sends_without_receiving(&self) -> bool {
+        false
+    }
+
+    /// Readies the adapter to [`send`](Self::send) without receiving, until
+    /// `shutdown` resolves: what `run` does before it starts receiving
+    /// (connect, sign in, learn what sends need, report
+    /// [`ReceiveHealth::Connected`] once sends can go), and nothing more. It
+    /// must take nothing off the network and acknowledge nothing upstream:
+    /// another instance receives for this account meanwhile. The hub calls
+    /// it only when [`sends_without_receiving`](Self::sends_without_receiving)
+    /// is true, supervised like `run`, and never at the same time as `run`.
+    ///
+    /// # Errors
+    /// A failure the supervisor logs before calling it again with backoff.
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let _ = host;
+        shutdown.await;
+        Ok(())
+    }
+
     /// Makes one attempt to perform `op`. `idempotency_key` is fixed when
     /// the row was enqueued and is the same on every retry. `host` is the
     /// account's hub (its blobs to upload, its key-value state), the same

@@ -646,6 +646,25 @@ impl Adapter for MatrixAdapter {
         r
     }
 
+    /// Sending needs the account signed in and the rooms joined, nothing
+    /// from `/sync` or pushed transactions.
+    fn sends_without_receiving(&self) -> bool {
+        true
+    }
+
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        self.set_ready(Err(None));
+        if self.start(host.as_ref(), &mut shutdown).await {
+            shutdown.await;
+        }
+        self.set_ready(Err(None));
+        Ok(())
+    }
+
     async fn send(
         &self,
         host: &dyn Host,

@@ -337,6 +337,23 @@ impl Adapter for SignalAdapter {
         r
     }
 
+    /// Over a socket or TCP a connection receives only once it subscribes;
+    /// over HTTP the event stream is the subscription, so only the instance
+    /// receiving for the account sends for it.
+    fn sends_without_receiving(&self) -> bool {
+        !matches!(self.cfg.daemon, Daemon::Http(_))
+    }
+
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let r = self.clone().send_only(host.as_ref(), shutdown).await;
+        self.conn.lock().expect("conn lock").take();
+        r
+    }
+
     async fn send(
         &self,
         host: &dyn Host,
@@ -603,9 +620,107 @@ impl SignalAdapter {
         }
     }
 
+    /// A connection for sending only ([`Adapter::serve_sends`]): connects
+    /// as [`connect`](Self::connect) does, without subscribing, and keeps a
+    /// connection until `shutdown`. A daemon that hands it messages anyway
+    /// (not started with `--receive-mode=manual`) is named in the log: what
+    /// it hands here is not bridged (the instance receiving for the account
+    /// gets its own copy).
+    async fn send_only(
+        self: Arc<Self>,
+        host: &dyn Host,
+        mut shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let account = self.cfg.account.clone();
+        let mut backoff = reconnect_backoff();
+        let mut quiet = Quiet::default();
+        let mut warned = false;
+        if let Ok(Some(aci)) = host.state("aci").await {
+            self.set_aci(&aci);
+        }
+        loop {
+            let setup = tokio::select! {
+                s = self.connect_with(host, false) => s,
+                () = &mut shutdown => return Ok(()),
+            };
+            let (conn, mut notes) = match setup {
+                Ok((conn, notes, _)) => (conn, notes),
+                Err(Setback::Down(error)) => {
+                    quiet.warn(&account, &error, "Cannot use signal-cli to send; retrying.");
+                    self.set_link(Link::Down(error.clone()));
+                    host.health(ReceiveHealth::Reconnecting { error });
+                    if !nap(backoff.fail(), &mut shutdown).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(Setback::Missing(what)) => {
+                    self.set_link(Link::Missing(what.clone()));
+                    host.health(ReceiveHealth::NeedsAction { what });
+                    if !nap(backoff.fail(), &mut shutdown).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            self.spool_ok
+                .store(self.cfg.spool.is_some(), Ordering::Relaxed);
+            *self.conn.lock().expect("conn lock") = Some(conn.clone());
+            if self.aci_known() {
+                self.set_link(Link::Up);
+                host.health(ReceiveHealth::Connected);
+            } else {
+                self.set_link(Link::NoAci);
+            }
+            tracing::info!(%account, "Connected to signal-cli to send.");
+            quiet = Quiet::default();
+            backoff.reset();
+            let mut aci_backoff = reconnect_backoff();
+            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.fail()));
+            loop {
+                tokio::select! {
+                    n = notes.recv() => match n {
+                        None => break,
+                        Some(_) if !warned => {
+                            warned = true;
+                            tracing::error!(%account, "signal-cli hands messages to a connection that only sends: \
+                                start the daemon with --receive-mode=manual. What it hands here is not bridged.");
+                        }
+                        Some(_) => {}
+                    },
+                    () = &mut aci_retry, if !self.aci_known() => {
+                        if self.learn_aci(&conn, host).await {
+                            self.set_link(Link::Up);
+                            host.health(ReceiveHealth::Connected);
+                        } else {
+                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
+                        }
+                    }
+                    () = &mut shutdown => return Ok(()),
+                }
+            }
+            self.conn.lock().expect("conn lock").take();
+            let error = "the connection to signal-cli closed".to_owned();
+            self.set_link(Link::Down(error.clone()));
+            host.health(ReceiveHealth::Reconnecting { error });
+            if !nap(backoff.fail(), &mut shutdown).await {
+                return Ok(());
+            }
+        }
+    }
+
     /// Connects, checks that the daemon serves the account, learns the ACI
     /// and names, and subscribes.
     async fn connect(&self, host: &dyn Host) -> Result<(Arc<Conn>, Notes, Intake), Setback> {
+        self.connect_with(host, true).await
+    }
+
+    /// [`connect`](Self::connect), subscribing only when `subscribe`.
+    async fn connect_with(
+        &self,
+        host: &dyn Host,
+        subscribe: bool,
+    ) -> Result<(Arc<Conn>, Notes, Intake), Setback> {
         let t = self.cfg.request_timeout;
         let number = self.cfg.number.as_str();
         let (conn, notes) = match Conn::connect(&self.cfg.daemon, Some(number)).await {
@@ -634,7 +749,7 @@ impl SignalAdapter {
         self.learn_aci(&conn, host).await;
         self.load_contacts(&conn, true).await;
         // Over HTTP the event stream is the subscription.
-        let subscription = if matches!(self.cfg.daemon, Daemon::Http(_)) {
+        let subscription = if !subscribe || matches!(self.cfg.daemon, Daemon::Http(_)) {
             None
         } else {
             match conn.call("subscribeReceive", json!({}), t).await {

@@ -339,6 +339,22 @@ impl Adapter for TelegramAdapter {
         self.clone().receive(host.as_ref(), shutdown).await
     }
 
+    /// Sending needs nothing of `run`: nothing is polled, no webhook is
+    /// set.
+    fn sends_without_receiving(&self) -> bool {
+        true
+    }
+
+    async fn serve_sends(
+        self: Arc<Self>,
+        host: Arc<dyn Host>,
+        shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        host.health(switchboard_core::ReceiveHealth::Connected);
+        shutdown.await;
+        Ok(())
+    }
+
     async fn send(
         &self,
         host: &dyn Host,

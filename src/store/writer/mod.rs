@@ -35,11 +35,13 @@
 //! - [`sql`]: what each command does in the transaction, with multi-row
 //!   statements per batch.
 //! - [`prune`]: one step of retention's deletes.
-//! - [`wal`]: SQLite checkpoints between batches, so the WAL stays bounded.
+//!
+//! SQLite's checkpoints between batches (so the WAL stays bounded) are
+//! `store::sqlite`'s; what a cluster adds to a transaction (fences, the
+//! feed's ordering lock, notifications) is `store::postgres`'s.
 
 pub mod prune;
 mod sql;
-mod wal;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use prune::{PruneStep, StepDone};
 pub use sql::creates_message;
 
+use super::postgres::Fence;
 use super::{FeedItem, Store, StoreError};
 
 /// How many commands one transaction takes at most.
@@ -277,6 +280,15 @@ pub trait CommitSink: Send + Sync {
 
     /// A transaction of `commands` commands took `elapsed` (for metrics).
     fn batch(&self, commands: usize, elapsed: std::time::Duration);
+
+    /// In a cluster: the lease this instance holds `account`'s receive side
+    /// with, which a batch moving the account's cursor must still hold
+    /// when it commits; `None` when it holds none (the batch is refused).
+    /// Asked only when the store is one of a cluster.
+    fn fence(&self, account: &AccountId) -> Option<crate::store::postgres::Fence> {
+        let _ = account;
+        None
+    }
 }
 
 /// The sending side of the writer; cheap to clone.
@@ -433,7 +445,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
     let task = tokio::spawn(async move {
         let mut conn = WriteConn {
-            wal: wal::Checkpoints::new(&store),
+            wal: crate::store::sqlite::Checkpoints::new(&store),
             store,
             conn: None,
             health: Health::Up,
@@ -526,7 +538,7 @@ struct WriteConn {
     /// database that fails again soon (a disk still nearly full) keeps its
     /// probe backoff and is not reported as a new outage.
     recovered_at: Option<(Instant, u32)>,
-    wal: wal::Checkpoints,
+    wal: crate::store::sqlite::Checkpoints,
 }
 
 /// First wait before probing a database that went down; doubles per failed
@@ -536,19 +548,32 @@ const PROBE_MAX: Duration = Duration::from_secs(5);
 
 impl WriteConn {
     /// Commits `batch` in one transaction.
+    ///
+    /// The commands at `fences` move an account's cursor in a cluster: they
+    /// commit only while this instance still holds the account's lease,
+    /// checked first in the same transaction. When one does not, nothing
+    /// commits and their indexes come back as `Ok(Err(..))`.
     async fn commit(
         &mut self,
         batch: &[WriteCmd],
-    ) -> Result<Vec<Option<Vec<IngestOutcome>>>, StoreError> {
+        fences: &[(usize, Option<Fence>)],
+    ) -> Result<Result<Vec<Option<Vec<IngestOutcome>>>, Vec<usize>>, StoreError> {
         if self.conn.is_none() {
             self.conn = Some(self.store.pool().acquire().await?);
         }
         let conn = self.conn.as_mut().expect("acquired above");
+        let cluster = self.store.cluster_instance();
         let result = async {
             let mut tx = conn.begin().await?;
-            let outcomes = sql::apply_all(&mut tx, batch, self.store.database_id()).await?;
+            let refused = fenced(&mut tx, fences).await?;
+            if !refused.is_empty() {
+                tx.rollback().await?;
+                return Ok(Err(refused));
+            }
+            let outcomes =
+                sql::apply_all(&mut tx, batch, self.store.database_id(), cluster).await?;
             tx.commit().await?;
-            Ok::<_, StoreError>(outcomes)
+            Ok::<_, StoreError>(Ok(outcomes))
         }
         .await;
         if result.is_err() {
@@ -703,17 +728,79 @@ fn spawn_probe(
     })
 }
 
+/// The commands of `batch` that move an account's cursor, each with the
+/// lease it must hold (see [`CommitSink::fence`]); none outside a cluster.
+fn fences_of(
+    store: &Store,
+    sink: &dyn CommitSink,
+    batch: &[WriteCmd],
+) -> Vec<(usize, Option<Fence>)> {
+    if store.cluster_instance().is_none() {
+        return Vec::new();
+    }
+    batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cmd)| match cmd {
+            WriteCmd::Ingest(b, _) => b
+                .cursor
+                .as_ref()
+                .map(|(account, _)| (i, sink.fence(account))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The indexes of `fences` that no longer hold (see [`WriteConn::commit`]).
+async fn fenced(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    fences: &[(usize, Option<Fence>)],
+) -> Result<Vec<usize>, StoreError> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let asked: Vec<&Fence> = fences.iter().filter_map(|(_, f)| f.as_ref()).collect();
+    let mut held = crate::store::postgres::check_fences(tx, &asked)
+        .await?
+        .into_iter();
+    Ok(fences
+        .iter()
+        .filter(|(_, f)| f.is_none() || held.next() == Some(false))
+        .map(|(i, _)| *i)
+        .collect())
+}
+
 async fn run_batch(conn: &mut WriteConn, sink: &dyn CommitSink, batch: Vec<WriteCmd>) {
     if let Some(error) = conn.recovered() {
         fail(batch, &StoreError::Unavailable(error));
         return;
     }
     let started = Instant::now();
-    match conn.commit(&batch).await {
-        Ok(outcomes) => {
+    let fences = fences_of(&conn.store, sink, &batch);
+    match conn.commit(&batch, &fences).await {
+        Ok(Ok(outcomes)) => {
             sink.batch(batch.len(), started.elapsed());
             finish(sink, batch, outcomes);
             conn.wal.after_commit(conn.conn.as_mut()).await;
+        }
+        Ok(Err(refused)) => {
+            // Another instance holds these accounts now: their batches
+            // (events and cursor) are refused, so the adapter acknowledges
+            // nothing upstream; the rest commits without them.
+            let mut rest = Vec::with_capacity(batch.len());
+            for (i, cmd) in batch.into_iter().enumerate() {
+                match cmd {
+                    WriteCmd::Ingest(b, reply) if refused.contains(&i) => {
+                        let account = b.cursor.map(|(a, _)| a.to_string()).unwrap_or_default();
+                        tracing::warn!(%account, "A batch of an account this instance no longer holds was refused.");
+                        let _ = reply.send(Err(StoreError::Fenced(account)));
+                    }
+                    other => rest.push(other),
+                }
+            }
+            if !rest.is_empty() {
+                Box::pin(run_batch(conn, sink, rest)).await;
+            }
         }
         Err(e) if e.is_unavailable() => {
             // The database, not a command: nothing in this batch can be

@@ -21,6 +21,11 @@ const BLOB_REFRESH_MS: i64 = 60_000;
 /// batch, not per command); the rest go one by one.
 /// Returns one entry per command: for an ingest, the outcome of each of
 /// its events.
+///
+/// In a cluster (`cluster` names this instance) the feed rows of the whole
+/// batch are inserted last, under the feed's ordering lock (see
+/// [`cluster`]), and the other instances are notified of new feed rows and
+/// lanes with new rows when the transaction commits.
 // The phases' order within the transaction is what this function is
 // (blobs, then row outcomes, then events in queue order, then cursors):
 // kept together so it reads as one sequence.
@@ -28,9 +33,14 @@ pub(super) async fn apply_all(
     tx: &mut Transaction<'_, Any>,
     batch: &[WriteCmd],
     database_id: &str,
+    cluster: Option<&str>,
 ) -> Result<Vec<Option<Vec<IngestOutcome>>>, StoreError> {
     let now = now_ms();
-    let cx = Cx { now, database_id };
+    let cx = Cx {
+        now,
+        database_id,
+        defer_feed: cluster.is_some(),
+    };
     let mut outcomes: Vec<Vec<Option<IngestOutcome>>> = batch
         .iter()
         .map(|c| match c {
@@ -135,6 +145,11 @@ pub(super) async fn apply_all(
     for i in last {
         apply(tx, &batch[i]).await?;
     }
+    // Last: the feed's ordering lock is held from here to the commit, and
+    // nothing after it waits for another lock.
+    if let Some(instance) = cluster {
+        cluster::finish(tx, &mut outcomes, instance).await?;
+    }
     Ok(batch
         .iter()
         .zip(outcomes)
@@ -160,6 +175,8 @@ struct Cx<'a> {
     now: i64,
     /// Part of every generated delivery key.
     database_id: &'a str,
+    /// Feed rows wait for the end of the batch (see [`cluster`]).
+    defer_feed: bool,
 }
 
 async fn insert_run(
@@ -254,10 +271,14 @@ async fn bulk_ingest(
             );
         }
     }
-    let seqs = insert_feed(tx, items, &feed_rows).await?;
+    let seqs = if cx.defer_feed {
+        None
+    } else {
+        Some(insert_feed(tx, items, &feed_rows).await?)
+    };
     insert_outbox(tx, &outbox_rows, cx).await?;
     insert_blob_refs(tx, &blob_refs).await?;
-    outcomes(items, delivered, &seqs)
+    outcomes(items, delivered, seqs.as_ref())
 }
 
 /// Inserts the events that are not there yet; returns the new ones' ids
@@ -424,10 +445,12 @@ async fn insert_blob_refs(
 
 /// Each item's outcome: its verdict, and for a new event its feed items
 /// (for live consumers) and lanes (to wake).
+/// Without `seqs` the feed rows are not inserted yet: their items carry
+/// sequence number 0 until [`cluster::finish`] inserts them.
 fn outcomes(
     items: &[&IngestItem],
     delivered: Vec<Delivered>,
-    seqs: &HashMap<(i64, String), i64>,
+    seqs: Option<&HashMap<(i64, String), i64>>,
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut out = Vec::with_capacity(items.len());
     for (i, d) in delivered.into_iter().enumerate() {
@@ -443,9 +466,12 @@ fn outcomes(
         let event = Arc::new(Event::from_new(id, it.event.clone()));
         let mut feed = Vec::with_capacity(it.feed.len());
         for gw in &it.feed {
-            let seq = *seqs.get(&(id.0, gw.as_str().to_owned())).ok_or_else(|| {
-                StoreError::Corrupt(format!("no feed row returned for event {id}"))
-            })?;
+            let seq = match seqs {
+                None => 0,
+                Some(seqs) => *seqs.get(&(id.0, gw.as_str().to_owned())).ok_or_else(|| {
+                    StoreError::Corrupt(format!("no feed row returned for event {id}"))
+                })?,
+            };
             feed.push(FeedItem {
                 seq,
                 gateway: gw.clone(),
@@ -977,6 +1003,98 @@ pub fn creates_message(kind: &EventKind) -> bool {
         kind,
         EventKind::Message { .. } | EventKind::Notice { .. } | EventKind::Command { .. }
     )
+}
+
+/// What a transaction of an instance in a cluster does last.
+///
+/// Feed sequence numbers come from one PostgreSQL sequence; with several
+/// writers, a number taken early may commit after a larger one, and a
+/// consumer reading `seq > cursor` in between would pass it for good. So
+/// in a cluster every feed row of a batch is inserted at the very end,
+/// under a transaction-level advisory lock held until the commit
+/// (`store::postgres::lock_feed_order`): numbers are handed out in commit
+/// order across all instances, and a row visible to a reader has every
+/// smaller number visible too (PostgreSQL makes a commit visible before
+/// it releases its locks). Only the feed insert and the commit run under
+/// the lock. Then the other instances are notified: of new feed rows (they
+/// read them in order and pass them to their live consumers) and of the
+/// lanes that got rows (their holders wake them).
+mod cluster {
+    use super::*;
+    use crate::store::postgres::{self, channel};
+
+    /// Largest notification payload sent (PostgreSQL takes 8000 bytes).
+    const PAYLOAD: usize = 7000;
+
+    pub(super) async fn finish(
+        tx: &mut Transaction<'_, Any>,
+        outcomes: &mut [Vec<Option<IngestOutcome>>],
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(usize, usize, usize)> = outcomes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.iter().enumerate().map(move |(j, o)| (i, j, o)))
+            .filter_map(|(i, j, o)| o.as_ref().map(|o| (i, j, o.feed.len())))
+            .flat_map(|(i, j, n)| (0..n).map(move |k| (i, j, k)))
+            .collect();
+        if !rows.is_empty() {
+            postgres::lock_feed_order(tx).await?;
+            for range in chunks(rows.len()) {
+                let sql = format!(
+                    "INSERT INTO feed (gateway, event_id, origin_token) VALUES {} \
+                     RETURNING seq, event_id, gateway",
+                    values(3, range.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for &(i, j, k) in &rows[range.clone()] {
+                    let item = &outcomes[i][j].as_ref().expect("an outcome").feed[k];
+                    q = q
+                        .bind(item.gateway.as_str().to_owned())
+                        .bind(item.event.id.0)
+                        .bind(item.origin_token.clone());
+                }
+                let mut seqs: HashMap<(i64, String), i64> = HashMap::new();
+                for row in q.fetch_all(&mut **tx).await? {
+                    seqs.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+                }
+                for &(i, j, k) in &rows[range] {
+                    let item = &mut outcomes[i][j].as_mut().expect("an outcome").feed[k];
+                    item.seq = *seqs
+                        .get(&(item.event.id.0, item.gateway.as_str().to_owned()))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "no feed row returned for event {}",
+                                item.event.id
+                            ))
+                        })?;
+                }
+            }
+            postgres::notify(tx, channel::FEED, instance).await?;
+        }
+        let mut lanes: Vec<String> = outcomes
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|o| &o.lanes)
+            .map(|(a, c)| format!("{a} {c}"))
+            .collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        let mut payload = String::from(instance);
+        for lane in lanes {
+            if payload.len() + lane.len() + 1 > PAYLOAD {
+                postgres::notify(tx, channel::LANES, &payload).await?;
+                payload = String::from(instance);
+            }
+            payload.push('\n');
+            payload.push_str(&lane);
+        }
+        if payload.len() > instance.len() {
+            postgres::notify(tx, channel::LANES, &payload).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
