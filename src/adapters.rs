@@ -78,7 +78,10 @@ pub fn build(settings: &Settings) -> Built {
 /// The adapter for one network account.
 #[must_use]
 pub fn build_network(n: &NetworkConfig, settings: &Settings) -> Arc<dyn Adapter> {
-    n.build(&channels_of(settings, n.account()))
+    n.build(&switchboard_core::AccountSetup {
+        channels: channels_of(settings, n.account()),
+        commands: settings.commands.get(n.account()).cloned(),
+    })
 }
 
 /// The channels of `account` in the gateways: an adapter is built knowing

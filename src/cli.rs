@@ -144,7 +144,11 @@ pub async fn main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Check => {
-            print!("{}", check_report(&settings));
+            let links = read_links(&settings).await;
+            print!(
+                "{}",
+                check_report(&settings, links.as_deref().map_err(String::as_str))
+            );
             ExitCode::SUCCESS
         }
         Command::Status { lanes } => status(&settings, lanes).await,
@@ -190,22 +194,113 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The text `switchboard check` prints.
+/// The links made from chats in the configuration's database, read
+/// without changing it; why not, when they cannot be read (no database
+/// yet, unreachable, older than the links).
+async fn read_links(settings: &Settings) -> Result<Vec<crate::links::Link>, String> {
+    let url = settings.database.url.expose();
+    if let Some(file) = url
+        .strip_prefix("sqlite:")
+        .map(|_| crate::store::where_is(url))
+    {
+        if !std::path::Path::new(&file).exists() {
+            return Err(format!("no database at {file} yet"));
+        }
+    }
+    let options = crate::store::OpenOptions {
+        migrate: false,
+        ..crate::store::OpenOptions::new(2)
+    };
+    let store = Store::open_with(url, &options)
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let links = crate::links::store::load(&store)
+        .await
+        .map_err(|e| format!("cannot read them: {e}"));
+    store.close().await;
+    links
+}
+
+/// Links made from chats, and the warnings for those not in force, as
+/// `check` and `status` print them.
+fn links_report(s: &Settings, links: &[crate::links::Link]) -> String {
+    let mut out = String::new();
+    if links.is_empty() {
+        return out;
+    }
+    let merged = crate::links::merge(s, links);
+    let mut rows = vec![vec![
+        "LINK".into(),
+        "GATEWAY".into(),
+        "ACCOUNT".into(),
+        "CHANNEL".into(),
+        "NAME".into(),
+        "SINCE".into(),
+        "BY".into(),
+    ]];
+    for l in links {
+        rows.push(vec![
+            l.id.to_string(),
+            l.gateway.to_string(),
+            l.account.to_string(),
+            l.channel.to_string(),
+            l.name.clone().unwrap_or_else(|| "-".into()),
+            time::OffsetDateTime::from_unix_timestamp(l.created_ms / 1000)
+                .ok()
+                .and_then(|t| {
+                    t.format(time::macros::format_description!(
+                        "[year]-[month]-[day] [hour]:[minute]"
+                    ))
+                    .ok()
+                })
+                .unwrap_or_default(),
+            l.created_by.clone(),
+        ]);
+    }
+    out.push_str(
+        "
+Links made from chats (in the database):
+",
+    );
+    out.push_str(&table(&rows));
+    for i in &merged.inactive {
+        out.push_str(&format!(
+            "warning: link {} ({} {} in gateway `{}`) is not in force: {}
+",
+            i.link.id, i.link.account, i.link.channel, i.link.gateway, i.why
+        ));
+    }
+    out
+}
+
+/// The text `switchboard check` prints: the gateways in force (with the
+/// chats linked from the chats, when the database could be read: `links`,
+/// or why not).
 #[must_use]
-pub fn check_report(s: &Settings) -> String {
+pub fn check_report(s: &Settings, links: Result<&[crate::links::Link], &str>) -> String {
+    let merged = crate::links::merge(s, links.unwrap_or_default());
+    let linked = |g: &crate::config::Gateway, m: &crate::config::Member| {
+        !s.gateways
+            .iter()
+            .any(|c| c.name == g.name && c.members.contains(m))
+    };
     let mut rows = vec![vec![
         "GATEWAY".into(),
         "ACCOUNT".into(),
         "CHANNEL".into(),
         "DIRECTION".into(),
     ]];
-    for g in &s.gateways {
+    for g in &merged.gateways {
         for m in &g.members {
             rows.push(vec![
                 g.name.to_string(),
                 m.account.to_string(),
                 m.channel.to_string(),
-                m.direction.as_str().into(),
+                if linked(g, m) {
+                    format!("{} (linked from the chat)", m.direction.as_str())
+                } else {
+                    m.direction.as_str().into()
+                },
             ]);
         }
         for a in &s.api {
@@ -230,6 +325,10 @@ pub fn check_report(s: &Settings) -> String {
     }
     let mut out = format!("{}: configuration is valid.\n\n", s.source);
     out.push_str(&table(&rows));
+    match links {
+        Ok(links) => out.push_str(&links_report(s, links)),
+        Err(why) => out.push_str(&format!("\n(Links made from chats not read: {why}.)\n")),
+    }
     for a in &s.api {
         out.push_str(&format!(
             "\n{} listens on {} with {} token(s){}\n",
@@ -342,6 +441,8 @@ async fn status(settings: &Settings, list_lanes: bool) -> ExitCode {
     };
     // Channels a network moved (a Telegram group upgraded to a supergroup).
     let moves = store.channel_moves().await.unwrap_or_default();
+    // Links made from chats (none in a database older than them).
+    let links = crate::links::store::load(&store).await.unwrap_or_default();
     let cluster = cluster_view(settings, &store).await;
     store.close().await;
     let live: Option<serde_json::Value> = match AdminClient::new(settings, "") {
@@ -481,6 +582,7 @@ async fn status(settings: &Settings, list_lanes: bool) -> ExitCode {
         println!("\nChannels that need an admin on their network (their messages wait):");
         print!("{}", table(&problems));
     }
+    print!("{}", links_report(settings, &links));
     if !moves.is_empty() {
         let mut rows = vec![vec!["ACCOUNT".into(), "CONFIGURED AS".into(), "NOW".into()]];
         for (account, from, to) in &moves {

@@ -64,6 +64,9 @@ pub struct Hub {
     /// stops them.
     pub listeners:
         std::sync::Mutex<std::collections::HashMap<AccountId, crate::receivers::Running>>,
+    /// Links made from the chats, merged into the routes on top of the
+    /// configuration's gateways.
+    pub links: crate::links::Links,
     /// This instance as one of a cluster (`[cluster]`); `None` alone.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
@@ -142,7 +145,9 @@ impl CommitSink for FeedSink {
 impl Hub {
     /// Commits a batch an adapter of `account` received, with its cursor.
     /// Events that fail validation, or that the store refuses on their
-    /// own, are rejected (the adapter skips them); the rest commit.
+    /// own, are rejected (the adapter skips them); the rest commit. A
+    /// command is committed without a route (so a redelivery is
+    /// recognised), then acted on and answered (`crate::links`).
     ///
     /// # Errors
     /// When the store is unavailable: nothing was committed.
@@ -154,6 +159,7 @@ impl Hub {
         let mut answers: Vec<Option<Delivered>> = vec![None; batch.events.len()];
         let mut items = Vec::new();
         let mut index = Vec::new();
+        let mut commands = Vec::new();
         for (i, event) in batch.events.into_iter().enumerate() {
             let problem = if &event.origin.account == account {
                 event.validate().err()
@@ -166,6 +172,18 @@ impl Hub {
             if let Some(reason) = problem {
                 tracing::warn!(%account, channel = %event.origin.channel, remote_id = %event.origin.remote_id, %reason, "Event rejected; skipped.");
                 answers[i] = Some(Delivered::Rejected(reason));
+                continue;
+            }
+            if matches!(event.kind, EventKind::Command { .. }) {
+                commands.push((i, event.clone()));
+                items.push(IngestItem {
+                    event,
+                    origin_token: None,
+                    dests: Vec::new(),
+                    feed: Vec::new(),
+                    check_echo: false,
+                });
+                index.push(i);
                 continue;
             }
             let route = self
@@ -246,6 +264,13 @@ impl Hub {
             .into_iter()
             .map(|a| a.expect("every event answered"))
             .collect();
+        // Committed once: a redelivered command is a duplicate, not acted
+        // on again.
+        for (i, event) in commands {
+            if matches!(answers[i], Delivered::New(_)) {
+                crate::links::handle_command(self, &event).await;
+            }
+        }
         let new = answers
             .iter()
             .filter(|a| matches!(a, Delivered::New(_)))
@@ -564,6 +589,15 @@ impl Host for AccountHost {
             .channel_of(&self.account, remote_id, among)
             .await
             .map_err(unavailable)
+    }
+
+    fn reads(&self, channel: &ChannelId) -> bool {
+        !self
+            .hub
+            .router
+            .load()
+            .route_inbound(&self.account, channel)
+            .is_empty()
     }
 
     fn health(&self, health: ReceiveHealth) {

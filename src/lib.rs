@@ -24,6 +24,9 @@
 //! - [`admin`]: the admin listener: health, metrics, the admin API and web
 //!   page behind the admin token, public status pages.
 //! - [`adapters`]: the one place that maps an account to its adapter.
+//! - [`links`]: links made from the chats (pairing codes, `/link`,
+//!   `!sb link`), on top of the configured gateways; the commands' answers;
+//!   their admin API.
 //! - [`cli`]: `run`, `check`, `status`, `pause`, `resume`, `reload`.
 //! - [`serve`]: the API listeners' accept loop (connection cap, timeouts).
 //! - [`metrics`]: Prometheus metrics.
@@ -41,6 +44,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod hub;
 pub mod ingress;
+pub mod links;
 pub mod metrics;
 pub mod moves;
 pub mod outbox;
@@ -259,6 +263,13 @@ impl Running {
         {
             moves.insert(&account, &from, &to);
         }
+        // Links made from chats, on top of the configuration's gateways.
+        let links = links::Links::new(
+            links::store::load(&store)
+                .await
+                .context("reading the links made from chats")?,
+        );
+        let routed = links.effective(&settings);
         let built = adapters::build(&settings);
         let mut adapters = built.all;
         adapters.extend(extra);
@@ -286,7 +297,7 @@ impl Running {
             webhooks: std::sync::RwLock::new(built.webhooks),
             store: store.clone(),
             writer,
-            router: Router::new(&settings, moves.clone()),
+            router: Router::new(&routed, moves.clone()),
             feed,
             outbox: outbox.clone(),
             metrics,
@@ -294,6 +305,7 @@ impl Running {
             shutdown: shutdown_rx.clone(),
             receivers: std::sync::Mutex::default(),
             listeners: std::sync::Mutex::default(),
+            links,
             cluster: cluster.clone(),
         });
         outbox.announce_to(spawn_announcer(&hub));
@@ -306,7 +318,7 @@ impl Running {
             }) as Arc<dyn switchboard_core::Host>)
         });
         outbox.follow_moves(moves);
-        outbox.set_gateways(&settings.gateways);
+        outbox.set_gateways(&routed.gateways);
         if cluster.is_some() {
             outbox.set_cluster();
         }

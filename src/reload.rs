@@ -8,7 +8,9 @@
 //! change (the database, the admin listener, the data directory) is named
 //! in the log and in the report, and the rest is applied. Accounts added,
 //! changed or removed (a Telegram bot, a bot API listener) are started,
-//! rebuilt or stopped on their own; the others keep running.
+//! rebuilt or stopped on their own; the others keep running. Links made
+//! from chats stay: they are in the database, merged on top of the new
+//! gateways.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,10 +100,16 @@ impl Hub {
         let mut needs_restart = needs_restart(&old, &new);
         let api_stopped = self.stop_changed_api(&old, &new).await;
         let mut stopped = self.stop_changed_networks(&old, &new).await;
-        let removed_destinations = self.swap_routes(&new);
-        // In force before an account starts: what it receives is routed
-        // with the new gateways.
-        *self.settings.write().expect("settings lock") = Arc::new(new.clone());
+        let removed_destinations = {
+            // One at a time with a link made meanwhile: each routes on the
+            // other's result.
+            let _links = self.links.changes.lock().await;
+            let removed = self.swap_routes(&new);
+            // In force before an account starts: what it receives is routed
+            // with the new gateways.
+            *self.settings.write().expect("settings lock") = Arc::new(new.clone());
+            removed
+        };
         let mut started = self
             .start_networks(&old, &new, &stopped, &mut needs_restart)
             .await;
@@ -197,6 +205,7 @@ impl Hub {
                     !n.same(o.as_ref())
                         || crate::adapters::channels_of(new, account)
                             != crate::adapters::channels_of(old, account)
+                        || new.commands.get(account) != old.commands.get(account)
                 }
             };
             if changed {
@@ -214,10 +223,12 @@ impl Hub {
         stopped
     }
 
-    /// Puts the new gateways in force; destinations no gateway writes to
-    /// any more have their queues dead-lettered ("removed from config").
-    /// Returns those (`<account> <channel>`).
-    fn swap_routes(&self, new: &crate::config::Settings) -> Vec<String> {
+    /// Puts the new gateways in force, with the links made from chats on
+    /// top (`crate::links`); destinations no gateway writes to any more
+    /// have their queues dead-lettered ("removed from config"). Returns
+    /// those (`<account> <channel>`). A reload calls it, and a link change.
+    pub(crate) fn swap_routes(&self, new: &crate::config::Settings) -> Vec<String> {
+        let new = &self.links.effective(new);
         let before = self.router.load().destinations();
         self.router.replace(new);
         let after = self.router.load().destinations();

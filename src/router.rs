@@ -1,6 +1,7 @@
 //! The router: which destinations an event goes to.
 //!
-//! Pure and precomputed from the validated gateways. The rule for a channel
+//! Pure and precomputed from the validated gateways, with the links made
+//! from chats merged in (`crate::links::merge`). The rule for a channel
 //! in several gateways: one delivery per destination channel per event (the
 //! first gateway in config order carries it). Bot API members are
 //! special in two ways: they read a shared per-gateway feed (so every
@@ -77,6 +78,19 @@ impl Router {
     #[must_use]
     pub fn load(&self) -> std::sync::Arc<Routes> {
         self.current.read().expect("router lock").clone()
+    }
+
+    /// The configured id of the channel that now lives as `channel` (a
+    /// Telegram group upgraded to a supergroup keeps its first id).
+    #[must_use]
+    pub fn configured(&self, account: &AccountId, channel: &ChannelId) -> ChannelId {
+        self.moves.configured(account, channel)
+    }
+
+    /// Where the channel configured as `channel` lives now.
+    #[must_use]
+    pub fn current(&self, account: &AccountId, channel: &ChannelId) -> ChannelId {
+        self.moves.current(account, channel)
     }
 
     /// Replaces the tables (a reload).

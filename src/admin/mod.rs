@@ -12,7 +12,7 @@
 //! - [`config`]: the `[general]` keys of the admin listener.
 //! - [`openapi`]: the admin API's OpenAPI document, generated.
 //! - [`api`]: the JSON admin API (status, pause, resume, reload, dead
-//!   letters), which the CLI uses.
+//!   letters), which the CLI uses; the links' routes are `crate::links`'.
 //! - [`view`]: what the page shows, gathered once for the page, its live
 //!   updates and `GET /v1/overview`.
 //! - [`page`]: the admin web page, its forms and live updates (SSE).
@@ -70,6 +70,7 @@ pub fn router(hub: Arc<Hub>, token: Secret) -> axum::Router {
         .route("/v1/dead-letters/drop", post(api::drop_all))
         .route("/v1/dead-letters/{id}/requeue", post(api::requeue_one))
         .route("/v1/dead-letters/{id}/drop", post(api::drop_one))
+        .merge(crate::links::admin_routes())
         .route(
             "/v1/openapi.json",
             get(|| async {

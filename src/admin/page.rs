@@ -408,7 +408,7 @@ fn gateway(now_ms: i64, g: &GatewayView) -> Markup {
     html! {
         h3 { (g.name) }
         p.hint {
-            "From the " (g.source) "."
+            @if g.source == "chats" { "Linked from the chats." } @else { "From the configuration file." }
             @if g.status_page { " Public status page: " a href={ "/status/" (g.name) } { "/status/" (g.name) } "." }
         }
         table data-gateway=(g.name) {
@@ -420,7 +420,10 @@ fn gateway(now_ms: i64, g: &GatewayView) -> Markup {
                 @for m in &g.members {
                     tr data-member={ (m.account) " " (m.channel) } {
                         th scope="row" { (m.network) " (" (m.account) ")" }
-                        td { (m.channel) }
+                        td {
+                            (m.channel)
+                            @if let Some(l) = &m.linked { br; small { "linked by " (l.by) ", " (ago(now_ms, l.at_ms)) " ago" } }
+                        }
                         td { (m.direction) }
                         td data-state=(m.state) { (badge(m.state)) }
                         td { @if let Some(s) = m.since_ms { (ago(now_ms, s)) } @else { "–" } }

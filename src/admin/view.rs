@@ -37,7 +37,8 @@ pub struct Overview {
 pub struct GatewayView {
     /// Its name.
     pub name: String,
-    /// Where it comes from: `config` (chat-made gateways will say `chat`).
+    /// Where it comes from: `config` (the configuration file) or `chats`
+    /// (made from the chats with pairing codes or the links API).
     pub source: &'static str,
     /// Whether its public status page is on.
     pub status_page: bool,
@@ -65,6 +66,18 @@ pub struct MemberView {
     pub since_ms: Option<i64>,
     /// What is wrong, when something is.
     pub error: Option<String>,
+    /// For a chat linked into the gateway (not configured): who linked it
+    /// and when (Unix ms).
+    pub linked: Option<LinkedBy>,
+}
+
+/// Who linked a chat into its gateway, and when.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LinkedBy {
+    /// `Ann (12345) on telegram.main`, or `the admin API`.
+    pub by: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
 }
 
 /// A network's name as people know it.
@@ -113,6 +126,16 @@ impl Overview {
 pub fn gateways(hub: &Hub, accounts: &[AccountHealth], outages: &[LaneOutage]) -> Vec<GatewayView> {
     let routes = hub.router.load();
     let settings = hub.settings.read().expect("settings lock").clone();
+    let links = hub.links.rows();
+    let linked = |g: &switchboard_core::GatewayName, m: &crate::config::Member| {
+        links
+            .iter()
+            .find(|l| &l.gateway == g && l.account == m.account && l.channel == m.channel)
+            .map(|l| LinkedBy {
+                by: l.created_by.clone(),
+                at_ms: l.created_ms,
+            })
+    };
     let member = |account: &str, channel: &str| -> (&'static str, Option<i64>, Option<String>) {
         let health = accounts.iter().find(|a| a.account == account);
         if let Some(h) = health.filter(|h| h.state == "paused") {
@@ -155,6 +178,7 @@ pub fn gateways(hub: &Hub, accounts: &[AccountHealth], outages: &[LaneOutage]) -
                     state,
                     since_ms,
                     error,
+                    linked: linked(&g.name, m),
                 });
             }
             for a in &settings.api {
@@ -174,12 +198,17 @@ pub fn gateways(hub: &Hub, accounts: &[AccountHealth], outages: &[LaneOutage]) -
                         state,
                         since_ms,
                         error,
+                        linked: None,
                     });
                 }
             }
             GatewayView {
                 name: g.name.to_string(),
-                source: "config",
+                source: if crate::links::is_chat_made(&g.name) {
+                    "chats"
+                } else {
+                    "config"
+                },
                 status_page: g.status_page,
                 members,
             }

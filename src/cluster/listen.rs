@@ -2,7 +2,8 @@
 //! of this instance's own (`LISTEN`): a lane got rows (its holder wakes
 //! it), the feed got rows (the pump reads them), leases were given back
 //! (the lease round runs at once, so a rolling restart hands work over in
-//! moments rather than when leases run out). Notifications are a shortcut,
+//! moments rather than when leases run out), a link made from the chats
+//! changed (the routes are read again). Notifications are a shortcut,
 //! never the only way: after the connection was lost everything is woken
 //! once, the pump looks every second and the lease round sweeps for
 //! waiting lanes every few rounds.
@@ -66,15 +67,23 @@ pub fn spawn(
     })
 }
 
-fn wake_all(hub: &Hub) {
+fn wake_all(hub: &Arc<Hub>) {
     if let Some(c) = &hub.cluster {
         c.feed_wake.notify_one();
         c.wake.notify_one();
     }
     hub.outbox.poke_held();
+    follow_links(hub);
 }
 
-fn handle(hub: &Hub, me: &str, ch: &str, payload: &str) {
+/// Reads the links again (off the listening task: it waits for the lock
+/// link changes and reloads take).
+fn follow_links(hub: &Arc<Hub>) {
+    let hub = Arc::clone(hub);
+    tokio::spawn(async move { hub.links.follow(&hub).await });
+}
+
+fn handle(hub: &Arc<Hub>, me: &str, ch: &str, payload: &str) {
     let Some(cluster) = &hub.cluster else {
         return;
     };
@@ -95,6 +104,7 @@ fn handle(hub: &Hub, me: &str, ch: &str, payload: &str) {
         }
         channel::FEED if payload != me => cluster.feed_wake.notify_one(),
         channel::LEASES if payload != me => cluster.wake.notify_one(),
+        channel::LINKS if payload != me => follow_links(hub),
         _ => {}
     }
 }

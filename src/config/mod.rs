@@ -115,6 +115,33 @@ pub struct Settings {
     pub networks: Vec<crate::adapters::NetworkConfig>,
     /// Enabled gateways.
     pub gateways: Vec<Gateway>,
+    /// Chat-made links: pairing codes and their limits (`[links]`).
+    pub links: LinkSettings,
+    /// Network accounts that take chat commands (`links = true` in their
+    /// section), with how commands are written there.
+    pub commands: std::collections::BTreeMap<AccountId, switchboard_core::CommandForm>,
+}
+
+/// `[links]`: how pairing codes work (see [`crate::links`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// How long a pairing code is valid.
+    pub code_ttl: Duration,
+    /// Wrong codes a chat may send within `attempts_window` before it is
+    /// refused for a while.
+    pub attempts: u32,
+    /// The window failed attempts are counted in.
+    pub attempts_window: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            code_ttl: Duration::from_secs(15 * 60),
+            attempts: 5,
+            attempts_window: Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 /// Where events are stored.
@@ -334,6 +361,9 @@ pub struct Gateway {
     /// How a relayed message shows its author where the bridge posts as
     /// one account; `None`: the network's default (`**{NICK}**: `).
     pub nick_format: Option<String>,
+    /// Chats may join it with a pairing code from one of its chats
+    /// (`linkable = true`; always so for gateways made from chats).
+    pub linkable: bool,
     /// Whether its public status page is served (`status_page = true`).
     pub status_page: bool,
 }

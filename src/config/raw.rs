@@ -26,6 +26,9 @@ pub(super) struct RawConfig {
     pub(super) api: BTreeMap<String, RawApi>,
     #[serde(default)]
     pub(super) gateway: Vec<RawGateway>,
+    /// Chat-made links: pairing codes and their limits.
+    #[serde(default)]
+    pub(super) links: RawLinks,
     /// `[<network>.<name>]` tables, by network: read through the network's
     /// connector (`crate::adapters`).
     #[serde(flatten)]
@@ -91,6 +94,17 @@ pub(super) struct RawRetention {
     pub(super) blobs: Option<String>,
     /// Time between pruning passes (default "10m").
     pub(super) interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLinks {
+    /// How long a pairing code is valid (default "15m").
+    pub(super) code_ttl: Option<String>,
+    /// Wrong codes a chat may send within `attempts_window` (default 5).
+    pub(super) attempts: Option<u32>,
+    /// The window failed attempts are counted in (default "10m").
+    pub(super) attempts_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +184,9 @@ pub(super) struct RawGateway {
     /// How relayed messages show their author (`{NICK}`, `{USERNAME}`,
     /// `{NETWORK}`, `{CHANNEL}`, `{GATEWAY}`, `**bold**`).
     pub(super) nick_format: Option<String>,
+    /// Chats may join this gateway with a pairing code from one of its
+    /// chats (default false).
+    pub(super) linkable: Option<bool>,
     /// Serve a public, read-only status page for this gateway (default
     /// false) at `/status/<name>` on the admin listener.
     pub(super) status_page: Option<bool>,

@@ -266,7 +266,8 @@ pub(super) fn validate(
         issues: Vec::new(),
     };
     let secrets = FileSecrets { base_dir };
-    let (networks, configured) = network_sections(&mut c, &raw.networks, &secrets);
+    let (networks, configured, commands) = network_sections(&mut c, &raw.networks, &secrets);
+    let links = links(&mut c, &raw.links);
     let data_dir = PathBuf::from(raw.general.data_dir.as_deref().unwrap_or("./data"));
     let admin_bind = raw
         .general
@@ -321,7 +322,38 @@ pub(super) fn validate(
         api,
         networks,
         gateways,
+        links,
+        commands,
     })
+}
+
+/// `[links]`: pairing codes' lifetime and the limit on wrong ones.
+fn links(c: &mut Checker<'_>, raw: &super::raw::RawLinks) -> super::LinkSettings {
+    let d = super::LinkSettings::default();
+    let code_ttl = c.duration("links.code_ttl", raw.code_ttl.as_deref(), d.code_ttl);
+    if code_ttl < secs(10) || code_ttl > secs(7 * 24 * 3600) {
+        c.issue("links.code_ttl", "must be between \"10s\" and \"7d\"");
+    }
+    let attempts_window = c.duration(
+        "links.attempts_window",
+        raw.attempts_window.as_deref(),
+        d.attempts_window,
+    );
+    if attempts_window.is_zero() {
+        c.issue("links.attempts_window", "must be longer than 0s");
+    }
+    let attempts = raw.attempts.unwrap_or(d.attempts);
+    if attempts == 0 {
+        c.issue(
+            "links.attempts",
+            "must be at least 1 (a chat needs one try at its code)",
+        );
+    }
+    super::LinkSettings {
+        code_ttl,
+        attempts,
+        attempts_window,
+    }
 }
 
 /// `[cluster]`: `None` unless `enabled = true`. A cluster shares one
@@ -696,6 +728,15 @@ fn gateway(
             return None;
         }
     };
+    if crate::links::is_chat_made(&name) {
+        c.issue(
+            format!("{gkey}.name"),
+            format!(
+                "`{name}`: names starting with `{}` are kept for gateways made from chats",
+                crate::links::GATEWAY_PREFIX
+            ),
+        );
+    }
     if !gnames.insert(name.clone()) {
         c.issue(
             format!("{gkey}.name"),
@@ -740,6 +781,7 @@ fn gateway(
         notice_after: (g.notices != Some(false)).then_some(notice_after),
         late_after: Some(late_after),
         nick_format,
+        linkable: g.linkable == Some(true),
         status_page: g.status_page == Some(true),
     })
 }
@@ -853,17 +895,28 @@ fn member(
 }
 
 /// `[retention]`: `None` when it is off (`enabled = false` or `keep = "0s"`).
+/// The accounts that take chat commands, with how commands are written
+/// on each.
+type Commands = BTreeMap<AccountId, switchboard_core::CommandForm>;
+
 /// The tables that are not the hub's own: `[<network>.<name>]`, each
 /// parsed and checked by its network's connector (`crate::adapters`). A
-/// table naming no network of this build is refused like a typo. Returns
-/// the valid sections, and every account named (valid or not).
+/// table naming no network of this build is refused like a typo. The
+/// hub's own keys of every account (`links`, `command_prefix`, see
+/// [`account_commands`]) are read out first. Returns the valid sections,
+/// every account named (valid or not), and the accounts taking commands.
 fn network_sections(
     c: &mut Checker<'_>,
     tables: &BTreeMap<String, toml::Value>,
     secrets: &FileSecrets<'_>,
-) -> (Vec<crate::adapters::NetworkConfig>, Vec<AccountId>) {
+) -> (
+    Vec<crate::adapters::NetworkConfig>,
+    Vec<AccountId>,
+    Commands,
+) {
     let mut networks = Vec::new();
     let mut named = Vec::new();
+    let mut commands = Commands::new();
     for (key, value) in tables {
         let network = match Network::new(key) {
             Ok(n) if crate::adapters::connector(n).is_some() => n,
@@ -872,8 +925,8 @@ fn network_sections(
                     key.clone(),
                     format!(
                         "unknown field `{key}`: not a section of switchboard's own \
-                         (general, database, outbox, retention, cluster, api, gateway) nor a network \
-                         of this build ({})",
+                         (general, database, outbox, retention, cluster, api, gateway, links) \
+                         nor a network of this build ({})",
                         crate::adapters::network_names()[1..].join(", ")
                     ),
                 );
@@ -889,10 +942,15 @@ fn network_sections(
         };
         for (name, section) in accounts {
             let key = format!("{network}.{name}");
-            if let Ok(id) = AccountId::new(network, name) {
-                named.push(id);
+            let id = AccountId::new(network, name).ok();
+            if let Some(id) = &id {
+                named.push(id.clone());
             }
-            match crate::adapters::check_section(network, name, section, secrets) {
+            let (section, form) = account_commands(c, &key, network, section);
+            if let (Some(id), Some(form)) = (id, form) {
+                commands.insert(id, form);
+            }
+            match crate::adapters::check_section(network, name, &section, secrets) {
                 Ok(n) => networks.push(n),
                 Err(problems) => {
                     for (sub, message) in problems {
@@ -907,7 +965,79 @@ fn network_sections(
             }
         }
     }
-    (networks, named)
+    (networks, named, commands)
+}
+
+/// An account's own keys of the hub, read out of its section before its
+/// network parses the rest: `links` (it takes chat commands, so its chats
+/// can be linked from the chats) and `command_prefix` (how commands start
+/// where the network has no bot commands of its own; default `!sb`).
+/// Returns the rest of the section and, with `links = true`, how commands
+/// are written on the account.
+fn account_commands(
+    c: &mut Checker<'_>,
+    key: &str,
+    network: Network,
+    section: &toml::Value,
+) -> (toml::Value, Option<switchboard_core::CommandForm>) {
+    use switchboard_core::{CommandForm, CommandStyle};
+    let mut rest = section.clone();
+    let Some(table) = rest.as_table_mut() else {
+        return (rest, None);
+    };
+    // Environment overrides arrive as strings.
+    let on = match table.remove("links") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(toml::Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(other) => {
+            c.issue(
+                format!("{key}.links"),
+                format!("expected true or false, found {other}"),
+            );
+            false
+        }
+    };
+    let prefix = match table.remove("command_prefix") {
+        None => None,
+        Some(toml::Value::String(p)) => {
+            if p.is_empty()
+                || p.chars().count() > 16
+                || p.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                c.issue(
+                    format!("{key}.command_prefix"),
+                    "must be 1-16 characters without spaces, like \"!sb\"",
+                );
+            }
+            Some(p)
+        }
+        Some(other) => {
+            c.issue(
+                format!("{key}.command_prefix"),
+                format!("expected a string like \"!sb\", found {other}"),
+            );
+            None
+        }
+    };
+    let style = crate::adapters::connector(network).map(|n| n.command_style());
+    let form = match (style, prefix) {
+        (Some(CommandStyle::Slash), Some(_)) => {
+            c.issue(
+                format!("{key}.command_prefix"),
+                format!(
+                    "{} has bot commands of its own (/link); a prefix does not apply",
+                    crate::adapters::display_name(network)
+                ),
+            );
+            None
+        }
+        (Some(CommandStyle::Slash), None) => Some(CommandForm::Slash),
+        (_, p) => Some(CommandForm::Prefix(p.unwrap_or_else(|| {
+            switchboard_core::commands::DEFAULT_PREFIX.to_owned()
+        }))),
+    };
+    (rest, form.filter(|_| on))
 }
 
 fn retention(c: &mut Checker<'_>, r: &super::raw::RawRetention) -> Option<RetentionSettings> {
@@ -1086,6 +1216,71 @@ name = "a"
             .to_string();
         assert!(
             err.contains("t.toml: retention") && err.contains("keepp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn links_options_are_the_hubs_and_name_file_and_key() {
+        let base = "[telegram.main]\ntoken = \"1:a\"\n[signal.main]\naccount = \"+15550000001\"\ndaemon = \"tcp://127.0.0.1:1\"\n";
+        let s = check(&format!(
+            "{base}links = true\ncommand_prefix = \"!bridge\"\n[[gateway]]\nname = \"g\"\nlinkable = true\n"
+        ))
+        .unwrap();
+        let signal: AccountId = "signal.main".parse().unwrap();
+        assert_eq!(
+            s.commands.get(&signal),
+            Some(&switchboard_core::CommandForm::Prefix("!bridge".into()))
+        );
+        assert!(!s.commands.contains_key(&"telegram.main".parse().unwrap()));
+        assert!(s.gateways[0].linkable);
+        assert_eq!(s.links, crate::config::LinkSettings::default());
+        let s = check(&format!("{base}links = true\n")).unwrap();
+        assert_eq!(
+            s.commands.get(&signal),
+            Some(&switchboard_core::CommandForm::Prefix("!sb".into()))
+        );
+        let tg = "[telegram.main]\ntoken = \"1:a\"\nlinks = true\n";
+        let s = check(tg).unwrap();
+        assert_eq!(
+            s.commands.get(&"telegram.main".parse().unwrap()),
+            Some(&switchboard_core::CommandForm::Slash)
+        );
+        for (text, key) in [
+            (
+                format!("{tg}command_prefix = \"!sb\"\n"),
+                "telegram.main.command_prefix",
+            ),
+            (format!("{base}links = 1\n"), "signal.main.links"),
+            (
+                format!("{base}command_prefix = \"a b\"\n"),
+                "signal.main.command_prefix",
+            ),
+            (
+                "[[gateway]]\nname = \"link-x\"\n".to_owned(),
+                "gateway[0].name",
+            ),
+            (
+                "[[gateway]]\nname = \"g\"\nlinkable = \"yes\"\n".to_owned(),
+                "gateway[0].linkable",
+            ),
+            ("[links]\ncode_ttl = \"1s\"\n".to_owned(), "links.code_ttl"),
+            ("[links]\nattempts = 0\n".to_owned(), "links.attempts"),
+            (
+                "[links]\nattempts_window = \"soon\"\n".to_owned(),
+                "links.attempts_window",
+            ),
+        ] {
+            let err = check(&text).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{text}: {err}");
+            assert_eq!(err.0[0].key, key, "{err}");
+            assert_eq!(err.0[0].file, "t.toml");
+        }
+        let err = check("[links]\ncodettl = \"1m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml: links") && err.contains("codettl"),
             "{err}"
         );
     }

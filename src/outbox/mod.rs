@@ -1102,11 +1102,16 @@ impl Delivery<'_> {
         // Read each attempt: a reload may have changed the connection.
         let adapter = worker.adapter();
         let caps = adapter.capabilities();
-        if worker
-            .retired
-            .lock()
-            .expect("retired lock")
-            .contains(channel)
+        // An answer to this very chat (a command's, or a link change's:
+        // its origin is the chat) still goes to a chat that just left.
+        let origin = &self.row.event.origin;
+        let answer = &origin.account == self.account && &origin.channel == channel;
+        if !answer
+            && worker
+                .retired
+                .lock()
+                .expect("retired lock")
+                .contains(channel)
         {
             return Attempt::Retired;
         }

@@ -281,6 +281,9 @@ pub mod channel {
     pub const FEED: &str = "switchboard_feed";
     /// Leases were given back: the payload is the instance that did.
     pub const LEASES: &str = "switchboard_leases";
+    /// A link made from the chats changed: the payload is the instance
+    /// that changed it.
+    pub const LINKS: &str = "switchboard_links";
 }
 
 /// Sends a notification when `tx` commits (none if it does not).
@@ -317,7 +320,12 @@ pub async fn notify_now(pool: &AnyPool, channel: &str, payload: &str) -> Result<
 pub async fn listen(url: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener
-        .listen_all([channel::LANES, channel::FEED, channel::LEASES])
+        .listen_all([
+            channel::LANES,
+            channel::FEED,
+            channel::LEASES,
+            channel::LINKS,
+        ])
         .await?;
     Ok(listener)
 }

@@ -33,6 +33,9 @@
 //! - `drills`: outage drills across Telegram, Signal, Matrix and the bot API.
 //! - `durability`: disk full and PostgreSQL down: nothing acknowledged is lost.
 //! - `readme`: the README's commands on the embedded default.
+//! - `links`: links made from the chats (issue 23): pairing codes across
+//!   Telegram, a real Synapse and Signal, unlink, status, kill -9, reload;
+//!   wrong codes limited; the admin API; the configuration wins.
 //! - `matrix`: a Matrix room on a real Synapse, bot and appservice mode.
 //! - `matrix_real`: Matrix as it really is: Synapse's own rate limits, a
 //!   proxy that fails files and loses answers, moderators, stickers,
@@ -84,6 +87,7 @@ mod drills;
 mod durability;
 mod fuzz_corpus;
 mod harness;
+mod links;
 mod matrix;
 mod matrix_real;
 mod notices;

@@ -33,6 +33,11 @@
 //!   URL with a token in it is ever stored), [`Host::blob`] when sending.
 //! - Ignore what your own account sent (loop prevention); the message map is
 //!   a second guard.
+//! - **Commands** (an account with `links = true`): deliver a message that
+//!   is a command in the network's form as an
+//!   [`EventKind::Command`](crate::EventKind::Command), saying whether its
+//!   sender administers the chat; the hub acts on it and answers in that
+//!   chat only. See [`crate::commands`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -259,6 +264,16 @@ pub trait Host: Send + Sync {
     /// waited for it (a [`SendError::not_ready`]) go at once, and an open
     /// breaker probes at once instead of waiting out its timer.
     fn health(&self, health: ReceiveHealth);
+
+    /// Whether a gateway reads `channel` of this account now, configured
+    /// or linked from the chats. An adapter that receives from every chat
+    /// it is in (to hear commands, [`crate::commands`]) skips the costly
+    /// part of the other chats' messages (fetching files) and delivers
+    /// only their commands. Defaults to true (hosts without links).
+    fn reads(&self, channel: &ChannelId) -> bool {
+        let _ = channel;
+        true
+    }
 
     /// Counts something the adapter did that an operator may want to watch
     /// (`switchboard_adapter_events_total{account, event}` on `/metrics`):

@@ -9,6 +9,13 @@
 //! members' channel ids are checked by the same connector. Nothing else in
 //! the hub names a network, so a new one is a folder under `bridges/` plus
 //! one line in the registry (see docs/adding-a-network.md).
+//!
+//! Two options of every account are the hub's, not the network's: `links`
+//! (the account takes chat commands, [`crate::commands`]) and
+//! `command_prefix` (how they are written where the network has no bot
+//! commands of its own, [`Connector::command_style`]). The hub reads them
+//! out of the section before the connector parses it, and hands the
+//! result to [`AccountConfig::build`] in the [`AccountSetup`].
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -16,6 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::adapter::Adapter;
+use crate::commands::{CommandForm, CommandStyle};
 use crate::ids::{AccountId, ChannelId, Network};
 use crate::secrets::Secrets;
 
@@ -52,12 +60,33 @@ pub trait Connector: Send + Sync + 'static {
     /// What is wrong with it, in a sentence.
     fn check_channel(&self, channel: &str) -> Result<(), String>;
 
+    /// How the network's people write commands to a bot: its own bot
+    /// commands (`/link`), or a prefix the account configures (`!sb
+    /// link`, the default).
+    fn command_style(&self) -> CommandStyle {
+        CommandStyle::Prefix
+    }
+
     /// The network's peer for the hub's end-to-end tests (its fake, or the
     /// real service where one runs here); `None` for a network without one.
     #[cfg(feature = "test-util")]
     fn test_peer(&self) -> Option<&'static dyn crate::testkit::TestPeerFactory> {
         None
     }
+}
+
+/// What the hub tells an account's adapter when it builds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountSetup {
+    /// The account's channels in the configured gateways (a reload that
+    /// changes them builds the adapter again). Chats linked from the chats
+    /// themselves are not among them: an adapter that takes commands
+    /// receives from every chat it is in, and [`Host::reads`](crate::Host)
+    /// says which of them a gateway reads now.
+    pub channels: BTreeSet<ChannelId>,
+    /// How commands are written on this account, when it takes them
+    /// (`links = true`); `None`: it takes none, a command is a message.
+    pub commands: Option<CommandForm>,
 }
 
 /// One account's validated section: what the hub keeps in its settings,
@@ -67,8 +96,9 @@ pub trait AccountConfig: fmt::Debug + Send + Sync + 'static {
     fn account(&self) -> &AccountId;
 
     /// Builds the account's adapter, knowing the account's channels in the
-    /// gateways (a reload that changes them builds it again).
-    fn build(&self, channels: &BTreeSet<ChannelId>) -> Arc<dyn Adapter>;
+    /// gateways and whether it takes commands (a reload that changes
+    /// either builds it again).
+    fn build(&self, setup: &AccountSetup) -> Arc<dyn Adapter>;
 
     /// Whether `other` is the same configuration (a reload keeps the
     /// running adapter when it is); see [`same_config`].

@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`connector`]: [`Connector`], all the hub knows of a network (its
 //!   name, its config section, its channel ids, building its adapter).
+//! - [`commands`]: chat commands (`/link`, `!sb link`): what an adapter
+//!   recognises and says of the sender; the hub acts and answers.
 //! - [`ids`]: newtype identifiers (accounts, channels, remote ids, event ids).
 //! - [`model`]: [`Event`], [`Origin`], [`Author`], [`EventKind`], [`Attachment`],
 //!   and [`NewEvent::validate`], the checks the hub applies before a commit.
@@ -35,6 +37,7 @@ pub mod adapter;
 #[cfg(feature = "proptest")]
 pub mod arb;
 pub mod caps;
+pub mod commands;
 pub mod connector;
 pub mod error;
 #[cfg(feature = "test-util")]
@@ -55,7 +58,8 @@ pub use adapter::{
     Reference, RunError, Shutdown,
 };
 pub use caps::{degrade, Capabilities, DegradeContext, Pacing, Reactions, TextLimit};
-pub use connector::{same_config, AccountConfig, Connector, SectionProblems};
+pub use commands::{CommandForm, CommandStyle};
+pub use connector::{same_config, AccountConfig, AccountSetup, Connector, SectionProblems};
 pub use error::{RetryKind, SendError};
 pub use ids::{AccountId, ChannelId, EventId, GatewayName, Network, ParseIdError, RemoteId};
 pub use ingress::{Ingress, IngressRequest, IngressResponse};

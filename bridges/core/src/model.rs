@@ -158,6 +158,24 @@ pub enum EventKind {
         /// The notice text.
         body: RichText,
     },
+    /// A command to switchboard itself, written in its chat in the
+    /// network's own form (`/link`, `!sb link`): the hub acts on it and
+    /// answers in that chat; it is never routed (see [`crate::commands`]).
+    Command {
+        /// The command's name, lowercase (`link`).
+        name: String,
+        /// The words after it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<String>,
+        /// Whether the network says the sender administers the chat;
+        /// `None` when it could not say (it did not answer).
+        #[serde(default)]
+        sender_is_admin: Option<bool>,
+        /// The chat's name as people see it (a group's title), where the
+        /// network has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_name: Option<String>,
+    },
     /// A kind written by a newer switchboard; kept so old code can skip it.
     #[serde(other)]
     Unknown,
@@ -174,6 +192,7 @@ impl EventKind {
             Self::Reaction { .. } => "reaction",
             Self::Membership { .. } => "membership",
             Self::Notice { .. } => "notice",
+            Self::Command { .. } => "command",
             Self::Unknown => "unknown",
         }
     }
@@ -363,6 +382,31 @@ impl NewEvent {
                     return Err("a reaction needs an emoji".into());
                 }
                 field("emoji", emoji)?;
+            }
+            EventKind::Command {
+                name,
+                args,
+                channel_name,
+                ..
+            } => {
+                if name.is_empty()
+                    || name.len() > 64
+                    || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err("a command's name is one word of 1-64 bytes".into());
+                }
+                if args.len() > crate::commands::MAX_ARGS {
+                    return Err(format!(
+                        "more than {} words after a command",
+                        crate::commands::MAX_ARGS
+                    ));
+                }
+                for a in args {
+                    field("command word", a)?;
+                }
+                if let Some(n) = channel_name {
+                    field("channel name", n)?;
+                }
             }
             EventKind::Unknown => return Err("unknown event kind".into()),
             EventKind::Delete { .. } | EventKind::Membership { .. } => {}

@@ -11,6 +11,12 @@
 //!   and their files (both modes);
 //! - [`crate::send`]: sends, paced by [`crate::pacer`] in bot mode.
 //!
+//! # Commands
+//! With `links = true` on the account, it syncs every room it is in and
+//! accepts every invite: a message starting with the command prefix is
+//! delivered as a command (see [`crate::commands`]); of the rooms no
+//! gateway reads, nothing else is.
+//!
 //! # Ready
 //! Until the account has signed in and joined its rooms (and while it
 //! signs in again after the homeserver refused its token), a send answers
@@ -29,8 +35,8 @@ use ruma::events::{AnySyncStateEvent, StateEventType};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, UserId};
 use switchboard_core::{
-    AccountId, Adapter, Capabilities, ChannelId, Host, Outbound, Pacing, Reactions, Receipt,
-    ReceiveHealth, RichText, RunError, SendError, Shutdown, TextLimit, TextUnit,
+    AccountId, Adapter, Capabilities, ChannelId, CommandForm, Host, Outbound, Pacing, Reactions,
+    Receipt, ReceiveHealth, RichText, RunError, SendError, Shutdown, TextLimit, TextUnit,
 };
 
 use crate::client::{Client, MxError};
@@ -93,6 +99,9 @@ pub struct MatrixAdapter {
     /// Why files cannot be fetched from the homeserver, while they cannot:
     /// the account reports `degraded` with it.
     pub(crate) files_failing: Mutex<Option<String>>,
+    /// How commands are written here, when the account takes them: then
+    /// it receives from every room it is in (see [`crate::commands`]).
+    pub(crate) commands: Option<CommandForm>,
 }
 
 pub(crate) struct RoomNames<'a>(pub(crate) &'a MatrixAdapter, pub(crate) &'a str);
@@ -131,12 +140,17 @@ pub(crate) fn txn(key: &str, i: usize) -> OwnedTransactionId {
 }
 
 impl MatrixAdapter {
-    /// An adapter for `cfg`, serving `channels`.
+    /// An adapter for `cfg`, serving `channels`; `commands`: it takes the
+    /// hub's commands (`!sb link`) and so every room it is in.
     ///
     /// # Panics
     /// Never: the configuration was validated.
     #[must_use]
-    pub fn new(cfg: MatrixConfig, channels: BTreeSet<ChannelId>) -> Arc<Self> {
+    pub fn new(
+        cfg: MatrixConfig,
+        channels: BTreeSet<ChannelId>,
+        commands: Option<CommandForm>,
+    ) -> Arc<Self> {
         let client = Client::new(&cfg.homeserver);
         let own = match &cfg.mode {
             Mode::Bot { user, login } => {
@@ -171,6 +185,7 @@ impl MatrixAdapter {
             pacer: Mutex::new(Pacer::new(Instant::now())),
             max_upload: AtomicU64::new(DEFAULT_MAX_UPLOAD),
             files_failing: Mutex::new(None),
+            commands,
         })
     }
 
@@ -224,9 +239,16 @@ impl MatrixAdapter {
         }
     }
 
-    /// The channel id the gateways use for `room`, when configured.
+    /// The channel id the gateways use for `room`, when configured; with
+    /// commands, every room is a channel (by its id), so its admins can
+    /// link it.
     pub(crate) fn channel_of(&self, room: &OwnedRoomId) -> Option<ChannelId> {
-        self.rooms.lock().expect("rooms lock").get(room).cloned()
+        let known = self.rooms.lock().expect("rooms lock").get(room).cloned();
+        known.or_else(|| {
+            self.commands
+                .as_ref()
+                .and_then(|_| ChannelId::new(room.as_str()).ok())
+        })
     }
 
     /// The room a channel names (resolving an alias once).

@@ -24,6 +24,9 @@
 //! # goes on without it.
 //! # download_timeout = "30s"
 //! # max_download = "20MiB"
+//! # With `links = true` (the hub's option): who may link and unlink a
+//! # room, by power level (50: Element's "Moderator").
+//! # admin_power_level = 50
 //! ```
 
 use std::fmt;
@@ -55,6 +58,7 @@ struct RawMatrix {
     bot: Option<String>,
     ghosts: Option<String>,
     // Both.
+    admin_power_level: Option<i64>,
     sync_timeout: Option<String>,
     max_download: Option<String>,
     download_timeout: Option<String>,
@@ -144,6 +148,9 @@ pub struct MatrixConfig {
     /// How long a file download waits for the homeserver's answer; the
     /// whole file then gets this plus its size at 256 KiB/s.
     pub download_timeout: Duration,
+    /// The power level at which a room's member administers it for
+    /// switchboard's commands (`links = true`): link and unlink the room.
+    pub admin_power_level: i64,
 }
 
 impl fmt::Debug for MatrixConfig {
@@ -260,6 +267,13 @@ pub fn parse(
             None
         }
     };
+    let admin_power_level = raw.admin_power_level.unwrap_or(50);
+    if !(0..=i64::from(i32::MAX)).contains(&admin_power_level) {
+        problems.push((
+            "admin_power_level".into(),
+            format!("{admin_power_level} is not a power level (0 or more, like 50 or 100)"),
+        ));
+    }
     match (account, mode) {
         (Some(account), Some(mode)) if problems.is_empty() => Ok(MatrixConfig {
             account,
@@ -268,6 +282,7 @@ pub fn parse(
             sync_timeout,
             max_download,
             download_timeout,
+            admin_power_level,
         }),
         _ => Err(problems),
     }

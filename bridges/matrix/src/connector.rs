@@ -1,11 +1,10 @@
 //! [`CONNECTOR`]: the Matrix network as the hub's registry holds it (its
 //! name, its `[matrix.<name>]` sections, its channel ids, its adapter).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use switchboard_core::{
-    same_config, AccountConfig, AccountId, Adapter, ChannelId, Connector, Network, Secrets,
+    same_config, AccountConfig, AccountId, AccountSetup, Adapter, Connector, Network, Secrets,
     SectionProblems,
 };
 
@@ -53,8 +52,8 @@ impl AccountConfig for MatrixConfig {
         &self.account
     }
 
-    fn build(&self, channels: &BTreeSet<ChannelId>) -> Arc<dyn Adapter> {
-        crate::MatrixAdapter::new(self.clone(), channels.clone())
+    fn build(&self, setup: &AccountSetup) -> Arc<dyn Adapter> {
+        crate::MatrixAdapter::new(self.clone(), setup.channels.clone(), setup.commands.clone())
     }
 
     fn same(&self, other: &dyn AccountConfig) -> bool {

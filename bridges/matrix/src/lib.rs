@@ -21,6 +21,8 @@
 //! - [`fuzzing`]: fuzz entry points for events and transactions.
 //! - [`appservice`]: the routes the homeserver pushes transactions to, and
 //!   ghost users.
+//! - [`commands`]: chat commands (`!sb link`) on an account with `links =
+//!   true`: who administers a room (power levels), the room's name.
 //! - `synapse` (feature `synapse`): a real Synapse homeserver for tests and
 //!   the benchmark (with Synapse's own rate limits or relaxed ones), a
 //!   plain client-server API client as its users, and a proxy in front of
@@ -32,6 +34,7 @@
 pub mod adapter;
 pub mod appservice;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod connector;
 pub mod convert;

@@ -91,9 +91,12 @@ impl MatrixAdapter {
         let Some(channel) = self.channel_of(room) else {
             return Ok(());
         };
+        // A room only commands come from (no gateway reads it, yet).
+        let reads = host.reads(&channel);
         for raw in events {
             let ev = match raw.deserialize() {
                 Ok(ev) => ev,
+                Err(_) if !reads => continue,
                 Err(e) => {
                     let ty = raw
                         .get_field::<String>("type")
@@ -122,6 +125,12 @@ impl MatrixAdapter {
                 &RoomNames(self, room.as_str()),
             );
             match read {
+                Read::Deliver(mut event, _) if self.command_in(&event).is_some() => {
+                    let command = self.command_in(&event).expect("a command");
+                    self.make_command(room, &mut event, command).await?;
+                    out.push(*event);
+                }
+                _ if !reads => {}
                 Read::Encrypted => self.mark_encrypted(host, room).await,
                 Read::Skip(why) => {
                     tracing::debug!(account = %self.cfg.account, %room, event = %ev.event_id(), why, "Not bridged.");
@@ -483,7 +492,10 @@ impl MatrixAdapter {
             .keys()
             .cloned()
             .collect();
-        filter.room.rooms = Some(rooms);
+        // With commands, every room: its admins may link it.
+        if self.commands.is_none() {
+            filter.room.rooms = Some(rooms);
+        }
         let mut timeline = RoomEventFilter::default();
         timeline.types = Some(SYNC_TYPES.map(String::from).to_vec());
         timeline.limit = Some(ruma::UInt::from(100u32));
@@ -627,7 +639,8 @@ impl MatrixAdapter {
                 }
             }
             for room in res.rooms.leave.keys() {
-                if self.channel_of(room).is_some() {
+                let configured = self.rooms.lock().expect("rooms lock").contains_key(room);
+                if configured {
                     tracing::error!(%account, %room, "The bridge was removed from a configured room; invite it back.");
                 }
             }

@@ -34,6 +34,11 @@
 //! Signal's server; what was handed over already waits in this process and
 //! is committed first when the store is back.
 //!
+//! # Commands
+//! With `links = true` on the account, a message that starts with its
+//! command prefix (`!sb link`) is delivered as a command, with whether its
+//! sender is one of the group's admins (`commands`).
+//!
 //! # Sending
 //! One request per attempt, classified by [`crate::errors`]. Files go by
 //! path through the spool directory where the daemon can read it (see
@@ -56,10 +61,12 @@ use base64::Engine;
 use serde_json::{json, Value};
 use switchboard_core::kit::{self, nap, Backoff};
 use switchboard_core::{
-    not_bridged, push_line, AccountId, Adapter, Attachment, Batch, Capabilities, DeliverError,
-    Delivered, EventKind, Host, Outbound, Pacing, Reactions, Receipt, ReceiveHealth, RemoteId,
-    RunError, SendError, Shutdown, TextLimit, TextUnit, DEFAULT_NICK_FORMAT,
+    not_bridged, push_line, AccountId, Adapter, Attachment, Batch, Capabilities, CommandForm,
+    DeliverError, Delivered, EventKind, Host, Outbound, Pacing, Reactions, Receipt, ReceiveHealth,
+    RemoteId, RunError, SendError, Shutdown, TextLimit, TextUnit, DEFAULT_NICK_FORMAT,
 };
+
+mod commands;
 
 use crate::client::{Conn, Notes, RpcError, MAX_STRING_CHARS};
 use crate::config::{Daemon, SignalConfig};
@@ -141,12 +148,15 @@ pub struct SignalAdapter {
     spool_ok: AtomicBool,
     /// Another account's message was seen (warned once).
     foreign_seen: AtomicBool,
+    /// How commands are written here, when the account takes them.
+    commands: Option<CommandForm>,
 }
 
 impl SignalAdapter {
-    /// An adapter for `cfg`.
+    /// An adapter for `cfg`; `commands`: it takes the hub's commands
+    /// (`!sb link`).
     #[must_use]
-    pub fn new(cfg: SignalConfig) -> Arc<Self> {
+    pub fn new(cfg: SignalConfig, commands: Option<CommandForm>) -> Arc<Self> {
         let own = vec![cfg.number.clone()];
         let spool_ok = cfg.spool.is_some();
         Arc::new(Self {
@@ -160,6 +170,7 @@ impl SignalAdapter {
             captcha: AtomicBool::new(false),
             spool_ok: AtomicBool::new(spool_ok),
             foreign_seen: AtomicBool::new(false),
+            commands,
         })
     }
 
@@ -850,6 +861,10 @@ impl SignalAdapter {
                 if let Some(again) = self.draft(&n) {
                     d = again;
                 }
+            }
+            if let Some(command) = self.command_in(&d) {
+                out.push(self.command_event(conn, &n, d, command).await);
+                continue;
             }
             let channel = d.event.origin.channel.as_str().to_owned();
             if let EventKind::Message { body, .. } = &mut d.event.kind {

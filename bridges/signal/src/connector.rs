@@ -1,11 +1,10 @@
 //! [`CONNECTOR`]: the Signal network as the hub's registry holds it (its
 //! name, its `[signal.<name>]` sections, its channel ids, its adapter).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use switchboard_core::{
-    same_config, AccountConfig, AccountId, Adapter, ChannelId, Connector, Network, Secrets,
+    same_config, AccountConfig, AccountId, AccountSetup, Adapter, Connector, Network, Secrets,
     SectionProblems,
 };
 
@@ -56,8 +55,8 @@ impl AccountConfig for SignalConfig {
 
     // A Signal account receives from every group its number is in: the
     // adapter needs no list of channels.
-    fn build(&self, _channels: &BTreeSet<ChannelId>) -> Arc<dyn Adapter> {
-        crate::SignalAdapter::new(self.clone())
+    fn build(&self, setup: &AccountSetup) -> Arc<dyn Adapter> {
+        crate::SignalAdapter::new(self.clone(), setup.commands.clone())
     }
 
     fn same(&self, other: &dyn AccountConfig) -> bool {

@@ -16,6 +16,12 @@
 //! reactions behind its messages. A reaction names the chat, not the forum
 //! topic: the hub says which of the chat's channels holds the message.
 //!
+//! # Commands
+//! With `links = true` on the account, a message that is one of the hub's
+//! commands (`/link`, `/link@thisbot`) is delivered as a command, with
+//! whether its sender administers the chat (`commands`); the commands are
+//! in the menu of group administrators.
+//!
 //! # Health
 //! Besides connected or not: `degraded` while the bot cannot see reactions
 //! somewhere (not an admin there; getChatMember at start, `my_chat_member`
@@ -33,6 +39,7 @@
 //! once as plain text; a text or caption over Telegram's limits is split,
 //! never refused; a success is a success whatever its `result` looks like.
 
+mod commands;
 mod receive;
 mod send;
 mod webhook;
@@ -44,8 +51,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use switchboard_core::{
-    AccountId, Adapter, BlobRef, Capabilities, ChannelId, EventKind, Host, Outbound, Pacing,
-    Reactions, Receipt, RemoteId, RunError, SendError, Shutdown, TextLimit, TextUnit,
+    AccountId, Adapter, BlobRef, Capabilities, ChannelId, CommandForm, EventKind, Host, Outbound,
+    Pacing, Reactions, Receipt, RemoteId, RunError, SendError, Shutdown, TextLimit, TextUnit,
 };
 
 use crate::client::Client;
@@ -172,6 +179,8 @@ pub struct TelegramAdapter {
     topics: HashSet<String>,
     /// Every chat a gateway lists (a topic's chat too), for the admin check.
     chats: BTreeSet<i64>,
+    /// How commands are written here, when the account takes them.
+    commands: Option<CommandForm>,
     /// Avatars fetched this run, by user id (`None`: the user has none).
     /// Each entry is fetched again after [`AVATAR_TTL`]: a changed photo
     /// shows, and storing it again keeps the blob from retention.
@@ -206,9 +215,14 @@ struct Degradations {
 
 impl TelegramAdapter {
     /// An adapter for `cfg`; `channels` are the account's channels in the
-    /// gateways (a forum topic listed as `<chat>/<thread>` gets its own).
+    /// gateways (a forum topic listed as `<chat>/<thread>` gets its own);
+    /// `commands`: it takes the hub's commands (`/link`).
     #[must_use]
-    pub fn new(cfg: TelegramConfig, channels: impl IntoIterator<Item = ChannelId>) -> Arc<Self> {
+    pub fn new(
+        cfg: TelegramConfig,
+        channels: impl IntoIterator<Item = ChannelId>,
+        commands: Option<CommandForm>,
+    ) -> Arc<Self> {
         let client = Client::new(&cfg.api_url, &cfg.token);
         let channels: Vec<String> = channels
             .into_iter()
@@ -226,6 +240,7 @@ impl TelegramAdapter {
             me: OnceLock::new(),
             topics,
             chats,
+            commands,
             avatars: Mutex::new(HashMap::new()),
             unlisted: Mutex::new(HashSet::new()),
             degraded: Mutex::new(Degradations::default()),
@@ -483,7 +498,7 @@ mod tests {
             receive: Receive::Poll,
         };
         let ch = |s: &str| ChannelId::new(s).unwrap();
-        let a = TelegramAdapter::new(cfg, [ch("-100"), ch("-200/3"), ch("-200/4"), ch("5")]);
+        let a = TelegramAdapter::new(cfg, [ch("-100"), ch("-200/3"), ch("-200/4"), ch("5")], None);
         assert_eq!(a.chats, BTreeSet::from([-200, -100, 5]));
         assert_eq!(a.topics_of(-200), [ch("-200/3"), ch("-200/4")]);
         assert!(a.topics_of(-100).is_empty());

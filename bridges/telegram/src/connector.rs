@@ -1,12 +1,11 @@
 //! [`CONNECTOR`]: the Telegram network as the hub's registry holds it (its
 //! name, its `[telegram.<name>]` sections, its channel ids, its adapter).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use switchboard_core::{
-    same_config, AccountConfig, AccountId, Adapter, ChannelId, Connector, Network, Secrets,
-    SectionProblems,
+    same_config, AccountConfig, AccountId, AccountSetup, Adapter, CommandStyle, Connector, Network,
+    Secrets, SectionProblems,
 };
 
 use crate::config::TelegramConfig;
@@ -42,6 +41,10 @@ impl Connector for TelegramConnector {
         crate::config::check_channel(channel)
     }
 
+    fn command_style(&self) -> CommandStyle {
+        CommandStyle::Slash
+    }
+
     #[cfg(feature = "fake")]
     fn test_peer(&self) -> Option<&'static dyn switchboard_core::testkit::TestPeerFactory> {
         Some(&crate::fake::peer::PEERS)
@@ -53,8 +56,12 @@ impl AccountConfig for TelegramConfig {
         &self.account
     }
 
-    fn build(&self, channels: &BTreeSet<ChannelId>) -> Arc<dyn Adapter> {
-        crate::TelegramAdapter::new(self.clone(), channels.clone())
+    fn build(&self, setup: &AccountSetup) -> Arc<dyn Adapter> {
+        crate::TelegramAdapter::new(
+            self.clone(),
+            setup.channels.iter().cloned(),
+            setup.commands.clone(),
+        )
     }
 
     fn same(&self, other: &dyn AccountConfig) -> bool {

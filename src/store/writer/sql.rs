@@ -810,6 +810,16 @@ async fn refusal(
             event.author.display_name, event.author.remote_id, event.origin.account
         )
     };
+    if matches!(
+        event.kind,
+        EventKind::Edit { .. } | EventKind::Delete { .. } | EventKind::Reaction { .. }
+    ) && crate::links::stays_in_its_chat(tx, event, target).await?
+    {
+        return Ok(Some(format!(
+            "{} changed a command to switchboard, or its answer, which stay in their chat",
+            who()
+        )));
+    }
     let what = match &event.kind {
         EventKind::Edit { .. } => "edit",
         EventKind::Delete {
@@ -989,7 +999,10 @@ async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), S
 /// Whether an event kind creates a message a later edit or reply can target.
 #[must_use]
 pub fn creates_message(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Message { .. } | EventKind::Notice { .. })
+    matches!(
+        kind,
+        EventKind::Message { .. } | EventKind::Notice { .. } | EventKind::Command { .. }
+    )
 }
 
 /// What a transaction of an instance in a cluster does last.

@@ -571,6 +571,16 @@ impl FakeSignal {
         self.shared.lock().set_member(group_id, number, member);
     }
 
+    /// Makes a member (a number) one of the group's admins, or not: as
+    /// signal-cli's `listGroups` lists them under `admins` (each with
+    /// `number` and `uuid`; see `methods::list_groups`).
+    ///
+    /// # Panics
+    /// If the group is unknown.
+    pub fn set_admin(&self, group_id: &str, number: &str, admin: bool) {
+        self.shared.lock().set_admin(group_id, number, admin);
+    }
+
     /// Marks a user registered or not (an unregistered one gets
     /// `UNREGISTERED_FAILURE` and `isRegistered:false`).
     pub fn set_registered(&self, number: &str, registered: bool) {

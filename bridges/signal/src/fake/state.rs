@@ -405,6 +405,16 @@ impl State {
         group.revision += 1;
     }
 
+    pub fn set_admin(&mut self, group_id: &str, number: &str, admin: bool) {
+        let uuid = self.sender(number).uuid;
+        let group = self.group_mut(group_id);
+        group.admins.retain(|m| *m != uuid);
+        if admin {
+            group.admins.push(uuid);
+        }
+        group.revision += 1;
+    }
+
     pub fn find_group(&self, id: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.id == id)
     }

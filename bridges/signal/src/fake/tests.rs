@@ -1623,6 +1623,17 @@ async fn lists_and_status() {
         "0.13.19 members are {{number, uuid}}"
     );
     assert_eq!(g["admins"][0]["number"], "+15550000001");
+    signal.set_admin(&group, ALICE, true);
+    let groups = c.ok("listGroups", json!({ "groupId": [group] })).await;
+    let admins: Vec<&str> = groups[0]["admins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["number"].as_str())
+        .collect();
+    assert_eq!(admins, ["+15550000001", ALICE]);
+    assert_eq!(groups[0]["admins"][1]["uuid"], json!(signal.uuid_of(ALICE)));
+    signal.set_admin(&group, ALICE, false);
     assert_eq!(
         c.ok("listGroups", json!({ "groupId": group }))
             .await

@@ -74,6 +74,7 @@ impl TelegramAdapter {
         if self.check_rights(&mut shutdown).await.is_none() {
             return Ok(());
         }
+        self.register_commands().await;
         if let Receive::Webhook { url, secret, .. } = &self.cfg.receive {
             return self.run_webhook(host, url, secret, shutdown).await;
         }
@@ -466,6 +467,14 @@ impl TelegramAdapter {
                 }
                 if let Some(to) = m.migrate_to_chat_id {
                     self.follow_migration(host, m.chat.id, to, shutdown).await?;
+                    continue;
+                }
+                if let Some(command) = self.command_in(m) {
+                    drafts.push(Draft {
+                        event: self.command_event(m, command, received).await,
+                        files: Vec::new(),
+                        bad_date: None,
+                    });
                     continue;
                 }
                 let Some(draft) =

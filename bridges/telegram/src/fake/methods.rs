@@ -160,6 +160,9 @@ fn call(st: &mut State, method: &str, p: &Params) -> ApiResult<Success> {
             Ok(chat(st, chat_id)?.full_json().into())
         }
         "getChatMember" => get_chat_member(st, p),
+        "setMyCommands" => set_my_commands(st, p),
+        "getMyCommands" => get_my_commands(st, p),
+        "deleteMyCommands" => delete_my_commands(st, p),
         "sendChatAction" => send_chat_action(st, p),
         "getUserProfilePhotos" => get_user_profile_photos(st, p),
         other => Err(ApiError::new(
@@ -848,7 +851,120 @@ fn get_chat_member(st: &mut State, p: &Params) -> ApiResult<Success> {
         .get(&user_id)
         .cloned()
         .ok_or_else(|| bad("user not found"))?;
-    Ok(chat_member(&user, BotStatus::Member).into())
+    let status = chat(st, chat_id)?
+        .member_status
+        .get(&user_id)
+        .cloned()
+        .unwrap_or_else(|| "member".into());
+    Ok(super::state::user_member(&user, &status).into())
+}
+
+// --- the bot's command menu ------------------------------------------------
+//
+// setMyCommands, getMyCommands and deleteMyCommands
+// (https://core.telegram.org/bots/api#setmycommands). The checks are
+// tdlib's `set_commands` (td/telegram/BotCommand.cpp: a command is trimmed
+// and loses a leading `/`, then must be 1-32 characters; a description
+// 1-256 after trimming; a language code empty or two lowercase letters),
+// then Telegram's own (`BOT_COMMAND_INVALID` for characters other than
+// lowercase letters, digits and `_`; `BOT_COMMANDS_TOO_MUCH` beyond 100).
+// The Bot API server words tdlib's errors with a lowercase first letter.
+
+/// The scope's key in the command table: its JSON with sorted keys;
+/// `default` when absent. Only the scope types the Bot API knows.
+fn command_scope(p: &Params) -> ApiResult<String> {
+    let Some(raw) = p.arg("scope") else {
+        return Ok(json!({"type": "default"}).to_string());
+    };
+    let scope: Value =
+        serde_json::from_str(&raw).map_err(|_| bad("can't parse BotCommandScope JSON object"))?;
+    let kind = scope
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("BotCommandScope must have a field \"type\""))?;
+    if ![
+        "default",
+        "all_private_chats",
+        "all_group_chats",
+        "all_chat_administrators",
+        "chat",
+        "chat_administrators",
+        "chat_member",
+    ]
+    .contains(&kind)
+    {
+        return Err(bad("unsupported type specified"));
+    }
+    // serde_json's maps are sorted: one key per scope however it is written.
+    Ok(scope.to_string())
+}
+
+fn command_language(p: &Params) -> ApiResult<String> {
+    let code = p.arg("language_code").unwrap_or_default();
+    if code.is_empty() || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase())) {
+        Ok(code)
+    } else {
+        Err(bad("invalid language code specified"))
+    }
+}
+
+fn set_my_commands(st: &mut State, p: &Params) -> ApiResult<Success> {
+    let raw = p
+        .arg("commands")
+        .ok_or_else(|| bad("parameter \"commands\" is required"))?;
+    let list: Value =
+        serde_json::from_str(&raw).map_err(|_| bad("can't parse commands JSON object"))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("expected an Array of BotCommand"))?;
+    let (scope, language) = (command_scope(p)?, command_language(p)?);
+    let mut clean = Vec::new();
+    for c in list {
+        let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::trim);
+        let command = field("command").ok_or_else(|| bad("command must be non-empty"))?;
+        let command = command.strip_prefix('/').unwrap_or(command);
+        if command.is_empty() {
+            return Err(bad("command must be non-empty"));
+        }
+        if command.chars().count() > 32 {
+            return Err(bad("command length must not exceed 32"));
+        }
+        let description = field("description").unwrap_or_default();
+        if description.is_empty() {
+            return Err(bad("command description must be non-empty"));
+        }
+        if description.chars().count() > 256 {
+            return Err(bad("command description length must not exceed 256"));
+        }
+        if !command
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(bad("BOT_COMMAND_INVALID"));
+        }
+        clean.push(json!({"command": command, "description": description}));
+    }
+    if clean.len() > 100 {
+        return Err(bad("BOT_COMMANDS_TOO_MUCH"));
+    }
+    st.commands.insert((scope, language), Value::Array(clean));
+    Ok(Value::Bool(true).into())
+}
+
+fn get_my_commands(st: &mut State, p: &Params) -> ApiResult<Success> {
+    let key = (command_scope(p)?, command_language(p)?);
+    Ok(st
+        .commands
+        .get(&key)
+        .cloned()
+        .unwrap_or_else(|| json!([]))
+        .into())
+}
+
+fn delete_my_commands(st: &mut State, p: &Params) -> ApiResult<Success> {
+    let key = (command_scope(p)?, command_language(p)?);
+    st.commands.remove(&key);
+    Ok(Value::Bool(true).into())
 }
 
 fn get_file(st: &mut State, p: &Params) -> ApiResult<Success> {

@@ -436,6 +436,7 @@ impl FakeTelegram {
             faults: Vec::new(),
             calls: Vec::new(),
             last_media_group: 0,
+            commands: std::collections::BTreeMap::new(),
         };
         let shared = Arc::new(Shared::new(opts.token, state));
         let (control, orders) = mpsc::unbounded_channel();
@@ -548,6 +549,48 @@ impl FakeTelegram {
             .push("my_chat_member", payload, now_unix() + 86_400);
         drop(st);
         self.shared.wake.notify_waiters();
+    }
+
+    /// Sets a user's standing in a chat, as getChatMember will answer it:
+    /// `creator`, `administrator`, `member`, `restricted`, `left` or
+    /// `kicked` (the Bot API's ChatMember statuses). The user is one the
+    /// bot has seen (a message from them, or a private chat).
+    ///
+    /// # Panics
+    /// If the chat is not in the table, or on another status.
+    pub fn set_member_status(&self, chat_id: i64, user: &Value, status: &str) {
+        assert!(
+            [
+                "creator",
+                "administrator",
+                "member",
+                "restricted",
+                "left",
+                "kicked"
+            ]
+            .contains(&status),
+            "set_member_status: unknown status {status:?}"
+        );
+        let id = user["id"].as_i64().expect("a User object");
+        let mut st = self.shared.lock();
+        st.users.insert(id, user.clone());
+        let chat = st
+            .chats
+            .get_mut(&chat_id)
+            .unwrap_or_else(|| panic!("chat {chat_id} is not in the fake's chat table"));
+        chat.member_status.insert(id, status.to_owned());
+    }
+
+    /// The bot's command list for a scope (`{"type":
+    /// "all_chat_administrators"}`) and language (`""`: all), as
+    /// setMyCommands left it; empty when none was set.
+    pub fn bot_commands(&self, scope: &Value, language_code: &str) -> Vec<Value> {
+        let st = self.shared.lock();
+        st.commands
+            .get(&(scope.to_string(), language_code.to_owned()))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Makes a chat unknown to the bot (deleted, or the bot never saw it):

@@ -120,6 +120,10 @@ pub(crate) struct Chat {
     pub migrated_to: Option<i64>,
     /// Forum topics the bot may post into (by `message_thread_id`).
     pub topics: BTreeSet<i64>,
+    /// Other users' standing (`creator`, `administrator`, `restricted`,
+    /// `left`, `kicked`) as getChatMember answers it; anyone else the bot
+    /// has seen is a `member`.
+    pub member_status: BTreeMap<i64, String>,
     last_message_id: i64,
     pub messages: BTreeMap<i64, Stored>,
 }
@@ -140,6 +144,7 @@ impl Chat {
             missing: false,
             migrated_to: None,
             topics: BTreeSet::new(),
+            member_status: BTreeMap::new(),
             last_message_id: 0,
             messages: BTreeMap::new(),
         }
@@ -554,6 +559,21 @@ pub(crate) fn chat_member(user: &Value, status: BotStatus) -> Value {
     member
 }
 
+/// A user's ChatMember object (getChatMember) with `status` as a chat's
+/// admin set it: `creator` (ChatMemberOwner), `administrator`
+/// (ChatMemberAdministrator), `member`, `restricted`, `left` or `kicked`
+/// (https://core.telegram.org/bots/api#chatmember).
+pub(crate) fn user_member(user: &Value, status: &str) -> Value {
+    match status {
+        "creator" => json!({ "user": user, "status": "creator", "is_anonymous": false }),
+        "administrator" => chat_member(user, BotStatus::Administrator),
+        "restricted" => chat_member(user, BotStatus::Restricted),
+        "left" => chat_member(user, BotStatus::Left),
+        "kicked" => chat_member(user, BotStatus::Kicked),
+        _ => chat_member(user, BotStatus::Member),
+    }
+}
+
 /// The `message_thread_id` a reply to `target` carries (the server's
 /// `get_forum_topic_id` of the message's topic): in a forum, the target's
 /// topic; in a supergroup without topics, the reply thread, that is the
@@ -680,6 +700,9 @@ pub(crate) struct State {
     pub faults: Vec<FaultRule>,
     pub calls: Vec<Call>,
     pub last_media_group: i64,
+    /// The bot's command lists (setMyCommands) by scope (its JSON, keys
+    /// sorted) and language code.
+    pub commands: BTreeMap<(String, String), Value>,
 }
 
 /// Message fields that make a message a service message, which privacy

@@ -1694,3 +1694,89 @@ async fn a_webhook_with_one_connection_gets_one_update_at_a_time() {
         .position(|u| u.pointer("/message/text") == Some(&json!("first")));
     assert!(first.unwrap() < reaction.unwrap(), "{got:?}");
 }
+
+/// getChatMember answers other users' standing as a chat's admins set it;
+/// setMyCommands checks commands as tdlib and Telegram do, per scope.
+#[tokio::test]
+async fn member_statuses_and_the_command_menu() {
+    let t = T::new().await;
+    let bob = FakeTelegram::user(7, "Bob", None);
+    t.tg.inject_message(GROUP, &bob, json!({ "text": "hi" }));
+    let member = |user: i64| json!({ "chat_id": GROUP, "user_id": user });
+    assert_eq!(t.ok("getChatMember", member(7)).await["status"], "member");
+    t.tg.set_member_status(GROUP, &bob, "creator");
+    let owner = t.ok("getChatMember", member(7)).await;
+    assert_eq!(owner["status"], "creator");
+    assert_eq!(owner["user"]["first_name"], "Bob");
+    t.tg.set_member_status(GROUP, &bob, "administrator");
+    assert_eq!(
+        t.ok("getChatMember", member(7)).await["status"],
+        "administrator"
+    );
+    assert_eq!(
+        t.err("getChatMember", member(99)).await,
+        bad("user not found")
+    );
+
+    let admins = json!({"type": "all_chat_administrators"});
+    let commands = json!([{"command": "/link", "description": " Link this chat "}]);
+    assert_eq!(
+        t.ok(
+            "setMyCommands",
+            json!({"commands": commands, "scope": admins})
+        )
+        .await,
+        true
+    );
+    let set = json!([{"command": "link", "description": "Link this chat"}]);
+    assert_eq!(
+        t.ok("getMyCommands", json!({"scope": admins})).await,
+        set,
+        "trimmed, without the slash"
+    );
+    assert_eq!(
+        t.tg.bot_commands(&admins, ""),
+        set.as_array().unwrap().clone()
+    );
+    assert_eq!(t.ok("getMyCommands", json!({})).await, json!([]));
+    for (commands, why) in [
+        (
+            json!([{"command": "Link", "description": "x"}]),
+            "BOT_COMMAND_INVALID",
+        ),
+        (
+            json!([{"command": "", "description": "x"}]),
+            "command must be non-empty",
+        ),
+        (
+            json!([{"command": "a".repeat(33), "description": "x"}]),
+            "command length must not exceed 32",
+        ),
+        (
+            json!([{"command": "ok", "description": " "}]),
+            "command description must be non-empty",
+        ),
+        (
+            json!([{"command": "ok", "description": "d".repeat(257)}]),
+            "command description length must not exceed 256",
+        ),
+    ] {
+        assert_eq!(
+            t.err("setMyCommands", json!({"commands": commands})).await,
+            bad(why)
+        );
+    }
+    assert_eq!(
+        t.err(
+            "setMyCommands",
+            json!({"commands": [], "scope": {"type": "everyone"}})
+        )
+        .await,
+        bad("unsupported type specified")
+    );
+    assert_eq!(
+        t.ok("deleteMyCommands", json!({"scope": admins})).await,
+        true
+    );
+    assert!(t.tg.bot_commands(&admins, "").is_empty());
+}
