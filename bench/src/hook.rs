@@ -1,6 +1,7 @@
 //! The in-bench webhook receiver: `POST /hook/{name}`, one [`Tracker`] per
-//! webhook. It can go down in two ways: refuse connections (nothing
-//! listens) or accept and never answer.
+//! webhook (a batched webhook's JSON array counts each delivery in it). It
+//! can go down in two ways: refuse connections (nothing listens) or accept
+//! and never answer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -153,20 +154,24 @@ async fn receive(
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
-    let text = v["text"].as_str().unwrap_or_default();
-    let id = v["id"]
-        .as_str()
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|_| !st.per_connection.load(Ordering::Relaxed));
-    let new = {
-        let mut trackers = st.trackers.lock().expect("trackers");
-        trackers
-            .entry(name)
-            .or_insert_with(|| Tracker::new(st.total))
-            .record(text, id, now)
+    // A batched webhook's body is an array of deliveries, in order.
+    let items = match v {
+        serde_json::Value::Array(items) => items,
+        one => vec![one],
     };
-    if new {
-        st.progress.unique.fetch_add(1, Ordering::Relaxed);
+    let mut trackers = st.trackers.lock().expect("trackers");
+    let tracker = trackers
+        .entry(name)
+        .or_insert_with(|| Tracker::new(st.total));
+    for v in &items {
+        let text = v["text"].as_str().unwrap_or_default();
+        let id = v["id"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|_| !st.per_connection.load(Ordering::Relaxed));
+        if tracker.record(text, id, now) {
+            st.progress.unique.fetch_add(1, Ordering::Relaxed);
+        }
     }
     StatusCode::OK
 }

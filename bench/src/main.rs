@@ -42,7 +42,8 @@ struct Args {
     /// when named), 7 Telegram against the fake Bot API, 8 Signal against
     /// the fake signal-cli daemon, 9 Matrix (a real Synapse), 10 a
     /// community's cost (10,000 gateways), 11 1, 2 and 3 instances of a
-    /// cluster (PostgreSQL only).
+    /// cluster (PostgreSQL only), 12 a webhook's backlog drained one per
+    /// POST and in batches.
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
     /// The switchboard binary [default: target/release/switchboard].

@@ -73,6 +73,8 @@ pub struct HookSpec {
     pub addr: SocketAddr,
     /// Only these gateways, or all.
     pub gateways: Option<Vec<String>>,
+    /// `batch`: up to this many deliveries per POST; `None`: one.
+    pub batch: Option<usize>,
 }
 
 /// What the generated config contains beyond the fixed parts.
@@ -116,6 +118,8 @@ pub struct Setup {
     config: PathBuf,
     /// The bot API listener.
     pub api: SocketAddr,
+    /// The admin listener (`/metrics`).
+    pub admin: SocketAddr,
     pg: Option<(String, String)>,
     url: String,
 }
@@ -168,6 +172,9 @@ impl Setup {
             if let Some(g) = &h.gateways {
                 let _ = writeln!(c, "gateways = {g:?}");
             }
+            if let Some(n) = h.batch {
+                let _ = writeln!(c, "batch = {n}");
+            }
             c.push('\n');
         }
         for g in &spec.gateways {
@@ -190,6 +197,7 @@ impl Setup {
             dir,
             config,
             api,
+            admin,
             pg,
             url,
         })

@@ -6,6 +6,11 @@
 //! dead-lettered with the reason. Each POST carries the event's native JSON
 //! plus `delivery_id`, signed with HMAC-SHA256 over the send time and the
 //! exact body (`t=<unix>,v1=<hex>`).
+//!
+//! A webhook with `batch = N` takes a backlog up to N deliveries per POST:
+//! the body is a JSON array of the same objects (an array of one when only
+//! one waits), with `x-switchboard-batch: <count>`; one 2xx takes them all
+//! (see [`Adapter::send_batch`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +30,12 @@ use crate::config::{ApiAccount, Webhook};
 
 /// Header with `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
-/// Header with the delivery id (stable across retries).
+/// Header with the delivery id (stable across retries); on a batch, the
+/// first delivery's.
 pub const DELIVERY_HEADER: &str = "x-switchboard-delivery";
+/// Header on every POST of a webhook with `batch` set: how many deliveries
+/// the body's JSON array holds.
+pub const BATCH_HEADER: &str = "x-switchboard-batch";
 
 /// The push side of one API account.
 pub struct WebhookAdapter {
@@ -71,8 +80,6 @@ fn index(account: &ApiAccount) -> HashMap<ChannelId, Webhook> {
         .map(|w| (w.channel(), w.clone()))
         .collect()
 }
-
-impl WebhookAdapter {}
 
 /// Signs `body` sent at `unix` seconds with `secret`: `t=<unix>,v1=<hex>`,
 /// where the HMAC-SHA256 covers `<unix>.<body>`. The time is inside the
@@ -147,36 +154,84 @@ impl Adapter for WebhookAdapter {
     }
 
     async fn send(&self, _host: &dyn Host, op: &Outbound, key: &str) -> Result<Receipt, SendError> {
-        let hook = self
-            .hooks
+        let hook = self.hook(&op.channel)?;
+        let mut receipts = self.post(&hook, &[(op, key)]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| SendError::permanent("no receipt for a delivery"))
+    }
+
+    fn batch_limit(&self, channel: &ChannelId) -> usize {
+        self.hooks
             .read()
             .expect("hooks lock")
-            .get(&op.channel)
+            .get(channel)
+            .and_then(|h| h.batch)
+            .unwrap_or(1)
+    }
+
+    async fn send_batch(
+        &self,
+        _host: &dyn Host,
+        ops: &[(Outbound, String)],
+    ) -> Result<Vec<Receipt>, SendError> {
+        let Some((first, _)) = ops.first() else {
+            return Ok(Vec::new());
+        };
+        let hook = self.hook(&first.channel)?;
+        let ops: Vec<(&Outbound, &str)> = ops.iter().map(|(op, k)| (op, k.as_str())).collect();
+        self.post(&hook, &ops).await
+    }
+}
+
+impl WebhookAdapter {
+    /// The webhook in force for `channel`.
+    fn hook(&self, channel: &ChannelId) -> Result<Webhook, SendError> {
+        self.hooks
+            .read()
+            .expect("hooks lock")
+            .get(channel)
             .cloned()
-            .ok_or_else(|| {
-                SendError::permanent(format!("no webhook for channel {}", op.channel))
-            })?;
-        let mut body = json::native(&op.event, &op.gateway, None);
-        body["delivery_id"] = serde_json::Value::String(key.to_owned());
-        // The delivery id this webhook got for the referenced message (from
-        // the message map), so a receiver can apply an edit or reply to what
-        // it stored.
-        if let Some(t) = &op.target {
-            body["target_delivery_id"] = serde_json::Value::String(t.first().to_string());
-        }
+            .ok_or_else(|| SendError::permanent(format!("no webhook for channel {channel}")))
+    }
+
+    /// One signed POST of `ops` (with their delivery ids): an object for
+    /// one delivery; with `batch` set, always an array (of one or more), so
+    /// a receiver that turned batching on needs one parser. All or
+    /// nothing: a 2xx takes every delivery, anything else none.
+    async fn post(
+        &self,
+        hook: &Webhook,
+        ops: &[(&Outbound, &str)],
+    ) -> Result<Vec<Receipt>, SendError> {
+        let Some((_, first_key)) = ops.first() else {
+            return Ok(Vec::new());
+        };
+        let mut items: Vec<serde_json::Value> = ops.iter().map(|(op, key)| item(op, key)).collect();
+        let body = match (hook.batch, items.len()) {
+            (None, 1) => items.pop().unwrap_or_default(),
+            (None, n) => {
+                return Err(SendError::permanent(format!(
+                    "webhook {} takes one delivery per POST, not {n}",
+                    hook.name
+                )))
+            }
+            (Some(_), _) => serde_json::Value::Array(items),
+        };
         let bytes = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = sign(hook.secret.expose().as_bytes(), now, &bytes);
-        let result = self
+        let mut request = self
             .client
             .post(hook.url.clone())
             .timeout(hook.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, key)
-            .body(bytes)
-            .send()
-            .await;
+            .header(DELIVERY_HEADER, *first_key);
+        if hook.batch.is_some() {
+            request = request.header(BATCH_HEADER, ops.len());
+        }
+        let result = request.body(bytes).send().await;
         let resp = match result {
             Ok(r) => r,
             // Refused, reset, timed out: this webhook is down, not the
@@ -190,14 +245,7 @@ impl Adapter for WebhookAdapter {
         };
         let status = resp.status();
         if status.is_success() {
-            // The delivery id is what a receiver knows a message by; only
-            // what creates a message is remembered.
-            if !crate::store::writer::creates_message(&op.event.kind) {
-                return Ok(Receipt::none());
-            }
-            return RemoteId::new(key)
-                .map(Receipt::one)
-                .map_err(|e| SendError::permanent(e.to_string()));
+            return ops.iter().map(|(op, key)| receipt(op, key)).collect();
         }
         if status.is_redirection() {
             return Err(SendError::permanent(format!(
@@ -217,6 +265,31 @@ impl Adapter for WebhookAdapter {
             Err(SendError::permanent(msg))
         }
     }
+}
+
+/// One delivery's JSON: the event's native JSON plus its `delivery_id`.
+fn item(op: &Outbound, key: &str) -> serde_json::Value {
+    let mut body = json::native(&op.event, &op.gateway, None);
+    body["delivery_id"] = serde_json::Value::String(key.to_owned());
+    // The delivery id this webhook got for the referenced message (from
+    // the message map), so a receiver can apply an edit or reply to what
+    // it stored.
+    if let Some(t) = &op.target {
+        body["target_delivery_id"] = serde_json::Value::String(t.first().to_string());
+    }
+    body
+}
+
+/// What a taken delivery leaves in the message map: its delivery id,
+/// which is what a receiver knows a message by; only what creates a
+/// message is remembered.
+fn receipt(op: &Outbound, key: &str) -> Result<Receipt, SendError> {
+    if !crate::store::writer::creates_message(&op.event.kind) {
+        return Ok(Receipt::none());
+    }
+    RemoteId::new(key)
+        .map(Receipt::one)
+        .map_err(|e| SendError::permanent(e.to_string()))
 }
 
 #[cfg(test)]

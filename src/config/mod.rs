@@ -264,6 +264,9 @@ pub struct Webhook {
     pub timeout: Duration,
     /// Events posted through this token are not sent to this webhook.
     pub skip_token: Option<String>,
+    /// At most this many deliveries per POST, as a JSON array (`batch`);
+    /// `None`: one per POST, as an object.
+    pub batch: Option<usize>,
 }
 
 impl Webhook {

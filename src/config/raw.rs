@@ -161,6 +161,9 @@ pub(super) struct RawWebhook {
     pub(super) timeout: Option<String>,
     /// Events posted with this token of the same account are not sent here.
     pub(super) skip_token: Option<String>,
+    /// At most this many deliveries per POST, as a JSON array; unset: one
+    /// delivery per POST, as an object.
+    pub(super) batch: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -635,7 +635,7 @@ fn api_tokens(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<Api
 }
 
 /// `api.<name>.webhooks`: names unique, http(s) URLs, a secret each,
-/// `skip_token` naming one of the account's tokens.
+/// `skip_token` naming one of the account's tokens, `batch` in range.
 fn api_webhooks(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<Webhook> {
     let mut webhooks = Vec::new();
     let mut wnames = BTreeSet::new();
@@ -695,6 +695,19 @@ fn api_webhooks(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<W
                 );
             }
         }
+        let batch = match w.batch {
+            None => None,
+            Some(n) if (1..=MAX_WEBHOOK_BATCH).contains(&n) => usize::try_from(n).ok(),
+            Some(n) => {
+                c.issue(
+                    format!("{wkey}.batch"),
+                    format!(
+                        "must be between 1 and {MAX_WEBHOOK_BATCH} (deliveries per POST), not {n}"
+                    ),
+                );
+                continue;
+            }
+        };
         let gateways = c.gateway_set(&format!("{wkey}.gateways"), w.gateways.as_ref());
         webhooks.push(Webhook {
             name: wname,
@@ -703,10 +716,16 @@ fn api_webhooks(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<W
             secret,
             timeout: c.duration(&format!("{wkey}.timeout"), w.timeout.as_deref(), secs(10)),
             skip_token: w.skip_token.clone(),
+            batch,
         });
     }
     webhooks
 }
+
+/// The most deliveries one batched webhook POST carries: a lane reads a
+/// batch's rows in one query and holds them in memory, and a receiver
+/// parses the whole body at once.
+const MAX_WEBHOOK_BATCH: i64 = 1000;
 
 /// One `[[gateway]]`: its name (unique) and members, its notice and nick
 /// settings; `None` when disabled or unnamed.

@@ -6,6 +6,12 @@
 //! down, slow or rate-limited only holds up its own lane (or, when the whole
 //! account is down, its own account), never anyone else.
 //!
+//! A destination that takes several rows in one request
+//! ([`Adapter::batch_limit`] above 1: a webhook with `batch` set) gets the
+//! consecutive rows already waiting in one [`Adapter::send_batch`], all or
+//! nothing, and they are marked sent in one store write (see
+//! `deliver_batch`).
+//!
 //! A row is marked sent only after the network accepted it. Rows stay
 //! `pending` until then, so after a crash the head of each lane is simply
 //! sent again: there is no separate in-flight state to reset.
@@ -747,11 +753,10 @@ async fn lane(
         if cluster {
             after = 0;
         }
-        let rows = match inner
-            .store
-            .pending(&account, &channel, after, LANE_BATCH)
-            .await
-        {
+        // Read each round: a reload may change a webhook's `batch`.
+        let limit = worker.adapter().batch_limit(&channel).max(1);
+        let fetch = LANE_BATCH.max(i64::try_from(limit).unwrap_or(LANE_BATCH));
+        let rows = match inner.store.pending(&account, &channel, after, fetch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot read the outbox; retrying.");
@@ -777,7 +782,8 @@ async fn lane(
             }
             continue;
         }
-        for row in rows {
+        let mut rows = rows.into_iter().peekable();
+        while let Some(row) = rows.next() {
             if *shutdown.borrow() {
                 return;
             }
@@ -794,6 +800,33 @@ async fn lane(
                     continue;
                 }
             };
+            // What waits right behind it joins it, up to the destination's
+            // batch limit: only rows already read, so a lone message goes
+            // at once and latency never grows to fill a batch. A row with
+            // pieces sent already finishes on its own.
+            let mut batch = vec![row];
+            while batch.len() < limit && batch[0].parts_sent == 0 {
+                match rows.next_if(|r| r.as_ref().is_ok_and(|r| r.parts_sent == 0)) {
+                    Some(Ok(r)) => batch.push(r),
+                    _ => break,
+                }
+            }
+            if batch.len() > 1 {
+                let last = batch.last().map_or(after, |r| r.id);
+                let Some(done) =
+                    deliver_batch(&inner, &worker, &account, &channel, batch, &mut shutdown).await
+                else {
+                    return;
+                };
+                after = done;
+                // Not all handled (the batch was cut short, or a requeue
+                // rewound the lane): read again from where it got to.
+                if done != last || gate.rewinds_before(i64::MAX) {
+                    break;
+                }
+                continue;
+            }
+            let row = batch.pop().expect("one row");
             let id = row.id;
             if !deliver(&inner, &worker, &account, &channel, row, &mut shutdown).await {
                 return;
@@ -946,6 +979,27 @@ async fn record(
     }
 }
 
+/// Records the outcomes of several rows in one command (one commit),
+/// retrying until the store takes it; false on shutdown.
+async fn record_all(
+    inner: &Inner,
+    updates: Vec<(i64, RowUpdate)>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match inner.writer.rows(updates.clone()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                let first = updates.first().map(|(id, _)| *id);
+                tracing::warn!(row = first, rows = updates.len(), error = %e, "Cannot record the outcome of a batch; retrying.");
+                if !pause(shutdown, Duration::from_millis(500)).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Delivers one row, retrying until it is sent or dead. False on shutdown.
 ///
 /// Each turn makes one attempt ([`Delivery::attempt`]); a failure is
@@ -959,20 +1013,14 @@ async fn deliver(
     row: PendingRow,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut d = Delivery {
-        inner,
-        worker,
-        account,
-        channel,
-        label: Metrics::label(account),
-        attempts: row.attempts,
-        parts_sent: usize::try_from(row.parts_sent).unwrap_or(0),
-        failing_since: None,
-        not_ready: 0,
-        gate: worker.gate(channel),
-        holding: None,
-        row,
-    };
+    let d = Delivery::new(inner, worker, account, channel, row);
+    deliver_one(d, shutdown).await
+}
+
+/// [`deliver`] for a row whose delivery may have begun in a batch (its
+/// attempts so far counted). False on shutdown.
+async fn deliver_one(mut d: Delivery<'_>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let (inner, account) = (d.inner, d.account);
     loop {
         match d.attempt(shutdown).await {
             Attempt::Stop => return false,
@@ -998,6 +1046,315 @@ async fn deliver(
             }
         }
     }
+}
+
+/// Delivers consecutive rows of one lane in one send
+/// ([`Adapter::send_batch`]), retrying the whole batch until the
+/// destination takes it. Answers the id of the last row handled (the lane
+/// reads on after it), `None` on shutdown.
+///
+/// The batch keeps the rules of a single row: a failure every row would
+/// retry (the destination down, pacing, not ready) is retried for the
+/// whole batch with the same backoff and `Retry-After`, each row's
+/// attempts counted; any other verdict (a permanent refusal such as a 4xx,
+/// a row past `max_age` or its `no_content_budget`, a move) sends the
+/// batch's rows again one at a time, so only the row at fault is
+/// dead-lettered or moved, in order.
+async fn deliver_batch(
+    inner: &Arc<Inner>,
+    worker: &AccountWorker,
+    account: &AccountId,
+    channel: &ChannelId,
+    rows: Vec<PendingRow>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<i64> {
+    let before = rows.first().map_or(0, |r| r.id - 1);
+    let mut ds: Vec<Delivery<'_>> = rows
+        .into_iter()
+        .map(|row| Delivery::new(inner, worker, account, channel, row))
+        .collect();
+    loop {
+        match attempt_batch(&ds, shutdown).await {
+            BatchAttempt::Stop => return None,
+            // Nothing was sent; the lane goes back to the requeued row.
+            BatchAttempt::Rewound => return Some(before),
+            BatchAttempt::Again => {}
+            BatchAttempt::Cut(0) => {
+                let d = ds.swap_remove(0);
+                let id = d.row.id;
+                return deliver_one(d, shutdown).await.then_some(id);
+            }
+            BatchAttempt::Cut(n) => ds.truncate(n),
+            BatchAttempt::OneByOne => return one_by_one(ds, shutdown).await,
+            BatchAttempt::Sent { maps, held } => {
+                let last = ds.last().map_or(before, |d| d.row.id);
+                let updates = ds
+                    .iter()
+                    .zip(maps)
+                    .map(|(d, maps)| (d.row.id, RowUpdate::Sent { maps }))
+                    .collect();
+                if !record_all(inner, updates, shutdown).await {
+                    return None;
+                }
+                drop(held);
+                for _ in &ds {
+                    inner.outages.delivered(account, channel);
+                }
+                let n = i64::try_from(ds.len()).unwrap_or(i64::MAX);
+                let label = &ds[0].label;
+                inner
+                    .metrics
+                    .events_out
+                    .get_or_create(label)
+                    .inc_by(n.unsigned_abs());
+                inner.metrics.queue_depth.get_or_create(label).dec_by(n);
+                return Some(last);
+            }
+            BatchAttempt::Failed { error, ready_seen } => {
+                let actions: Vec<Action> = ds.iter_mut().map(|d| d.decide(&error)).collect();
+                let next = if actions.iter().all(|a| *a == Action::Retry) {
+                    retry_batch(&ds, &error, shutdown).await
+                } else if actions.iter().all(|a| *a == Action::WaitReady) {
+                    ds[0]
+                        .act(Action::WaitReady, &error, ready_seen, shutdown)
+                        .await
+                } else {
+                    tracing::info!(rows = ds.len(), first_row = ds[0].row.id, error = %error.message(), "A batch was refused; its rows go one at a time.");
+                    return one_by_one(ds, shutdown).await;
+                };
+                match next {
+                    Next::Again => {}
+                    Next::Stop => return None,
+                    // Neither waiting nor retrying ends a delivery.
+                    Next::Done | Next::DeadLetter(_) => return Some(before),
+                }
+            }
+        }
+    }
+}
+
+/// The rows of a refused batch, each delivered by itself in order (their
+/// attempts so far kept). The id of the last one handled, `None` on
+/// shutdown.
+async fn one_by_one(ds: Vec<Delivery<'_>>, shutdown: &mut watch::Receiver<bool>) -> Option<i64> {
+    let mut done = ds.first().map_or(0, |d| d.row.id - 1);
+    for d in ds {
+        let (id, gate) = (d.row.id, d.gate.clone());
+        if !deliver_one(d, shutdown).await {
+            return None;
+        }
+        done = id;
+        // A requeue rewound the lane: the rest stays queued for it.
+        if gate.rewinds_before(i64::MAX) {
+            break;
+        }
+    }
+    Some(done)
+}
+
+/// A failed batch that every row would retry: each row's attempt is
+/// recorded (one commit), the lane waits as a single row's would (the
+/// first row's attempts set the backoff; the network's `Retry-After`
+/// holds). What a retry tells (an outage, pacing, a channel needing
+/// action) is told once for the batch.
+async fn retry_batch(
+    ds: &[Delivery<'_>],
+    error: &SendError,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Next {
+    let head = &ds[0];
+    let (inner, worker, account, channel) = (head.inner, head.worker, head.account, head.channel);
+    let reason = error.message();
+    let n = u64::try_from(ds.len()).unwrap_or(u64::MAX);
+    inner.metrics.retries.get_or_create(&head.label).inc_by(n);
+    let kind = error.retry_kind();
+    if error.is_rate_limit() {
+        worker.rate_limited(&kind);
+    } else {
+        inner.outages.failed(account, channel, &head.row.gateway);
+    }
+    if let RetryKind::ChannelDown { .. } = kind {
+        worker.channel_down(channel, reason);
+    }
+    tracing::info!(first_row = head.row.id, rows = ds.len(), attempts = head.attempts, error = %reason, "Delivery of a batch failed, will retry.");
+    let updates = ds
+        .iter()
+        .map(|d| {
+            let update = RowUpdate::Retry {
+                attempts: d.attempts,
+                error: reason.to_owned(),
+            };
+            (d.row.id, update)
+        })
+        .collect();
+    if !record_all(inner, updates, shutdown).await {
+        return Next::Stop;
+    }
+    let retry_after = match kind {
+        // The breaker (tripped with the pass) holds the account.
+        RetryKind::AccountDown { .. } => return Next::Again,
+        RetryKind::Transient { retry_after } | RetryKind::ChannelDown { retry_after } => {
+            retry_after
+        }
+        _ => None,
+    };
+    let wait = backoff(&inner.settings, head.attempts, retry_after);
+    if pause(shutdown, wait).await {
+        Next::Again
+    } else {
+        Next::Stop
+    }
+}
+
+/// How long a lane waits before retrying after `attempts` failed ones.
+fn backoff(settings: &OutboxSettings, attempts: i64, retry_after: Option<Duration>) -> Duration {
+    switchboard_core::kit::Backoff::new(settings.backoff_initial, settings.backoff_max)
+        .jitter(settings.jitter)
+        .delay(u32::try_from(attempts).unwrap_or(u32::MAX), retry_after)
+}
+
+/// How one attempt at a batch ended.
+enum BatchAttempt {
+    /// The destination took every row: each row's ids, and the lane's
+    /// gate, held until they are recorded.
+    Sent {
+        maps: Vec<Vec<MapEntry>>,
+        held: tokio::sync::OwnedMutexGuard<()>,
+    },
+    /// The send failed as a whole.
+    Failed { error: SendError, ready_seen: u64 },
+    /// Only the first n rows can go in one send (the row after them
+    /// renders as several pieces, or the limit shrank in a reload); none
+    /// when 0.
+    Cut(usize),
+    /// The rows must go one at a time (the channel was retired).
+    OneByOne,
+    /// Nothing was tried; try again.
+    Again,
+    /// Shutdown.
+    Stop,
+    /// An admin requeued a row before the batch's last one in place (see
+    /// [`requeue`]): nothing was sent.
+    Rewound,
+}
+
+/// One attempt at a batch, as [`Delivery::attempt`] is for one row: waits
+/// for an admin's pause and the breaker, renders every row (each must be
+/// one piece) and hands them to the adapter in one send.
+async fn attempt_batch(ds: &[Delivery<'_>], shutdown: &mut watch::Receiver<bool>) -> BatchAttempt {
+    let head = &ds[0];
+    let (inner, worker, channel) = (head.inner, head.worker, head.channel);
+    let adapter = worker.adapter();
+    let caps = adapter.capabilities();
+    if worker
+        .retired
+        .lock()
+        .expect("retired lock")
+        .contains(channel)
+    {
+        return BatchAttempt::OneByOne;
+    }
+    let mut paused = worker.paused.subscribe();
+    tokio::select! {
+        r = paused.wait_for(|p| !*p) => if r.is_err() { return BatchAttempt::Stop; },
+        _ = shutdown.wait_for(|s| *s) => return BatchAttempt::Stop,
+    }
+    let Some(_pass) = worker.breaker.ready(shutdown).await else {
+        return BatchAttempt::Stop;
+    };
+    let Some(host) = inner.hosts.get().and_then(|make| make(head.account)) else {
+        return BatchAttempt::Stop;
+    };
+    let limit = adapter.batch_limit(channel).max(1);
+    let mut ops = Vec::with_capacity(ds.len().min(limit));
+    for (i, d) in ds.iter().enumerate().take(limit) {
+        let Some(mut parts) = d.parts(&caps, shutdown).await else {
+            return if *shutdown.borrow() {
+                BatchAttempt::Stop
+            } else {
+                BatchAttempt::Again
+            };
+        };
+        match parts.pop() {
+            Some(op) if parts.is_empty() => ops.push((op, d.row.idempotency_key.clone())),
+            _ => return BatchAttempt::Cut(i),
+        }
+    }
+    if ops.len() < ds.len() {
+        return BatchAttempt::Cut(ops.len());
+    }
+    worker.pace(channel, &caps.pacing).await;
+    if *shutdown.borrow() {
+        return BatchAttempt::Stop;
+    }
+    let ready_seen = *worker.ready.borrow();
+    let timeout = ops
+        .iter()
+        .map(|(op, _)| caps.send_timeout(op, inner.settings.send_timeout))
+        .max()
+        .unwrap_or(inner.settings.send_timeout);
+    let last = ds.last().map_or(head.row.id, |d| d.row.id);
+    let Some(held) = head.gate.hold(last, 0).await else {
+        return BatchAttempt::Rewound;
+    };
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout, adapter.send_batch(host.as_ref(), &ops))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::transient(
+                format!("no answer within {timeout:?}"),
+                None,
+            ))
+        });
+    inner
+        .metrics
+        .send_seconds
+        .get_or_create(&head.label)
+        .observe(started.elapsed().as_secs_f64());
+    let receipts = match result {
+        Ok(receipts) => receipts,
+        Err(error) => {
+            let error = error.capped(inner.settings.max_retry_after);
+            match error.retry_kind() {
+                RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
+                RetryKind::NotReady => {}
+                _ => worker.breaker.reachable(),
+            }
+            return BatchAttempt::Failed { error, ready_seen };
+        }
+    };
+    worker.breaker.reachable();
+    worker.sent_ok(channel);
+    if receipts.len() != ds.len() {
+        // The destination took the batch; only the ids to remember are
+        // missing (an adapter's mistake), which later edits will miss.
+        tracing::error!(
+            rows = ds.len(),
+            receipts = receipts.len(),
+            "The adapter answered a batch with the wrong number of receipts."
+        );
+    }
+    let mut receipts = receipts.into_iter();
+    let maps = ds
+        .iter()
+        .map(|d| {
+            receipts
+                .next()
+                .unwrap_or_default()
+                .ids
+                .into_iter()
+                .enumerate()
+                .map(|(i, remote_id)| MapEntry {
+                    event_id: d.row.event.id,
+                    account: d.account.clone(),
+                    channel: channel.clone(),
+                    part: i64::try_from(i).unwrap_or(0),
+                    remote_id,
+                })
+                .collect()
+        })
+        .collect();
+    BatchAttempt::Sent { maps, held }
 }
 
 /// One row's delivery in progress.
@@ -1090,6 +1447,32 @@ fn decide(
         RetryKind::Transient { .. }
         | RetryKind::AccountDown { .. }
         | RetryKind::ChannelDown { .. } => Action::Retry,
+    }
+}
+
+impl<'a> Delivery<'a> {
+    /// A row's delivery, starting from the attempts the store counted.
+    fn new(
+        inner: &'a Arc<Inner>,
+        worker: &'a AccountWorker,
+        account: &'a AccountId,
+        channel: &'a ChannelId,
+        row: PendingRow,
+    ) -> Self {
+        Self {
+            inner,
+            worker,
+            account,
+            channel,
+            label: Metrics::label(account),
+            attempts: row.attempts,
+            parts_sent: usize::try_from(row.parts_sent).unwrap_or(0),
+            failing_since: None,
+            not_ready: 0,
+            gate: worker.gate(channel),
+            holding: None,
+            row,
+        }
     }
 }
 
@@ -1387,15 +1770,7 @@ impl Delivery<'_> {
                     | RetryKind::ChannelDown { retry_after } => retry_after,
                     _ => None,
                 };
-                let wait = switchboard_core::kit::Backoff::new(
-                    inner.settings.backoff_initial,
-                    inner.settings.backoff_max,
-                )
-                .jitter(inner.settings.jitter)
-                .delay(
-                    u32::try_from(self.attempts).unwrap_or(u32::MAX),
-                    retry_after,
-                );
+                let wait = backoff(&inner.settings, self.attempts, retry_after);
                 if pause(shutdown, wait).await {
                     Next::Again
                 } else {

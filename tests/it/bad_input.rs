@@ -75,6 +75,18 @@ fn bad_config_names_file_and_key_and_changes_nothing() {
             "outbox.send_timeout",
             "10 parsecs",
         ),
+        (
+            "webhook batch out of range",
+            format!("{head}{API}{GOOD_TOKEN}[[api.bots.webhooks]]\nname = \"w\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"s\"\nbatch = 0\n"),
+            "api.bots.webhooks[0].batch",
+            "between 1 and 1000",
+        ),
+        (
+            "webhook batch not a number",
+            format!("{head}{API}{GOOD_TOKEN}[[api.bots.webhooks]]\nname = \"w\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"s\"\nbatch = \"lots\"\n"),
+            "api.bots",
+            "batch",
+        ),
         ("syntax error", format!("{head}[api.bots\n"), "(syntax)", "line"),
     ];
     for (what, text, key, detail) in cases {

@@ -497,7 +497,47 @@ pub struct Delivery {
     pub raw: Vec<u8>,
     pub signature: String,
     pub delivery_id: String,
+    /// `x-switchboard-batch`: the count a batched POST says it carries.
+    pub batch: Option<String>,
     pub at: Instant,
+}
+
+impl Delivery {
+    /// The deliveries one POST carried: the elements of a batch's array,
+    /// or the one object.
+    pub fn items(&self) -> Vec<Value> {
+        match &self.body {
+            Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        }
+    }
+
+    /// Whether the signature header is the HMAC-SHA256 of the webhook's
+    /// secret over `<t>.<exact body>`.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::Mac;
+        let Some((t, v1)) = self
+            .signature
+            .strip_prefix("t=")
+            .and_then(|s| s.split_once(",v1="))
+        else {
+            return false;
+        };
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&self.raw);
+        v1 == hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Requests a [`Receiver`] in `Mode::Accept` refuses all the same
+/// (recorded as refusals), to fail some deliveries and not others.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// A body holding this text gets this status.
+    Containing(String, u16),
+    /// A body that is a JSON array of more than one gets this status.
+    Batches(u16),
 }
 
 /// A webhook receiver speaking just enough HTTP/1.1, so a test can make it
@@ -508,6 +548,8 @@ pub struct Receiver {
     pub got: Arc<Mutex<Vec<Delivery>>>,
     /// When requests were refused with 429 or left hanging.
     pub refused_at: Arc<Mutex<VecDeque<Instant>>>,
+    /// Refused while accepting (see [`Refusal`]).
+    pub refuse: Arc<Mutex<Option<Refusal>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: Option<JoinHandle<()>>,
 }
@@ -519,6 +561,7 @@ impl Receiver {
             mode: Arc::new(Mutex::new(Mode::Accept)),
             got: Arc::default(),
             refused_at: Arc::default(),
+            refuse: Arc::default(),
             tasks: Arc::default(),
             accept: None,
         }
@@ -541,13 +584,14 @@ impl Receiver {
             self.refused_at.clone(),
             self.tasks.clone(),
         );
+        let refuse = self.refuse.clone();
         self.accept = Some(tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
                 let (mode, got, refused) = (mode.clone(), got.clone(), refused.clone());
-                let t = tokio::spawn(serve(sock, mode, got, refused));
+                let t = tokio::spawn(serve(sock, mode, got, refused, refuse.clone()));
                 tasks.lock().unwrap().push(t);
             }
         }));
@@ -576,12 +620,14 @@ async fn serve(
     mode: Arc<Mutex<Mode>>,
     got: Arc<Mutex<Vec<Delivery>>>,
     refused: Arc<Mutex<VecDeque<Instant>>>,
+    refuse: Arc<Mutex<Option<Refusal>>>,
 ) {
     let mut r = BufReader::new(sock);
     loop {
         let mut len = 0usize;
         let mut signature = String::new();
         let mut delivery = String::new();
+        let mut batch = None;
         let mut line = String::new();
         let mut first = true;
         loop {
@@ -599,6 +645,7 @@ async fn serve(
                     "content-length" => len = v.trim().parse().unwrap(),
                     "x-switchboard-signature" => signature = v.trim().to_owned(),
                     "x-switchboard-delivery" => delivery = v.trim().to_owned(),
+                    "x-switchboard-batch" => batch = Some(v.trim().to_owned()),
                     _ => {}
                 }
             }
@@ -607,7 +654,29 @@ async fn serve(
         if r.read_exact(&mut raw).await.is_err() {
             return;
         }
-        let m = *mode.lock().unwrap();
+        let mut m = *mode.lock().unwrap();
+        if m == Mode::Accept {
+            let refusal = refuse.lock().unwrap().clone();
+            let refused_code = match refusal {
+                Some(Refusal::Containing(text, code))
+                    if String::from_utf8_lossy(&raw).contains(&text) =>
+                {
+                    Some(code)
+                }
+                Some(Refusal::Batches(code))
+                    if serde_json::from_slice::<Value>(&raw)
+                        .ok()
+                        .and_then(|v| v.as_array().map(Vec::len))
+                        .is_some_and(|n| n > 1) =>
+                {
+                    Some(code)
+                }
+                _ => None,
+            };
+            if let Some(code) = refused_code {
+                m = Mode::Status(code);
+            }
+        }
         let reply: &[u8] = match m {
             Mode::Hang => {
                 refused.lock().unwrap().push_back(Instant::now());
@@ -644,6 +713,7 @@ async fn serve(
             raw,
             signature,
             delivery_id: delivery,
+            batch,
             at: Instant::now(),
         });
         if r.get_mut().write_all(reply).await.is_err() {

@@ -22,6 +22,7 @@
 //! - `pause`: `switchboard pause` / `resume` hold and release a queue.
 //! - `outage`: a webhook that refuses, hangs or answers 429.
 //! - `bad_input`: bad configuration and bad API requests.
+//! - `batch`: webhooks taking a backlog in batches (issue 26).
 //! - `reload`: SIGHUP and `switchboard reload` while messages flow.
 //! - `references`: edits, deletes, reactions across a restart.
 //! - `retention`: two simulated weeks stay bounded to one; what is still
@@ -78,6 +79,7 @@ macro_rules! on_both_backends {
 mod admin;
 mod api;
 mod bad_input;
+mod batch;
 mod bots;
 mod browser;
 mod cluster;

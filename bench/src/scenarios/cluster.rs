@@ -156,6 +156,7 @@ async fn once(ctx: &Ctx, base: &str, n: usize, kill_rate: Option<f64>) -> anyhow
                 name: format!("h{k}"),
                 addr: hooks.addr,
                 gateways: Some(vec![format!("g{k}")]),
+                batch: None,
             })
             .collect(),
         extra: format!(

@@ -59,6 +59,7 @@ impl Scenario for Community {
                         name: format!("h{gi}"),
                         addr: hooks.addr,
                         gateways: Some(vec![format!("g{gi}")]),
+                        batch: None,
                     })
                     .collect(),
                 ..Spec::default()

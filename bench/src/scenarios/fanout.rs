@@ -42,6 +42,7 @@ impl FanOut {
                     name: format!("h{gi}_{di}"),
                     addr: hooks.addr,
                     gateways: Some(vec![format!("g{gi}")]),
+                    batch: None,
                 })
                 .collect(),
             ..Spec::default()

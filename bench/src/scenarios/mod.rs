@@ -3,8 +3,10 @@
 //! fake server (scenarios 7 and 8) is a [`network::Fake`], whose scenario
 //! is a [`Network`] of it. Matrix (scenario 9) runs against a real
 //! Synapse, one room, one direction: a scenario of its own. Scenario 11
-//! runs 1, 2 and 3 instances of a cluster on one PostgreSQL.
+//! runs 1, 2 and 3 instances of a cluster on one PostgreSQL; scenario 12
+//! drains a webhook's backlog one per POST and in batches.
 
+mod backlog;
 mod cluster;
 mod community;
 mod fanout;
@@ -111,6 +113,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(matrix::Matrix),
         Box::new(community::Community),
         Box::new(cluster::Cluster),
+        Box::new(backlog::Backlog),
     ]
 }
 

@@ -201,6 +201,7 @@ async fn once<F: Fake>(
                     name: format!("h{k}"),
                     addr: hooks.addr,
                     gateways: Some(vec![format!("g{k}")]),
+                    batch: None,
                 })
                 .collect(),
             gateways,

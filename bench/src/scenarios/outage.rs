@@ -57,6 +57,7 @@ impl Outage {
                 name: "hook".into(),
                 addr: hooks.addr,
                 gateways: None,
+                batch: None,
             }],
             ..Spec::default()
         };

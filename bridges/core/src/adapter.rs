@@ -24,7 +24,9 @@
 //!   restarts `run` with backoff, also after a panic.
 //! - **Send** in [`Adapter::send`]: one attempt, no retry loop inside, an
 //!   error classified as [`SendError`] says whether to retry, pause the
-//!   account, or dead-letter. A success answers a [`Receipt`] with the ids of
+//!   account, or dead-letter. A destination that takes several operations
+//!   in one request says how many in [`Adapter::batch_limit`] and takes
+//!   them, all or nothing, in [`Adapter::send_batch`]. A success answers a [`Receipt`] with the ids of
 //!   what the send created; the hub maps them to the event, so later edits,
 //!   replies, deletes and reactions find every part. A reference arrives as a
 //!   [`Reference`]: the referenced event and all its ids on this network.
@@ -361,4 +363,46 @@ pub trait Adapter: Send + Sync + 'static {
         op: &Outbound,
         idempotency_key: &str,
     ) -> Result<Receipt, SendError>;
+
+    /// How many consecutive operations of `channel` one
+    /// [`send_batch`](Self::send_batch) takes at most. 1 (the default):
+    /// the hub hands the channel's operations to [`send`](Self::send) one
+    /// at a time. A destination that takes several at once (a webhook with
+    /// `batch` set, as Matrix appservice transactions do) says how many;
+    /// the hub then drains a backlog in batches of what is already
+    /// waiting, never waiting to fill one.
+    fn batch_limit(&self, channel: &ChannelId) -> usize {
+        let _ = channel;
+        1
+    }
+
+    /// Makes one attempt to perform several consecutive operations of one
+    /// channel, in order, at once (never more than
+    /// [`batch_limit`](Self::batch_limit)), each with its own idempotency
+    /// key. All or nothing: `Ok` answers one [`Receipt`] per operation, in
+    /// order, and means the network took every one; `Err` means it took
+    /// none as far as the adapter can tell, and the hub tries them all
+    /// again (a [`SendError::permanent`] makes it try them one at a time
+    /// through [`send`](Self::send), so only the operation at fault is
+    /// dead-lettered).
+    ///
+    /// The default takes one operation through [`send`](Self::send) and
+    /// refuses more, which the hub never hands an adapter whose
+    /// `batch_limit` is 1.
+    ///
+    /// # Errors
+    /// A [`SendError`] for the whole batch, as for `send`.
+    async fn send_batch(
+        &self,
+        host: &dyn Host,
+        ops: &[(Outbound, String)],
+    ) -> Result<Vec<Receipt>, SendError> {
+        match ops {
+            [(op, key)] => Ok(vec![self.send(host, op, key).await?]),
+            _ => Err(SendError::permanent(format!(
+                "this adapter takes one operation at a time, not {}",
+                ops.len()
+            ))),
+        }
+    }
 }

@@ -189,8 +189,12 @@ pub enum WriteCmd {
         /// Answer.
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Record the outcome of a send.
-    Row(i64, RowUpdate, oneshot::Sender<Result<(), StoreError>>),
+    /// Record the outcomes of sends (one row, or every row of a batch a
+    /// destination took at once), committed together.
+    Rows(
+        Vec<(i64, RowUpdate)>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     /// Store attachment bytes.
     Blob {
         /// Hex SHA-256.
@@ -351,8 +355,18 @@ impl WriterHandle {
     /// # Errors
     /// When the transaction failed or the writer stopped.
     pub async fn row(&self, id: i64, update: RowUpdate) -> Result<(), StoreError> {
+        self.rows(vec![(id, update)]).await
+    }
+
+    /// Records the outcomes of several sends in one command, so they commit
+    /// in the same transaction (a batch's rows marked sent together);
+    /// returns after the commit.
+    ///
+    /// # Errors
+    /// When the transaction failed or the writer stopped.
+    pub async fn rows(&self, updates: Vec<(i64, RowUpdate)>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(WriteCmd::Row(id, update, tx)).await?;
+        self.send(WriteCmd::Rows(updates, tx)).await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -833,7 +847,7 @@ fn fail(batch: Vec<WriteCmd>, e: &StoreError) {
             WriteCmd::Ingest(_, r) => {
                 let _ = r.send(Err(err()));
             }
-            WriteCmd::Row(_, _, r)
+            WriteCmd::Rows(_, r)
             | WriteCmd::Blob { reply: r, .. }
             | WriteCmd::BlobPart(_, r)
             | WriteCmd::State { reply: r, .. } => {
@@ -861,7 +875,7 @@ fn finish(sink: &dyn CommitSink, batch: Vec<WriteCmd>, outcomes: Vec<Option<Vec<
         let reply = match (cmd, outcome) {
             (WriteCmd::Ingest(_, r), Some(o)) => Reply::Ingest(r, o),
             (
-                WriteCmd::Row(_, _, r)
+                WriteCmd::Rows(_, r)
                 | WriteCmd::Blob { reply: r, .. }
                 | WriteCmd::BlobPart(_, r)
                 | WriteCmd::State { reply: r, .. },

@@ -61,9 +61,13 @@ pub(super) async fn apply_all(
     let mut cursors: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, cmd) in batch.iter().enumerate() {
         match cmd {
-            WriteCmd::Row(id, RowUpdate::Sent { maps }, _) => sent.push((*id, maps.as_slice())),
-            WriteCmd::Row(..) => {
-                apply(tx, cmd).await?;
+            WriteCmd::Rows(updates, _) => {
+                for (id, update) in updates {
+                    match update {
+                        RowUpdate::Sent { maps } => sent.push((*id, maps.as_slice())),
+                        other => row_update(tx, *id, other, now).await?,
+                    }
+                }
             }
             // Only the last position of each consumer matters.
             WriteCmd::Cursor {
@@ -574,7 +578,12 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             value,
             ..
         } => put_state(tx, account, key, Some(value)).await,
-        WriteCmd::Row(id, update, _) => row_update(tx, *id, update, now).await,
+        WriteCmd::Rows(updates, _) => {
+            for (id, update) in updates {
+                row_update(tx, *id, update, now).await?;
+            }
+            Ok(())
+        }
         WriteCmd::Blob {
             sha256, mime, data, ..
         } => {
