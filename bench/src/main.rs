@@ -46,6 +46,11 @@ struct Args {
     /// POST and in batches.
     #[arg(long, value_name = "N")]
     scenario: Vec<u32>,
+    /// `database.durability` of the servers: `fsync` (the default: every
+    /// commit on disk before it is acknowledged) or `process` (survives a
+    /// crash of switchboard, not a power loss).
+    #[arg(long, value_name = "MODE", default_value = "fsync", value_parser = ["fsync", "process"])]
+    durability: String,
     /// The switchboard binary [default: target/release/switchboard].
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let bin = find_binary(args.binary.as_deref())?;
+    let _ = server::DURABILITY.set(args.durability.clone());
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             server::kill_all();

@@ -77,10 +77,17 @@ async fn kill9(backend: Backend, durability: &str) {
     let (api, admin) = (free_port(), free_port());
     let mut hook = Receiver::new();
     hook.up().await;
-    let cfg = base_config(&db, dir.path(), api, admin).replace(
-        "[database]\n",
-        &format!("[database]\ndurability = \"{durability}\"\n"),
-    ) + &token("producer", r#"["write"]"#, r#"["g"]"#)
+    // A send that times out is sent again (its answer was lost, as far as
+    // switchboard knows): on a loaded machine the test's receiver can take
+    // longer than the harness's 2 s to answer, which would repeat sends
+    // the kill had nothing to do with.
+    let cfg = base_config(&db, dir.path(), api, admin)
+        .replace(
+            "[database]\n",
+            &format!("[database]\ndurability = \"{durability}\"\n"),
+        )
+        .replace("send_timeout = \"2s\"", "send_timeout = \"15s\"")
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
         + &token("reader", r#"["read"]"#, r#"["g"]"#)
         + &webhook("hook", hook.port, r#"["g"]"#)
         + &gateway("g");
