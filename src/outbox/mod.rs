@@ -432,6 +432,9 @@ impl Outbox {
                     let Some(tx) = inner.notices.get() else {
                         return;
                     };
+                    if !inner.outages.any_unannounced() {
+                        continue;
+                    }
                     let policies = inner.gateways.read().expect("gateways lock").clone();
                     inner.outages.due(
                         &|g| policies.get(g).and_then(|p| p.notice_after),

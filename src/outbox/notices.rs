@@ -124,6 +124,18 @@ pub struct Outages {
 }
 
 impl Outages {
+    /// Whether an outage waits to be announced (the periodic check looks
+    /// no further when none does: with thousands of gateways, gathering
+    /// their policies four times a second was most of an idle bridge's CPU).
+    #[must_use]
+    pub fn any_unannounced(&self) -> bool {
+        self.lanes
+            .lock()
+            .expect("outages lock")
+            .values()
+            .any(|o| !o.announced && o.recovered_at.is_none())
+    }
+
     /// Takes back the outages announced before a restart: `rows` are the
     /// store's (account, key, value) under [`KEY_PREFIX`]. They count as
     /// announced, and from when they began. Returns how many were taken;

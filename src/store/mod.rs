@@ -787,7 +787,8 @@ impl Store {
         from: &ChannelId,
         to: &ChannelId,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = sqlite::begin_write(&mut conn, self.backend).await?;
         let a = account.to_string();
         sqlx::query(
             "INSERT INTO channel_moves (account, from_channel, to_channel, moved_ms) \

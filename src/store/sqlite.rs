@@ -179,6 +179,25 @@ async fn truncate_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
     result.map(|_| ())
 }
 
+/// Begins a transaction that will write. On SQLite it is `BEGIN
+/// IMMEDIATE`: a deferred transaction that reads first takes a snapshot,
+/// and if the log is restarted under it (the idle `TRUNCATE` checkpoint
+/// does that while a reader is on the database file alone) or another
+/// connection commits, its first write fails at once with `SQLITE_BUSY`
+/// (`BUSY_SNAPSHOT`), which no busy timeout waits out. Taking the write
+/// lock first makes a busy database a wait, as the busy timeout intends.
+/// PostgreSQL begins as usual.
+pub(crate) async fn begin_write(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+) -> Result<sqlx::Transaction<'_, Any>, sqlx::Error> {
+    use sqlx::Connection;
+    match backend {
+        super::Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+        super::Backend::Postgres => conn.begin().await,
+    }
+}
+
 /// The writer's side of the checkpoint scheme (see the module's docs).
 pub(crate) struct Checkpoints {
     /// False for PostgreSQL.
@@ -338,5 +357,85 @@ mod tests {
         }
         drop(first);
         assert!(FileLock::acquire(&url).unwrap().is_some());
+    }
+
+    /// Two connections in WAL mode with the store's busy timeout, a table
+    /// with one row.
+    async fn two_connections(dir: &Path) -> (AnyConnection, AnyConnection) {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.display());
+        let mut a = AnyConnection::connect(&url).await.unwrap();
+        let mut b = AnyConnection::connect(&url).await.unwrap();
+        for c in [&mut a, &mut b] {
+            prepare_connection(c, Durability::Fsync, None)
+                .await
+                .unwrap();
+        }
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (0)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        (a, b)
+    }
+
+    /// The writer reads before it writes. Another connection committing
+    /// in between (or the idle checkpoint restarting the log) makes a
+    /// deferred transaction's first write fail at once, whatever the busy
+    /// timeout; `begin_write` takes the write lock first, so the other
+    /// connection waits instead and both commit.
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_is_not_failed_by_another_commit() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = two_connections(dir.path()).await;
+
+        // The hazard, as a control: a deferred transaction.
+        let mut tx = a.begin().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut b)
+            .await
+            .unwrap();
+        let stale = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .expect_err("a stale snapshot cannot write");
+        assert!(stale.to_string().contains("locked"), "{stale}");
+        tx.rollback().await.unwrap();
+
+        // With begin_write the other connection's commit waits for ours.
+        let mut tx = begin_write(&mut a, super::super::Backend::Sqlite)
+            .await
+            .unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let other = tokio::spawn(async move {
+            sqlx::query("INSERT INTO t VALUES (3)")
+                .execute(&mut b)
+                .await
+                .map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sqlx::query("INSERT INTO t VALUES (4)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY rowid")
+            .fetch_all(&mut a)
+            .await
+            .unwrap();
+        assert_eq!(values, vec![0, 1, 4, 3]);
     }
 }

@@ -311,14 +311,23 @@ async fn drive(
 async fn settled(url: &str, n: usize, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
-        let rows = tokio::task::block_in_place(|| {
+        // The bot API accepts before the store is open (start-up is
+        // measured to the first accept), so the tables may not exist yet.
+        let rows = match tokio::task::block_in_place(|| {
             psql_rows(
                 url,
                 "SELECT holder, COUNT(*) FROM leases WHERE kind = 'lane' AND run_id IS NOT NULL \
                  AND expires_ms > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
                  GROUP BY holder",
             )
-        })?;
+        }) {
+            Ok(rows) => rows,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("does not exist") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let held: usize = rows
             .iter()
             .filter_map(|r| r.get(1)?.parse::<usize>().ok())

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any};
+use sqlx::Any;
 use switchboard_core::{AccountId, ChannelId, Delivered, EventId, GatewayName, NewEvent, RemoteId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -577,8 +577,9 @@ impl WriteConn {
         }
         let conn = self.conn.as_mut().expect("acquired above");
         let cluster = self.store.cluster_instance();
+        let backend = self.store.backend();
         let result = async {
-            let mut tx = conn.begin().await?;
+            let mut tx = crate::store::sqlite::begin_write(conn, backend).await?;
             let refused = fenced(&mut tx, fences).await?;
             if !refused.is_empty() {
                 tx.rollback().await?;
@@ -612,7 +613,7 @@ impl WriteConn {
                 self.conn = Some(self.store.pool().acquire().await?);
             }
             let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = conn.begin().await?;
+            let mut tx = crate::store::sqlite::begin_write(conn, self.store.backend()).await?;
             let done = prune::step(&mut tx, step).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(done)
@@ -647,7 +648,7 @@ impl WriteConn {
                 self.conn = Some(self.store.pool().acquire().await?);
             }
             let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = conn.begin().await?;
+            let mut tx = crate::store::sqlite::begin_write(conn, self.store.backend()).await?;
             change.apply(&mut tx).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
