@@ -267,6 +267,10 @@ pub struct Store {
 /// What the checkpointers know of SQLite's write-ahead log.
 #[derive(Debug, Default)]
 pub struct WalSize {
+    /// Held by the writer for each transaction, and by the idle WAL
+    /// truncation, which only runs when it gets it at once (see
+    /// `sqlite::truncate_wal`).
+    pub gate: tokio::sync::Mutex<()>,
     /// Frames (pages) in the log at the last checkpoint.
     pub frames: std::sync::atomic::AtomicI64,
     /// Checkpoints the writer ran itself.
@@ -787,8 +791,7 @@ impl Store {
         from: &ChannelId,
         to: &ChannelId,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = sqlite::begin_write(&mut conn, self.backend).await?;
+        let mut tx = self.pool.begin().await?;
         let a = account.to_string();
         sqlx::query(
             "INSERT INTO channel_moves (account, from_channel, to_channel, moved_ms) \

@@ -142,7 +142,7 @@ pub(super) fn spawn_checkpointer(
                     // Nothing written since the last look and all of it
                     // copied: give the file's space back.
                     if log > 0 && log == last_log && log == done {
-                        if let Err(e) = truncate_wal(&pool).await {
+                        if let Err(e) = truncate_wal(&pool, &wal).await {
                             tracing::debug!(error = %e, "WAL truncate failed.");
                         }
                         last_log = 0;
@@ -156,12 +156,24 @@ pub(super) fn spawn_checkpointer(
     });
 }
 
-/// Truncates an idle WAL, if no reader is in the way right now. A TRUNCATE
-/// checkpoint holds off writers while it waits for readers, for as long as
-/// the busy timeout: with the connection's 10 s, one slow reader made
-/// commits fail with "database is locked". It is only housekeeping, so it
-/// waits 50 ms at most and tries again later.
-async fn truncate_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
+/// Truncates an idle WAL, if no reader is in the way right now and the
+/// writer is between transactions; whether it ran.
+///
+/// A TRUNCATE checkpoint holds off writers while it waits for readers, for
+/// as long as the busy timeout: with the connection's 10 s, one slow reader
+/// made commits fail with "database is locked". It is only housekeeping, so
+/// it waits 50 ms at most and tries again later.
+///
+/// It also starts the log over, which a transaction of the writer's that
+/// has read but not yet written cannot survive: its first write then fails
+/// at once with `SQLITE_BUSY_SNAPSHOT` (no busy timeout waits that out),
+/// and every post of the batch was answered 503. So it runs only while it
+/// holds the writer's turn ([`WalSize::gate`]), and skips a round when the
+/// writer has it.
+async fn truncate_wal(pool: &AnyPool, wal: &WalSize) -> Result<bool, sqlx::Error> {
+    let Ok(_turn) = wal.gate.try_lock() else {
+        return Ok(false);
+    };
     let mut conn = pool.acquire().await?;
     sqlx::query("PRAGMA busy_timeout = 50")
         .execute(&mut *conn)
@@ -176,26 +188,7 @@ async fn truncate_wal(pool: &AnyPool) -> Result<(), sqlx::Error> {
         // A connection with the short timeout must not serve anyone else.
         conn.detach();
     }
-    result.map(|_| ())
-}
-
-/// Begins a transaction that will write. On SQLite it is `BEGIN
-/// IMMEDIATE`: a deferred transaction that reads first takes a snapshot,
-/// and if the log is restarted under it (the idle `TRUNCATE` checkpoint
-/// does that while a reader is on the database file alone) or another
-/// connection commits, its first write fails at once with `SQLITE_BUSY`
-/// (`BUSY_SNAPSHOT`), which no busy timeout waits out. Taking the write
-/// lock first makes a busy database a wait, as the busy timeout intends.
-/// PostgreSQL begins as usual.
-pub(crate) async fn begin_write(
-    conn: &mut AnyConnection,
-    backend: super::Backend,
-) -> Result<sqlx::Transaction<'_, Any>, sqlx::Error> {
-    use sqlx::Connection;
-    match backend {
-        super::Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
-        super::Backend::Postgres => conn.begin().await,
-    }
+    result.map(|_| true)
 }
 
 /// The writer's side of the checkpoint scheme (see the module's docs).
@@ -207,6 +200,16 @@ pub(crate) struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// The writer's turn for one transaction (SQLite; nothing to take on
+    /// PostgreSQL).
+    pub(crate) async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.enabled {
+            Some(self.size.gate.lock().await)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn new(store: &super::Store) -> Self {
         Self {
             enabled: store.backend() == super::Backend::Sqlite,
@@ -383,59 +386,63 @@ mod tests {
         (a, b)
     }
 
-    /// The writer reads before it writes. Another connection committing
-    /// in between (or the idle checkpoint restarting the log) makes a
-    /// deferred transaction's first write fail at once, whatever the busy
-    /// timeout; `begin_write` takes the write lock first, so the other
-    /// connection waits instead and both commit.
+    /// The writer reads before it writes. The idle truncation starting the
+    /// log over in between makes the write fail at once, whatever the busy
+    /// timeout (the hazard, as a control); it does not run while the
+    /// writer holds its turn, and does once the writer is done.
     #[tokio::test]
-    async fn a_write_transaction_that_reads_first_is_not_failed_by_another_commit() {
+    async fn the_idle_truncation_never_runs_inside_a_write_transaction() {
         use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap();
-        let (mut a, mut b) = two_connections(dir.path()).await;
+        let (mut a, mut c) = two_connections(dir.path()).await;
+        // Everything copied into the database, nothing written since.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut c)
+            .await
+            .unwrap();
 
-        // The hazard, as a control: a deferred transaction.
         let mut tx = a.begin().await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1)")
-            .execute(&mut b)
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut c)
             .await
             .unwrap();
-        let stale = sqlx::query("INSERT INTO t VALUES (2)")
+        let stale = sqlx::query("INSERT INTO t VALUES (1)")
             .execute(&mut *tx)
             .await
-            .expect_err("a stale snapshot cannot write");
+            .expect_err("a transaction whose log started over cannot write");
         assert!(stale.to_string().contains("locked"), "{stale}");
         tx.rollback().await.unwrap();
+        drop(c);
 
-        // With begin_write the other connection's commit waits for ours.
-        let mut tx = begin_write(&mut a, super::super::Backend::Sqlite)
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let pool = AnyPool::connect(&url).await.unwrap();
+        let wal = WalSize::default();
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut a)
             .await
             .unwrap();
+        let turn = wal.gate.lock().await;
+        let mut tx = a.begin().await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        let other = tokio::spawn(async move {
-            sqlx::query("INSERT INTO t VALUES (3)")
-                .execute(&mut b)
-                .await
-                .map(|_| ())
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sqlx::query("INSERT INTO t VALUES (4)")
+        assert!(!truncate_wal(&pool, &wal).await.unwrap(), "skipped");
+        sqlx::query("INSERT INTO t VALUES (3)")
             .execute(&mut *tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        other.await.unwrap().unwrap();
+        drop(turn);
+        assert!(truncate_wal(&pool, &wal).await.unwrap(), "ran");
         let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY rowid")
             .fetch_all(&mut a)
             .await
             .unwrap();
-        assert_eq!(values, vec![0, 1, 4, 3]);
+        assert_eq!(values, vec![0, 2, 3]);
     }
 }

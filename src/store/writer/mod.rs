@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::Any;
+use sqlx::{Acquire, Any};
 use switchboard_core::{AccountId, ChannelId, Delivered, EventId, GatewayName, NewEvent, RemoteId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -577,9 +577,11 @@ impl WriteConn {
         }
         let conn = self.conn.as_mut().expect("acquired above");
         let cluster = self.store.cluster_instance();
-        let backend = self.store.backend();
+        // The idle WAL truncation waits for this transaction (see
+        // `sqlite::truncate_wal`).
+        let _turn = self.wal.turn().await;
         let result = async {
-            let mut tx = crate::store::sqlite::begin_write(conn, backend).await?;
+            let mut tx = conn.begin().await?;
             let refused = fenced(&mut tx, fences).await?;
             if !refused.is_empty() {
                 tx.rollback().await?;
@@ -612,8 +614,9 @@ impl WriteConn {
             if self.conn.is_none() {
                 self.conn = Some(self.store.pool().acquire().await?);
             }
+            let _turn = self.wal.turn().await;
             let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = crate::store::sqlite::begin_write(conn, self.store.backend()).await?;
+            let mut tx = conn.begin().await?;
             let done = prune::step(&mut tx, step).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(done)
@@ -647,8 +650,9 @@ impl WriteConn {
             if self.conn.is_none() {
                 self.conn = Some(self.store.pool().acquire().await?);
             }
+            let _turn = self.wal.turn().await;
             let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = crate::store::sqlite::begin_write(conn, self.store.backend()).await?;
+            let mut tx = conn.begin().await?;
             change.apply(&mut tx).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
