@@ -1241,6 +1241,49 @@ enum BatchAttempt {
     Rewound,
 }
 
+/// One call to the adapter (a send or a batch), bounded by `timeout` and
+/// timed; the breaker is settled by its outcome while the attempt holds
+/// the pass. An error comes back with its wait capped.
+async fn timed_send<T>(
+    inner: &Inner,
+    worker: &AccountWorker,
+    channel: &ChannelId,
+    label: &crate::metrics::AccountLabel,
+    timeout: Duration,
+    send: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout, send)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::transient(
+                format!("no answer within {timeout:?}"),
+                None,
+            ))
+        });
+    inner
+        .metrics
+        .send_seconds
+        .get_or_create(label)
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(v) => {
+            worker.breaker.reachable();
+            worker.sent_ok(channel);
+            Ok(v)
+        }
+        Err(error) => {
+            let error = error.capped(inner.settings.max_retry_after);
+            match error.retry_kind() {
+                RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
+                RetryKind::NotReady => {}
+                _ => worker.breaker.reachable(),
+            }
+            Err(error)
+        }
+    }
+}
+
 /// One attempt at a batch, as [`Delivery::attempt`] is for one row: waits
 /// for an admin's pause and the breaker, renders every row (each must be
 /// one piece) and hands them to the adapter in one send.
@@ -1300,34 +1343,11 @@ async fn attempt_batch(ds: &[Delivery<'_>], shutdown: &mut watch::Receiver<bool>
     let Some(held) = head.gate.hold(last, 0).await else {
         return BatchAttempt::Rewound;
     };
-    let started = Instant::now();
-    let result = tokio::time::timeout(timeout, adapter.send_batch(host.as_ref(), &ops))
-        .await
-        .unwrap_or_else(|_| {
-            Err(SendError::transient(
-                format!("no answer within {timeout:?}"),
-                None,
-            ))
-        });
-    inner
-        .metrics
-        .send_seconds
-        .get_or_create(&head.label)
-        .observe(started.elapsed().as_secs_f64());
-    let receipts = match result {
+    let sent = adapter.send_batch(host.as_ref(), &ops);
+    let receipts = match timed_send(inner, worker, channel, &head.label, timeout, sent).await {
         Ok(receipts) => receipts,
-        Err(error) => {
-            let error = error.capped(inner.settings.max_retry_after);
-            match error.retry_kind() {
-                RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                RetryKind::NotReady => {}
-                _ => worker.breaker.reachable(),
-            }
-            return BatchAttempt::Failed { error, ready_seen };
-        }
+        Err(error) => return BatchAttempt::Failed { error, ready_seen },
     };
-    worker.breaker.reachable();
-    worker.sent_ok(channel);
     if receipts.len() != ds.len() {
         // The destination took the batch; only the ids to remember are
         // missing (an adapter's mistake), which later edits will miss.
@@ -1547,35 +1567,12 @@ impl Delivery<'_> {
             let Some(held) = self.gate.hold(self.row.id, self.parts_sent).await else {
                 return Attempt::Rewound;
             };
-            let started = Instant::now();
-            let result = tokio::time::timeout(timeout, adapter.send(host.as_ref(), part, &key))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(SendError::transient(
-                        format!("no answer within {timeout:?}"),
-                        None,
-                    ))
-                });
-            inner
-                .metrics
-                .send_seconds
-                .get_or_create(&self.label)
-                .observe(started.elapsed().as_secs_f64());
-            let receipt = match result {
+            let sent = adapter.send(host.as_ref(), part, &key);
+            let receipt = match timed_send(inner, worker, channel, &self.label, timeout, sent).await
+            {
                 Ok(receipt) => receipt,
-                Err(error) => {
-                    let error = error.capped(inner.settings.max_retry_after);
-                    // Settle the breaker while this attempt holds the pass.
-                    match error.retry_kind() {
-                        RetryKind::AccountDown { retry_after } => worker.breaker.trip(retry_after),
-                        RetryKind::NotReady => {}
-                        _ => worker.breaker.reachable(),
-                    }
-                    return Attempt::Failed { error, ready_seen };
-                }
+                Err(error) => return Attempt::Failed { error, ready_seen },
             };
-            worker.breaker.reachable();
-            worker.sent_ok(channel);
             // Each piece's ids numbered apart from the others', so a
             // resumed split numbers them the same way.
             let piece = i64::try_from(self.parts_sent).unwrap_or(i64::MAX);
