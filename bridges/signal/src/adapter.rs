@@ -219,6 +219,23 @@ impl SignalAdapter {
         own.push(aci.to_owned());
     }
 
+    /// Sends go over `conn` from now on: the link is up when the
+    /// account's ACI is known (then the account is reported connected),
+    /// else sends wait for it. Whether it is known.
+    fn use_connection(&self, conn: &Arc<Conn>, host: &dyn Host) -> bool {
+        self.spool_ok
+            .store(self.cfg.spool.is_some(), Ordering::Relaxed);
+        *self.conn.lock().expect("conn lock") = Some(conn.clone());
+        if self.aci_known() {
+            self.set_link(Link::Up);
+            host.health(ReceiveHealth::Connected);
+            true
+        } else {
+            self.set_link(Link::NoAci);
+            false
+        }
+    }
+
     fn spool_usable(&self) -> bool {
         self.cfg.spool.is_some() && self.spool_ok.load(Ordering::Relaxed)
     }
@@ -503,14 +520,7 @@ impl SignalAdapter {
                     continue;
                 }
             };
-            self.spool_ok
-                .store(self.cfg.spool.is_some(), Ordering::Relaxed);
-            *self.conn.lock().expect("conn lock") = Some(conn.clone());
-            if self.aci_known() {
-                self.set_link(Link::Up);
-                host.health(ReceiveHealth::Connected);
-            } else {
-                self.set_link(Link::NoAci);
+            if !self.use_connection(&conn, host) {
                 host.health(ReceiveHealth::Degraded {
                     reason: "the Signal account's ACI is not known yet (signal-cli could not say); sends wait".into(),
                 });
@@ -663,15 +673,7 @@ impl SignalAdapter {
                     continue;
                 }
             };
-            self.spool_ok
-                .store(self.cfg.spool.is_some(), Ordering::Relaxed);
-            *self.conn.lock().expect("conn lock") = Some(conn.clone());
-            if self.aci_known() {
-                self.set_link(Link::Up);
-                host.health(ReceiveHealth::Connected);
-            } else {
-                self.set_link(Link::NoAci);
-            }
+            self.use_connection(&conn, host);
             tracing::info!(%account, "Connected to signal-cli to send.");
             quiet = Quiet::default();
             backoff.reset();
