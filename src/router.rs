@@ -9,6 +9,7 @@
 //! their webhooks are push destinations like any network channel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use switchboard_core::{AccountId, ChannelId, GatewayName, Network};
 
@@ -105,7 +106,7 @@ impl Router {
 pub struct Routes {
     gateways: Vec<Gateway>,
     /// Webhooks per API account, in config order.
-    webhooks: Vec<(AccountId, Vec<Webhook>)>,
+    webhooks: Vec<(AccountId, Vec<Arc<Webhook>>)>,
     /// For each readable (account, channel), the gateways it feeds.
     sources: HashMap<(AccountId, ChannelId), Vec<usize>>,
     /// Channels a network moved: members keep their configured ids here.

@@ -41,7 +41,7 @@ pub const BATCH_HEADER: &str = "x-switchboard-batch";
 pub struct WebhookAdapter {
     account: AccountId,
     /// Replaced whole on a reload; a std lock held only to clone one hook.
-    hooks: std::sync::RwLock<HashMap<ChannelId, Webhook>>,
+    hooks: std::sync::RwLock<HashMap<ChannelId, Arc<Webhook>>>,
     client: reqwest::Client,
 }
 
@@ -73,7 +73,7 @@ impl WebhookAdapter {
     }
 }
 
-fn index(account: &ApiAccount) -> HashMap<ChannelId, Webhook> {
+fn index(account: &ApiAccount) -> HashMap<ChannelId, Arc<Webhook>> {
     account
         .webhooks
         .iter()
@@ -186,7 +186,7 @@ impl Adapter for WebhookAdapter {
 
 impl WebhookAdapter {
     /// The webhook in force for `channel`.
-    fn hook(&self, channel: &ChannelId) -> Result<Webhook, SendError> {
+    fn hook(&self, channel: &ChannelId) -> Result<Arc<Webhook>, SendError> {
         self.hooks
             .read()
             .expect("hooks lock")

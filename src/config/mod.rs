@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{AccountId, ChannelId, GatewayName};
@@ -296,8 +297,10 @@ pub struct ApiAccount {
     pub header_timeout: Duration,
     /// Tokens.
     pub tokens: Vec<ApiToken>,
-    /// Outbound webhooks.
-    pub webhooks: Vec<Webhook>,
+    /// Outbound webhooks. Shared, not copied, by every holder of the
+    /// settings (router, API, webhook adapter): with thousands of webhooks
+    /// each copy cost megabytes.
+    pub webhooks: Vec<Arc<Webhook>>,
 }
 
 /// Which way a member's messages flow.

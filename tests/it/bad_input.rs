@@ -413,3 +413,48 @@ fn mutated_config_files_and_api_bodies_never_panic() {
         }
     }
 }
+
+/// `SWITCHBOARD__<SECTION>__<KEY>` overrides the file's value (and a bad
+/// one is named like a bad key in the file); without such a variable the
+/// file alone is read, by a path that skips the layering.
+#[test]
+fn environment_variables_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = dir.path().join("env.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\ndata_dir = \"{}\"\n{API}{GOOD_TOKEN}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args(["--config", path.to_str().unwrap(), "check"])
+            .env_remove("SWITCHBOARD_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("127.0.0.1:1 "), "the file's bind: {out}");
+    let (code, out) = check(&[("SWITCHBOARD__API__BOTS__BIND", "127.0.0.1:2")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("127.0.0.1:2 "), "the variable's bind: {out}");
+    assert!(!out.contains("127.0.0.1:1 "), "{out}");
+    let (code, out) = check(&[("SWITCHBOARD__OUTBOX__SEND_TIMEOUT", "10 parsecs")]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("outbox.send_timeout") && out.contains("10 parsecs"),
+        "{out}"
+    );
+}

@@ -260,6 +260,43 @@ async fn store_contract(backend: Backend) {
         "set, then removed by a later batch"
     );
 
+    // A network's messages arriving together: the echoes among them are
+    // found (one query for a run, not one per message), the rest inserted
+    // in order, a redelivery recognised, and an edit in their midst sees
+    // the message it names, which came just before it in the same batch.
+    let hello = EventKind::Message {
+        body: RichText::plain("hello"),
+        attachments: Vec::new(),
+        reply_to: None,
+    };
+    let got: Vec<Delivered> = w
+        .ingest_batch(batch(
+            vec![
+                from_chat("2", "300", hello.clone()),
+                from_chat("2", "200", hello.clone()),
+                from_chat("2", "301", hello.clone()),
+                from_chat("2", "302", edit_of("300")),
+                from_chat("2", "200b", hello.clone()),
+                from_chat("2", "300", hello.clone()),
+                from_chat("1", "100", hello),
+            ],
+            Vec::new(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.delivered)
+        .collect();
+    let [Delivered::New(a), Delivered::Ignored, Delivered::New(b), Delivered::New(edit), Delivered::Ignored, Delivered::Duplicate(again), Delivered::Duplicate(first)] =
+        got[..]
+    else {
+        panic!("{got:?}")
+    };
+    assert!(a.0 < b.0 && b.0 < edit.0, "queue order: {got:?}");
+    assert_eq!((again, first), (a, id));
+    let stored = store.event(edit).await.unwrap().unwrap();
+    assert_eq!(stored.kind.target(), Some(&TargetRef::Event(a)));
+
     drop(w);
     task.await.unwrap();
     store.close().await;

@@ -37,7 +37,7 @@ pub struct Signal {
     users: Vec<String>,
     /// seq → bench ns of the poll that first saw its `send`.
     seen_at: Mutex<HashMap<u64, u64>>,
-    /// Polls of `sent()`, and their total and longest time, ns.
+    /// Polls of the send log, and their total and longest time, ns.
     polls: [AtomicU64; 3],
 }
 
@@ -72,7 +72,7 @@ impl Fake for Signal {
              `receive_mode: Manual`, `shuffle_responses: false`: answers are not delayed \
              at random, which the fake does by default). bot API → Signal: native posts \
              ({} in flight) round-robin over the gateways; a message arrives when the \
-             bench first sees its `send` in the fake's send log (`sent()`, read every \
+             bench first sees its `send` in the fake's send log (`sent_since`, read every \
              {} ms: the fake stamps no `Instant`, so arrival times are late by up to one \
              poll interval plus a poll's own duration); order is judged per group (the \
              order the fake carried the sends out), lost/dup per message. Signal → bot \
@@ -151,30 +151,32 @@ impl Fake for Signal {
     }
 
     /// The fake stamps its send log with Signal timestamps (wall-clock ms,
-    /// bumped to stay unique), not `Instant`s, and has no cheaper accessor
-    /// than `sent()`, a clone of the whole log: so each message is timed by
-    /// the start of the first poll that saw it, one poll every 5 ms.
+    /// bumped to stay unique), not `Instant`s: so each message is timed by
+    /// the start of the first poll that saw it, one poll every 5 ms. A poll
+    /// reads only the entries it has not seen (`sent_since`): a clone of
+    /// the whole log held the fake's lock for up to 50 ms per poll by the
+    /// end of a run, stalling the daemon the server talks to.
     fn watch(self: Arc<Self>, progress: Arc<Progress>) -> BoxFuture<'static, ()> {
         async move {
             let mut next = 0;
             loop {
                 let at = now_ns();
                 let t0 = Instant::now();
-                let log = self.fake.sent();
+                let log = self.fake.sent_since(next);
                 let took = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.polls[0].fetch_add(1, Ordering::Relaxed);
                 self.polls[1].fetch_add(took, Ordering::Relaxed);
                 self.polls[2].fetch_max(took, Ordering::Relaxed);
                 {
                     let mut seen = self.seen_at.lock().expect("seen_at");
-                    for (_, text) in sends(log.get(next..).unwrap_or_default()) {
+                    for (_, text) in sends(&log) {
                         if let Some((_, seq, _)) = parse_marker(text) {
                             seen.entry(seq).or_insert(at);
                         }
                     }
                     progress.unique.store(seen.len() as u64, Ordering::Relaxed);
                 }
-                next = log.len();
+                next += log.len();
                 drop(log);
                 tokio::time::sleep(POLL).await;
             }

@@ -559,6 +559,7 @@ impl SignalAdapter {
                         Err(_) => break,
                     }
                 }
+                let (took, started) = (batch.len(), Instant::now());
                 let Some((events, timers)) = self
                     .translate(&conn, host, batch, &mut intake, &mut shutdown)
                     .await
@@ -574,6 +575,7 @@ impl SignalAdapter {
                     }
                     continue;
                 }
+                let translated = started.elapsed();
                 let batch = Batch {
                     events,
                     cursor: None,
@@ -592,6 +594,7 @@ impl SignalAdapter {
                         }
                     }
                 };
+                tracing::debug!(%account, notifications = took, translate_ms = translated.as_secs_f64() * 1e3, ms = started.elapsed().as_secs_f64() * 1e3, "Signal messages committed.");
                 for a in answers {
                     if let Delivered::Rejected(reason) = a {
                         tracing::warn!(%account, %reason, "Signal message rejected by the hub; skipped.");
@@ -949,7 +952,8 @@ impl SignalAdapter {
     /// An envelope as a draft, with the names known now.
     fn draft(&self, params: &Value) -> Option<convert::Draft> {
         let own = self.own.lock().expect("own lock").clone();
-        let names = self.names.lock().expect("names lock").clone();
+        // Held, not cloned, for the one message: nothing here awaits.
+        let names = self.names.lock().expect("names lock");
         let name_of = |uuid: Option<&str>, number: Option<&str>| {
             uuid.and_then(|u| names.get(u))
                 .or_else(|| number.and_then(|n| names.get(n)))

@@ -488,7 +488,12 @@ async fn read_loop(
             }
         };
         if v.get("method").and_then(Value::as_str) == Some("receive") {
-            overflow.push_back(v.get("params").cloned().unwrap_or(Value::Null));
+            // Taken, not cloned: a message is read once.
+            let params = match v {
+                Value::Object(mut m) => m.remove("params"),
+                _ => None,
+            };
+            overflow.push_back(params.unwrap_or(Value::Null));
             continue;
         }
         let Some(id) = v.get("id").and_then(Value::as_u64) else {

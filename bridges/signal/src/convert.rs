@@ -288,8 +288,11 @@ fn data_message_mut(params: &mut Value) -> Option<&mut Value> {
 /// this notification, if it has one.
 #[must_use]
 pub fn long_text_id(params: &Value) -> Option<String> {
-    let mut params = params.clone();
-    let data = data_message_mut(&mut params)?;
+    let params = params.get("result").unwrap_or(params);
+    let env = params.get("envelope")?;
+    let data = env
+        .get("dataMessage")
+        .or_else(|| env.get("editMessage")?.get("dataMessage"))?;
     data.get("attachments")?
         .as_array()?
         .iter()

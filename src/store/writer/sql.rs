@@ -87,24 +87,29 @@ pub(super) async fn apply_all(
         }
     }
     bulk_sent(tx, &sent, now).await?;
-    // Events in queue order. Those that need lookups (network events: the
-    // echo check, references by remote id) go one at a time after what
-    // precedes them is inserted, so they see it; runs of the others (bot
-    // API posts) share multi-row statements.
-    let mut run: Vec<((usize, usize), Cow<'_, IngestItem>)> = Vec::new();
+    // Events in queue order. Those that refer to another message by the
+    // network's id (a reply, an edit, a reaction) go one at a time after
+    // what precedes them is inserted, so they see it; runs of the others
+    // share multi-row statements, and a run's echo checks (new network
+    // messages) are one query: inserting an event writes no message-map
+    // row, so a check made for the whole run before its insert answers
+    // what one made per event would. Per event, a network message cost six
+    // statements, each a hand-off to SQLite's thread and back.
+    let mut run: Run<'_> = Vec::new();
     for (i, cmd) in batch.iter().enumerate() {
         let WriteCmd::Ingest(ingest, _) = cmd else {
             continue;
         };
         for (j, item) in ingest.items.iter().enumerate() {
-            if !needs_lookup(item) {
-                run.push(((i, j), Cow::Borrowed(item)));
+            if !needs_lookup(item) || item.event.kind.target().is_none() {
+                let echo = item.check_echo && creates_message(&item.event.kind);
+                run.push(((i, j), Cow::Borrowed(item), echo));
                 continue;
             }
             insert_run(tx, &mut run, &mut outcomes, cx).await?;
             match prepare(tx, item).await? {
                 Prepared::Insert(p) => {
-                    run.push(((i, j), p));
+                    run.push(((i, j), p, false));
                     insert_run(tx, &mut run, &mut outcomes, cx).await?;
                 }
                 Prepared::Echo => {
@@ -172,7 +177,6 @@ fn needs_lookup(item: &IngestItem) -> bool {
     item.check_echo || matches!(item.event.kind.target(), Some(TargetRef::Remote(_)))
 }
 
-/// Inserts a run of prepared events and records their outcomes.
 /// What every insert of a batch shares.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
@@ -183,22 +187,80 @@ struct Cx<'a> {
     defer_feed: bool,
 }
 
+/// Inserts a run of events, but for those that echo a message the hub
+/// sent, and records their outcomes.
 async fn insert_run(
     tx: &mut Transaction<'_, Any>,
-    run: &mut Vec<((usize, usize), Cow<'_, IngestItem>)>,
+    run: &mut Run<'_>,
     outcomes: &mut [Vec<Option<IngestOutcome>>],
     cx: Cx<'_>,
 ) -> Result<(), StoreError> {
     if run.is_empty() {
         return Ok(());
     }
-    let items: Vec<&IngestItem> = run.iter().map(|(_, p)| p.as_ref()).collect();
-    let done = bulk_ingest(tx, &items, cx).await?;
-    for (((i, j), _), o) in run.iter().zip(done) {
-        outcomes[*i][*j] = Some(o);
+    let echoes = echoes(tx, run).await?;
+    let mut kept = Vec::with_capacity(run.len());
+    for (k, ((i, j), p, _)) in run.iter().enumerate() {
+        if echoes.contains(&k) {
+            outcomes[*i][*j] = Some(IngestOutcome {
+                delivered: Delivered::Ignored,
+                feed: Vec::new(),
+                lanes: Vec::new(),
+            });
+        } else {
+            kept.push(((*i, *j), p.as_ref()));
+        }
+    }
+    if !kept.is_empty() {
+        let items: Vec<&IngestItem> = kept.iter().map(|(_, p)| *p).collect();
+        let done = bulk_ingest(tx, &items, cx).await?;
+        for (((i, j), _), o) in kept.iter().zip(done) {
+            outcomes[*i][*j] = Some(o);
+        }
     }
     run.clear();
     Ok(())
+}
+
+/// Events inserted together, each with where its outcome goes and whether
+/// its echo check is still to be made.
+type Run<'a> = Vec<((usize, usize), Cow<'a, IngestItem>, bool)>;
+
+/// The positions in `run` of the events to check that echo a message the
+/// hub sent (its id is in the message map): one query per chunk.
+async fn echoes(
+    tx: &mut Transaction<'_, Any>,
+    run: &Run<'_>,
+) -> Result<std::collections::HashSet<usize>, StoreError> {
+    let asked: Vec<usize> = (0..run.len()).filter(|k| run[*k].2).collect();
+    let mut found = std::collections::HashSet::new();
+    for range in chunks(asked.len()) {
+        // A join through the index (`message_map_remote`,
+        // `message_parts_remote`) per row; `(a, b, c) IN (VALUES …)`
+        // scans the table in SQLite.
+        let sql = format!(
+            "WITH k(i, account, channel, remote_id) AS (VALUES {}) \
+             SELECT k.i FROM k WHERE EXISTS (SELECT 1 FROM message_map m \
+             WHERE m.account = k.account AND m.channel = k.channel AND m.remote_id = k.remote_id) \
+             OR EXISTS (SELECT 1 FROM message_parts p \
+             WHERE p.account = k.account AND p.channel = k.channel AND p.remote_id = k.remote_id)",
+            values(4, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for &k in &asked[range] {
+            let o = &run[k].1.event.origin;
+            q = q
+                .bind(i64::try_from(k).expect("a run is small"))
+                .bind(o.account.to_string())
+                .bind(o.channel.as_str())
+                .bind(o.remote_id.as_str());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let k: i64 = row.try_get(0)?;
+            found.insert(usize::try_from(k).expect("an index we bound"));
+        }
+    }
+    Ok(found)
 }
 
 /// Sizes multi-row statements are cut into: a few fixed sizes keep the

@@ -901,6 +901,18 @@ impl FakeSignal {
         self.shared.lock().sent.clone()
     }
 
+    /// The send log from entry `from` on: a poller's cheap read, which
+    /// holds the fake's lock only for the entries it has not seen (a whole
+    /// `sent()` every few ms stalls the daemon behind the clone).
+    pub fn sent_since(&self, from: usize) -> Vec<Sent> {
+        self.shared
+            .lock()
+            .sent
+            .get(from..)
+            .map(<[Sent]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Every request (method, params; `Null` when there were none), in the
     /// order they were dispatched, including refused ones.
     pub fn requests(&self) -> Vec<(String, Value)> {
