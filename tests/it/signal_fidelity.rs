@@ -43,6 +43,15 @@ async fn bridge(
     Sb::start(dir, &cfg, api, admin).await
 }
 
+/// The fake's group bridged over TCP, with `extra` lines in the Signal
+/// section.
+async fn on_tcp(dir: &std::path::Path, extra: &str) -> (FakeSignal, String, Sb) {
+    let (signal, group) = fake().await;
+    let section = signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("5s")) + extra;
+    let sb = bridge(dir, &section, &group, &[]).await;
+    (signal, group, sb)
+}
+
 async fn reader(sb: &Sb) -> Inbox {
     let inbox = Inbox::default();
     let ws = sb.api.replace("http", "ws");
@@ -198,17 +207,28 @@ async fn several_accounts(http: bool) {
 /// phone number anywhere in the event.
 #[tokio::test]
 async fn mentions_and_authors_are_shown_by_name_never_by_number() {
+    names_and_numbers(false).await;
+}
+
+/// An admin who wants numbers shown opts in per account (`show_numbers`):
+/// then a person without a known name is shown by number, in mentions and
+/// as the author; known names stay names.
+#[tokio::test]
+async fn numbers_are_shown_where_the_admin_opted_in() {
+    names_and_numbers(true).await;
+}
+
+async fn names_and_numbers(show_numbers: bool) {
     const STRANGER: &str = "+15557654321";
+    const UNKNOWN: &str = "+15557000000";
     let dir = tempfile::tempdir().unwrap();
-    let (signal, group) = fake().await;
+    let extra = if show_numbers {
+        "show_numbers = true\n"
+    } else {
+        ""
+    };
+    let (signal, group, sb) = on_tcp(dir.path(), extra).await;
     signal.set_member(&group, STRANGER, true);
-    let sb = bridge(
-        dir.path(),
-        &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("5s")),
-        &group,
-        &[],
-    )
-    .await;
     let inbox = reader(&sb).await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     signal.inject_message(
@@ -217,19 +237,56 @@ async fn mentions_and_authors_are_shown_by_name_never_by_number() {
         json!({"message": "\u{FFFC} \u{FFFC} \u{FFFC} look",
                "mentions": [{"number": ALICE, "start": 0, "length": 1},
                             {"number": ME, "start": 2, "length": 1},
-                            {"number": "+15557000000", "start": 4, "length": 1}]}),
+                            {"number": UNKNOWN, "start": 4, "length": 1}]}),
     );
     inbox.wait_len(1, "the stranger's message").await;
     let msg = &events_from(&inbox, "signal.main", "message")[0];
-    let label = format!("Signal user {}", &signal.uuid_of(STRANGER)[..4]);
+    let (label, unknown) = if show_numbers {
+        (STRANGER.to_owned(), UNKNOWN.to_owned())
+    } else {
+        (
+            format!("Signal user {}", &signal.uuid_of(STRANGER)[..4]),
+            format!("Signal user {}", &signal.uuid_of(UNKNOWN)[..4]),
+        )
+    };
     assert_eq!(msg["author"]["name"], label.as_str());
-    let unknown = format!("Signal user {}", &signal.uuid_of("+15557000000")[..4]);
     assert_eq!(msg["text"], format!("@Alice @Bridge Bot @{unknown} look"));
     let all = msg.to_string();
-    assert!(
-        !all.contains("+1555"),
-        "a phone number reached the bot: {all}"
+    assert_eq!(
+        all.contains("+1555"),
+        show_numbers,
+        "numbers shown only where asked for: {all}"
     );
+    sb.stop_and_check().await;
+    signal.stop().await;
+}
+
+/// A burst larger than the adapter's notification queue and its overflow
+/// together: while the queue is full the reader stops reading (the daemon
+/// then stops writing), and every message still arrives once, in order.
+#[tokio::test]
+async fn a_burst_larger_than_the_notification_queue_arrives_whole_and_in_order() {
+    use switchboard_signal::client::{NOTES_CAPACITY, NOTES_OVERFLOW};
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, group, sb) = on_tcp(dir.path(), "").await;
+    let inbox = reader(&sb).await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    let n = NOTES_CAPACITY + NOTES_OVERFLOW + 500;
+    for k in 0..n {
+        signal.inject_message(
+            ALICE,
+            Some(&group),
+            json!({ "message": format!("burst {k}") }),
+        );
+    }
+    inbox.wait_len(n, "the burst").await;
+    let texts: Vec<String> = events_from(&inbox, "signal.main", "message")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|k| format!("burst {k}")).collect();
+    assert_eq!(texts.len(), n, "each once");
+    assert!(texts == expected, "in order");
     sb.stop_and_check().await;
     signal.stop().await;
 }
@@ -329,6 +386,67 @@ async fn files_go_by_path_where_the_daemon_can_read_them() {
     signal.stop().await;
 }
 
+/// A spool the daemon cannot read (`daemon_spool_dir` names a directory
+/// it does not have): signal-cli refuses the file by path, the adapter
+/// says so in the status (`degraded`, naming the directory and the fix),
+/// and the same file goes again inside the request: once, whole.
+#[tokio::test]
+async fn a_spool_the_daemon_cannot_read_falls_back_to_the_request() {
+    const NOWHERE: &str = "/nonexistent-switchboard-spool";
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let (signal, _group, sb) = on_tcp(
+        dir.path(),
+        &format!(
+            "spool_dir = \"{}\"\ndaemon_spool_dir = \"{NOWHERE}\"\n",
+            spool.display()
+        ),
+    )
+    .await;
+    assert!(signal.wait_receivers(1, PATIENCE).await);
+    let bytes: Vec<u8> = (0..4096_u32).map(|i| (i % 251) as u8).collect();
+    post_file(&sb, "the notes", "notes.bin", bytes.clone()).await;
+    until("the file at Signal", || {
+        let n = sends(&signal, "send").len();
+        async move { n == 1 }
+    })
+    .await;
+    let refused = signal
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| {
+            m == "send"
+                && p["attachments"][0]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(NOWHERE))
+        })
+        .count();
+    assert!(refused >= 1, "the path was tried first");
+    let sent = signal
+        .sent()
+        .into_iter()
+        .find(|s| s.method == "send" && s.ok())
+        .unwrap();
+    let att = sent.params["attachments"][0].as_str().unwrap();
+    assert!(
+        att.starts_with("data:"),
+        "inside the request: {}",
+        &att[..att.len().min(40)]
+    );
+    assert_eq!(sent.attachments.len(), 1);
+    assert!(sent.attachments[0].bytes == bytes, "the same bytes");
+    let status = account_status(&sb, "signal.main").await;
+    assert_eq!(status["state"], "degraded", "{status}");
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(NOWHERE) && error.contains("daemon_spool_dir"),
+        "{status}"
+    );
+    sb.drained().await;
+    sb.stop_and_check().await;
+    signal.stop().await;
+}
+
 // ---- 4. long messages ----------------------------------------------------------------
 
 /// A message over 2,000 bytes (a `text/x-signal-plain` attachment on the
@@ -384,14 +502,7 @@ async fn long_messages_arrive_whole_once_from_0_13_and_0_14() {
 #[tokio::test]
 async fn what_a_retry_cannot_fix_is_dead_lettered_at_once_and_a_lost_group_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let (signal, group) = fake().await;
-    let sb = bridge(
-        dir.path(),
-        &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("5s")),
-        &group,
-        &[],
-    )
-    .await;
+    let (signal, group, sb) = on_tcp(dir.path(), "").await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     let reason = "Failed to send message: data:image/png;filename=a.png;base64,AAAA: Invalid data URI (AttachmentInvalidException) (UnexpectedErrorException)";
     signal.fail("send", Fault::Internal(reason.into()), 1);
@@ -742,14 +853,7 @@ async fn view_once_is_named_not_copied_and_disappearing_groups_are_told_once() {
 #[tokio::test]
 async fn a_runaway_line_from_the_daemon_is_an_error_not_an_allocation() {
     let dir = tempfile::tempdir().unwrap();
-    let (signal, group) = fake().await;
-    let sb = bridge(
-        dir.path(),
-        &signal_section(&format!("tcp://{}", signal.tcp_addr()), Some("5s")),
-        &group,
-        &[],
-    )
-    .await;
+    let (signal, group, sb) = on_tcp(dir.path(), "").await;
     let inbox = reader(&sb).await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     let subscribes = || {

@@ -93,8 +93,9 @@ pub(super) async fn apply_all(
     // share multi-row statements, and a run's echo checks (new network
     // messages) are one query: inserting an event writes no message-map
     // row, so a check made for the whole run before its insert answers
-    // what one made per event would. Per event, a network message cost six
-    // statements, each a hand-off to SQLite's thread and back.
+    // what one made per event would. One at a time, a network message cost
+    // three or four statements (echo, event, feed, outbox), each a hand-off
+    // to SQLite's thread and back: 100 messages from Signal took 35 ms.
     let mut run: Run<'_> = Vec::new();
     for (i, cmd) in batch.iter().enumerate() {
         let WriteCmd::Ingest(ingest, _) = cmd else {
