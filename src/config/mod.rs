@@ -402,13 +402,7 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let base_dir = path
         .and_then(Path::parent)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    // Parsed on a thread of its own. The parser's tree is large and brief
-    // (ten thousand gateways: 93 MB for a moment); glibc's allocator gives
-    // a new thread an arena of its own and gives an arena's memory back
-    // once all of it is free, where freed memory of the main arena under
-    // what the hub keeps for its life would stay resident.
-    let raw = std::thread::scope(|s| s.spawn(|| validate::parse(&file, &text)).join())
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let raw = validate::parse(&file, &text)?;
     validate::validate(&file, &base_dir, raw)
 }
 
