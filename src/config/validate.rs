@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{AccountId, ChannelId, GatewayName, Network, Secrets};
@@ -40,24 +41,9 @@ pub(super) fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
     // below coerces ("false" would pass as a boolean), which a file must
     // not get away with. Environment overrides are strings and are coerced.
     let from_file = serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        format!("{path}\u{0}{}", inner.trim())
-    });
-    let from_file = match from_file {
-        Ok(raw) => raw,
-        Err(e) => {
-            let (key, message) = e.split_once('\u{0}').unwrap_or(("(file)", e.as_str()));
-            return Err(issue(
-                if key == "." {
-                    "(top level)".into()
-                } else {
-                    key.to_owned()
-                },
-                mask_secrets(message),
-            ));
-        }
-    };
+        let key = key_of(e.path());
+        issue(key, mask_secrets(e.into_inner().to_string().trim()))
+    })?;
     // Without overrides the file is the whole configuration. The layered
     // build holds the whole file once more as a tree of its own: ten
     // thousand gateways took 97 MB for a moment, which the allocator then
@@ -79,18 +65,18 @@ pub(super) fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
         )
         .build()
         .map_err(|e| issue("(file)".into(), e.to_string()))?;
-    serde_path_to_error::deserialize::<_, RawConfig>(built).map_err(|e| {
-        let key = e.path().to_string();
-        let message = e.inner().to_string();
-        issue(
-            if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
-            message,
-        )
-    })
+    serde_path_to_error::deserialize::<_, RawConfig>(built)
+        .map_err(|e| issue(key_of(e.path()), e.inner().to_string()))
+}
+
+/// The key a deserializer's error path names (`.` is the whole file).
+fn key_of(path: &serde_path_to_error::Path) -> String {
+    let key = path.to_string();
+    if key == "." {
+        "(top level)".into()
+    } else {
+        key
+    }
 }
 
 /// Masks the value on any quoted config line whose key names a secret
@@ -653,11 +639,7 @@ fn api_tokens(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<Api
 
 /// `api.<name>.webhooks`: names unique, http(s) URLs, a secret each,
 /// `skip_token` naming one of the account's tokens, `batch` in range.
-fn api_webhooks(
-    c: &mut Checker<'_>,
-    key: &str,
-    a: &super::raw::RawApi,
-) -> Vec<std::sync::Arc<Webhook>> {
+fn api_webhooks(c: &mut Checker<'_>, key: &str, a: &super::raw::RawApi) -> Vec<Arc<Webhook>> {
     let mut webhooks = Vec::new();
     let mut wnames = BTreeSet::new();
     for (i, w) in a.webhooks.iter().enumerate() {
@@ -730,7 +712,7 @@ fn api_webhooks(
             }
         };
         let gateways = c.gateway_set(&format!("{wkey}.gateways"), w.gateways.as_ref());
-        webhooks.push(std::sync::Arc::new(Webhook {
+        webhooks.push(Arc::new(Webhook {
             name: wname,
             url,
             gateways,

@@ -97,6 +97,28 @@ async fn post_file(sb: &Sb, text: &str, name: &str, bytes: Vec<u8>) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
+/// Posts a file and waits until a `send` of it has succeeded at Signal:
+/// that send.
+async fn file_sent(
+    sb: &Sb,
+    signal: &FakeSignal,
+    text: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> switchboard_signal::fake::Sent {
+    post_file(sb, text, name, bytes).await;
+    until("the file at Signal", || {
+        let n = sends(signal, "send").len();
+        async move { n == 1 }
+    })
+    .await;
+    signal
+        .sent()
+        .into_iter()
+        .find(|s| s.method == "send" && s.ok())
+        .expect("the send that succeeded")
+}
+
 fn metric(text: &str, name: &str, account: &str) -> i64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}{{account=\"{account}\"}} ")))
@@ -360,17 +382,7 @@ async fn files_go_by_path_where_the_daemon_can_read_them() {
     )
     .await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
-    post_file(&sb, "the video", "big.bin", big_file()).await;
-    until("the file at Signal", || {
-        let n = sends(&signal, "send").len();
-        async move { n == 1 }
-    })
-    .await;
-    let sent = signal
-        .sent()
-        .into_iter()
-        .find(|s| s.method == "send")
-        .unwrap();
+    let sent = file_sent(&sb, &signal, "the video", "big.bin", big_file()).await;
     assert_eq!(sent.params["message"], "Ann: the video");
     let path = sent.params["attachments"][0].as_str().unwrap();
     assert!(path.starts_with(&spool.display().to_string()), "{path}");
@@ -405,12 +417,7 @@ async fn a_spool_the_daemon_cannot_read_falls_back_to_the_request() {
     .await;
     assert!(signal.wait_receivers(1, PATIENCE).await);
     let bytes: Vec<u8> = (0..4096_u32).map(|i| (i % 251) as u8).collect();
-    post_file(&sb, "the notes", "notes.bin", bytes.clone()).await;
-    until("the file at Signal", || {
-        let n = sends(&signal, "send").len();
-        async move { n == 1 }
-    })
-    .await;
+    let sent = file_sent(&sb, &signal, "the notes", "notes.bin", bytes.clone()).await;
     let refused = signal
         .requests()
         .into_iter()
@@ -422,11 +429,6 @@ async fn a_spool_the_daemon_cannot_read_falls_back_to_the_request() {
         })
         .count();
     assert!(refused >= 1, "the path was tried first");
-    let sent = signal
-        .sent()
-        .into_iter()
-        .find(|s| s.method == "send" && s.ok())
-        .unwrap();
     let att = sent.params["attachments"][0].as_str().unwrap();
     assert!(
         att.starts_with("data:"),
@@ -749,12 +751,7 @@ async fn a_slow_upload_is_waited_for_not_posted_twice() {
     assert!(signal.wait_receivers(1, PATIENCE).await);
     // 4 MiB at 256 KiB/s: 16 s more than a text gets; the upload takes 3 s.
     signal.fail("send", Fault::Hang(Duration::from_secs(3)), 1);
-    post_file(&sb, "slides", "slides.pdf", vec![7; 4 << 20]).await;
-    until("the file at Signal", || {
-        let n = sends(&signal, "send").len();
-        async move { n == 1 }
-    })
-    .await;
+    file_sent(&sb, &signal, "slides", "slides.pdf", vec![7; 4 << 20]).await;
     sb.drained().await;
     let attempts = signal
         .requests()

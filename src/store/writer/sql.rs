@@ -3,7 +3,7 @@
 //! multi-row statements (a statement per table per batch, not per command).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::{Any, Row, Transaction};
@@ -102,9 +102,8 @@ pub(super) async fn apply_all(
             continue;
         };
         for (j, item) in ingest.items.iter().enumerate() {
-            if !needs_lookup(item) || item.event.kind.target().is_none() {
-                let echo = item.check_echo && creates_message(&item.event.kind);
-                run.push(((i, j), Cow::Borrowed(item), echo));
+            if !one_at_a_time(item) {
+                run.push(((i, j), Cow::Borrowed(item), may_echo(item)));
                 continue;
             }
             insert_run(tx, &mut run, &mut outcomes, cx).await?;
@@ -173,9 +172,24 @@ pub(super) async fn apply_all(
         .collect())
 }
 
-/// Whether an event needs lookups before its insert.
-fn needs_lookup(item: &IngestItem) -> bool {
-    item.check_echo || matches!(item.event.kind.target(), Some(TargetRef::Remote(_)))
+/// Whether an event goes through [`prepare`] on its own: one that names
+/// another message by the network's id (resolved, then checked for who may
+/// change it), or a network's event naming one by the hub's id (checked).
+/// A bot API post naming a message by the hub's id needs neither.
+fn one_at_a_time(item: &IngestItem) -> bool {
+    match item.event.kind.target() {
+        None => false,
+        Some(TargetRef::Remote(_)) => true,
+        Some(TargetRef::Event(_)) => item.check_echo,
+    }
+}
+
+/// Whether an event may be an echo of a message the hub sent. Only a new
+/// message can be: an edit or a reaction names an existing message by its
+/// id, which may well be one the hub sent (a reaction to a bridged copy is
+/// the usual case).
+fn may_echo(item: &IngestItem) -> bool {
+    item.check_echo && creates_message(&item.event.kind)
 }
 
 /// What every insert of a batch shares.
@@ -199,7 +213,13 @@ async fn insert_run(
     if run.is_empty() {
         return Ok(());
     }
-    let echoes = echoes(tx, run).await?;
+    let asked: Vec<usize> = (0..run.len()).filter(|k| run[*k].2).collect();
+    let items: Vec<&IngestItem> = asked.iter().map(|k| run[*k].1.as_ref()).collect();
+    let echoes: HashSet<usize> = echoed(tx, &items)
+        .await?
+        .into_iter()
+        .map(|n| asked[n])
+        .collect();
     let mut kept = Vec::with_capacity(run.len());
     for (k, ((i, j), p, _)) in run.iter().enumerate() {
         if echoes.contains(&k) {
@@ -227,15 +247,15 @@ async fn insert_run(
 /// its echo check is still to be made.
 type Run<'a> = Vec<((usize, usize), Cow<'a, IngestItem>, bool)>;
 
-/// The positions in `run` of the events to check that echo a message the
-/// hub sent (its id is in the message map): one query per chunk.
-async fn echoes(
+/// The positions in `items` of those that echo a message the hub sent
+/// (their id is in the message map, or among a message's parts): one query
+/// per chunk.
+async fn echoed(
     tx: &mut Transaction<'_, Any>,
-    run: &Run<'_>,
-) -> Result<std::collections::HashSet<usize>, StoreError> {
-    let asked: Vec<usize> = (0..run.len()).filter(|k| run[*k].2).collect();
-    let mut found = std::collections::HashSet::new();
-    for range in chunks(asked.len()) {
+    items: &[&IngestItem],
+) -> Result<HashSet<usize>, StoreError> {
+    let mut found = HashSet::new();
+    for range in chunks(items.len()) {
         // A join through the index (`message_map_remote`,
         // `message_parts_remote`) per row; `(a, b, c) IN (VALUES …)`
         // scans the table in SQLite.
@@ -248,17 +268,17 @@ async fn echoes(
             values(4, range.len())
         );
         let mut q = sqlx::query(&sql);
-        for &k in &asked[range] {
-            let o = &run[k].1.event.origin;
+        for n in range {
+            let o = &items[n].event.origin;
             q = q
-                .bind(i64::try_from(k).expect("a run is small"))
+                .bind(i64::try_from(n).expect("a batch is small"))
                 .bind(o.account.to_string())
                 .bind(o.channel.as_str())
                 .bind(o.remote_id.as_str());
         }
         for row in q.fetch_all(&mut **tx).await? {
-            let k: i64 = row.try_get(0)?;
-            found.insert(usize::try_from(k).expect("an index we bound"));
+            let n: i64 = row.try_get(0)?;
+            found.insert(usize::try_from(n).expect("a position we bound"));
         }
     }
     Ok(found)
@@ -410,7 +430,7 @@ async fn owners(
     keys: &[EventKey],
     inserted: &HashMap<EventKey, i64>,
 ) -> Result<Vec<Delivered>, StoreError> {
-    let mut owned = std::collections::HashSet::new();
+    let mut owned = HashSet::new();
     let mut delivered = Vec::with_capacity(keys.len());
     for key in keys {
         let d = match inserted.get(key) {
@@ -808,26 +828,8 @@ async fn prepare<'a>(
 ) -> Result<Prepared<'a>, StoreError> {
     let origin = &item.event.origin;
     let account = origin.account.to_string();
-    // Only a new message can echo one the hub sent: an edit or a reaction
-    // names an existing message by its id, which may well be one the hub
-    // sent (a reaction to a bridged copy is the usual case).
-    if item.check_echo && creates_message(&item.event.kind) {
-        let echo = sqlx::query(
-            "SELECT 1 FROM message_map WHERE account = $1 AND channel = $2 AND remote_id = $3 \
-             UNION ALL SELECT 1 FROM message_parts WHERE account = $4 AND channel = $5 AND remote_id = $6 \
-             LIMIT 1",
-        )
-        .bind(account.as_str())
-        .bind(origin.channel.as_str())
-        .bind(origin.remote_id.as_str())
-        .bind(account.as_str())
-        .bind(origin.channel.as_str())
-        .bind(origin.remote_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if echo.is_some() {
-            return Ok(Prepared::Echo);
-        }
+    if may_echo(item) && !echoed(tx, &[item]).await?.is_empty() {
+        return Ok(Prepared::Echo);
     }
     let (item, target) = match item.event.kind.target() {
         None => return Ok(Prepared::Insert(Cow::Borrowed(item))),
