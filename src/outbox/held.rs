@@ -47,24 +47,19 @@ impl HeldLanes {
         self.on.get().is_some()
     }
 
-    /// The stop signal of a held lane; `None` when it is not held here
-    /// (remembered for the lease round).
-    pub(super) fn stop_of(
-        &self,
-        account: &AccountId,
-        channel: &ChannelId,
-    ) -> Option<watch::Receiver<bool>> {
+    /// Whether this instance holds the lane; one it does not is
+    /// remembered for the lease round.
+    pub(super) fn holds(&self, account: &AccountId, channel: &ChannelId) -> bool {
         let key = (account.clone(), channel.clone());
-        let stop = self
+        let held = self
             .lanes
             .lock()
             .expect("held lanes lock")
-            .get(&key)
-            .map(|h| h.stop.subscribe());
-        if stop.is_none() {
+            .contains_key(&key);
+        if !held {
             self.unheld.lock().expect("unheld lock").insert(key);
         }
-        stop
+        held
     }
 
     /// The tasks of every held lane, for the outbox's shutdown.

@@ -532,14 +532,10 @@ impl Outbox {
     /// Wakes (starting if needed) the lane of one destination channel. In
     /// a cluster, only a lane this instance holds (see `held`).
     pub fn poke(&self, account: &AccountId, channel: &ChannelId) {
-        let stop = if self.in_cluster() {
-            match self.inner.held.stop_of(account, channel) {
-                Some(stop) => stop,
-                None => return,
-            }
-        } else {
-            self.inner.shutdown.clone()
-        };
+        let cluster = self.in_cluster();
+        if cluster && !self.inner.held.holds(account, channel) {
+            return;
+        }
         let Some(worker) = self.worker(account) else {
             tracing::warn!(%account, %channel, "No adapter for destination; rows stay queued.");
             return;
@@ -549,13 +545,20 @@ impl Outbox {
             n.notify_one();
             return;
         }
+        // In a cluster only `hold_lane` starts a lane: a poke that comes
+        // between its taking the lease and its registering the lane would
+        // otherwise start a second task on the same queue (both read the
+        // same pending rows: each sent twice). Nothing is missed: a lane
+        // reads its queue before it first waits.
+        if cluster {
+            return;
+        }
         let notify = Arc::new(Notify::new());
         lanes.insert(channel.clone(), notify.clone());
         drop(lanes);
+        let stop = self.inner.shutdown.clone();
         let task = self.spawn_lane(account, channel, notify, stop, None);
-        if !self.in_cluster() {
-            self.inner.tasks.lock().expect("tasks lock").push(task);
-        }
+        self.inner.tasks.lock().expect("tasks lock").push(task);
     }
 
     /// Runs a lane until `stop`: restarted if it panics (its rows are
@@ -744,6 +747,10 @@ async fn lane(
     let mut taken = cluster.then(|| held_lane_start(&inner, &account, &channel, start.orphaned));
     let mut after = 0;
     let gate = worker.gate(&channel);
+    let _driver = tokio::select! {
+        guard = gate.drive() => guard,
+        _ = shutdown.wait_for(|s| *s) => return,
+    };
     loop {
         if *shutdown.borrow() {
             return;

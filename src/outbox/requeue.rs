@@ -28,9 +28,19 @@ pub(crate) struct LaneGate {
     /// The lowest id a requeue put back in place and the lane has not gone
     /// back to yet. A std mutex: set and taken, never held across await.
     rewind: Mutex<Option<i64>>,
+    /// Held by the task driving the lane, for its whole life: a lane given
+    /// back and taken again at once (a cluster) starts only once its old
+    /// task finished the send it had in flight.
+    driver: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LaneGate {
+    /// Waits until no other task drives this lane; the guard makes the
+    /// caller its driver.
+    pub(crate) async fn drive(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.driver.clone().lock_owned().await
+    }
+
     /// Taken by the lane before it hands row `id` to the network; `None`
     /// when a requeue put an earlier row back (the lane goes back first).
     /// A row with pieces delivered already is finished first: its

@@ -21,13 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// How long any wait in a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use switchboard_core::testkit::free_port;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -39,6 +39,7 @@ pub mod peer;
 pub mod proxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use switchboard_core::testkit::free_port;
 
 /// How long Synapse may take to start or stop, and how long `wait_for` polls.
 pub const SYNAPSE_PATIENCE: Duration = Duration::from_secs(60);
@@ -91,14 +92,6 @@ pub fn try_synapse_venv() -> Result<&'static Path, String> {
 /// As [`try_synapse_venv`], panicking when Synapse cannot be installed.
 pub fn synapse_venv() -> &'static Path {
     try_synapse_venv().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A free loopback port (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A running Synapse homeserver (`server_name` "localhost").

@@ -77,6 +77,12 @@ use crate::errors::{self, classify, code};
 /// message goes on with a line saying the file was not bridged.
 const STORE_BUDGET: Duration = Duration::from_secs(600);
 
+/// How long a stopping receive side keeps committing what signal-cli
+/// handed over before it stopped the subscription (the hub cuts a receive
+/// side that takes more than 5 s), and how long it waits for more of it.
+const HAND_OVER: Duration = Duration::from_secs(3);
+const HAND_OVER_IDLE: Duration = Duration::from_millis(250);
+
 /// base64 longer than this is decoded (and files this large encoded) on a
 /// blocking thread, not on an async worker.
 const OFF_WORKER_CHARS: usize = 256 * 1024;
@@ -253,19 +259,18 @@ struct Intake {
 }
 
 impl Intake {
-    /// Stops taking messages off Signal (once; a no-op over HTTP).
-    async fn hold(&mut self, conn: &Conn, timeout: Duration, account: &AccountId) {
+    /// Stops taking messages off Signal (once; a no-op over HTTP); true
+    /// when this call stopped it.
+    async fn hold(&mut self, conn: &Conn, timeout: Duration) -> bool {
         let Some(id) = self.subscription.as_ref().filter(|_| !self.held) else {
-            return;
+            return false;
         };
         let params = json!({"subscription": id});
         self.held = conn
             .call("unsubscribeReceive", params, timeout)
             .await
             .is_ok();
-        if self.held {
-            tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
-        }
+        self.held
     }
 
     /// Takes messages off Signal again, after [`Intake::hold`].
@@ -530,25 +535,46 @@ impl SignalAdapter {
             backoff.reset();
             let mut aci_backoff = reconnect_backoff();
             let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.fail()));
+            // Set once told to stop (shutdown, or the account's lease given
+            // to another instance of a cluster): signal-cli acknowledged to
+            // Signal what it handed over, so that is committed before the
+            // connection closes, until this deadline.
+            let mut stopping: Option<tokio::time::Instant> = None;
             loop {
                 // Unsubscribed with nothing left of what was handed over:
                 // nothing more can come on this connection; a new one
                 // subscribes anew.
-                if intake.held && notes.is_empty() {
+                if intake.held && notes.is_empty() && stopping.is_none() {
                     break;
                 }
-                let first = tokio::select! {
-                    n = notes.recv() => n,
-                    () = &mut aci_retry, if !self.aci_known() => {
-                        if self.learn_aci(&conn, host).await {
-                            self.set_link(Link::Up);
-                            host.health(ReceiveHealth::Connected);
-                        } else {
-                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
-                        }
-                        continue;
+                let first = if let Some(deadline) = stopping {
+                    let idle = (tokio::time::Instant::now() + HAND_OVER_IDLE).min(deadline);
+                    match tokio::time::timeout_at(idle, notes.recv()).await {
+                        Ok(Some(n)) => Some(n),
+                        _ => return Ok(()),
                     }
-                    () = &mut shutdown => return Ok(()),
+                } else {
+                    tokio::select! {
+                        n = notes.recv() => n,
+                        () = &mut aci_retry, if !self.aci_known() => {
+                            if self.learn_aci(&conn, host).await {
+                                self.set_link(Link::Up);
+                                host.health(ReceiveHealth::Connected);
+                            } else {
+                                aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
+                            }
+                            continue;
+                        }
+                        () = &mut shutdown => {
+                            // Nothing more is taken off Signal; the answer
+                            // comes after what was handed over before it.
+                            intake.hold(&conn, self.cfg.request_timeout.min(HAND_OVER)).await;
+                            tracing::debug!(%account, "Stopping: committing what signal-cli handed over.");
+                            stopping = Some(tokio::time::Instant::now() + HAND_OVER);
+                            shutdown = Box::pin(std::future::pending());
+                            continue;
+                        }
+                    }
                 };
                 let Some(first) = first else { break };
                 // What arrived together is committed together.
@@ -568,7 +594,7 @@ impl SignalAdapter {
                 };
                 if events.is_empty() {
                     // A file was stored meanwhile: the store is back.
-                    if intake.held {
+                    if intake.held && stopping.is_none() {
                         intake
                             .release(&conn, self.cfg.request_timeout, &account)
                             .await;
@@ -587,7 +613,9 @@ impl SignalAdapter {
                         // Stop taking messages off Signal while the store
                         // cannot commit them, then wait for it.
                         tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
-                        intake.hold(&conn, self.cfg.request_timeout, &account).await;
+                        if intake.hold(&conn, self.cfg.request_timeout).await {
+                            tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
+                        }
                         match kit::deliver(host, batch, &mut shutdown).await {
                             Some(answers) => answers,
                             None => return Ok(()),
@@ -611,7 +639,7 @@ impl SignalAdapter {
                         .set_state(&format!("timer:{channel}"), &seconds.to_string())
                         .await;
                 }
-                if intake.held {
+                if intake.held && stopping.is_none() {
                     // Committed: the store is back. What was handed over
                     // before is still in `notes`, ahead of what comes now.
                     // If this fails, what was handed over is committed
@@ -915,9 +943,9 @@ impl SignalAdapter {
                     Err(_) => {
                         // The file is off Signal's server already: take no
                         // more until the store takes it.
-                        intake
-                            .hold(conn, self.cfg.request_timeout, &self.cfg.account)
-                            .await;
+                        if intake.hold(conn, self.cfg.request_timeout).await {
+                            tracing::warn!(account = %self.cfg.account, "No more messages taken off Signal until the store takes them.");
+                        }
                         match kit::store_file(host, &f.name, &f.mime, bytes, STORE_BUDGET, shutdown)
                             .await
                         {

@@ -23,6 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use switchboard_core::testkit::free_port;
+
 /// How long the daemon may take to start (a cold JVM on a busy machine).
 pub const REAL_PATIENCE: Duration = Duration::from_secs(90);
 
@@ -72,13 +74,6 @@ pub fn launcher() -> Result<&'static Path, String> {
         })
         .as_deref()
         .map_err(Clone::clone)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A running `signal-cli --config DIR daemon --tcp --http
