@@ -131,6 +131,82 @@ async fn backlog(backend: Backend) {
     }
 }
 
+on_both_backends!(kill9_while_batches_drain_repeats_at_most_the_batch_in_flight => |backend| kill9_mid_drain(backend));
+
+/// kill -9 while a batched webhook drains a backlog, then restart: every
+/// message arrives, in order; what comes twice is only the POST whose
+/// answer the killed process never heard (the receiver answers each POST
+/// late), again under the same delivery ids, so the receiver can tell.
+async fn kill9_mid_drain(backend: Backend) {
+    const N: usize = 400;
+    const BATCH: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let (api, admin) = (free_port(), free_port());
+    let mut hook = Receiver::new();
+    let cfg = base_config(&db, dir.path(), api, admin)
+        + &token("producer", r#"["write"]"#, r#"["g"]"#)
+        + &batched_webhook("batched", hook.port, BATCH)
+        + &gateway("g");
+    let mut sb = Sb::start(dir.path(), &cfg, api, admin).await;
+    let client = reqwest::Client::new();
+    let expected = post_all(&client, &sb.api, "m", N).await;
+    until("the backlog to wait", || async {
+        sb.queue_depth().await == i64::try_from(N).unwrap()
+    })
+    .await;
+    hook.set(Mode::Slow(200));
+    hook.up().await;
+    until_count("a quarter of the backlog", N / 4, || items(&hook).len()).await;
+    sb.kill9();
+    let before = items(&hook).len();
+    assert!(
+        before < N,
+        "killed before the drain ended ({before} of {N})"
+    );
+    hook.set(Mode::Accept);
+    sb.restart().await;
+    until_count("the rest after the restart", N, || {
+        let mut ids = HashSet::new();
+        items(&hook)
+            .iter()
+            .filter(|i| ids.insert(i["delivery_id"].as_str().unwrap_or_default().to_owned()))
+            .count()
+    })
+    .await;
+    sb.drained().await;
+
+    // Every delivery id stands for one message: its first arrival in
+    // order, a repeat of it is the same message again.
+    let mut first: Vec<(String, String)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut repeats = 0;
+    for i in items(&hook) {
+        let id = i["delivery_id"].as_str().unwrap().to_owned();
+        let text = i["text"].as_str().unwrap_or_default().to_owned();
+        match seen.get(&id) {
+            Some(t) => {
+                assert_eq!(t, &text, "a delivery id names one message");
+                repeats += 1;
+            }
+            None => {
+                seen.insert(id.clone(), text.clone());
+                first.push((id, text));
+            }
+        }
+    }
+    let texts: Vec<String> = first.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, expected, "every message, once, in order");
+    eprintln!("{repeats} repeated after the kill ({before} had arrived)");
+    assert!(
+        repeats <= BATCH,
+        "only the POST in flight comes again: {repeats} repeats"
+    );
+    for d in hook.deliveries() {
+        assert!(d.signed_with(&hook_secret("batched")));
+    }
+}
+
 /// A webhook that refuses batches with 500 (a lone delivery goes through)
 /// until told otherwise: the batch is retried whole and lands once.
 #[tokio::test]

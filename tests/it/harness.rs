@@ -482,6 +482,9 @@ pub enum Mode {
     Unavailable(u64),
     /// Answer with this status and record nothing.
     Status(u16),
+    /// Record, then answer 200 this many milliseconds later: a sender
+    /// killed meanwhile delivered without hearing so (a lost answer).
+    Slow(u64),
 }
 
 /// One request the receiver answered 200 to.
@@ -649,7 +652,7 @@ async fn serve(
             return;
         }
         let mut m = *mode.lock().unwrap();
-        if m == Mode::Accept {
+        if matches!(m, Mode::Accept | Mode::Slow(_)) {
             let refusal = refuse.lock().unwrap().clone();
             let refused_code = match refusal {
                 Some(Refusal::Containing(text, code))
@@ -700,7 +703,7 @@ async fn serve(
                 }
                 continue;
             }
-            Mode::Accept => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            Mode::Accept | Mode::Slow(_) => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         };
         got.lock().unwrap().push(Delivery {
             body: serde_json::from_slice(&raw).unwrap(),
@@ -710,6 +713,9 @@ async fn serve(
             batch,
             at: Instant::now(),
         });
+        if let Mode::Slow(ms) = m {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         if r.get_mut().write_all(reply).await.is_err() {
             return;
         }
