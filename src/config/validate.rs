@@ -1129,6 +1129,37 @@ mod tests {
         validate("t.toml", Path::new("."), raw)
     }
 
+    /// A file over `PARSE_APART` goes through the parse on a thread of its
+    /// own: it loads whole, and its errors still name the file and key.
+    #[test]
+    fn a_large_file_is_parsed_apart_with_the_same_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("[api.bots]\nbind = \"127.0.0.1:1\"\n");
+        let mut n = 0;
+        while text.len() <= super::super::PARSE_APART {
+            text += &format!(
+                "[[gateway]]\nname = \"g{n}\"\n[[gateway.inout]]\naccount = \"api.bots\"\nchannel = \"api\"\n"
+            );
+            n += 1;
+        }
+        let good = dir.path().join("large.toml");
+        std::fs::write(&good, &text).unwrap();
+        let s = super::super::load(Some(&good)).unwrap();
+        assert_eq!(s.gateways.len(), n);
+        assert_eq!(s.gateways[n - 1].name.as_str(), format!("g{}", n - 1));
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            text + "[[gateway]]\nname = \"last\"\nenable = \"no\"\n",
+        )
+        .unwrap();
+        let err = super::super::load(Some(&bad)).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].file, bad.display().to_string());
+        assert_eq!(err.0[0].key, format!("gateway[{n}].enable"), "{err}");
+    }
+
     #[test]
     fn embedded_default_is_valid() {
         let s = super::super::load(None).unwrap();
