@@ -57,15 +57,18 @@ impl Running {
         for t in self.tasks {
             let abort = t.abort_handle();
             // Open streams end only with the process: cut them after a while.
-            if tokio::time::timeout(Duration::from_secs(5), t)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(STOP_WITHIN, t).await.is_err() {
+                tracing::warn!(within = ?STOP_WITHIN, "A receive side did not stop in time; cut.");
                 abort.abort();
             }
         }
     }
 }
+
+/// How long a receive side has to stop before it is cut: long enough for
+/// one to commit what its network handed over already (Signal's
+/// `HAND_OVER`, 8 s), which is off the network's server.
+pub const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 /// A stop signal that also follows the hub's shutdown.
 fn stop_signal(hub: &Hub) -> Arc<watch::Sender<bool>> {

@@ -71,6 +71,10 @@ pub fn adapter(
             } else {
                 tokio::spawn(adapter.clone().run(host.clone(), stop))
             };
+            // Cut with this supervisor (a receive side that did not stop
+            // in time): a detached adapter would run on beside its
+            // successor.
+            let _cut = AbortOnDrop(run.abort_handle());
             let error = match run.await {
                 Ok(Ok(())) if *shutdown.borrow() => return,
                 Ok(Ok(())) => "run returned before shutdown".to_owned(),
@@ -94,6 +98,15 @@ pub fn adapter(
             }
         }
     })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the future `make()` builds until it completes, building and

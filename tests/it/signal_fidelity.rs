@@ -366,6 +366,11 @@ async fn stopping_in_the_middle_of_a_burst_loses_none_of_it() {
     sb.stop().await;
     let log = sb.log();
     assert!(!log.contains("did not finish in time"), "{log}");
+    assert!(!log.contains("did not stop in time"), "{log}");
+    assert!(
+        !log.contains("Stopped before everything signal-cli handed over was committed"),
+        "{log}"
+    );
     sb.restart().await;
     let after = acking_reader(&sb).await;
     let unique = || {

@@ -135,12 +135,13 @@ pub trait TestPeerFactory: Send + Sync {
 }
 
 /// A free loopback port for a test's listener, chosen below the kernel's
-/// ephemeral range (Linux: 32768 and up). A port the kernel hands out for
-/// `bind(0)` is from that range, and so is every outgoing connection's
-/// local port: between being released here and bound by the process under
-/// test, such a port can be taken by another test's client connection
-/// (seen in CI: "Address already in use" at a start). Ports below the range
-/// are only ever taken by listeners that ask for them.
+/// ephemeral range (`ip_local_port_range`; Linux's default: 32768 and
+/// up). A port the kernel hands out for `bind(0)` is from that range, and
+/// so is every outgoing connection's local port: between being released
+/// here and bound by the process under test, such a port can be taken by
+/// another test's client connection (seen in CI: "Address already in use"
+/// at a start). Ports below the range are only ever taken by listeners
+/// that ask for them.
 ///
 /// # Panics
 /// When no port in the range can be bound.
@@ -150,19 +151,25 @@ pub fn free_port() -> u16 {
     /// Where the search starts in this process: spread over the range by
     /// pid and time, so parallel test processes rarely try the same port.
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
+    // Up to 12,000 ports just below the ephemeral range this machine uses.
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(2_048, 32_768);
+    let low = ephemeral.saturating_sub(12_000).max(1_024);
+    let span = ephemeral - low;
     let seed = std::process::id().wrapping_mul(2_654_435_761)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
     let _ = NEXT.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
-    for _ in 0..SPAN {
+    for _ in 0..span {
         let n = NEXT.fetch_add(7_919, Ordering::Relaxed);
-        let port = u16::try_from(LOW + n % SPAN).expect("below 32,000");
+        let port = u16::try_from(low + n % span).expect("below 32,768");
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
+    panic!("no free loopback port between {low} and {ephemeral}");
 }

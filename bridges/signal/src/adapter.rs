@@ -78,10 +78,15 @@ use crate::errors::{self, classify, code};
 const STORE_BUDGET: Duration = Duration::from_secs(600);
 
 /// How long a stopping receive side keeps committing what signal-cli
-/// handed over before it stopped the subscription (the hub cuts a receive
-/// side that takes more than 5 s), and how long it waits for more of it.
-const HAND_OVER: Duration = Duration::from_secs(3);
+/// handed over before the subscription stopped (the hub cuts a receive
+/// side after `receivers::STOP_WITHIN`, 10 s), and how long it waits for
+/// more of it once the subscription has stopped (or cannot be: HTTP).
+const HAND_OVER: Duration = Duration::from_secs(8);
 const HAND_OVER_IDLE: Duration = Duration::from_millis(250);
+
+/// The `unsubscribeReceive` a stopping receive side sends, in flight.
+type Unsubscribing<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send + 'a>>;
 
 /// base64 longer than this is decoded (and files this large encoded) on a
 /// blocking thread, not on an async worker.
@@ -538,8 +543,12 @@ impl SignalAdapter {
             // Set once told to stop (shutdown, or the account's lease given
             // to another instance of a cluster): signal-cli acknowledged to
             // Signal what it handed over, so that is committed before the
-            // connection closes, until this deadline.
+            // connection closes, until this deadline. The unsubscribe's
+            // answer comes after everything handed over before it, so it
+            // is awaited while draining (the reader reads on only as far
+            // as the queue is emptied).
             let mut stopping: Option<tokio::time::Instant> = None;
+            let mut unsubscribing: Option<Unsubscribing<'_>> = None;
             loop {
                 // Unsubscribed with nothing left of what was handed over:
                 // nothing more can come on this connection; a new one
@@ -548,10 +557,38 @@ impl SignalAdapter {
                     break;
                 }
                 let first = if let Some(deadline) = stopping {
-                    let idle = (tokio::time::Instant::now() + HAND_OVER_IDLE).min(deadline);
-                    match tokio::time::timeout_at(idle, notes.recv()).await {
-                        Ok(Some(n)) => Some(n),
-                        _ => return Ok(()),
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        if unsubscribing.is_some() || !notes.is_empty() {
+                            tracing::warn!(%account, "Stopped before everything signal-cli handed over was committed.");
+                        }
+                        return Ok(());
+                    }
+                    // Until the subscription has stopped, more may come.
+                    let until = if unsubscribing.is_some() {
+                        deadline
+                    } else {
+                        (now + HAND_OVER_IDLE).min(deadline)
+                    };
+                    tokio::select! {
+                        biased;
+                        n = notes.recv() => match n {
+                            Some(n) => Some(n),
+                            None => return Ok(()),
+                        },
+                        r = async { unsubscribing.as_mut().expect("checked").await }, if unsubscribing.is_some() => {
+                            if let Err(e) = r {
+                                tracing::debug!(%account, error = %e, "Cannot unsubscribe while stopping; committing what comes until the deadline.");
+                            }
+                            unsubscribing = None;
+                            continue;
+                        }
+                        () = tokio::time::sleep_until(until) => {
+                            if unsubscribing.is_none() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                     }
                 } else {
                     tokio::select! {
@@ -566,12 +603,20 @@ impl SignalAdapter {
                             continue;
                         }
                         () = &mut shutdown => {
-                            // Nothing more is taken off Signal; the answer
-                            // comes after what was handed over before it.
-                            intake.hold(&conn, self.cfg.request_timeout.min(HAND_OVER)).await;
                             tracing::debug!(%account, "Stopping: committing what signal-cli handed over.");
-                            stopping = Some(tokio::time::Instant::now() + HAND_OVER);
-                            shutdown = Box::pin(std::future::pending());
+                            let deadline = tokio::time::Instant::now() + HAND_OVER;
+                            if let Some(id) = intake.subscription.clone().filter(|_| !intake.held) {
+                                let params = json!({"subscription": id});
+                                unsubscribing = Some(Box::pin(conn.call("unsubscribeReceive", params, HAND_OVER)));
+                            }
+                            // Never subscribed again from here (and a store
+                            // failure while stopping does not unsubscribe
+                            // twice).
+                            intake.held = true;
+                            stopping = Some(deadline);
+                            // Storing a file or committing gives up at the
+                            // deadline too.
+                            shutdown = Box::pin(tokio::time::sleep_until(deadline));
                             continue;
                         }
                     }

@@ -601,7 +601,16 @@ async fn three_instances_survive_kill9_and_a_rolling_restart() {
         w.round(false).await;
         let stopped_at = Instant::now();
         w.sbs[i].stop().await;
-        w.signal_let_go(held_signal).await;
+        // A stopping holder unsubscribes, commits what signal-cli handed
+        // it and only then gives the account back: the next holder may be
+        // subscribed already, the stopped one is not.
+        if held_signal {
+            until(
+                "signal-cli to hand nothing more to the stopped one",
+                || async { w.signal.receivers() <= 1 },
+            )
+            .await;
+        }
         w.round(true).await;
         let others: Vec<usize> = (0..NAMES.len()).filter(|j| *j != i).collect();
         w.settled(&others).await;
