@@ -120,6 +120,21 @@ fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
 }
 
+/// When a connection asks signal-cli for the ACI again while it is not
+/// known (see [`SignalAdapter::retry_aci`]).
+struct AciRetry {
+    backoff: Backoff,
+    at: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl AciRetry {
+    fn new() -> Self {
+        let mut backoff = reconnect_backoff();
+        let at = Box::pin(tokio::time::sleep(backoff.fail()));
+        Self { backoff, at }
+    }
+}
+
 /// Where the connection stands, for sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Link {
@@ -264,18 +279,25 @@ struct Intake {
 }
 
 impl Intake {
-    /// Stops taking messages off Signal (once; a no-op over HTTP); true
-    /// when this call stopped it.
-    async fn hold(&mut self, conn: &Conn, timeout: Duration) -> bool {
-        let Some(id) = self.subscription.as_ref().filter(|_| !self.held) else {
-            return false;
+    /// The parameters of `unsubscribeReceive` for a subscription still
+    /// running; `None` over HTTP or once held.
+    fn unsubscribe_params(&self) -> Option<Value> {
+        let id = self.subscription.as_ref().filter(|_| !self.held)?;
+        Some(json!({"subscription": id}))
+    }
+
+    /// Stops taking messages off Signal (once; a no-op over HTTP).
+    async fn hold(&mut self, conn: &Conn, timeout: Duration, account: &AccountId) {
+        let Some(params) = self.unsubscribe_params() else {
+            return;
         };
-        let params = json!({"subscription": id});
         self.held = conn
             .call("unsubscribeReceive", params, timeout)
             .await
             .is_ok();
-        self.held
+        if self.held {
+            tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
+        }
     }
 
     /// Takes messages off Signal again, after [`Intake::hold`].
@@ -538,8 +560,7 @@ impl SignalAdapter {
             tracing::info!(%account, "Connected to signal-cli.");
             quiet = Quiet::default();
             backoff.reset();
-            let mut aci_backoff = reconnect_backoff();
-            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.fail()));
+            let mut aci = AciRetry::new();
             // Set once told to stop (shutdown, or the account's lease given
             // to another instance of a cluster): signal-cli acknowledged to
             // Signal what it handed over, so that is committed before the
@@ -593,20 +614,14 @@ impl SignalAdapter {
                 } else {
                     tokio::select! {
                         n = notes.recv() => n,
-                        () = &mut aci_retry, if !self.aci_known() => {
-                            if self.learn_aci(&conn, host).await {
-                                self.set_link(Link::Up);
-                                host.health(ReceiveHealth::Connected);
-                            } else {
-                                aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
-                            }
+                        () = &mut aci.at, if !self.aci_known() => {
+                            self.retry_aci(&conn, host, &mut aci).await;
                             continue;
                         }
                         () = &mut shutdown => {
                             tracing::debug!(%account, "Stopping: committing what signal-cli handed over.");
                             let deadline = tokio::time::Instant::now() + HAND_OVER;
-                            if let Some(id) = intake.subscription.clone().filter(|_| !intake.held) {
-                                let params = json!({"subscription": id});
+                            if let Some(params) = intake.unsubscribe_params() {
                                 unsubscribing = Some(Box::pin(conn.call("unsubscribeReceive", params, HAND_OVER)));
                             }
                             // Never subscribed again from here (and a store
@@ -658,9 +673,7 @@ impl SignalAdapter {
                         // Stop taking messages off Signal while the store
                         // cannot commit them, then wait for it.
                         tracing::warn!(%account, error = %e, "Cannot commit Signal messages; retrying.");
-                        if intake.hold(&conn, self.cfg.request_timeout).await {
-                            tracing::warn!(%account, "No more messages taken off Signal until the store takes them.");
-                        }
+                        intake.hold(&conn, self.cfg.request_timeout, &account).await;
                         match kit::deliver(host, batch, &mut shutdown).await {
                             Some(answers) => answers,
                             None => return Ok(()),
@@ -753,8 +766,7 @@ impl SignalAdapter {
             tracing::info!(%account, "Connected to signal-cli to send.");
             quiet = Quiet::default();
             backoff.reset();
-            let mut aci_backoff = reconnect_backoff();
-            let mut aci_retry = Box::pin(tokio::time::sleep(aci_backoff.fail()));
+            let mut aci = AciRetry::new();
             loop {
                 tokio::select! {
                     n = notes.recv() => match n {
@@ -766,13 +778,8 @@ impl SignalAdapter {
                         }
                         Some(_) => {}
                     },
-                    () = &mut aci_retry, if !self.aci_known() => {
-                        if self.learn_aci(&conn, host).await {
-                            self.set_link(Link::Up);
-                            host.health(ReceiveHealth::Connected);
-                        } else {
-                            aci_retry.as_mut().reset(tokio::time::Instant::now() + aci_backoff.fail());
-                        }
+                    () = &mut aci.at, if !self.aci_known() => {
+                        self.retry_aci(&conn, host, &mut aci).await;
                     }
                     () = &mut shutdown => return Ok(()),
                 }
@@ -846,6 +853,18 @@ impl SignalAdapter {
                 held: false,
             },
         ))
+    }
+
+    /// Asks for the ACI again ([`learn_aci`](Self::learn_aci)): once known,
+    /// the link is up; otherwise the next try is set, later each time.
+    async fn retry_aci(&self, conn: &Conn, host: &dyn Host, retry: &mut AciRetry) {
+        if self.learn_aci(conn, host).await {
+            self.set_link(Link::Up);
+            host.health(ReceiveHealth::Connected);
+        } else {
+            let next = tokio::time::Instant::now() + retry.backoff.fail();
+            retry.at.as_mut().reset(next);
+        }
     }
 
     /// Learns the account's ACI: from the daemon's own store first (a
@@ -988,9 +1007,9 @@ impl SignalAdapter {
                     Err(_) => {
                         // The file is off Signal's server already: take no
                         // more until the store takes it.
-                        if intake.hold(conn, self.cfg.request_timeout).await {
-                            tracing::warn!(account = %self.cfg.account, "No more messages taken off Signal until the store takes them.");
-                        }
+                        intake
+                            .hold(conn, self.cfg.request_timeout, &self.cfg.account)
+                            .await;
                         match kit::store_file(host, &f.name, &f.mime, bytes, STORE_BUDGET, shutdown)
                             .await
                         {
