@@ -323,6 +323,30 @@ impl Server {
         proc_cpu(&self.pid.to_string())
     }
 
+    /// Context switches so far (voluntary and involuntary), summed over
+    /// the threads alive now: each wake-up of a thread that waited (a
+    /// hand-off to another thread and back is two) is one. Threads that
+    /// already exited are not counted; switchboard's (the runtime's
+    /// workers, sqlx's SQLite threads) live as long as it does.
+    pub fn switches(&self) -> u64 {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+            .map(|status| {
+                // `voluntary_ctxt_switches:` and `nonvoluntary_ctxt_switches:`.
+                status
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .filter(|(key, _)| key.ends_with("ctxt_switches"))
+                    .filter_map(|(_, n)| n.trim().parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Resident memory now and at peak.
     pub fn mem(&self) -> anyhow::Result<Mem> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
@@ -406,6 +430,7 @@ impl Drop for Server {
 /// [`Meter::read`].
 pub struct Meter {
     server0: Duration,
+    switches0: u64,
     own0: Duration,
     busy0: Duration,
     wall0: Instant,
@@ -420,6 +445,8 @@ pub struct Used {
     pub own: Duration,
     /// CPUs busy with anything else meanwhile, on average: should be ~0.
     pub others: f64,
+    /// The server's context switches ([`Server::switches`]).
+    pub switches: u64,
 }
 
 impl Meter {
@@ -427,6 +454,7 @@ impl Meter {
     pub fn start(server: &Server) -> anyhow::Result<Self> {
         Ok(Self {
             server0: server.cpu()?,
+            switches0: server.switches(),
             own0: proc_cpu("self")?,
             busy0: machine_busy(),
             wall0: Instant::now(),
@@ -436,13 +464,19 @@ impl Meter {
     /// What was used since [`Meter::start`].
     pub fn read(&self, server: &Server) -> anyhow::Result<Used> {
         let cpu = server.cpu()? - self.server0;
+        let switches = server.switches().saturating_sub(self.switches0);
         let own = proc_cpu("self")? - self.own0;
         let others = machine_busy()
             .saturating_sub(self.busy0)
             .saturating_sub(cpu + own)
             .as_secs_f64()
             / self.wall0.elapsed().as_secs_f64();
-        Ok(Used { cpu, own, others })
+        Ok(Used {
+            cpu,
+            own,
+            others,
+            switches,
+        })
     }
 }
 

@@ -41,7 +41,7 @@ impl Relay {
 }
 
 /// The columns of a relay table (scenarios 1, 2, 7 and 8; 9 adds three).
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "store",
     "load",
     "sent",
@@ -54,6 +54,7 @@ pub const COLUMNS: [&str; 17] = [
     "dup",
     "out of order",
     "CPU µs/msg",
+    "switches/msg",
     "RSS idle MB",
     "RSS peak MB",
     "ack p99 ms",
@@ -127,6 +128,7 @@ impl RelayOutcome {
             seen.dup.to_string(),
             seen.out_of_order.to_string(),
             format!("{cpu_us:.1}"),
+            format!("{:.1}", m.used.switches as f64 / seen.unique.max(1) as f64),
             mb(m.idle.rss_kb),
             mb(m.peak.hwm_kb),
             ms(ack.p99, ack.n),
