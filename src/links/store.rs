@@ -4,7 +4,9 @@
 //! it decides from in the same transaction: a code is used once even if
 //! two chats send it at once, and a chat is never linked twice.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
+
+use crate::store::writer::exec::{self, stmt, Tx};
 use switchboard_core::{AccountId, ChannelId, EventId, GatewayName, NewEvent};
 use tokio::sync::oneshot;
 
@@ -23,7 +25,9 @@ const KEEP_MS: i64 = 24 * 3600 * 1000;
 /// When the database cannot be read (or has no `links` table yet).
 pub(crate) async fn load(store: &Store) -> Result<Vec<Link>, StoreError> {
     let rows = sqlx::query(SELECT_LINKS).fetch_all(store.pool()).await?;
-    rows.iter().map(decode).collect()
+    rows.into_iter()
+        .map(|r| decode(&exec::Row::Any(r)))
+        .collect()
 }
 
 /// Outbox rows waiting for `account`/`channel`.
@@ -53,13 +57,13 @@ pub(crate) async fn waiting(
 /// # Errors
 /// The database's.
 pub(crate) async fn stays_in_its_chat(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     event: &NewEvent,
     target: EventId,
 ) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT kind, account, channel FROM events WHERE id = $1")
+    let row = stmt("SELECT kind, account, channel FROM events WHERE id = $1")
         .bind(target.0)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx)
         .await?;
     let Some(row) = row else { return Ok(false) };
     let (kind, account, channel): (String, String, String) =
@@ -73,7 +77,8 @@ pub(crate) async fn stays_in_its_chat(
 const SELECT_LINKS: &str =
     "SELECT id, gateway, account, channel, name, created_ms, created_by FROM links ORDER BY id";
 
-fn decode(r: &sqlx::any::AnyRow) -> Result<Link, StoreError> {
+/// A row of [`SELECT_LINKS`], read through the pool or by the writer.
+fn decode(r: &exec::Row) -> Result<Link, StoreError> {
     let corrupt = |e: switchboard_core::ParseIdError| StoreError::Corrupt(e.to_string());
     Ok(Link {
         id: r.try_get(0)?,
@@ -182,7 +187,7 @@ struct Change {
 
 #[async_trait::async_trait]
 impl Solo for Change {
-    async fn apply(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+    async fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         let now = now_ms();
         let outcome = match &self.op {
             Op::Offer {
@@ -245,13 +250,13 @@ impl Solo for Change {
     }
 }
 
-async fn all(tx: &mut Transaction<'_, Any>) -> Result<Vec<Link>, StoreError> {
-    let rows = sqlx::query(SELECT_LINKS).fetch_all(&mut **tx).await?;
+async fn all(tx: &mut Tx<'_>) -> Result<Vec<Link>, StoreError> {
+    let rows = stmt(SELECT_LINKS).fetch_all(tx).await?;
     rows.iter().map(decode).collect()
 }
 
 async fn offer(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     hash: &str,
     chat: &Chat,
     by: &str,
@@ -259,15 +264,15 @@ async fn offer(
     expires: i64,
 ) -> Result<Outcome, StoreError> {
     // Old codes and failures go whenever a new code comes.
-    sqlx::query("DELETE FROM link_codes WHERE expires_ms < $1")
+    stmt("DELETE FROM link_codes WHERE expires_ms < $1")
         .bind(now - KEEP_MS)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
-    sqlx::query("DELETE FROM link_failures WHERE at_ms < $1")
+    stmt("DELETE FROM link_failures WHERE at_ms < $1")
         .bind(now - KEEP_MS)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
-    sqlx::query(
+    stmt(
         "INSERT INTO link_codes (hash, account, channel, name, created_by, created_ms, expires_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -278,13 +283,13 @@ async fn offer(
     .bind(by)
     .bind(now)
     .bind(expires)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(Outcome::Offered)
 }
 
 async fn redeem(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     hash: Option<&str>,
     second: &Chat,
     by: &str,
@@ -293,14 +298,14 @@ async fn redeem(
     now: i64,
 ) -> Result<Outcome, StoreError> {
     let (account, channel) = (second.account.to_string(), second.channel.as_str());
-    let failures = sqlx::query(
+    let failures = stmt(
         "SELECT COUNT(*), MIN(at_ms) FROM link_failures \
          WHERE account = $1 AND channel = $2 AND at_ms > $3",
     )
     .bind(account.as_str())
     .bind(channel)
     .bind(now - limit.window_ms)
-    .fetch_one(&mut **tx)
+    .fetch_one(tx)
     .await?;
     let (count, oldest): (i64, Option<i64>) = (failures.try_get(0)?, failures.try_get(1)?);
     if count >= i64::from(limit.attempts) {
@@ -310,11 +315,11 @@ async fn redeem(
     }
     let code = match hash {
         None => None,
-        Some(h) => sqlx::query(
+        Some(h) => stmt(
             "SELECT account, channel, name, expires_ms, used_ms FROM link_codes WHERE hash = $1",
         )
         .bind(h)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx)
         .await?,
     };
     let wrong = match &code {
@@ -324,11 +329,11 @@ async fn redeem(
         Some(_) => None,
     };
     if let Some(wrong) = wrong {
-        sqlx::query("INSERT INTO link_failures (account, channel, at_ms) VALUES ($1, $2, $3)")
+        stmt("INSERT INTO link_failures (account, channel, at_ms) VALUES ($1, $2, $3)")
             .bind(account.as_str())
             .bind(channel)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
         return Ok(wrong);
     }
@@ -344,12 +349,11 @@ async fn redeem(
         Ok(p) => p,
         Err(refusal) => return Ok(Outcome::Refused { refusal, first }),
     };
-    let used =
-        sqlx::query("UPDATE link_codes SET used_ms = $1 WHERE hash = $2 AND used_ms IS NULL")
-            .bind(now)
-            .bind(hash)
-            .execute(&mut **tx)
-            .await?;
+    let used = stmt("UPDATE link_codes SET used_ms = $1 WHERE hash = $2 AND used_ms IS NULL")
+        .bind(now)
+        .bind(hash)
+        .execute(tx)
+        .await?;
     if used.rows_affected() != 1 {
         return Ok(Outcome::Used);
     }
@@ -359,7 +363,7 @@ async fn redeem(
 /// Writes the rows a plan needs: `second` into the gateway (and `first`
 /// too, into a new one).
 async fn put(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     rows: &[Link],
     p: Plan,
     first: &Chat,
@@ -395,13 +399,13 @@ async fn put(
 }
 
 async fn insert(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     gateway: &GatewayName,
     chat: &Chat,
     by: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    stmt(
         "INSERT INTO links (gateway, account, channel, name, created_ms, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -411,20 +415,16 @@ async fn insert(
     .bind(chat.name.as_deref())
     .bind(now)
     .bind(by)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
 /// Removes `row`; a gateway made from chats left with one chat goes too.
-async fn unlink(
-    tx: &mut Transaction<'_, Any>,
-    rows: &[Link],
-    row: Link,
-) -> Result<Outcome, StoreError> {
-    sqlx::query("DELETE FROM links WHERE id = $1")
+async fn unlink(tx: &mut Tx<'_>, rows: &[Link], row: Link) -> Result<Outcome, StoreError> {
+    stmt("DELETE FROM links WHERE id = $1")
         .bind(row.id)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     let rest: Vec<Link> = rows
         .iter()
@@ -433,9 +433,9 @@ async fn unlink(
         .collect();
     let dissolved = if super::is_chat_made(&row.gateway) && rest.len() <= 1 {
         for r in &rest {
-            sqlx::query("DELETE FROM links WHERE id = $1")
+            stmt("DELETE FROM links WHERE id = $1")
                 .bind(r.id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
         }
         rest

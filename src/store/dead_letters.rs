@@ -23,7 +23,9 @@
 //! having moved on.)
 
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
+
+use super::writer::exec::{stmt, Tx};
 use tokio::sync::oneshot;
 
 use super::writer::Solo;
@@ -268,40 +270,40 @@ struct RequeueLane {
 
 #[async_trait::async_trait]
 impl Solo for RequeueLane {
-    async fn apply(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+    async fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         self.done.clear();
         let now = now_ms();
         for &id in &self.ids {
-            let dead = sqlx::query(
+            let dead = stmt(
                 "SELECT 1 FROM outbox WHERE id = $1 AND state = 'dead' AND account = $2 AND channel = $3",
             )
             .bind(id)
             .bind(&self.account)
             .bind(&self.channel)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx)
             .await?;
             if dead.is_none() {
                 continue;
             }
             // Has the lane delivered anything after it (wholly or partly)?
-            let moved_on = sqlx::query(
+            let moved_on = stmt(
                 "SELECT 1 FROM outbox WHERE account = $1 AND channel = $2 AND id > $3 \
                  AND (state = 'sent' OR (state = 'pending' AND parts_sent > 0)) LIMIT 1",
             )
             .bind(&self.account)
             .bind(&self.channel)
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx)
             .await?
             .is_some();
             if !moved_on {
-                sqlx::query(
+                stmt(
                     "UPDATE outbox SET state = 'pending', attempts = 0, last_error = NULL, \
                      created_ms = $1, updated_ms = $1 WHERE id = $2",
                 )
                 .bind(now)
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
                 self.done.push(Requeued {
                     id,
@@ -310,11 +312,11 @@ impl Solo for RequeueLane {
                 });
                 continue;
             }
-            let row = sqlx::query(
+            let row = stmt(
                 "SELECT event_id, gateway, parts_sent, idempotency_key FROM outbox WHERE id = $1",
             )
             .bind(id)
-            .fetch_one(&mut **tx)
+            .fetch_one(tx)
             .await?;
             let (event, gateway, parts, key): (i64, String, i64, String) = (
                 row.try_get(0)?,
@@ -322,11 +324,11 @@ impl Solo for RequeueLane {
                 row.try_get(2)?,
                 row.try_get(3)?,
             );
-            sqlx::query("DELETE FROM outbox WHERE id = $1")
+            stmt("DELETE FROM outbox WHERE id = $1")
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
-            let new_id: i64 = sqlx::query(
+            let new_id: i64 = stmt(
                 "INSERT INTO outbox (event_id, gateway, account, channel, state, attempts, \
                  parts_sent, idempotency_key, last_error, created_ms, updated_ms) \
                  VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, NULL, $7, $8) RETURNING id",
@@ -339,7 +341,7 @@ impl Solo for RequeueLane {
             .bind(key)
             .bind(now)
             .bind(now)
-            .fetch_one(&mut **tx)
+            .fetch_one(tx)
             .await?
             .try_get(0)?;
             self.done.push(Requeued {
@@ -367,12 +369,12 @@ struct DropDead {
 
 #[async_trait::async_trait]
 impl Solo for DropDead {
-    async fn apply(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+    async fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         self.dropped = 0;
         for &id in &self.ids {
-            self.dropped += sqlx::query("DELETE FROM outbox WHERE id = $1 AND state = 'dead'")
+            self.dropped += stmt("DELETE FROM outbox WHERE id = $1 AND state = 'dead'")
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?
                 .rows_affected();
         }

@@ -111,9 +111,7 @@ pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
                 .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                 .is_some();
             if let (false, Ok(n)) = (postgres, code.parse::<i64>()) {
-                // Primary SQLite codes: BUSY, LOCKED, NOMEM, READONLY,
-                // IOERR, FULL, CANTOPEN, PROTOCOL.
-                return matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);
+                return sqlite_unavailable(n);
             }
             // SQLSTATE classes: connection exception, insufficient
             // resources (disk full), operator intervention (shutdown),
@@ -136,6 +134,35 @@ pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
         // Io, Tls, Protocol, PoolTimedOut, PoolClosed, WorkerCrashed and
         // anything newer: the connection, not the request.
         _ => true,
+    }
+}
+
+/// Whether a SQLite result code is about the database rather than the
+/// request: the primary codes BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL,
+/// CANTOPEN and PROTOCOL.
+fn sqlite_unavailable(code: i64) -> bool {
+    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15)
+}
+
+/// The writer's own SQLite connection's errors, judged as sqlx's are.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, message) => {
+                let text = message.clone().unwrap_or_else(|| f.to_string());
+                if sqlite_unavailable(i64::from(f.extended_code)) {
+                    Self::Unavailable(text)
+                } else {
+                    Self::Rejected(text)
+                }
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::InvalidColumnIndex(_)
+            | rusqlite::Error::Utf8Error(_) => Self::Corrupt(e.to_string()),
+            other => Self::Rejected(other.to_string()),
+        }
     }
 }
 
@@ -262,6 +289,9 @@ pub struct Store {
     /// `crate::cluster`): the writer orders the feed across instances and
     /// tells the others what it committed.
     cluster: Option<Arc<str>>,
+    /// For a SQLite file: how the writer opens its own connection (see
+    /// `writer::exec`).
+    own_writer: Option<sqlite::OwnConnection>,
 }
 
 /// What the checkpointers know of SQLite's write-ahead log.
@@ -413,6 +443,10 @@ impl Store {
                 .as_deref()
                 .filter(|_| backend == Backend::Postgres)
                 .map(Arc::from),
+            own_writer: match backend {
+                Backend::Sqlite => sqlite::OwnConnection::of(&url, durability, max_size),
+                Backend::Postgres => None,
+            },
         })
     }
 
@@ -434,6 +468,12 @@ impl Store {
     #[must_use]
     pub fn cluster_instance(&self) -> Option<&str> {
         self.cluster.as_deref()
+    }
+
+    /// How the writer opens a SQLite connection of its own; `None` when
+    /// it uses the pool's (PostgreSQL, SQLite in memory).
+    pub(crate) fn own_writer(&self) -> Option<&sqlite::OwnConnection> {
+        self.own_writer.as_ref()
     }
 
     /// Which database this is.

@@ -15,7 +15,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
+
+use super::writer::exec::{stmt, Tx};
 use tokio::sync::oneshot;
 
 use super::{describe, where_is, Durability, StoreError};
@@ -263,12 +265,12 @@ async fn keep(
 ///
 /// # Errors
 /// On database failure.
-pub async fn lock_feed_order(tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+pub async fn lock_feed_order(tx: &mut Tx<'_>) -> Result<(), StoreError> {
     // In FROM: the function returns `void`, which the Any driver cannot
     // carry as a column.
-    sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+    stmt("SELECT 1 FROM pg_advisory_xact_lock($1)")
         .bind(FEED_LOCK)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }
@@ -287,15 +289,11 @@ pub mod channel {
 }
 
 /// Sends a notification when `tx` commits (none if it does not).
-pub async fn notify(
-    tx: &mut Transaction<'_, Any>,
-    channel: &str,
-    payload: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+pub async fn notify(tx: &mut Tx<'_>, channel: &str, payload: &str) -> Result<(), StoreError> {
+    stmt("SELECT 1 FROM pg_notify($1, $2)")
         .bind(channel)
         .bind(payload)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }
@@ -473,18 +471,15 @@ pub struct Fence {
 /// Whether each fence still holds, checked inside the writer's
 /// transaction: the lease rows stay locked (`FOR SHARE`) until it commits,
 /// so no other instance can take them in between.
-pub async fn check_fences(
-    tx: &mut Transaction<'_, Any>,
-    fences: &[&Fence],
-) -> Result<Vec<bool>, sqlx::Error> {
+pub async fn check_fences(tx: &mut Tx<'_>, fences: &[&Fence]) -> Result<Vec<bool>, StoreError> {
     let mut ok = Vec::with_capacity(fences.len());
     for f in fences {
-        let row = sqlx::query(
+        let row = stmt(
             "SELECT token, run_id FROM leases WHERE kind = 'account' AND account = $1 \
              AND channel = '' FOR SHARE",
         )
         .bind(f.account.as_str())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx)
         .await?;
         ok.push(match row {
             Some(r) => {

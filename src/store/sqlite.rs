@@ -31,8 +31,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool};
+
+use super::writer::exec::{stmt, Tx};
 
 use super::{Durability, StoreError, WalSize};
 
@@ -72,48 +73,122 @@ fn with_create_mode(url: &str) -> String {
     }
 }
 
+/// `synchronous` for a durability: FULL makes every commit durable before
+/// we ack, NORMAL (with WAL) leaves the fsync to checkpoints.
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Fsync => "PRAGMA synchronous = FULL",
+        Durability::Process => "PRAGMA synchronous = NORMAL",
+    }
+}
+
+/// What every connection runs after `synchronous`: the pool's and the
+/// writer's own.
+const PRAGMAS: [&str; 6] = [
+    // WAL lets readers run beside the single writer.
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 10000",
+    // The writer checkpoints between its own transactions (see
+    // `Checkpoints`), where no new frames can arrive, so the WAL is
+    // reset.
+    "PRAGMA wal_autocheckpoint = 0",
+    // A reset WAL file is truncated to this, so a burst does not leave
+    // a huge file behind.
+    "PRAGMA journal_size_limit = 16777216",
+    // Multi-row inserts with ON CONFLICT need a statement journal: keep
+    // it in memory, not in a temp file created and unlinked per
+    // statement.
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// The page limit that keeps the file under `bytes` (`database.max_size`).
+fn max_page_count(bytes: u64, page: i64) -> String {
+    let pages = (bytes / u64::try_from(page.max(512)).unwrap_or(4096)).max(1);
+    format!("PRAGMA max_page_count = {pages}")
+}
+
 /// What every pooled connection runs first.
 pub(super) async fn prepare_connection(
     conn: &mut AnyConnection,
     durability: Durability,
     max_size: Option<u64>,
 ) -> Result<(), sqlx::Error> {
-    // WAL lets readers run beside the single writer; FULL makes every
-    // commit durable before we ack, NORMAL (with WAL) leaves the fsync to
-    // checkpoints.
-    let synchronous = match durability {
-        Durability::Fsync => "PRAGMA synchronous = FULL",
-        Durability::Process => "PRAGMA synchronous = NORMAL",
-    };
-    sqlx::query(synchronous).execute(&mut *conn).await?;
-    for pragma in [
-        "PRAGMA journal_mode = WAL",
-        "PRAGMA busy_timeout = 10000",
-        // The writer checkpoints between its own transactions (see
-        // `Checkpoints`), where no new frames can arrive, so the WAL is
-        // reset.
-        "PRAGMA wal_autocheckpoint = 0",
-        // A reset WAL file is truncated to this, so a burst does not leave
-        // a huge file behind.
-        "PRAGMA journal_size_limit = 16777216",
-        // Multi-row inserts with ON CONFLICT need a statement journal: keep
-        // it in memory, not in a temp file created and unlinked per
-        // statement.
-        "PRAGMA temp_store = MEMORY",
-        "PRAGMA foreign_keys = ON",
-    ] {
+    sqlx::query(synchronous(durability))
+        .execute(&mut *conn)
+        .await?;
+    for pragma in PRAGMAS {
         sqlx::query(pragma).execute(&mut *conn).await?;
     }
     if let Some(bytes) = max_size {
         let page: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&mut *conn)
             .await?;
-        let pages = (bytes / u64::try_from(page.max(512)).unwrap_or(4096)).max(1);
-        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+        sqlx::query(&max_page_count(bytes, page))
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
+}
+
+/// How the writer opens a connection of its own to a SQLite file (see
+/// `writer::exec`): the file, and what the pool's connections get too.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnConnection {
+    path: PathBuf,
+    durability: Durability,
+    max_size: Option<u64>,
+}
+
+impl OwnConnection {
+    /// For a file; `None` for an in-memory database, which only the pool's
+    /// connections share.
+    pub(super) fn of(url: &str, durability: Durability, max_size: Option<u64>) -> Option<Self> {
+        let path = file_of(url);
+        let name = path.to_string_lossy();
+        if name.is_empty() || name.starts_with(':') || url.contains("mode=memory") {
+            return None;
+        }
+        Some(Self {
+            path,
+            durability,
+            max_size,
+        })
+    }
+
+    /// Opens it. Blocks (a busy database waits up to the busy timeout), so
+    /// it runs on the writer's thread or a blocking one.
+    ///
+    /// # Errors
+    /// The database's.
+    pub(crate) fn open(&self) -> Result<rusqlite::Connection, StoreError> {
+        use rusqlite::OpenFlags;
+        // The pool created the file and ran the migrations already.
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let run = |sql: &str| -> Result<Option<i64>, StoreError> {
+            let mut st = conn.prepare(sql)?;
+            let mut rows = st.raw_query();
+            let mut first = None;
+            while let Some(row) = rows.next()? {
+                first = first.or(row.get::<_, i64>(0).ok());
+            }
+            Ok(first)
+        };
+        run(synchronous(self.durability))?;
+        for pragma in PRAGMAS {
+            run(pragma)?;
+        }
+        if let Some(bytes) = self.max_size {
+            let page = run("PRAGMA page_size")?.unwrap_or(4096);
+            run(&max_page_count(bytes, page))?;
+        }
+        run("SELECT 1")?;
+        conn.set_prepared_statement_cache_capacity(super::writer::exec::CACHED);
+        Ok(conn)
+    }
 }
 
 /// Copies WAL frames into the database four times a second without
@@ -218,8 +293,8 @@ impl Checkpoints {
     }
 
     /// Called after each commit with the writer's connection.
-    pub(crate) async fn after_commit(&mut self, conn: Option<&mut PoolConnection<Any>>) {
-        let (true, Some(conn)) = (self.enabled, conn) else {
+    pub(crate) async fn after_commit(&mut self, conn: Option<Tx<'_>>) {
+        let (true, Some(mut conn)) = (self.enabled, conn) else {
             return;
         };
         let frames = self.size.frames.load(Ordering::Relaxed);
@@ -231,15 +306,18 @@ impl Checkpoints {
         } else {
             "PASSIVE"
         };
-        let result: Result<(i64, i64, i64), _> =
-            sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-                .fetch_one(&mut **conn)
-                .await;
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        let result = match stmt(&sql).fetch_one(&mut conn).await {
+            Ok(row) => {
+                (|| Ok::<_, StoreError>((row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?)))()
+            }
+            Err(e) => Err(e),
+        };
         match result {
             // Every frame is in the database: the next commit restarts the
             // log from its beginning.
-            Ok((_, log, done)) if log == done => self.size.frames.store(0, Ordering::Relaxed),
-            Ok((_, log, _)) => self.size.frames.store(log, Ordering::Relaxed),
+            Ok((log, done)) if log == done => self.size.frames.store(0, Ordering::Relaxed),
+            Ok((log, _)) => self.size.frames.store(log, Ordering::Relaxed),
             Err(e) => tracing::debug!(error = %e, mode, "Writer checkpoint failed."),
         }
         self.size.writer_checkpoints.fetch_add(1, Ordering::Relaxed);

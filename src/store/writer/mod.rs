@@ -35,11 +35,14 @@
 //! - [`sql`]: what each command does in the transaction, with multi-row
 //!   statements per batch.
 //! - [`prune`]: one step of retention's deletes.
+//! - [`exec`]: what the statements run on: the writer's own SQLite
+//!   connection, in the writer's own thread, or a sqlx connection.
 //!
 //! SQLite's checkpoints between batches (so the WAL stays bounded) are
 //! `store::sqlite`'s; what a cluster adds to a transaction (fences, the
 //! feed's ordering lock, notifications) is `store::postgres`'s.
 
+pub mod exec;
 pub mod prune;
 mod sql;
 
@@ -47,10 +50,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any};
+use sqlx::Any;
 use switchboard_core::{AccountId, ChannelId, Delivered, EventId, GatewayName, NewEvent, RemoteId};
 use tokio::sync::{mpsc, oneshot};
 
+use exec::Tx;
 pub use prune::{PruneStep, StepDone};
 pub use sql::creates_message;
 
@@ -237,7 +241,7 @@ pub trait Solo: Send + Sync {
     ///
     /// # Errors
     /// The database's; the transaction is rolled back.
-    async fn apply(&mut self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<(), StoreError>;
+    async fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError>;
 
     /// Answers the caller: `Ok` once committed.
     fn answer(self: Box<Self>, result: Result<(), StoreError>);
@@ -457,7 +461,8 @@ pub fn spawn(
     // Bounded so a stalled database pushes back on producers instead of
     // growing memory; 4096 covers many group commits' worth of work.
     let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
-    let task = tokio::spawn(async move {
+    let own_thread = store.own_writer().is_some();
+    let work = async move {
         let mut conn = WriteConn {
             wal: crate::store::sqlite::Checkpoints::new(&store),
             store,
@@ -480,6 +485,38 @@ pub fn spawn(
                 conn.solo(change).await;
             }
         }
+    };
+    if !own_thread {
+        return (WriterHandle { tx }, tokio::spawn(work));
+    }
+    // With its own SQLite connection the writer calls SQLite directly,
+    // which blocks (an fsync, a busy database): on a thread of its own, not
+    // on the runtime's workers.
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("sb-writer".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    rt.block_on(work);
+                    let _ = done_tx.send(());
+                    // A probe still opening a locked database is not
+                    // waited for.
+                    rt.shutdown_background();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "The store writer cannot start its runtime.");
+                }
+            }
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "The store writer's thread cannot start.");
+    }
+    let task = tokio::spawn(async move {
+        let _ = done_rx.await;
     });
     (WriterHandle { tx }, task)
 }
@@ -537,8 +574,41 @@ enum Health {
         error: String,
         since: Instant,
         attempt: u32,
-        probe: tokio::task::JoinHandle<Result<PoolConnection<Any>, StoreError>>,
+        probe: tokio::task::JoinHandle<Result<Conn, StoreError>>,
     },
+}
+
+/// The writer's connection.
+enum Conn {
+    /// From the pool: PostgreSQL, or SQLite in memory.
+    Pool(PoolConnection<Any>),
+    /// Its own connection to a SQLite file (see [`exec`]).
+    Lite(rusqlite::Connection),
+}
+
+impl Conn {
+    /// The writer's own for a SQLite file, else one from the pool.
+    async fn open(store: &Store) -> Result<Self, StoreError> {
+        match store.own_writer() {
+            Some(own) => Ok(Self::Lite(own.open()?)),
+            None => Ok(Self::Pool(store.pool().acquire().await?)),
+        }
+    }
+
+    fn tx(&mut self) -> Tx<'_> {
+        match self {
+            Self::Pool(c) => Tx::Any(c),
+            Self::Lite(c) => Tx::Lite(c),
+        }
+    }
+
+    /// Never reused after a failed transaction: a pooled one is closed
+    /// detached (the pool cannot hand it out again), our own is closed.
+    fn discard(self) {
+        if let Self::Pool(c) = self {
+            drop(c.detach());
+        }
+    }
 }
 
 /// The writer's own connection, kept across batches: with SQLite a
@@ -546,7 +616,7 @@ enum Health {
 /// pooled one would re-read pages another connection changed.
 struct WriteConn {
     store: Store,
-    conn: Option<PoolConnection<Any>>,
+    conn: Option<Conn>,
     health: Health,
     /// When the database last came back and after how many probes: a
     /// database that fails again soon (a disk still nearly full) keeps its
@@ -573,32 +643,32 @@ impl WriteConn {
         fences: &[(usize, Option<Fence>)],
     ) -> Result<Result<Vec<Option<Vec<IngestOutcome>>>, Vec<usize>>, StoreError> {
         if self.conn.is_none() {
-            self.conn = Some(self.store.pool().acquire().await?);
+            self.conn = Some(Conn::open(&self.store).await?);
         }
-        let conn = self.conn.as_mut().expect("acquired above");
+        let conn = self.conn.as_mut().expect("opened above");
         let cluster = self.store.cluster_instance();
         // The idle WAL truncation waits for this transaction (see
         // `sqlite::truncate_wal`).
         let _turn = self.wal.turn().await;
         let result = async {
-            let mut tx = conn.begin().await?;
+            let mut tx = conn.tx();
+            tx.run("BEGIN").await?;
             let refused = fenced(&mut tx, fences).await?;
             if !refused.is_empty() {
-                tx.rollback().await?;
+                tx.run("ROLLBACK").await?;
                 return Ok(Err(refused));
             }
             let outcomes =
                 sql::apply_all(&mut tx, batch, self.store.database_id(), cluster).await?;
-            tx.commit().await?;
+            tx.run("COMMIT").await?;
             Ok::<_, StoreError>(Ok(outcomes))
         }
         .await;
         if result.is_err() {
-            // Never reuse a connection whose transaction failed: close it
-            // (detached, so the pool cannot hand it out again) and start the
-            // next batch on a fresh one.
+            // Never reuse a connection whose transaction failed (it may
+            // still be in it): start the next batch on a fresh one.
             if let Some(conn) = self.conn.take() {
-                drop(conn.detach());
+                conn.discard();
             }
         }
         result
@@ -612,22 +682,26 @@ impl WriteConn {
         }
         let result = async {
             if self.conn.is_none() {
-                self.conn = Some(self.store.pool().acquire().await?);
+                self.conn = Some(Conn::open(&self.store).await?);
             }
             let _turn = self.wal.turn().await;
-            let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = conn.begin().await?;
+            let mut tx = self.conn.as_mut().expect("opened above").tx();
+            tx.run("BEGIN").await?;
             let done = prune::step(&mut tx, step).await?;
-            tx.commit().await?;
+            tx.run("COMMIT").await?;
             Ok::<_, StoreError>(done)
         }
         .await;
         match &result {
-            Ok(_) => self.wal.after_commit(self.conn.as_mut()).await,
+            Ok(_) => {
+                self.wal
+                    .after_commit(self.conn.as_mut().map(Conn::tx))
+                    .await
+            }
             Err(e) => {
                 // As in `commit`: never reuse the connection.
                 if let Some(conn) = self.conn.take() {
-                    drop(conn.detach());
+                    conn.discard();
                 }
                 if e.is_unavailable() {
                     self.down(e);
@@ -648,21 +722,25 @@ impl WriteConn {
         }
         let result = async {
             if self.conn.is_none() {
-                self.conn = Some(self.store.pool().acquire().await?);
+                self.conn = Some(Conn::open(&self.store).await?);
             }
             let _turn = self.wal.turn().await;
-            let conn = self.conn.as_mut().expect("acquired above");
-            let mut tx = conn.begin().await?;
+            let mut tx = self.conn.as_mut().expect("opened above").tx();
+            tx.run("BEGIN").await?;
             change.apply(&mut tx).await?;
-            tx.commit().await?;
+            tx.run("COMMIT").await?;
             Ok::<_, StoreError>(())
         }
         .await;
         match &result {
-            Ok(()) => self.wal.after_commit(self.conn.as_mut()).await,
+            Ok(()) => {
+                self.wal
+                    .after_commit(self.conn.as_mut().map(Conn::tx))
+                    .await
+            }
             Err(e) => {
                 if let Some(conn) = self.conn.take() {
-                    drop(conn.detach());
+                    conn.discard();
                 }
                 if e.is_unavailable() {
                     self.down(e);
@@ -732,18 +810,23 @@ impl WriteConn {
 }
 
 /// Waits, then tries to get a connection that can run a query.
-fn spawn_probe(
-    store: Store,
-    attempt: u32,
-) -> tokio::task::JoinHandle<Result<PoolConnection<Any>, StoreError>> {
+fn spawn_probe(store: Store, attempt: u32) -> tokio::task::JoinHandle<Result<Conn, StoreError>> {
     let wait = PROBE_FIRST
         .saturating_mul(1 << attempt.min(8))
         .min(PROBE_MAX);
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
+        if let Some(own) = store.own_writer().cloned() {
+            // Opening waits out the busy timeout on a locked database: not
+            // on the writer's thread, which answers meanwhile.
+            return tokio::task::spawn_blocking(move || own.open())
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("probe failed: {e}")))?
+                .map(Conn::Lite);
+        }
         let mut conn = store.pool().acquire().await?;
         sqlx::query("SELECT 1").execute(&mut *conn).await?;
-        Ok(conn)
+        Ok(Conn::Pool(conn))
     })
 }
 
@@ -772,7 +855,7 @@ fn fences_of(
 
 /// The indexes of `fences` that no longer hold (see [`WriteConn::commit`]).
 async fn fenced(
-    tx: &mut sqlx::Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     fences: &[(usize, Option<Fence>)],
 ) -> Result<Vec<usize>, StoreError> {
     if fences.is_empty() {
@@ -800,7 +883,9 @@ async fn run_batch(conn: &mut WriteConn, sink: &dyn CommitSink, batch: Vec<Write
         Ok(Ok(outcomes)) => {
             sink.batch(batch.len(), started.elapsed());
             finish(sink, batch, outcomes);
-            conn.wal.after_commit(conn.conn.as_mut()).await;
+            conn.wal
+                .after_commit(conn.conn.as_mut().map(Conn::tx))
+                .await;
         }
         Ok(Err(refused)) => {
             // Another instance holds these accounts now: their batches

@@ -9,7 +9,7 @@
 //! time, so the first window holding an event younger than the cutoff is
 //! the pass's last.
 
-use sqlx::{Any, Row, Transaction};
+use super::exec::{stmt, Tx};
 
 use crate::store::retention::Pruned;
 use crate::store::StoreError;
@@ -68,10 +68,7 @@ const DELETABLE: &str = "SELECT e.id FROM events e \
                      WHERE x.target_id = e.id AND o.state <> 'sent')";
 
 /// Runs one step.
-pub(super) async fn step(
-    tx: &mut Transaction<'_, Any>,
-    step: PruneStep,
-) -> Result<StepDone, StoreError> {
+pub(super) async fn step(tx: &mut Tx<'_>, step: PruneStep) -> Result<StepDone, StoreError> {
     match step {
         PruneStep::Events {
             after,
@@ -86,18 +83,18 @@ pub(super) async fn step(
 }
 
 async fn events(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     after: i64,
     cutoff: i64,
     dead_cutoff: i64,
 ) -> Result<StepDone, StoreError> {
-    let window = sqlx::query(
+    let window = stmt(
         "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MAX(created_ms), 0) \
          FROM (SELECT id, created_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2) w",
     )
     .bind(after)
     .bind(WINDOW)
-    .fetch_one(&mut **tx)
+    .fetch_one(tx)
     .await?;
     let (count, end, newest): (i64, i64, i64) =
         (window.try_get(0)?, window.try_get(1)?, window.try_get(2)?);
@@ -108,7 +105,7 @@ async fn events(
     let w = (after, end, cutoff);
     // Delivered rows of old events, and dead letters that have been dead
     // long enough; pending rows are never touched.
-    let outbox = sqlx::query(&format!(
+    let outbox = stmt(&format!(
         "DELETE FROM outbox WHERE event_id IN ({old}) \
          AND ((state = 'sent' AND updated_ms < $3) OR (state = 'dead' AND updated_ms < $4))"
     ))
@@ -116,7 +113,7 @@ async fn events(
     .bind(end)
     .bind(cutoff)
     .bind(dead_cutoff)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?
     .rows_affected();
     // Feed rows go with age, except those of an event still pending
@@ -179,15 +176,15 @@ async fn events(
 /// Runs a delete whose `$1`, `$2` and `$3` are the window's bounds and the
 /// cutoff; returns how many rows went.
 async fn in_window(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     (after, end, cutoff): (i64, i64, i64),
     sql: &str,
 ) -> Result<u64, StoreError> {
-    Ok(sqlx::query(sql)
+    Ok(stmt(sql)
         .bind(after)
         .bind(end)
         .bind(cutoff)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?
         .rows_affected())
 }
@@ -196,12 +193,8 @@ async fn in_window(
 /// uses and no undelivered event needs, with their chunks. A blob just
 /// stored for a message not committed yet is young, so it stays. Then the
 /// chunks of uploads that never finished.
-async fn blobs(
-    tx: &mut Transaction<'_, Any>,
-    cutoff: i64,
-    unfinished: i64,
-) -> Result<StepDone, StoreError> {
-    let rows = sqlx::query(
+async fn blobs(tx: &mut Tx<'_>, cutoff: i64, unfinished: i64) -> Result<StepDone, StoreError> {
+    let rows = stmt(
         "SELECT b.sha256, b.upload FROM blobs b \
            WHERE b.created_ms < $1 \
            AND NOT EXISTS (SELECT 1 FROM blob_refs r JOIN events e ON e.id = r.event_id \
@@ -212,36 +205,36 @@ async fn blobs(
     .bind(cutoff)
     .bind(cutoff)
     .bind(BLOBS)
-    .fetch_all(&mut **tx)
+    .fetch_all(tx)
     .await?;
     let mut pruned = Pruned::default();
     for row in &rows {
         let (sha, upload): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
         if let Some(upload) = upload {
-            pruned.blob_chunks += sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+            pruned.blob_chunks += stmt("DELETE FROM blob_chunks WHERE upload = $1")
                 .bind(upload)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?
                 .rows_affected();
         }
-        pruned.blobs += sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+        pruned.blobs += stmt("DELETE FROM blobs WHERE sha256 = $1")
             .bind(sha)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?
             .rows_affected();
     }
-    let abandoned = sqlx::query(
+    let abandoned = stmt(
         "SELECT DISTINCT c.upload FROM blob_chunks c WHERE c.created_ms < $1 \
            AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.upload = c.upload) LIMIT $2",
     )
     .bind(unfinished)
     .bind(BLOBS)
-    .fetch_all(&mut **tx)
+    .fetch_all(tx)
     .await?;
     for row in &abandoned {
-        pruned.blob_chunks += sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+        pruned.blob_chunks += stmt("DELETE FROM blob_chunks WHERE upload = $1")
             .bind(row.try_get::<String, _>(0)?)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?
             .rows_affected();
     }

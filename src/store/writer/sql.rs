@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::{Any, Row, Transaction};
+use super::exec::{stmt, Tx};
 use switchboard_core::{AccountId, Delivered, Event, EventId, EventKind, RemoteId, TargetRef};
 
 use super::{BlobPart, IngestItem, IngestOutcome, MapEntry, RowUpdate, WriteCmd};
@@ -30,7 +30,7 @@ const BLOB_REFRESH_MS: i64 = 60_000;
 // (blobs, then row outcomes, then events in queue order, then cursors):
 // kept together so it reads as one sequence.
 pub(super) async fn apply_all(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     batch: &[WriteCmd],
     database_id: &str,
     cluster: Option<&str>,
@@ -134,14 +134,14 @@ pub(super) async fn apply_all(
     for cmd in batch {
         if let WriteCmd::Ingest(ingest, _) = cmd {
             if let Some((account, cursor)) = &ingest.cursor {
-                sqlx::query(
+                stmt(
                     "INSERT INTO cursors (account, name, value) VALUES ($1, $2, $3) \
                      ON CONFLICT (account, name) DO UPDATE SET value = excluded.value",
                 )
                 .bind(account.to_string())
                 .bind(cursor.name.as_str())
                 .bind(cursor.value.as_str())
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
             }
             for change in &ingest.state {
@@ -205,7 +205,7 @@ struct Cx<'a> {
 /// Inserts a run of events, but for those that echo a message the hub
 /// sent, and records their outcomes.
 async fn insert_run(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     run: &mut Run<'_>,
     outcomes: &mut [Vec<Option<IngestOutcome>>],
     cx: Cx<'_>,
@@ -250,10 +250,7 @@ type Run<'a> = Vec<((usize, usize), Cow<'a, IngestItem>, bool)>;
 /// The positions in `items` of those that echo a message the hub sent
 /// (their id is in the message map, or among a message's parts): one query
 /// per chunk.
-async fn echoed(
-    tx: &mut Transaction<'_, Any>,
-    items: &[&IngestItem],
-) -> Result<HashSet<usize>, StoreError> {
+async fn echoed(tx: &mut Tx<'_>, items: &[&IngestItem]) -> Result<HashSet<usize>, StoreError> {
     let mut found = HashSet::new();
     for range in chunks(items.len()) {
         // A join through the index (`message_map_remote`,
@@ -267,7 +264,7 @@ async fn echoed(
              WHERE p.account = k.account AND p.channel = k.channel AND p.remote_id = k.remote_id)",
             values(4, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for n in range {
             let o = &items[n].event.origin;
             q = q
@@ -276,7 +273,7 @@ async fn echoed(
                 .bind(o.channel.as_str())
                 .bind(o.remote_id.as_str());
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in q.fetch_all(tx).await? {
             let n: i64 = row.try_get(0)?;
             found.insert(usize::try_from(n).expect("a position we bound"));
         }
@@ -321,7 +318,7 @@ type EventKey = (String, String, String);
 /// redelivered one is a duplicate), then for the new ones their feed rows,
 /// outbox rows and blob references.
 async fn bulk_ingest(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     items: &[&IngestItem],
     cx: Cx<'_>,
 ) -> Result<Vec<IngestOutcome>, StoreError> {
@@ -371,7 +368,7 @@ async fn bulk_ingest(
 /// Inserts the events that are not there yet; returns the new ones' ids
 /// by key.
 async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     items: &[&IngestItem],
     keys: &[EventKey],
     now: i64,
@@ -384,7 +381,7 @@ async fn insert_events(
              RETURNING id, account, channel, remote_id",
             values(10, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for i in range {
             let it = items[i];
             let body =
@@ -413,7 +410,7 @@ async fn insert_events(
                         .map(|id| id.0),
                 );
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in q.fetch_all(tx).await? {
             inserted.insert(
                 (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
                 row.try_get(0)?,
@@ -426,7 +423,7 @@ async fn insert_events(
 /// What each item is: the first item with a key owns the inserted row; a
 /// repeat of the key (in this batch or from before) is a duplicate.
 async fn owners(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     keys: &[EventKey],
     inserted: &HashMap<EventKey, i64>,
 ) -> Result<Vec<Delivered>, StoreError> {
@@ -437,13 +434,13 @@ async fn owners(
             Some(id) if owned.insert(key.clone()) => Delivered::New(EventId(*id)),
             Some(id) => Delivered::Duplicate(EventId(*id)),
             None => {
-                let row = sqlx::query(
+                let row = stmt(
                     "SELECT id FROM events WHERE account = $1 AND channel = $2 AND remote_id = $3",
                 )
                 .bind(key.0.as_str())
                 .bind(key.1.as_str())
                 .bind(key.2.as_str())
-                .fetch_one(&mut **tx)
+                .fetch_one(tx)
                 .await?;
                 Delivered::Duplicate(EventId(row.try_get(0)?))
             }
@@ -456,7 +453,7 @@ async fn owners(
 /// The new events' feed rows; returns each row's sequence number by
 /// (event id, gateway).
 async fn insert_feed(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     items: &[&IngestItem],
     feed_rows: &[(usize, EventId, &switchboard_core::GatewayName)],
 ) -> Result<HashMap<(i64, String), i64>, StoreError> {
@@ -466,14 +463,14 @@ async fn insert_feed(
             "INSERT INTO feed (gateway, event_id, origin_token) VALUES {} RETURNING seq, event_id, gateway",
             values(3, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for &(i, id, gw) in &feed_rows[range] {
             q = q
                 .bind(gw.as_str())
                 .bind(id.0)
                 .bind(items[i].origin_token.clone());
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in q.fetch_all(tx).await? {
             seqs.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
         }
     }
@@ -483,7 +480,7 @@ async fn insert_feed(
 /// One pending outbox row per (new event, destination), keyed for
 /// idempotency with the database's id.
 async fn insert_outbox(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     outbox_rows: &[(EventId, usize, &super::Dest)],
     cx: Cx<'_>,
 ) -> Result<(), StoreError> {
@@ -493,7 +490,7 @@ async fn insert_outbox(
             "INSERT INTO outbox (event_id, gateway, account, channel, idempotency_key, created_ms, updated_ms) VALUES {}",
             values(7, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for &(id, n, d) in &outbox_rows[range] {
             q = q
                 .bind(id.0)
@@ -504,13 +501,13 @@ async fn insert_outbox(
                 .bind(now)
                 .bind(now);
         }
-        q.execute(&mut **tx).await?;
+        q.execute(tx).await?;
     }
     Ok(())
 }
 
 async fn insert_blob_refs(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     blob_refs: &[(&str, EventId)],
 ) -> Result<(), StoreError> {
     // Which blobs the new events use: blob downloads check their gateways
@@ -521,11 +518,11 @@ async fn insert_blob_refs(
              ON CONFLICT (sha256, event_id) DO NOTHING",
             values(2, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for &(sha, id) in &blob_refs[range] {
             q = q.bind(sha).bind(id.0);
         }
-        q.execute(&mut **tx).await?;
+        q.execute(tx).await?;
     }
     Ok(())
 }
@@ -583,7 +580,7 @@ fn outcomes(
 /// Marks many rows sent and remembers their remote ids, in two statements
 /// per chunk.
 async fn bulk_sent(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     sent: &[(i64, &[MapEntry])],
     now: i64,
 ) -> Result<(), StoreError> {
@@ -593,11 +590,11 @@ async fn bulk_sent(
             "UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id IN ({})",
             marks.join(", ")
         );
-        let mut q = sqlx::query(&sql).bind(now);
+        let mut q = stmt(&sql).bind(now);
         for (id, _) in &sent[range] {
             q = q.bind(*id);
         }
-        q.execute(&mut **tx).await?;
+        q.execute(tx).await?;
     }
     let all: Vec<&MapEntry> = sent.iter().flat_map(|(_, m)| m.iter()).collect();
     let (firsts, rest): (Vec<&MapEntry>, Vec<&MapEntry>) =
@@ -612,7 +609,7 @@ async fn bulk_sent(
              ON CONFLICT (event_id, account, channel) DO NOTHING",
             values(4, range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = stmt(&sql);
         for m in &maps[range] {
             q = q
                 .bind(m.event_id.0)
@@ -620,7 +617,7 @@ async fn bulk_sent(
                 .bind(m.channel.as_str())
                 .bind(m.remote_id.as_str());
         }
-        q.execute(&mut **tx).await?;
+        q.execute(tx).await?;
     }
     Ok(())
 }
@@ -628,30 +625,30 @@ async fn bulk_sent(
 /// Sets (`Some`) or removes (`None`) one key of an account's key-value
 /// space.
 async fn put_state(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     account: &AccountId,
     key: &str,
     value: Option<&str>,
 ) -> Result<(), StoreError> {
     let q = match value {
-        Some(value) => sqlx::query(
+        Some(value) => stmt(
             "INSERT INTO adapter_state (account, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (account, key) DO UPDATE SET value = excluded.value",
         )
         .bind(account.to_string())
         .bind(key)
         .bind(value),
-        None => sqlx::query("DELETE FROM adapter_state WHERE account = $1 AND key = $2")
+        None => stmt("DELETE FROM adapter_state WHERE account = $1 AND key = $2")
             .bind(account.to_string())
             .bind(key),
     };
-    q.execute(&mut **tx).await?;
+    q.execute(tx).await?;
     Ok(())
 }
 
 /// Applies one command other than an ingest (those go through
 /// [`bulk_ingest`]).
-async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), StoreError> {
+async fn apply(tx: &mut Tx<'_>, cmd: &WriteCmd) -> Result<(), StoreError> {
     let now = now_ms();
     match cmd {
         WriteCmd::Ingest(..) | WriteCmd::Prune(..) | WriteCmd::Solo(..) => Ok(()),
@@ -674,7 +671,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             // no kept event uses yet is about to be used by the event
             // being committed, and retention must not collect it before.
             // At most once a minute, since SQLite rewrites the whole row.
-            sqlx::query(
+            stmt(
                 "INSERT INTO blobs (sha256, mime, size, data, created_ms) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (sha256) DO UPDATE SET created_ms = excluded.created_ms \
                  WHERE blobs.created_ms < excluded.created_ms - $6",
@@ -685,7 +682,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             .bind(data.as_slice())
             .bind(now)
             .bind(BLOB_REFRESH_MS)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
             Ok(())
         }
@@ -699,7 +696,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             // Only forward: two connections of one consumer saving at once
             // (or one replaying from an explicit cursor) must not move the
             // stored position back.
-            sqlx::query(
+            stmt(
                 "INSERT INTO api_cursors (token, consumer, seq) VALUES ($1, $2, $3) \
                  ON CONFLICT (token, consumer) DO UPDATE SET seq = excluded.seq \
                  WHERE excluded.seq > api_cursors.seq",
@@ -707,7 +704,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
             .bind(token.as_str())
             .bind(consumer.as_str())
             .bind(*seq)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
             Ok(())
         }
@@ -715,14 +712,10 @@ async fn apply(tx: &mut Transaction<'_, Any>, cmd: &WriteCmd) -> Result<(), Stor
 }
 
 /// A step of a large blob's upload (see [`crate::store::blobs`]).
-async fn blob_part(
-    tx: &mut Transaction<'_, Any>,
-    part: &BlobPart,
-    now: i64,
-) -> Result<(), StoreError> {
+async fn blob_part(tx: &mut Tx<'_>, part: &BlobPart, now: i64) -> Result<(), StoreError> {
     match part {
         BlobPart::Chunk { upload, seq, data } => {
-            sqlx::query(
+            stmt(
                 "INSERT INTO blob_chunks (upload, seq, data, created_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (upload, seq) DO UPDATE SET data = excluded.data",
             )
@@ -730,7 +723,7 @@ async fn blob_part(
             .bind(*seq)
             .bind(data.as_slice())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
         }
         BlobPart::Finish {
@@ -743,11 +736,11 @@ async fn blob_part(
             // Every chunk must be there: one collected as abandoned (an
             // upload slower than `blobs::UNFINISHED`) fails the upload
             // rather than leave a blob with a hole.
-            let row = sqlx::query(
+            let row = stmt(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM blob_chunks WHERE upload = $1",
             )
             .bind(upload.as_str())
-            .fetch_one(&mut **tx)
+            .fetch_one(tx)
             .await?;
             let (found, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             let size = i64::try_from(*size).unwrap_or(i64::MAX);
@@ -756,7 +749,7 @@ async fn blob_part(
                     "upload {upload}: {found} of {chunks} chunks, {bytes} of {size} bytes stored"
                 )));
             }
-            sqlx::query(
+            stmt(
                 "INSERT INTO blobs (sha256, mime, size, data, created_ms, upload) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
             )
@@ -766,39 +759,37 @@ async fn blob_part(
             .bind(&b""[..])
             .bind(now)
             .bind(upload.as_str())
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
-            let kept: Option<String> = sqlx::query("SELECT upload FROM blobs WHERE sha256 = $1")
+            let kept: Option<String> = stmt("SELECT upload FROM blobs WHERE sha256 = $1")
                 .bind(sha256.as_str())
-                .fetch_one(&mut **tx)
+                .fetch_one(tx)
                 .await?
                 .try_get(0)?;
             if kept.as_deref() != Some(upload.as_str()) {
                 // The same bytes were stored before: keep those (made
                 // young again, as a blob stored again is) and drop these.
-                sqlx::query("DELETE FROM blob_chunks WHERE upload = $1")
+                stmt("DELETE FROM blob_chunks WHERE upload = $1")
                     .bind(upload.as_str())
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
-                sqlx::query(
-                    "UPDATE blobs SET created_ms = $1 WHERE sha256 = $2 AND created_ms < $3",
-                )
-                .bind(now)
-                .bind(sha256.as_str())
-                .bind(now - BLOB_REFRESH_MS)
-                .execute(&mut **tx)
-                .await?;
+                stmt("UPDATE blobs SET created_ms = $1 WHERE sha256 = $2 AND created_ms < $3")
+                    .bind(now)
+                    .bind(sha256.as_str())
+                    .bind(now - BLOB_REFRESH_MS)
+                    .execute(tx)
+                    .await?;
             }
         }
         BlobPart::Abort { upload } => {
             // Never the chunks of a blob that was written after all.
-            sqlx::query(
+            stmt(
                 "DELETE FROM blob_chunks WHERE upload = $1 \
                  AND NOT EXISTS (SELECT 1 FROM blobs WHERE upload = $2)",
             )
             .bind(upload.as_str())
             .bind(upload.as_str())
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
         }
     }
@@ -822,10 +813,7 @@ enum Prepared<'a> {
 /// is resolved to the hub's, and a change to a message (an edit, a delete,
 /// a reaction taken back) is refused unless it comes from whoever may make
 /// it (see [`refusal`]).
-async fn prepare<'a>(
-    tx: &mut Transaction<'_, Any>,
-    item: &'a IngestItem,
-) -> Result<Prepared<'a>, StoreError> {
+async fn prepare<'a>(tx: &mut Tx<'_>, item: &'a IngestItem) -> Result<Prepared<'a>, StoreError> {
     let origin = &item.event.origin;
     let account = origin.account.to_string();
     if may_echo(item) && !echoed(tx, &[item]).await?.is_empty() {
@@ -874,7 +862,7 @@ async fn prepare<'a>(
 /// person on the same account: a bridged copy of someone else's message is
 /// never its reader's to rewrite.
 async fn refusal(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     event: &switchboard_core::NewEvent,
     target: EventId,
 ) -> Result<Option<String>, StoreError> {
@@ -905,12 +893,12 @@ async fn refusal(
             emoji,
             ..
         } => {
-            let rows = sqlx::query(
+            let rows = stmt(
                 "SELECT id, body FROM events WHERE target_id = $1 AND kind = 'reaction' AND account = $2",
             )
             .bind(target.0)
             .bind(event.origin.account.to_string())
-            .fetch_all(&mut **tx)
+            .fetch_all(tx)
             .await?;
             let bare = |s: &str| s.replace('\u{FE0F}', "");
             for row in rows {
@@ -937,9 +925,9 @@ async fn refusal(
         }
         _ => return Ok(None),
     };
-    let row = sqlx::query("SELECT account, body FROM events WHERE id = $1")
+    let row = stmt("SELECT account, body FROM events WHERE id = $1")
         .bind(target.0)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx)
         .await?;
     let Some(row) = row else {
         return Ok(None);
@@ -963,12 +951,12 @@ async fn refusal(
 /// Finds the hub id of a message the origin network calls `remote`: either
 /// it came from there, or the hub delivered it there.
 async fn resolve_remote(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     account: &str,
     channel: &str,
     remote: &RemoteId,
 ) -> Result<Option<EventId>, StoreError> {
-    let row = sqlx::query(
+    let row = stmt(
         "SELECT id FROM events WHERE account = $1 AND channel = $2 AND message_id = $3 \
          UNION ALL SELECT event_id FROM message_map WHERE account = $4 AND channel = $5 AND remote_id = $6 \
          UNION ALL SELECT event_id FROM message_parts WHERE account = $7 AND channel = $8 AND remote_id = $9",
@@ -982,58 +970,56 @@ async fn resolve_remote(
     .bind(account)
     .bind(channel)
     .bind(remote.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx)
     .await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?.map(EventId))
 }
 
 async fn row_update(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     id: i64,
     update: &RowUpdate,
     now: i64,
 ) -> Result<(), StoreError> {
     match update {
         RowUpdate::Sent { maps } => {
-            sqlx::query("UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id = $2")
+            stmt("UPDATE outbox SET state = 'sent', updated_ms = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
             for m in maps {
                 insert_map(tx, m).await?;
             }
         }
         RowUpdate::Progress { parts_sent, maps } => {
-            sqlx::query("UPDATE outbox SET parts_sent = $1, updated_ms = $2 WHERE id = $3")
+            stmt("UPDATE outbox SET parts_sent = $1, updated_ms = $2 WHERE id = $3")
                 .bind(*parts_sent)
                 .bind(now)
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx)
                 .await?;
             for m in maps {
                 insert_map(tx, m).await?;
             }
         }
         RowUpdate::Retry { attempts, error } => {
-            sqlx::query(
-                "UPDATE outbox SET attempts = $1, last_error = $2, updated_ms = $3 WHERE id = $4",
-            )
-            .bind(*attempts)
-            .bind(error.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+            stmt("UPDATE outbox SET attempts = $1, last_error = $2, updated_ms = $3 WHERE id = $4")
+                .bind(*attempts)
+                .bind(error.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(tx)
+                .await?;
         }
         RowUpdate::Dead { reason } => {
-            sqlx::query(
+            stmt(
                 "UPDATE outbox SET state = 'dead', last_error = $1, updated_ms = $2 WHERE id = $3",
             )
             .bind(reason.as_str())
             .bind(now)
             .bind(id)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
         }
     }
@@ -1042,9 +1028,9 @@ async fn row_update(
 
 /// Remembers one id: the first part in `message_map`, later ones in
 /// `message_parts`.
-async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), StoreError> {
+async fn insert_map(tx: &mut Tx<'_>, m: &MapEntry) -> Result<(), StoreError> {
     if m.part == 0 {
-        sqlx::query(
+        stmt(
             "INSERT INTO message_map (event_id, account, channel, remote_id) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, account, channel) DO NOTHING",
         )
@@ -1052,10 +1038,10 @@ async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), S
         .bind(m.account.to_string())
         .bind(m.channel.as_str())
         .bind(m.remote_id.as_str())
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     } else {
-        sqlx::query(
+        stmt(
             "INSERT INTO message_parts (event_id, account, channel, part, remote_id) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, account, channel, part) DO NOTHING",
         )
@@ -1064,7 +1050,7 @@ async fn insert_map(tx: &mut Transaction<'_, Any>, m: &MapEntry) -> Result<(), S
         .bind(m.channel.as_str())
         .bind(m.part)
         .bind(m.remote_id.as_str())
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     }
     Ok(())
@@ -1101,7 +1087,7 @@ mod cluster {
     const PAYLOAD: usize = 7000;
 
     pub(super) async fn finish(
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Tx<'_>,
         outcomes: &mut [Vec<Option<IngestOutcome>>],
         instance: &str,
     ) -> Result<(), StoreError> {
@@ -1120,7 +1106,7 @@ mod cluster {
                      RETURNING seq, event_id, gateway",
                     values(3, range.len())
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = stmt(&sql);
                 for &(i, j, k) in &rows[range.clone()] {
                     let item = &outcomes[i][j].as_ref().expect("an outcome").feed[k];
                     q = q
@@ -1129,7 +1115,7 @@ mod cluster {
                         .bind(item.origin_token.clone());
                 }
                 let mut seqs: HashMap<(i64, String), i64> = HashMap::new();
-                for row in q.fetch_all(&mut **tx).await? {
+                for row in q.fetch_all(tx).await? {
                     seqs.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
                 }
                 for &(i, j, k) in &rows[range] {

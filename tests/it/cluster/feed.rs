@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::Row;
 use switchboard::store::postgres as pg;
 use switchboard::store::writer;
+use switchboard::store::writer::exec::Tx;
 use switchboard::store::{OpenOptions, Store};
 use switchboard_core::{Delivered, GatewayName};
 
@@ -81,7 +82,7 @@ async fn race(ordered: bool) -> (i64, i64, Vec<i64>, Vec<i64>) {
     };
     let mut held = pool.begin().await.unwrap();
     if ordered {
-        pg::lock_feed_order(&mut held).await.unwrap();
+        pg::lock_feed_order(&mut Tx::Any(&mut held)).await.unwrap();
     }
     let held_seq: i64 = sqlx::query(
         "INSERT INTO feed (gateway, event_id, origin_token) VALUES ('g', $1, NULL) RETURNING seq",

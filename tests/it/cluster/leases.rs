@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use switchboard::store::postgres::{self as pg, Fence, Holder, LeaseKey, LeaseKind};
 use switchboard::store::writer;
+use switchboard::store::writer::exec::Tx;
 use switchboard::store::{IngestBatch, OpenOptions, Store, StoreError};
 use switchboard_core::Cursor;
 
@@ -195,7 +196,12 @@ async fn a_write_in_progress_keeps_its_lease_until_it_commits() {
     // `a`'s writer checks its fence; its transaction is still open when the
     // lease runs out.
     let mut tx = pool.begin().await.unwrap();
-    assert_eq!(pg::check_fences(&mut tx, &[&fence]).await.unwrap(), [true]);
+    assert_eq!(
+        pg::check_fences(&mut Tx::Any(&mut tx), &[&fence])
+            .await
+            .unwrap(),
+        [true]
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Run out, but locked by the write: skipped, not waited for.
     assert!(
@@ -210,7 +216,9 @@ async fn a_write_in_progress_keeps_its_lease_until_it_commits() {
     assert_eq!(taken[0].from.as_deref(), Some("a"));
     let mut tx = pool.begin().await.unwrap();
     assert_eq!(
-        pg::check_fences(&mut tx, &[&fence]).await.unwrap(),
+        pg::check_fences(&mut Tx::Any(&mut tx), &[&fence])
+            .await
+            .unwrap(),
         [false],
         "after the commit, the old fence fails"
     );
