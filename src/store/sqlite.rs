@@ -144,9 +144,23 @@ impl OwnConnection {
     /// For a file; `None` for an in-memory database, which only the pool's
     /// connections share.
     pub(super) fn of(url: &str, durability: Durability, max_size: Option<u64>) -> Option<Self> {
-        let path = file_of(url);
+        use std::str::FromStr;
+        // The file as sqlx opens it (its path percent-decoded). A database
+        // opened in a way only sqlx's URL says (another VFS, read-only,
+        // immutable, in memory) stays with the pool's connections.
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let special = query.split('&').any(|p| {
+            p.starts_with("vfs=")
+                || p.starts_with("immutable=")
+                || p == "mode=ro"
+                || p == "mode=memory"
+        });
+        let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .ok()?
+            .get_filename()
+            .to_path_buf();
         let name = path.to_string_lossy();
-        if name.is_empty() || name.starts_with(':') || url.contains("mode=memory") {
+        if special || name.is_empty() || name.starts_with(':') {
             return None;
         }
         Some(Self {

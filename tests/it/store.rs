@@ -301,3 +301,43 @@ async fn store_contract(backend: Backend) {
     task.await.unwrap();
     store.close().await;
 }
+
+on_both_backends!(a_writer_given_up_on_stops => |backend| a_writer_given_up_on_stops(backend));
+
+/// Shutting down gives the writer 5 s and then aborts its handle. On a
+/// SQLite file the writer runs on a thread of its own; it must stop then
+/// too (after the batch in hand), not write on while the next instance
+/// takes the file.
+async fn a_writer_given_up_on_stops(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(backend, dir.path()).await;
+    let store = Store::open(&db.url, 4).await.unwrap();
+    let (w, task) = writer::spawn(store.clone(), Arc::new(NoSink));
+    let hello = EventKind::Message {
+        body: RichText::plain("hello"),
+        attachments: Vec::new(),
+        reply_to: None,
+    };
+    w.ingest(from_chat("1", "100", hello.clone()))
+        .await
+        .unwrap();
+    task.abort();
+    // It stops: a command is refused, not committed. Bounded: a writer
+    // that runs on never refuses, and the loop gives up.
+    let mut n = 0;
+    let stopped = loop {
+        n += 1;
+        match w
+            .ingest(from_chat("1", &format!("x{n}"), hello.clone()))
+            .await
+        {
+            Err(e) => break Some(e),
+            Ok(_) if n >= 200 => break None,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    };
+    assert!(
+        matches!(stopped, Some(switchboard::store::StoreError::WriterGone)),
+        "the writer wrote on after its handle was aborted: {stopped:?}"
+    );
+}

@@ -267,10 +267,9 @@ impl<'q> Stmt<'q> {
     /// # Errors
     /// The database's; [`StoreError::Corrupt`] when it returned none.
     pub async fn fetch_one(self, tx: &mut Tx<'_>) -> Result<Row, StoreError> {
-        let sql = self.sql;
         self.fetch_optional(tx)
             .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no row from {sql}")))
+            .ok_or_else(|| StoreError::Corrupt("a statement returned no row".into()))
     }
 }
 
@@ -294,14 +293,15 @@ mod lite {
                 Some(name) => name
                     .strip_prefix('$')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| {
-                        StoreError::Rejected(format!("parameter {name} is not $N: {}", s.sql))
-                    })?,
+                    .ok_or_else(|| StoreError::Rejected(format!("parameter {name} is not $N")))?,
                 None => i,
             };
-            let arg = s.args.get(n - 1).ok_or_else(|| {
-                StoreError::Rejected(format!("parameter ${n} has no value: {}", s.sql))
-            })?;
+            // Errors name the parameter, never the statement: they reach
+            // API callers as sqlx's do.
+            let arg = n
+                .checked_sub(1)
+                .and_then(|k| s.args.get(k))
+                .ok_or_else(|| StoreError::Rejected(format!("parameter ${n} has no value")))?;
             st.raw_bind_parameter(i, arg)?;
         }
         Ok(st)

@@ -462,16 +462,28 @@ pub fn spawn(
     // growing memory; 4096 covers many group commits' worth of work.
     let (tx, mut rx) = mpsc::channel::<WriteCmd>(4096);
     let own_thread = store.own_writer().is_some();
+    // Closed when the caller gives up on the writer (aborts the handle
+    // returned below): a writer on its own thread stops after the batch
+    // in hand, as a task would stop at once.
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let work = async move {
         let mut conn = WriteConn {
             wal: crate::store::sqlite::Checkpoints::new(&store),
             store,
             conn: None,
+            in_tx: false,
             health: Health::Up,
             recovered_at: None,
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        loop {
+            let received = tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = &mut stop_rx => 0,
+            };
+            if received == 0 {
+                break;
+            }
             let mut cmds = std::mem::take(&mut batch);
             let prunes = take_prunes(&mut cmds);
             let solos = take_solos(&mut cmds);
@@ -487,12 +499,15 @@ pub fn spawn(
         }
     };
     if !own_thread {
-        return (WriterHandle { tx }, tokio::spawn(work));
+        let task = tokio::spawn(async move {
+            let _stop = stop_tx;
+            work.await;
+        });
+        return (WriterHandle { tx }, task);
     }
     // With its own SQLite connection the writer calls SQLite directly,
     // which blocks (an fsync, a busy database): on a thread of its own, not
     // on the runtime's workers.
-    let (done_tx, done_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("sb-writer".into())
         .spawn(move || {
@@ -502,7 +517,6 @@ pub fn spawn(
             {
                 Ok(rt) => {
                     rt.block_on(work);
-                    let _ = done_tx.send(());
                     // A probe still opening a locked database is not
                     // waited for.
                     rt.shutdown_background();
@@ -512,11 +526,18 @@ pub fn spawn(
                 }
             }
         });
-    if let Err(e) = thread {
-        tracing::error!(error = %e, "The store writer's thread cannot start.");
-    }
     let task = tokio::spawn(async move {
-        let _ = done_rx.await;
+        let _stop = stop_tx;
+        match thread {
+            // A panic on the writer's thread is the handle's, as a task's
+            // would be.
+            Ok(thread) => {
+                if let Ok(Err(panic)) = tokio::task::spawn_blocking(move || thread.join()).await {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "The store writer's thread cannot start."),
+        }
     });
     (WriterHandle { tx }, task)
 }
@@ -617,12 +638,26 @@ impl Conn {
 struct WriteConn {
     store: Store,
     conn: Option<Conn>,
+    /// Between BEGIN and its end: if the writer is dropped then (a panic,
+    /// an abort), a pooled connection must not go back to the pool inside
+    /// the transaction (see the `Drop`).
+    in_tx: bool,
     health: Health,
     /// When the database last came back and after how many probes: a
     /// database that fails again soon (a disk still nearly full) keeps its
     /// probe backoff and is not reported as a new outage.
     recovered_at: Option<(Instant, u32)>,
     wal: crate::store::sqlite::Checkpoints,
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        if self.in_tx {
+            if let Some(conn) = self.conn.take() {
+                conn.discard();
+            }
+        }
+    }
 }
 
 /// First wait before probing a database that went down; doubles per failed
@@ -650,6 +685,7 @@ impl WriteConn {
         // The idle WAL truncation waits for this transaction (see
         // `sqlite::truncate_wal`).
         let _turn = self.wal.turn().await;
+        self.in_tx = true;
         let result = async {
             let mut tx = conn.tx();
             tx.run("BEGIN").await?;
@@ -664,6 +700,7 @@ impl WriteConn {
             Ok::<_, StoreError>(Ok(outcomes))
         }
         .await;
+        self.in_tx = false;
         if result.is_err() {
             // Never reuse a connection whose transaction failed (it may
             // still be in it): start the next batch on a fresh one.
@@ -680,6 +717,7 @@ impl WriteConn {
         if let Some(error) = self.recovered() {
             return Err(StoreError::Unavailable(error));
         }
+        self.in_tx = true;
         let result = async {
             if self.conn.is_none() {
                 self.conn = Some(Conn::open(&self.store).await?);
@@ -692,6 +730,7 @@ impl WriteConn {
             Ok::<_, StoreError>(done)
         }
         .await;
+        self.in_tx = false;
         match &result {
             Ok(_) => {
                 self.wal
@@ -720,6 +759,7 @@ impl WriteConn {
             change.answer(Err(StoreError::Unavailable(error)));
             return;
         }
+        self.in_tx = true;
         let result = async {
             if self.conn.is_none() {
                 self.conn = Some(Conn::open(&self.store).await?);
@@ -732,6 +772,7 @@ impl WriteConn {
             Ok::<_, StoreError>(())
         }
         .await;
+        self.in_tx = false;
         match &result {
             Ok(()) => {
                 self.wal
