@@ -182,24 +182,17 @@ impl OwnConnection {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let run = |sql: &str| -> Result<Option<i64>, StoreError> {
-            let mut st = conn.prepare(sql)?;
-            let mut rows = st.raw_query();
-            let mut first = None;
-            while let Some(row) = rows.next()? {
-                first = first.or(row.get::<_, i64>(0).ok());
-            }
-            Ok(first)
-        };
-        run(synchronous(self.durability))?;
+        // `execute_batch` runs a statement that returns a row (these
+        // pragmas do) without reading it.
+        conn.execute_batch(synchronous(self.durability))?;
         for pragma in PRAGMAS {
-            run(pragma)?;
+            conn.execute_batch(pragma)?;
         }
         if let Some(bytes) = self.max_size {
-            let page = run("PRAGMA page_size")?.unwrap_or(4096);
-            run(&max_page_count(bytes, page))?;
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            conn.execute_batch(&max_page_count(bytes, page))?;
         }
-        run("SELECT 1")?;
+        conn.query_row("SELECT 1", [], |_| Ok(()))?;
         conn.set_prepared_statement_cache_capacity(super::writer::exec::CACHED);
         Ok(conn)
     }

@@ -53,6 +53,14 @@ fn from_chat(chat: &str, remote: &str, kind: EventKind) -> IngestItem {
     }
 }
 
+fn hello() -> EventKind {
+    EventKind::Message {
+        body: RichText::plain("hello"),
+        attachments: Vec::new(),
+        reply_to: None,
+    }
+}
+
 fn edit_of(remote: &str) -> EventKind {
     EventKind::Edit {
         target: TargetRef::Remote(RemoteId::new(remote).unwrap()),
@@ -65,11 +73,7 @@ async fn store_contract(backend: Backend) {
     let db = Db::new(backend, dir.path()).await;
     let store = Store::open(&db.url, 4).await.unwrap();
     let (w, task) = writer::spawn(store.clone(), Arc::new(NoSink));
-    let hello = EventKind::Message {
-        body: RichText::plain("hello"),
-        attachments: Vec::new(),
-        reply_to: None,
-    };
+    let hello = hello();
 
     let first = w
         .ingest(from_chat("1", "100", hello.clone()))
@@ -180,7 +184,7 @@ async fn store_contract(backend: Backend) {
     };
     let (sent, echo) = tokio::join!(
         w.row(row.id, RowUpdate::Sent { maps: vec![map] }),
-        w.ingest(from_chat("2", "210", hello))
+        w.ingest(from_chat("2", "210", hello.clone()))
     );
     sent.unwrap();
     assert_eq!(echo.unwrap().delivered, Delivered::Ignored);
@@ -264,11 +268,6 @@ async fn store_contract(backend: Backend) {
     // found (one query for a run, not one per message), the rest inserted
     // in order, a redelivery recognised, and an edit in their midst sees
     // the message it names, which came just before it in the same batch.
-    let hello = EventKind::Message {
-        body: RichText::plain("hello"),
-        attachments: Vec::new(),
-        reply_to: None,
-    };
     let got: Vec<Delivered> = w
         .ingest_batch(batch(
             vec![
@@ -313,11 +312,7 @@ async fn a_writer_given_up_on_stops(backend: Backend) {
     let db = Db::new(backend, dir.path()).await;
     let store = Store::open(&db.url, 4).await.unwrap();
     let (w, task) = writer::spawn(store.clone(), Arc::new(NoSink));
-    let hello = EventKind::Message {
-        body: RichText::plain("hello"),
-        attachments: Vec::new(),
-        reply_to: None,
-    };
+    let hello = hello();
     w.ingest(from_chat("1", "100", hello.clone()))
         .await
         .unwrap();
